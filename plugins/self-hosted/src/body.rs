@@ -1,0 +1,276 @@
+//! The agent-session webhook body of the wire contract (§1) and its `promptContext`.
+
+use std::fmt::Write as _;
+
+use leadtime_plugin_sdk::{Actor, Comment, SessionStart, Trigger};
+use serde_json::{Value, json};
+
+use crate::config::{Config, Mode};
+
+/// At most this many comments (the newest) are written into the prompt; the rest are counted.
+const PROMPT_COMMENT_LIMIT: usize = 30;
+
+/// The `agent_session.created` body. `webhookTimestamp` starts as the session's creation time;
+/// the host stamps each attempt's time into it when it sends.
+pub fn webhook_body(session: &SessionStart, config: &Config) -> Value {
+    let comment_id = match &session.trigger {
+        Trigger::Mentioned(comment) => Value::String(comment.id.clone()),
+        _ => Value::Null,
+    };
+    let task = &session.task;
+    json!({
+        "eventType": "agent_session.created",
+        "webhookTimestamp": session.created_at,
+        "workspaceId": session.workspace_id,
+        "agentRunId": session.session_id,
+        "taskId": task.id,
+        "commentId": comment_id,
+        "context": {
+            "promptContext": prompt_context(session, config),
+            "task": {
+                "id": task.id,
+                "shortNumber": task.short_number,
+                "title": task.title,
+                "description": task.description,
+                "status": task.status,
+                "statusId": task.status_id,
+                "assignee": task.assignee.as_ref().map(actor_json),
+                "createdAt": task.created_at,
+            },
+            "trigger": trigger_json(&session.trigger),
+            "comments": session.comments.iter().map(comment_json).collect::<Vec<_>>(),
+            "guidance": config.guidance.as_ref().map(|instructions| json!({"instructions": instructions})),
+            "bot": {"id": session.bot.id, "name": session.bot.name, "handle": session.bot.handle},
+            "mode": config.mode.as_str(),
+            "apiBaseUrl": session.api_base_url,
+        }
+    })
+}
+
+fn actor_json(actor: &Actor) -> Value {
+    json!({"id": actor.id, "name": actor.name, "kind": actor.kind, "handle": actor.handle})
+}
+
+fn comment_json(comment: &Comment) -> Value {
+    json!({
+        "id": comment.id,
+        "author": actor_json(&comment.author),
+        "body": comment.body,
+        "createdAt": comment.created_at,
+    })
+}
+
+fn trigger_json(trigger: &Trigger) -> Value {
+    match trigger {
+        Trigger::Assigned(by) => json!({"type": "assigned", "actor": actor_json(by)}),
+        Trigger::Mentioned(comment) => json!({
+            "type": "mentioned",
+            "commentId": comment.id,
+            "actor": actor_json(&comment.author),
+            "comment": comment_json(comment),
+        }),
+        Trigger::Automation(rule) => json!({"type": "automation", "rule": rule}),
+    }
+}
+
+/// The brief pasted verbatim into the agent's prompt: who it is, why it was called, the task, its
+/// comments, the admin's guidance, and how to report back.
+pub fn prompt_context(session: &SessionStart, config: &Config) -> String {
+    let task = &session.task;
+    let bot = &session.bot;
+    let mut out = String::new();
+    // `write!` to a String cannot fail; the results are ignored deliberately.
+    let _ = writeln!(
+        out,
+        "You are {} (@{}), an AI agent working as a bot user in the Leadtime workspace \"{}\".",
+        bot.name, bot.handle, session.workspace_name
+    );
+
+    out.push_str("\n## Why you were called\n");
+    match &session.trigger {
+        Trigger::Assigned(by) => {
+            let _ = writeln!(out, "{} assigned task #{} to you.", by.name, task.short_number);
+        }
+        Trigger::Mentioned(comment) => {
+            let _ = writeln!(
+                out,
+                "{} mentioned you (@{}) in a comment on task #{} (comment id {}):\n",
+                comment.author.name, bot.handle, task.short_number, comment.id
+            );
+            out.push_str(&quote(&comment.body));
+            out.push_str("\nAnswer or act on that comment.\n");
+        }
+        Trigger::Automation(rule) => {
+            let _ = writeln!(out, "The automation \"{rule}\" started you on task #{}.", task.short_number);
+        }
+    }
+
+    let _ = writeln!(out, "\n## Task #{}: {}", task.short_number, task.title);
+    let _ = writeln!(out, "- Task id: {}", task.id);
+    let _ = writeln!(out, "- Status: {}", task.status);
+    match &task.assignee {
+        Some(a) => {
+            let handle = a.handle.as_deref().map(|h| format!(" (@{h})")).unwrap_or_default();
+            let _ = writeln!(out, "- Assignee: {}{handle}", a.name);
+        }
+        None => out.push_str("- Assignee: nobody\n"),
+    }
+    let _ = writeln!(out, "- Created: {}", task.created_at);
+    out.push_str("\n### Description\n");
+    if task.description.trim().is_empty() {
+        out.push_str("(no description)\n");
+    } else {
+        out.push_str(task.description.trim_end());
+        out.push('\n');
+    }
+
+    let total = session.comments.len();
+    let _ = writeln!(out, "\n## Comments ({total}, oldest first)");
+    if total == 0 {
+        out.push_str("(none)\n");
+    }
+    let skipped = total.saturating_sub(PROMPT_COMMENT_LIMIT);
+    if skipped > 0 {
+        let _ = writeln!(
+            out,
+            "({skipped} earlier comments are not shown; read them through the task API.)"
+        );
+    }
+    for comment in &session.comments[skipped..] {
+        let _ = writeln!(out, "\n**{}** at {}:", comment.author.name, comment.created_at);
+        out.push_str(comment.body.trim_end());
+        out.push('\n');
+    }
+
+    if let Some(guidance) = &config.guidance {
+        out.push_str("\n## Guidance from your workspace\n");
+        out.push_str(guidance);
+        out.push('\n');
+    }
+
+    out.push_str("\n## How to report back\n");
+    let _ = writeln!(
+        out,
+        "This is agent session {} (agentRunId). Report through the Leadtime session API at {}/public/agent-sessions/{}: \
+         post activities as you work (thoughts, tool calls, results), post your final answer as a `response` activity, \
+         then set the status to `done` — or `failed` with a message saying why.",
+        session.session_id, session.api_base_url, session.session_id
+    );
+    match config.mode {
+        Mode::Basic => {
+            let _ = writeln!(
+                out,
+                "You may use the task tools: read task #{n} (GET {base}/public/tasks/{n}), comment on it, \
+                 list the workspace's statuses and change the task's status.",
+                n = task.short_number,
+                base = session.api_base_url
+            );
+        }
+        Mode::Full => {
+            let _ = writeln!(
+                out,
+                "You may use any operation of the public API; its OpenAPI document is at {}/public/docs/json.",
+                session.api_base_url
+            );
+        }
+    }
+    out
+}
+
+/// Markdown block quote of `text`.
+fn quote(text: &str) -> String {
+    text.lines().map(|line| format!("> {line}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leadtime_plugin_sdk::{BotInfo, ConnectionInfo, TaskSnapshot};
+
+    fn actor(name: &str) -> Actor {
+        Actor { id: format!("usr_{name}"), name: name.into(), kind: "person".into(), handle: None }
+    }
+
+    fn comment(id: &str, body: &str) -> Comment {
+        Comment { id: id.into(), author: actor("Ada"), body: body.into(), created_at: "2026-05-23T12:00:00.000Z".into() }
+    }
+
+    fn session(trigger: Trigger, comments: Vec<Comment>) -> SessionStart {
+        SessionStart {
+            session_id: "ses_1".into(),
+            workspace_id: "ws_1".into(),
+            workspace_name: "Acme".into(),
+            created_at: "2026-05-23T12:00:00.000Z".into(),
+            bot: BotInfo { id: "bot_1".into(), name: "Claw".into(), handle: "claw".into() },
+            connection: ConnectionInfo { id: "con_1".into(), connection_type: "self-hosted".into(), config: "{}".into() },
+            trigger,
+            task: TaskSnapshot {
+                id: "tsk_1".into(),
+                short_number: 943,
+                title: "Fix the login redirect".into(),
+                description: "It loops.".into(),
+                status: "To do".into(),
+                status_id: "sts_1".into(),
+                assignee: None,
+                created_at: "2026-05-23T11:00:00.000Z".into(),
+            },
+            comments,
+            api_base_url: "http://127.0.0.1:8080/api".into(),
+        }
+    }
+
+    fn config(guidance: Option<&str>) -> Config {
+        Config { webhook_url: "https://w.example/leadtime/webhook".into(), mode: Mode::Basic, guidance: guidance.map(Into::into) }
+    }
+
+    #[test]
+    fn body_matches_the_wire_contract() {
+        let mention = comment("cmt_2", "@claw please look");
+        let body = webhook_body(&session(Trigger::Mentioned(mention.clone()), vec![mention]), &config(Some("Be brief")));
+        assert_eq!(body["eventType"], "agent_session.created");
+        assert_eq!(body["agentRunId"], "ses_1");
+        assert_eq!(body["taskId"], "tsk_1");
+        assert_eq!(body["commentId"], "cmt_2");
+        assert_eq!(body["workspaceId"], "ws_1");
+        assert_eq!(body["webhookTimestamp"], "2026-05-23T12:00:00.000Z");
+        assert!(body["context"]["task"]["shortNumber"].is_u64(), "shortNumber must be a JSON number");
+        assert_eq!(body["context"]["task"]["shortNumber"], 943);
+        assert_eq!(body["context"]["trigger"]["type"], "mentioned");
+        assert_eq!(body["context"]["trigger"]["commentId"], "cmt_2");
+        assert_eq!(body["context"]["guidance"]["instructions"], "Be brief");
+        assert_eq!(body["context"]["comments"][0]["body"], "@claw please look");
+        let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["eventType", "webhookTimestamp", "workspaceId", "agentRunId", "taskId", "commentId", "context"]);
+    }
+
+    #[test]
+    fn assignment_has_null_comment_id_and_no_guidance() {
+        let body = webhook_body(&session(Trigger::Assigned(actor("Ada")), vec![]), &config(None));
+        assert!(body["commentId"].is_null());
+        assert!(body["context"]["guidance"].is_null());
+        assert_eq!(body["context"]["trigger"]["type"], "assigned");
+        assert_eq!(body["context"]["trigger"]["actor"]["name"], "Ada");
+    }
+
+    #[test]
+    fn prompt_is_a_complete_brief() {
+        let mention = comment("cmt_2", "@claw please look\nat the logs");
+        let prompt = prompt_context(&session(Trigger::Mentioned(mention.clone()), vec![comment("cmt_1", "First!"), mention]), &config(Some("Never push to main.")));
+        for needle in [
+            "You are Claw (@claw)", "workspace \"Acme\"", "Ada mentioned you (@claw)", "> @claw please look\n> at the logs",
+            "## Task #943: Fix the login redirect", "- Status: To do", "It loops.", "## Comments (2, oldest first)", "First!",
+            "Never push to main.", "agent session ses_1", "http://127.0.0.1:8080/api/public/agent-sessions/ses_1", "`response`",
+        ] {
+            assert!(prompt.contains(needle), "prompt lacks {needle:?}:\n{prompt}");
+        }
+    }
+
+    #[test]
+    fn long_threads_keep_the_newest_comments() {
+        let comments: Vec<Comment> = (0..40).map(|i| comment(&format!("cmt_{i}"), &format!("comment number {i}"))).collect();
+        let prompt = prompt_context(&session(Trigger::Assigned(actor("Ada")), comments), &config(None));
+        assert!(prompt.contains("(10 earlier comments are not shown"));
+        assert!(!prompt.contains("comment number 9\n"));
+        assert!(prompt.contains("comment number 10\n") && prompt.contains("comment number 39\n"));
+    }
+}

@@ -1,0 +1,99 @@
+//! Host capabilities a plugin may use, as plain Rust functions over the WIT imports.
+
+/// The session the current call is for.
+pub mod session {
+    use crate::bindings::leadtime::agent_runtime::session as wit;
+    use crate::{Activity, ActivityType, HostError, SessionStatus};
+
+    /// Appends an activity to the session's feed.
+    pub fn post_activity(activity: &Activity) -> Result<(), HostError> {
+        wit::post_activity(activity)
+    }
+
+    /// Appends an activity of `activity_type` with only a body.
+    pub fn post(activity_type: ActivityType, body: &str) -> Result<(), HostError> {
+        post_activity(&Activity::new(activity_type, body))
+    }
+
+    /// Appends a `response` activity: the agent's answer, shown as the session's result.
+    pub fn respond(body: &str) -> Result<(), HostError> {
+        post(ActivityType::Response, body)
+    }
+
+    /// Moves the session to `status` with an optional message for its card.
+    pub fn set_status(status: SessionStatus, message: Option<&str>) -> Result<(), HostError> {
+        wit::set_status(status, message)
+    }
+
+    /// Sets the link shown on the session card (pull request, provider dashboard).
+    pub fn set_external_link(url: &str, label: &str) -> Result<(), HostError> {
+        wit::set_external_link(url, label)
+    }
+}
+
+/// Signed, durable webhook delivery.
+pub mod webhook {
+    use crate::HostError;
+    use crate::bindings::leadtime::agent_runtime::webhook as wit;
+
+    /// Queues a signed delivery of `body` (JSON) to `url` and returns the delivery id.
+    /// It is sent once the current call returns successfully.
+    pub fn deliver(url: &str, body: &str) -> Result<String, HostError> {
+        wit::deliver(&wit::OutgoingWebhook {
+            url: url.to_owned(),
+            body: body.to_owned(),
+        })
+    }
+}
+
+/// Small durable state private to the connection.
+pub mod kv {
+    use crate::HostError;
+    use crate::bindings::leadtime::agent_runtime::kv as wit;
+
+    /// The value stored under `key`, if any.
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        wit::get(key)
+    }
+
+    /// Stores `value` under `key`.
+    pub fn set(key: &str, value: &[u8]) -> Result<(), HostError> {
+        wit::set(key, value)
+    }
+
+    /// Removes `key`.
+    pub fn delete(key: &str) -> Result<(), HostError> {
+        wit::delete(key)
+    }
+}
+
+/// Structured logs, tagged by the host with plugin, connection and session.
+pub mod log {
+    pub use crate::bindings::leadtime::agent_runtime::log::Level;
+    use crate::bindings::leadtime::agent_runtime::log as wit;
+
+    /// Writes one log line at `level`.
+    pub fn log(level: Level, message: &str) {
+        wit::log(level, message)
+    }
+
+    /// Writes a debug line.
+    pub fn debug(message: &str) {
+        log(Level::Debug, message)
+    }
+
+    /// Writes an info line.
+    pub fn info(message: &str) {
+        log(Level::Info, message)
+    }
+
+    /// Writes a warning.
+    pub fn warn(message: &str) {
+        log(Level::Warn, message)
+    }
+
+    /// Writes an error line.
+    pub fn error(message: &str) {
+        log(Level::Error, message)
+    }
+}
