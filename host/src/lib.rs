@@ -1,0 +1,133 @@
+//! The Leadtime agent runtime host: a task tracker's agents as bot users. Assigning a task to a
+//! bot, or @mentioning it, opens an agent session that the bot's connection plugin (a sandboxed
+//! WebAssembly component) starts — for the built-in `self-hosted` type, by delivering a signed
+//! webhook to the customer's wrapper, which reports back through the session API.
+//!
+//! [`start`] runs a host on a listener you provide (tests use port 0); `main.rs` is a thin CLI.
+
+pub mod accounts;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod error;
+pub mod runtime;
+pub mod sessions;
+pub mod store;
+pub mod tasks;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use app::{App, SharedApp};
+pub use config::Config;
+use domain::time::{SharedClock, SystemClock};
+use runtime::PluginRuntime;
+use store::Db;
+
+/// A running host.
+#[derive(Debug)]
+pub struct RunningHost {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    /// The shared state (database, runtime, ...), for tests and tools.
+    pub app: SharedApp,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl RunningHost {
+    /// Stops accepting requests, lets workers finish what they are doing, and waits for them.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.app.db.close().await;
+    }
+
+    /// Waits until the host stops (after [`RunningHost::shutdown`] or a fatal error).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+        self.app.db.close().await;
+    }
+
+    /// A token that stops the host when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens the database and plugin runtime for `config` (no server, no workers): what the CLI's
+/// one-shot commands use.
+pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedApp> {
+    config.validate()?;
+    let db = Db::connect(&config.database_url).await.with_context(|| {
+        format!(
+            "cannot open the database {}",
+            store::redact_url(&config.database_url)
+        )
+    })?;
+    let cache = config
+        .plugin_cache
+        .then(|| config.data_dir.join("plugin-cache"));
+    let runtime = Arc::new(PluginRuntime::new(config.plugin_limits.clone(), cache)?);
+    for (source, wasm) in runtime::builtin::BUILTIN_PLUGINS {
+        // A plugin that fails to load is reported; the host runs without it.
+        if let Err(error) = runtime.load(source, wasm).await {
+            tracing::error!(%error, "built-in plugin failed to load");
+        }
+    }
+    Ok(Arc::new(App {
+        db,
+        clock,
+        runtime,
+        config,
+        jobs_queued: Notify::new(),
+        deliveries_queued: Notify::new(),
+    }))
+}
+
+/// Starts a host on `listener` with the system clock.
+pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<RunningHost> {
+    start_with_clock(config, listener, Arc::new(SystemClock)).await
+}
+
+/// Starts a host on `listener`: API server, session job worker and delivery worker.
+pub async fn start_with_clock(
+    config: Config,
+    listener: TcpListener,
+    clock: SharedClock,
+) -> anyhow::Result<RunningHost> {
+    let app = open(config, clock).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    tasks.spawn(sessions::worker::run(app.clone(), shutdown.clone()));
+    tasks.spawn(delivery::worker::run(app.clone(), shutdown.clone()));
+
+    let router = api::router(app.clone());
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(error) = axum::serve(listener, service)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(%error, "the API server stopped");
+        }
+    });
+    tracing::info!(%addr, public_url = %app.config.public_url, "leadtime host listening");
+    Ok(RunningHost {
+        addr,
+        app,
+        shutdown,
+        tasks,
+    })
+}

@@ -1,1 +1,125 @@
-fn main() {}
+//! `leadtime-host`: run the host, or bootstrap a workspace.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use leadtime_host::config::ServeArgs;
+use leadtime_host::domain::time::SystemClock;
+use leadtime_host::{Config, accounts};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "leadtime-host",
+    version,
+    about = "Agent runtime host: bots, agent sessions and WebAssembly connection plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host (API server and workers).
+    Serve(ServeArgs),
+    /// Create a workspace with its first admin and print the admin's API token (shown once).
+    Bootstrap {
+        /// Name of the new workspace.
+        #[arg(long, default_value = "My workspace")]
+        workspace: String,
+        /// The admin's name.
+        #[arg(long, default_value = "Admin")]
+        admin_name: String,
+        /// The admin's @handle.
+        #[arg(long, default_value = "admin")]
+        admin_handle: String,
+        /// The admin's e-mail address.
+        #[arg(long)]
+        admin_email: Option<String>,
+        /// Directory of the host's data (as for `serve`).
+        #[arg(long, env = "LEADTIME_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Database URL (as for `serve`).
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("LEADTIME_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,wasmtime=warn,cranelift=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            let config = args.clone().into_config()?;
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let host = leadtime_host::start(config, listener).await?;
+            let stop = host.shutdown_token();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("shutting down");
+                stop.cancel();
+            });
+            host.wait().await;
+            Ok(())
+        }
+        Command::Bootstrap {
+            workspace,
+            admin_name,
+            admin_handle,
+            admin_email,
+            data_dir,
+            database_url,
+            json,
+        } => {
+            let config = Config::new(data_dir, database_url, "http://127.0.0.1:8080".into());
+            let app = leadtime_host::open(config, Arc::new(SystemClock)).await?;
+            let request = accounts::Bootstrap {
+                workspace_name: workspace,
+                admin_name,
+                admin_handle,
+                admin_email,
+            };
+            let done = accounts::bootstrap(&app, request)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "workspaceId": done.workspace.id,
+                        "workspaceName": done.workspace.name,
+                        "adminId": done.admin.id,
+                        "adminHandle": done.admin.handle,
+                        "adminToken": done.admin_token,
+                    })
+                );
+            } else {
+                println!(
+                    "Workspace \"{}\" ({}) created.",
+                    done.workspace.name, done.workspace.id
+                );
+                println!(
+                    "Admin @{} ({}) — API token (shown once, keep it safe):",
+                    done.admin.handle, done.admin.id
+                );
+                println!("{}", done.admin_token);
+            }
+            app.db.close().await;
+            Ok(())
+        }
+    }
+}

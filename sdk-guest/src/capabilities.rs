@@ -69,8 +69,8 @@ pub mod kv {
 
 /// Structured logs, tagged by the host with plugin, connection and session.
 pub mod log {
-    pub use crate::bindings::leadtime::agent_runtime::log::Level;
     use crate::bindings::leadtime::agent_runtime::log as wit;
+    pub use crate::bindings::leadtime::agent_runtime::log::Level;
 
     /// Writes one log line at `level`.
     pub fn log(level: Level, message: &str) {

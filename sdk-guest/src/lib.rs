@@ -39,8 +39,8 @@ pub use types::{FieldErrors, WIT_VERSION};
 
 pub use bindings::leadtime::agent_runtime::types::{
     Activity, ActivityType, Actor, BotInfo, Comment, ConnectionInfo, FieldError, HostError,
-    InboundRequest, PluginManifest, PluginError, SecretSpec, SessionEvent, SessionRef, SessionStart,
-    SessionStatus, TaskSnapshot, Trigger,
+    InboundRequest, PluginError, PluginManifest, SecretSpec, SessionEvent, SessionRef,
+    SessionStart, SessionStatus, TaskSnapshot, Trigger,
 };
 
 /// A connection type, implemented by a plugin author and exported with [`export_plugin!`].
@@ -106,13 +106,11 @@ macro_rules! export_plugin {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::bindings;
-    pub use crate::bindings::exports::leadtime::agent_runtime::plugin::Guest;
     pub use crate::bindings::export as export_component;
+    pub use crate::bindings::exports::leadtime::agent_runtime::plugin::Guest;
 
     /// Parses the config text and hands it to the plugin's validation.
-    pub fn validate_config<P: crate::Plugin>(
-        config: &str,
-    ) -> Result<(), Vec<crate::FieldError>> {
+    pub fn validate_config<P: crate::Plugin>(config: &str) -> Result<(), Vec<crate::FieldError>> {
         match serde_json::from_str::<serde_json::Value>(config) {
             Ok(value @ serde_json::Value::Object(_)) => P::validate_config(&value),
             Ok(_) => Err(vec![crate::FieldError {

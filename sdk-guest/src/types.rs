@@ -62,7 +62,9 @@ impl From<HostError> for PluginError {
         match error {
             HostError::Unavailable(m) => PluginError::Transient(m),
             HostError::NotAllowed(m) => PluginError::Failed(format!("not allowed: {m}")),
-            HostError::Invalid(m) => PluginError::Failed(format!("invalid request to the host: {m}")),
+            HostError::Invalid(m) => {
+                PluginError::Failed(format!("invalid request to the host: {m}"))
+            }
             HostError::LimitExceeded(m) => PluginError::Failed(format!("limit exceeded: {m}")),
             HostError::SessionClosed(m) => PluginError::Failed(format!("session closed: {m}")),
         }
@@ -89,6 +91,10 @@ impl FieldErrors {
 
     /// `Ok` when nothing was recorded, else every error.
     pub fn finish(self) -> Result<(), Vec<FieldError>> {
-        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
     }
 }

@@ -89,7 +89,11 @@ pub fn prompt_context(session: &SessionStart, config: &Config) -> String {
     out.push_str("\n## Why you were called\n");
     match &session.trigger {
         Trigger::Assigned(by) => {
-            let _ = writeln!(out, "{} assigned task #{} to you.", by.name, task.short_number);
+            let _ = writeln!(
+                out,
+                "{} assigned task #{} to you.",
+                by.name, task.short_number
+            );
         }
         Trigger::Mentioned(comment) => {
             let _ = writeln!(
@@ -101,7 +105,11 @@ pub fn prompt_context(session: &SessionStart, config: &Config) -> String {
             out.push_str("\nAnswer or act on that comment.\n");
         }
         Trigger::Automation(rule) => {
-            let _ = writeln!(out, "The automation \"{rule}\" started you on task #{}.", task.short_number);
+            let _ = writeln!(
+                out,
+                "The automation \"{rule}\" started you on task #{}.",
+                task.short_number
+            );
         }
     }
 
@@ -110,7 +118,11 @@ pub fn prompt_context(session: &SessionStart, config: &Config) -> String {
     let _ = writeln!(out, "- Status: {}", task.status);
     match &task.assignee {
         Some(a) => {
-            let handle = a.handle.as_deref().map(|h| format!(" (@{h})")).unwrap_or_default();
+            let handle = a
+                .handle
+                .as_deref()
+                .map(|h| format!(" (@{h})"))
+                .unwrap_or_default();
             let _ = writeln!(out, "- Assignee: {}{handle}", a.name);
         }
         None => out.push_str("- Assignee: nobody\n"),
@@ -137,7 +149,11 @@ pub fn prompt_context(session: &SessionStart, config: &Config) -> String {
         );
     }
     for comment in &session.comments[skipped..] {
-        let _ = writeln!(out, "\n**{}** at {}:", comment.author.name, comment.created_at);
+        let _ = writeln!(
+            out,
+            "\n**{}** at {}:",
+            comment.author.name, comment.created_at
+        );
         out.push_str(comment.body.trim_end());
         out.push('\n');
     }
@@ -188,11 +204,21 @@ mod tests {
     use leadtime_plugin_sdk::{BotInfo, ConnectionInfo, TaskSnapshot};
 
     fn actor(name: &str) -> Actor {
-        Actor { id: format!("usr_{name}"), name: name.into(), kind: "person".into(), handle: None }
+        Actor {
+            id: format!("usr_{name}"),
+            name: name.into(),
+            kind: "person".into(),
+            handle: None,
+        }
     }
 
     fn comment(id: &str, body: &str) -> Comment {
-        Comment { id: id.into(), author: actor("Ada"), body: body.into(), created_at: "2026-05-23T12:00:00.000Z".into() }
+        Comment {
+            id: id.into(),
+            author: actor("Ada"),
+            body: body.into(),
+            created_at: "2026-05-23T12:00:00.000Z".into(),
+        }
     }
 
     fn session(trigger: Trigger, comments: Vec<Comment>) -> SessionStart {
@@ -201,8 +227,16 @@ mod tests {
             workspace_id: "ws_1".into(),
             workspace_name: "Acme".into(),
             created_at: "2026-05-23T12:00:00.000Z".into(),
-            bot: BotInfo { id: "bot_1".into(), name: "Claw".into(), handle: "claw".into() },
-            connection: ConnectionInfo { id: "con_1".into(), connection_type: "self-hosted".into(), config: "{}".into() },
+            bot: BotInfo {
+                id: "bot_1".into(),
+                name: "Claw".into(),
+                handle: "claw".into(),
+            },
+            connection: ConnectionInfo {
+                id: "con_1".into(),
+                connection_type: "self-hosted".into(),
+                config: "{}".into(),
+            },
             trigger,
             task: TaskSnapshot {
                 id: "tsk_1".into(),
@@ -220,32 +254,61 @@ mod tests {
     }
 
     fn config(guidance: Option<&str>) -> Config {
-        Config { webhook_url: "https://w.example/leadtime/webhook".into(), mode: Mode::Basic, guidance: guidance.map(Into::into) }
+        Config {
+            webhook_url: "https://w.example/leadtime/webhook".into(),
+            mode: Mode::Basic,
+            guidance: guidance.map(Into::into),
+        }
     }
 
     #[test]
     fn body_matches_the_wire_contract() {
         let mention = comment("cmt_2", "@claw please look");
-        let body = webhook_body(&session(Trigger::Mentioned(mention.clone()), vec![mention]), &config(Some("Be brief")));
+        let body = webhook_body(
+            &session(Trigger::Mentioned(mention.clone()), vec![mention]),
+            &config(Some("Be brief")),
+        );
         assert_eq!(body["eventType"], "agent_session.created");
         assert_eq!(body["agentRunId"], "ses_1");
         assert_eq!(body["taskId"], "tsk_1");
         assert_eq!(body["commentId"], "cmt_2");
         assert_eq!(body["workspaceId"], "ws_1");
         assert_eq!(body["webhookTimestamp"], "2026-05-23T12:00:00.000Z");
-        assert!(body["context"]["task"]["shortNumber"].is_u64(), "shortNumber must be a JSON number");
+        assert!(
+            body["context"]["task"]["shortNumber"].is_u64(),
+            "shortNumber must be a JSON number"
+        );
         assert_eq!(body["context"]["task"]["shortNumber"], 943);
         assert_eq!(body["context"]["trigger"]["type"], "mentioned");
         assert_eq!(body["context"]["trigger"]["commentId"], "cmt_2");
         assert_eq!(body["context"]["guidance"]["instructions"], "Be brief");
         assert_eq!(body["context"]["comments"][0]["body"], "@claw please look");
-        let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["eventType", "webhookTimestamp", "workspaceId", "agentRunId", "taskId", "commentId", "context"]);
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "eventType",
+                "webhookTimestamp",
+                "workspaceId",
+                "agentRunId",
+                "taskId",
+                "commentId",
+                "context"
+            ]
+        );
     }
 
     #[test]
     fn assignment_has_null_comment_id_and_no_guidance() {
-        let body = webhook_body(&session(Trigger::Assigned(actor("Ada")), vec![]), &config(None));
+        let body = webhook_body(
+            &session(Trigger::Assigned(actor("Ada")), vec![]),
+            &config(None),
+        );
         assert!(body["commentId"].is_null());
         assert!(body["context"]["guidance"].is_null());
         assert_eq!(body["context"]["trigger"]["type"], "assigned");
@@ -255,20 +318,44 @@ mod tests {
     #[test]
     fn prompt_is_a_complete_brief() {
         let mention = comment("cmt_2", "@claw please look\nat the logs");
-        let prompt = prompt_context(&session(Trigger::Mentioned(mention.clone()), vec![comment("cmt_1", "First!"), mention]), &config(Some("Never push to main.")));
+        let prompt = prompt_context(
+            &session(
+                Trigger::Mentioned(mention.clone()),
+                vec![comment("cmt_1", "First!"), mention],
+            ),
+            &config(Some("Never push to main.")),
+        );
         for needle in [
-            "You are Claw (@claw)", "workspace \"Acme\"", "Ada mentioned you (@claw)", "> @claw please look\n> at the logs",
-            "## Task #943: Fix the login redirect", "- Status: To do", "It loops.", "## Comments (2, oldest first)", "First!",
-            "Never push to main.", "agent session ses_1", "http://127.0.0.1:8080/api/public/agent-sessions/ses_1", "`response`",
+            "You are Claw (@claw)",
+            "workspace \"Acme\"",
+            "Ada mentioned you (@claw)",
+            "> @claw please look\n> at the logs",
+            "## Task #943: Fix the login redirect",
+            "- Status: To do",
+            "It loops.",
+            "## Comments (2, oldest first)",
+            "First!",
+            "Never push to main.",
+            "agent session ses_1",
+            "http://127.0.0.1:8080/api/public/agent-sessions/ses_1",
+            "`response`",
         ] {
-            assert!(prompt.contains(needle), "prompt lacks {needle:?}:\n{prompt}");
+            assert!(
+                prompt.contains(needle),
+                "prompt lacks {needle:?}:\n{prompt}"
+            );
         }
     }
 
     #[test]
     fn long_threads_keep_the_newest_comments() {
-        let comments: Vec<Comment> = (0..40).map(|i| comment(&format!("cmt_{i}"), &format!("comment number {i}"))).collect();
-        let prompt = prompt_context(&session(Trigger::Assigned(actor("Ada")), comments), &config(None));
+        let comments: Vec<Comment> = (0..40)
+            .map(|i| comment(&format!("cmt_{i}"), &format!("comment number {i}")))
+            .collect();
+        let prompt = prompt_context(
+            &session(Trigger::Assigned(actor("Ada")), comments),
+            &config(None),
+        );
         assert!(prompt.contains("(10 earlier comments are not shown"));
         assert!(!prompt.contains("comment number 9\n"));
         assert!(prompt.contains("comment number 10\n") && prompt.contains("comment number 39\n"));

@@ -50,7 +50,10 @@ impl Config {
         let mut errors = FieldErrors::new();
         for key in object.keys() {
             if !matches!(key.as_str(), "webhookUrl" | "mode" | "guidance") {
-                errors.add(key, format!("unknown field `{key}`; allowed: webhookUrl, mode, guidance"));
+                errors.add(
+                    key,
+                    format!("unknown field `{key}`; allowed: webhookUrl, mode, guidance"),
+                );
             }
         }
         let webhook_url = match object.get("webhookUrl") {
@@ -82,7 +85,10 @@ impl Config {
         let guidance = match object.get("guidance") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.chars().count() > MAX_GUIDANCE_CHARS => {
-                errors.add("guidance", format!("too long: at most {MAX_GUIDANCE_CHARS} characters"));
+                errors.add(
+                    "guidance",
+                    format!("too long: at most {MAX_GUIDANCE_CHARS} characters"),
+                );
                 None
             }
             Some(Value::String(s)) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
@@ -101,15 +107,22 @@ impl Config {
 }
 
 fn check_url(raw: &str) -> Result<(), String> {
-    let url = url::Url::parse(raw.trim()).map_err(|e| format!("not a valid URL ({e}); expected e.g. https://agent.example.com/leadtime/webhook"))?;
+    let url = url::Url::parse(raw.trim()).map_err(|e| {
+        format!("not a valid URL ({e}); expected e.g. https://agent.example.com/leadtime/webhook")
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("scheme `{}` is not allowed; use http or https", url.scheme()));
+        return Err(format!(
+            "scheme `{}` is not allowed; use http or https",
+            url.scheme()
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("the URL needs a host".into());
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("credentials in the URL are not allowed; the host signs every delivery instead".into());
+        return Err(
+            "credentials in the URL are not allowed; the host signs every delivery instead".into(),
+        );
     }
     if url.fragment().is_some() {
         return Err("remove the #fragment; it is never sent".into());
@@ -123,12 +136,17 @@ mod tests {
     use serde_json::json;
 
     fn fields(value: Value) -> Vec<String> {
-        Config::parse(&value).unwrap_err().into_iter().map(|e| e.field).collect()
+        Config::parse(&value)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
     }
 
     #[test]
     fn minimal_config_defaults_to_basic_mode() {
-        let config = Config::parse(&json!({"webhookUrl": "https://a.example/leadtime/webhook"})).unwrap();
+        let config =
+            Config::parse(&json!({"webhookUrl": "https://a.example/leadtime/webhook"})).unwrap();
         assert_eq!(config.mode, Mode::Basic);
         assert_eq!(config.guidance, None);
         assert_eq!(config.webhook_url, "https://a.example/leadtime/webhook");
@@ -149,8 +167,14 @@ mod tests {
             ["extra", "webhookUrl", "mode", "guidance"]
         );
         assert_eq!(fields(json!({"webhookUrl": "not a url"})), ["webhookUrl"]);
-        assert_eq!(fields(json!({"webhookUrl": "https://user:pw@a.example/"})), ["webhookUrl"]);
-        assert_eq!(fields(json!({"webhookUrl": "https://a.example/", "guidance": "x".repeat(20_001)})), ["guidance"]);
+        assert_eq!(
+            fields(json!({"webhookUrl": "https://user:pw@a.example/"})),
+            ["webhookUrl"]
+        );
+        assert_eq!(
+            fields(json!({"webhookUrl": "https://a.example/", "guidance": "x".repeat(20_001)})),
+            ["guidance"]
+        );
         assert_eq!(fields(json!([1])), [""]);
     }
 }

@@ -1,0 +1,157 @@
+//! `/account`, `/workspace` and `/users`: who the caller is, their workspace, and its people and bots.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::extract::{Json, Query, Reader};
+use super::views::{StatusView, UserView};
+use crate::accounts::Caller;
+use crate::app::SharedApp;
+use crate::domain::users::UserKind;
+use crate::error::{AppError, ErrorBody};
+use crate::store;
+
+pub fn router() -> OpenApiRouter<SharedApp> {
+    OpenApiRouter::new()
+        .routes(routes!(account_info))
+        .routes(routes!(workspace_details))
+        .routes(routes!(list_users))
+}
+
+/// The caller's token (never the token itself).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct TokenView {
+    id: String,
+    name: String,
+    scopes: Vec<&'static str>,
+    expires_at: Option<String>,
+}
+
+/// A workspace, briefly.
+#[derive(Debug, Serialize, ToSchema)]
+struct WorkspaceRef {
+    id: String,
+    name: String,
+}
+
+/// Who is calling.
+#[derive(Debug, Serialize, ToSchema)]
+struct AccountInfo {
+    user: UserView,
+    workspace: WorkspaceRef,
+    token: TokenView,
+}
+
+/// The caller's workspace.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WorkspaceDetails {
+    id: String,
+    name: String,
+    created_at: String,
+    statuses: Vec<StatusView>,
+    people: usize,
+    bots: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct UserList {
+    users: Vec<UserView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct UserQuery {
+    /// `person` or `bot`; both when absent.
+    kind: Option<String>,
+}
+
+async fn workspace_ref(
+    app: &SharedApp,
+    caller: &Caller,
+) -> Result<crate::domain::users::Workspace, AppError> {
+    let mut conn = app.db.read().await?;
+    store::workspaces::get(&mut conn, caller.workspace_id())
+        .await?
+        .ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!(
+                "workspace {} of a valid token is missing",
+                caller.workspace_id()
+            ))
+        })
+}
+
+/// Get the caller's account
+///
+/// The person or bot the token belongs to, their workspace and the token's scopes.
+#[utoipa::path(get, path = "/account/info", tag = "account", operation_id = "getAccountInfo", responses((status = 200, body = AccountInfo)))]
+async fn account_info(
+    State(app): State<SharedApp>,
+    Reader(caller): Reader,
+) -> Result<Json<AccountInfo>, AppError> {
+    let workspace = workspace_ref(&app, &caller).await?;
+    Ok(Json(AccountInfo {
+        user: UserView::from(&caller.user),
+        workspace: WorkspaceRef {
+            id: workspace.id.to_string(),
+            name: workspace.name,
+        },
+        token: TokenView {
+            id: caller.token.id.to_string(),
+            name: caller.token.name.clone(),
+            scopes: caller.token.scopes.names(),
+            expires_at: caller.token.expires_at.map(|t| t.to_iso()),
+        },
+    }))
+}
+
+/// Get the workspace
+///
+/// The caller's workspace with its task statuses and how many people and bots it has.
+#[utoipa::path(get, path = "/workspace/details", tag = "account", operation_id = "getWorkspaceDetails", responses((status = 200, body = WorkspaceDetails)))]
+async fn workspace_details(
+    State(app): State<SharedApp>,
+    Reader(caller): Reader,
+) -> Result<Json<WorkspaceDetails>, AppError> {
+    let workspace = workspace_ref(&app, &caller).await?;
+    let mut conn = app.db.read().await?;
+    let statuses = store::tasks::statuses(&mut conn, &workspace.id).await?;
+    let users = store::users::list(&mut conn, &workspace.id, None).await?;
+    Ok(Json(WorkspaceDetails {
+        id: workspace.id.to_string(),
+        name: workspace.name,
+        created_at: workspace.created_at.to_iso(),
+        statuses: statuses.iter().map(StatusView::from).collect(),
+        people: users.iter().filter(|u| u.kind == UserKind::Person).count(),
+        bots: users.iter().filter(|u| u.kind == UserKind::Bot).count(),
+    }))
+}
+
+/// List people and bots
+///
+/// The workspace's users for an assignee picker: people first, then bots, each with `kind` and `enabled`.
+#[utoipa::path(get, path = "/users", tag = "account", operation_id = "listUsers", params(UserQuery),
+    responses((status = 200, body = UserList), (status = 400, body = ErrorBody)))]
+async fn list_users(
+    State(app): State<SharedApp>,
+    Reader(caller): Reader,
+    Query(query): Query<UserQuery>,
+) -> Result<Json<UserList>, AppError> {
+    let kind = match query.kind.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(UserKind::parse(text).ok_or_else(|| {
+            AppError::invalid(
+                "kind",
+                format!("unknown kind `{text}`; allowed: person, bot"),
+            )
+        })?),
+    };
+    let mut conn = app.db.read().await?;
+    let users = store::users::list(&mut conn, caller.workspace_id(), kind).await?;
+    Ok(Json(UserList {
+        users: users.iter().map(UserView::from).collect(),
+    }))
+}

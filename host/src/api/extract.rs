@@ -1,0 +1,120 @@
+//! Extractors: JSON bodies and query strings whose rejections use the API's error shape, and the
+//! bearer-token extractors that state in a handler's signature who may call it.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::accounts::{self, Caller};
+use crate::app::SharedApp;
+use crate::domain::tokens::Scope;
+use crate::error::AppError;
+
+/// A JSON request body (rejections answer with the API's JSON error) or response body.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(AppError))]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+impl From<JsonRejection> for AppError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => AppError::UnsupportedMediaType(
+                "send the body as JSON with `Content-Type: application/json`".into(),
+            ),
+            JsonRejection::BytesRejection(_) => {
+                AppError::PayloadTooLarge("the request body is too large".into())
+            }
+            JsonRejection::JsonSyntaxError(e) => AppError::Invalid {
+                field: None,
+                message: format!("the body is not valid JSON: {}", e.body_text()),
+            },
+            JsonRejection::JsonDataError(e) => AppError::Invalid {
+                field: None,
+                message: e.body_text(),
+            },
+            other => AppError::Invalid {
+                field: None,
+                message: other.body_text(),
+            },
+        }
+    }
+}
+
+/// A query string (rejections answer with the API's JSON error).
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(AppError))]
+pub struct Query<T>(pub T);
+
+impl From<QueryRejection> for AppError {
+    fn from(rejection: QueryRejection) -> Self {
+        AppError::Invalid {
+            field: None,
+            message: rejection.body_text(),
+        }
+    }
+}
+
+impl FromRequestParts<SharedApp> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self, AppError> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            AppError::Unauthorized("send your API token as `Authorization: Bearer <token>`".into())
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                AppError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
+            })?;
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        accounts::authenticate(app, token, ip.as_deref()).await
+    }
+}
+
+macro_rules! scoped_caller {
+    ($(#[$doc:meta])* $name:ident, $scope:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Caller);
+
+        impl FromRequestParts<SharedApp> for $name {
+            type Rejection = AppError;
+
+            async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self, AppError> {
+                let caller = Caller::from_request_parts(parts, app).await?;
+                caller.require($scope)?;
+                Ok($name(caller))
+            }
+        }
+    };
+}
+
+scoped_caller!(
+    /// A caller whose token has the `read` scope.
+    Reader, Scope::Read);
+scoped_caller!(
+    /// A caller whose token has the `write` scope.
+    Writer, Scope::Write);
+scoped_caller!(
+    /// A workspace admin (a person) whose token has the `admin` scope.
+    Admin, Scope::Admin);

@@ -1,0 +1,144 @@
+//! The public API under `/api/public`, as the wire contract and Leadtime's connectors expect it:
+//! one router per resource, bearer-token extractors, one JSON error shape, and an OpenAPI document
+//! generated from the same routes (so no route can be missing from it).
+
+pub mod account;
+pub mod agent_sessions;
+pub mod bots;
+pub mod docs;
+pub mod extract;
+pub mod tasks;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, Request, Uri};
+use axum::{Extension, Router};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::SharedApp;
+use crate::domain::ids::new_id;
+use crate::error::AppError;
+
+/// Largest request body accepted, in bytes (activity bodies may be tens of KB).
+pub const MAX_BODY_BYTES: usize = 2 << 20;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Leadtime agent host — public API",
+        description = "Tasks, bots and agent sessions. Authenticate with `Authorization: Bearer <token>` (a person's or a bot's API token). Errors are `{\"error\": code, \"message\": …}`.",
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "tasks", description = "Tasks, statuses, comments and history"),
+        (name = "agent-sessions", description = "The session API agent wrappers report through"),
+        (name = "bots", description = "Bots and connection types"),
+        (name = "account", description = "The caller, the workspace and its users"),
+        (name = "docs", description = "This document"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// The public API's routes with their OpenAPI description, before state is attached.
+pub fn public_api() -> OpenApiRouter<SharedApp> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
+        "/api/public",
+        OpenApiRouter::new()
+            .merge(tasks::router())
+            .merge(agent_sessions::router())
+            .merge(bots::router())
+            .merge(account::router())
+            .merge(docs::router()),
+    )
+}
+
+/// The OpenAPI document, as served at `/api/public/docs/json`.
+pub fn openapi(public_url: &str) -> utoipa::openapi::OpenApi {
+    let (_, mut document) = public_api().split_for_parts();
+    document.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    document.servers = Some(vec![utoipa::openapi::Server::new(public_url)]);
+    document
+}
+
+/// The whole HTTP application.
+pub fn router(app: SharedApp) -> Router {
+    let (routes, _) = public_api().split_for_parts();
+    let document = serde_json::to_string(&openapi(&app.config.public_url)).unwrap_or_default();
+    routes
+        .route("/healthz", axum::routing::get(|| async { super::api::extract::Json(serde_json::json!({"status": "ok"})) }))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(docs::OpenApiJson(Arc::new(document))))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUlid))
+        .with_state(app)
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> AppError {
+    AppError::NotFound(format!(
+        "no route {method} {}; the API is under /api/public (see /api/public/docs/json)",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(
+    method: Method,
+    uri: Uri,
+) -> (
+    axum::http::StatusCode,
+    extract::Json<crate::error::ErrorBody>,
+) {
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        extract::Json(crate::error::ErrorBody {
+            error: "method_not_allowed",
+            message: format!(
+                "{method} is not allowed on {}; see /api/public/docs/json",
+                uri.path()
+            ),
+            field: None,
+            field_errors: None,
+        }),
+    )
+}
+
+/// Request ids `req_<ulid>`, echoed in `x-request-id` and on every log line of the request.
+#[derive(Debug, Clone, Copy)]
+struct MakeRequestUlid;
+
+impl MakeRequestId for MakeRequestUlid {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&new_id("req"))
+            .ok()
+            .map(RequestId::new)
+    }
+}

@@ -1,0 +1,183 @@
+//! Host configuration: defaults, overridden by command-line flags or environment variables
+//! (`leadtime-host serve --help` lists every one), validated once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::runtime::CallLimits;
+
+/// Everything the host needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Where SQLite, the plugin compile cache and other local state live.
+    pub data_dir: PathBuf,
+    /// The URL wrappers and agents use to reach this host, without a trailing slash
+    /// (e.g. `https://agents.example.com`). The public API is at `{public_url}/api/public`.
+    pub public_url: String,
+    /// Webhook delivery settings.
+    pub delivery: DeliveryConfig,
+    /// Per-call plugin limits.
+    pub plugin_limits: CallLimits,
+    /// Whether compiled plugins are cached under `data_dir/plugin-cache`.
+    pub plugin_cache: bool,
+}
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Waits before each retry; the first attempt is immediate, so attempts = retries + 1.
+    pub retry_schedule: Vec<Duration>,
+    /// Time one attempt may take, connect to last byte.
+    pub attempt_timeout: Duration,
+    /// Attempts in flight at once, across all receivers.
+    pub max_in_flight: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            // Svix-like: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (8 attempts over ~27.6 h).
+            retry_schedule: parse_schedule("5s,5m,30m,2h,5h,10h,10h").unwrap_or_default(),
+            attempt_timeout: Duration::from_secs(15),
+            max_in_flight: 64,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration with defaults for everything but where state lives and the public URL.
+    pub fn new(data_dir: PathBuf, database_url: Option<String>, public_url: String) -> Self {
+        let database_url = database_url.unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("leadtime.db").display()
+            )
+        });
+        Self {
+            database_url,
+            data_dir,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            delivery: DeliveryConfig::default(),
+            plugin_limits: CallLimits::default(),
+            plugin_cache: true,
+        }
+    }
+
+    /// Base URL wrappers configure (`leadtimeBaseUrl`): `{public_url}/api`.
+    pub fn api_base_url(&self) -> String {
+        format!("{}/api", self.public_url)
+    }
+
+    /// Checks the configuration and creates the data directory.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let url = url::Url::parse(&self.public_url)
+            .with_context(|| format!("public URL `{}` is not a URL", self.public_url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            bail!("public URL `{}` must be http or https", self.public_url);
+        }
+        if self.delivery.max_in_flight == 0 {
+            bail!("delivery concurrency must be at least 1");
+        }
+        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                self.data_dir.display()
+            )
+        })?;
+        Ok(())
+    }
+}
+
+/// The CLI/environment form of [`Config`] (`leadtime-host serve`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LEADTIME_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database and the plugin compile cache.
+    #[arg(long, env = "LEADTIME_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Database: `postgres://user@host/db` for PostgreSQL; defaults to SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// URL wrappers use to reach this host; defaults to `http://<listen>`.
+    #[arg(long, env = "LEADTIME_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Waits between webhook retries, comma-separated (`5s,5m,30m,2h`).
+    #[arg(
+        long,
+        env = "LEADTIME_DELIVERY_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,10h"
+    )]
+    pub retry_schedule: String,
+    /// Time one webhook attempt may take, in seconds.
+    #[arg(long, env = "LEADTIME_DELIVERY_TIMEOUT_SECS", default_value_t = 15)]
+    pub delivery_timeout_secs: u64,
+}
+
+impl ServeArgs {
+    /// The validated configuration these arguments describe.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let public_url = self
+            .public_url
+            .unwrap_or_else(|| format!("http://{}", self.listen));
+        let mut config = Config::new(self.data_dir, self.database_url, public_url);
+        config.delivery.retry_schedule = parse_schedule(&self.retry_schedule)?;
+        config.delivery.attempt_timeout = Duration::from_secs(self.delivery_timeout_secs.max(1));
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Parses `5s,5m,2h,1d` into durations.
+pub fn parse_schedule(text: &str) -> anyhow::Result<Vec<Duration>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|part| {
+            let (number, unit) = part.split_at(
+                part.find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(part.len()),
+            );
+            let n: u64 = number
+                .parse()
+                .with_context(|| format!("`{part}` is not a duration like 5s, 5m, 2h or 1d"))?;
+            let seconds = match unit {
+                "ms" => return Ok(Duration::from_millis(n)),
+                "s" | "" => n,
+                "m" => n * 60,
+                "h" => n * 3600,
+                "d" => n * 86_400,
+                _ => bail!("`{part}` has an unknown unit; use ms, s, m, h or d"),
+            };
+            Ok(Duration::from_secs(seconds))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_parse() {
+        assert_eq!(
+            parse_schedule("5s, 5m,2h,1d,250ms").unwrap(),
+            [
+                Duration::from_secs(5),
+                Duration::from_secs(300),
+                Duration::from_secs(7200),
+                Duration::from_secs(86_400),
+                Duration::from_millis(250)
+            ]
+        );
+        assert!(parse_schedule("5x").is_err());
+        assert!(parse_schedule("soon").is_err());
+        assert_eq!(DeliveryConfig::default().retry_schedule.len(), 7);
+    }
+}

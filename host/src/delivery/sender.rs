@@ -1,0 +1,199 @@
+//! One HTTP attempt at a delivery: sign, send, classify the answer.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
+
+use crate::domain::time::Timestamp;
+
+use super::signing;
+
+/// Keep at most this much of a receiver's response body in the attempt log.
+pub const RESPONSE_BODY_LIMIT: usize = 4 << 10;
+
+/// The `User-Agent` of every delivery.
+pub const USER_AGENT_VALUE: &str = concat!("leadtime-agent-host/", env!("CARGO_PKG_VERSION"));
+
+/// What one attempt produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptResult {
+    /// The HTTP status, when the receiver answered.
+    pub status_code: Option<u16>,
+    pub latency: Duration,
+    /// The start of the response body.
+    pub response_body: Option<String>,
+    /// Why it failed (transport error, or a non-2xx status).
+    pub error: Option<String>,
+}
+
+impl AttemptResult {
+    /// Only 2xx counts as delivered.
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.status_code.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// The HTTP client for deliveries: no redirects (a 3xx is a failed attempt), no proxy from the
+/// environment, a timeout on every attempt.
+pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .timeout(timeout)
+        .build()
+}
+
+/// The body as sent at `attempt_time`: if it is a JSON object with a top-level `webhookTimestamp`,
+/// that field is set to the attempt's timestamp; otherwise the body is sent unchanged.
+pub fn stamped_body(body: &str, attempt_timestamp: &str) -> Vec<u8> {
+    if !body.contains("\"webhookTimestamp\"") {
+        return body.as_bytes().to_vec();
+    }
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut object)) if object.contains_key("webhookTimestamp") => {
+            object.insert(
+                "webhookTimestamp".into(),
+                serde_json::Value::String(attempt_timestamp.to_owned()),
+            );
+            serde_json::to_vec(&object).unwrap_or_else(|_| body.as_bytes().to_vec())
+        }
+        _ => body.as_bytes().to_vec(),
+    }
+}
+
+/// The headers of one attempt: Leadtime's and Standard Webhooks', signed with `secrets` (newest
+/// first).
+pub fn signed_headers(
+    id: &str,
+    at: Timestamp,
+    body: &[u8],
+    secrets: &[String],
+) -> Result<HeaderMap, String> {
+    let iso = at.to_iso();
+    let unix = at.unix_seconds();
+    let standard =
+        signing::standard_signature(secrets, id, unix, body).map_err(|e| e.to_string())?;
+    let leadtime = signing::leadtime_signature(secrets, &iso, body);
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: String| -> Result<(), String> {
+        let value = HeaderValue::from_str(&value)
+            .map_err(|_| format!("header {name} would not be valid"))?;
+        headers.insert(name, value);
+        Ok(())
+    };
+    put("leadtime-webhook-id", id.to_owned())?;
+    put("leadtime-webhook-timestamp", iso)?;
+    put("leadtime-signature", leadtime)?;
+    put("webhook-id", id.to_owned())?;
+    put("webhook-timestamp", unix.to_string())?;
+    put("webhook-signature", standard)?;
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    Ok(headers)
+}
+
+/// Sends one attempt. The body goes out with a `Content-Length` (never chunked).
+pub async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    headers: HeaderMap,
+    body: Vec<u8>,
+) -> AttemptResult {
+    let started = Instant::now();
+    let response = client.post(url).headers(headers).body(body).send().await;
+    match response {
+        Ok(response) => {
+            let status = response.status();
+            let text = read_limited(response).await;
+            let latency = started.elapsed();
+            let error = (!status.is_success()).then(|| match status.as_u16() {
+                300..=399 => format!("HTTP {} (redirects are not followed; point the webhook URL at the final address)", status.as_u16()),
+                _ => format!("HTTP {}", status.as_u16()),
+            });
+            AttemptResult {
+                status_code: Some(status.as_u16()),
+                latency,
+                response_body: Some(text),
+                error,
+            }
+        }
+        Err(error) => AttemptResult {
+            status_code: None,
+            latency: started.elapsed(),
+            response_body: None,
+            error: Some(describe_transport_error(&error)),
+        },
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = RESPONSE_BODY_LIMIT.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= RESPONSE_BODY_LIMIT {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+fn describe_transport_error(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "the receiver did not answer in time".into()
+    } else if error.is_connect() {
+        "could not connect to the receiver".into()
+    } else {
+        format!("request failed: {error}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamping_replaces_only_the_top_level_timestamp() {
+        let body = r#"{"eventType":"agent_session.created","webhookTimestamp":"2020-01-01T00:00:00.000Z","context":{"webhookTimestamp":"keep"}}"#;
+        let stamped = String::from_utf8(stamped_body(body, "2026-05-23T12:00:00.000Z")).unwrap();
+        assert_eq!(
+            stamped,
+            r#"{"eventType":"agent_session.created","webhookTimestamp":"2026-05-23T12:00:00.000Z","context":{"webhookTimestamp":"keep"}}"#
+        );
+        assert_eq!(stamped_body(r#"{"a": 1}"#, "x"), br#"{"a": 1}"#.to_vec());
+        assert_eq!(stamped_body("[1]", "x"), b"[1]".to_vec());
+    }
+
+    #[test]
+    fn headers_carry_both_schemes() {
+        let at = Timestamp::parse_iso("2026-05-23T12:00:00Z").unwrap();
+        let body = br#"{"agentRunId":"run-1"}"#;
+        let headers = signed_headers(
+            "msg_1",
+            at,
+            body,
+            &["whsec_c2VjcmV0c2VjcmV0c2VjcmV0".into()],
+        )
+        .unwrap();
+        assert_eq!(headers["leadtime-webhook-id"], "msg_1");
+        assert_eq!(headers["webhook-id"], "msg_1");
+        assert_eq!(
+            headers["leadtime-webhook-timestamp"],
+            "2026-05-23T12:00:00.000Z"
+        );
+        assert_eq!(headers["webhook-timestamp"], "1779537600");
+        assert!(
+            headers["leadtime-signature"]
+                .to_str()
+                .unwrap()
+                .starts_with("t=2026-05-23T12:00:00.000Z,v1=")
+        );
+        assert!(
+            headers["webhook-signature"]
+                .to_str()
+                .unwrap()
+                .starts_with("v1,")
+        );
+    }
+}

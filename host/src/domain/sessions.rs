@@ -1,0 +1,479 @@
+//! Agent sessions: one piece of work of one bot on one task, with its status and activity feed.
+
+use serde::Serialize;
+
+use super::DomainError;
+use super::ids::{
+    ActivityId, CommentId, ConnectionId, SessionId, StatusChangeId, TaskId, UserId, WorkspaceId,
+};
+use super::time::Timestamp;
+
+/// Where a session stands. The wire names are the contract's (`canceled` with one "l").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    /// Opened; the connection has not started it yet.
+    Queued,
+    /// The agent is working.
+    Running,
+    /// Finished successfully.
+    Done,
+    /// Finished unsuccessfully.
+    Failed,
+    /// Stopped before it finished.
+    Canceled,
+}
+
+impl SessionStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [SessionStatus; 5] = [
+        SessionStatus::Queued,
+        SessionStatus::Running,
+        SessionStatus::Done,
+        SessionStatus::Failed,
+        SessionStatus::Canceled,
+    ];
+
+    /// The wire and stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Queued => "queued",
+            SessionStatus::Running => "running",
+            SessionStatus::Done => "done",
+            SessionStatus::Failed => "failed",
+            SessionStatus::Canceled => "canceled",
+        }
+    }
+
+    /// Parses a status name; the error names every allowed value.
+    pub fn parse(text: &str) -> Result<Self, DomainError> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| {
+                DomainError::invalid(
+                    "status",
+                    format!(
+                        "unknown status `{text}`; allowed: queued, running, done, failed, canceled"
+                    ),
+                )
+            })
+    }
+
+    /// Done, failed and canceled sessions are over; nothing changes them any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            SessionStatus::Done | SessionStatus::Failed | SessionStatus::Canceled
+        )
+    }
+
+    /// Whether moving from `self` to `to` changes anything, or is refused.
+    ///
+    /// Repeating the current status is accepted and changes nothing (wrappers re-send `running`).
+    /// A finished session stays finished, and a session never goes back to `queued`.
+    pub fn transition_to(self, to: SessionStatus) -> Result<Transition, DomainError> {
+        if self == to {
+            return Ok(Transition::Unchanged);
+        }
+        if self.is_terminal() {
+            return Err(DomainError::Conflict(format!(
+                "the session is already {}; a finished session cannot become {}",
+                self.as_str(),
+                to.as_str()
+            )));
+        }
+        if to == SessionStatus::Queued {
+            return Err(DomainError::Conflict(format!(
+                "the session is {}; it cannot go back to queued",
+                self.as_str()
+            )));
+        }
+        Ok(Transition::Changed)
+    }
+}
+
+/// The outcome of [`SessionStatus::transition_to`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The status is new; record it.
+    Changed,
+    /// The session already has that status.
+    Unchanged,
+}
+
+/// What opened a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    /// The task was assigned to the bot.
+    Assigned,
+    /// The bot was @mentioned in a comment.
+    Mentioned,
+    /// An automation fired.
+    Automation,
+}
+
+impl TriggerKind {
+    /// The wire and stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::Assigned => "assigned",
+            TriggerKind::Mentioned => "mentioned",
+            TriggerKind::Automation => "automation",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            TriggerKind::Assigned,
+            TriggerKind::Mentioned,
+            TriggerKind::Automation,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+    }
+}
+
+/// The kinds of activity in a session feed (the contract's `activityType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ActivityType {
+    Thought,
+    Action,
+    Elicitation,
+    Response,
+    Error,
+    Prompt,
+    Log,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolResult,
+}
+
+impl ActivityType {
+    /// Every activity type, in the contract's order.
+    pub const ALL: [ActivityType; 11] = [
+        ActivityType::Thought,
+        ActivityType::Action,
+        ActivityType::Elicitation,
+        ActivityType::Response,
+        ActivityType::Error,
+        ActivityType::Prompt,
+        ActivityType::Log,
+        ActivityType::ModelRequest,
+        ActivityType::ModelResponse,
+        ActivityType::ToolCall,
+        ActivityType::ToolResult,
+    ];
+
+    /// The wire and stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityType::Thought => "thought",
+            ActivityType::Action => "action",
+            ActivityType::Elicitation => "elicitation",
+            ActivityType::Response => "response",
+            ActivityType::Error => "error",
+            ActivityType::Prompt => "prompt",
+            ActivityType::Log => "log",
+            ActivityType::ModelRequest => "modelRequest",
+            ActivityType::ModelResponse => "modelResponse",
+            ActivityType::ToolCall => "toolCall",
+            ActivityType::ToolResult => "toolResult",
+        }
+    }
+
+    /// Parses a type name; the error names every allowed value.
+    pub fn parse(text: &str) -> Result<Self, DomainError> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == text)
+            .ok_or_else(|| {
+                let allowed: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
+                DomainError::invalid(
+                    "activityType",
+                    format!(
+                        "unknown activityType `{text}`; allowed: {}",
+                        allowed.join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+/// Largest activity `body`, in bytes.
+pub const MAX_ACTIVITY_BODY_BYTES: usize = 512 * 1024;
+/// Largest serialized `raw`, in bytes.
+pub const MAX_ACTIVITY_RAW_BYTES: usize = 512 * 1024;
+/// Largest short text field (`action`, `parameter`, `providerEventId`, ...), in bytes.
+pub const MAX_ACTIVITY_FIELD_BYTES: usize = 64 * 1024;
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+/// Longest status message, in bytes.
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// An activity to append, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewActivity {
+    pub activity_type: ActivityType,
+    pub body: String,
+    pub action: Option<String>,
+    pub parameter: Option<String>,
+    pub result: Option<String>,
+    pub provider_event_id: Option<String>,
+    pub provider_event_type: Option<String>,
+    /// Serialized JSON.
+    pub raw: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl NewActivity {
+    /// Checks sizes; blank optional strings and keys become `None`.
+    pub fn validated(mut self) -> Result<Self, DomainError> {
+        check_len("body", &self.body, MAX_ACTIVITY_BODY_BYTES)?;
+        for (field, value) in [
+            ("action", &mut self.action),
+            ("parameter", &mut self.parameter),
+            ("result", &mut self.result),
+            ("providerEventId", &mut self.provider_event_id),
+            ("providerEventType", &mut self.provider_event_type),
+        ] {
+            if let Some(text) = value {
+                check_len(field, text, MAX_ACTIVITY_FIELD_BYTES)?;
+            }
+        }
+        if let Some(raw) = &self.raw {
+            check_len("raw", raw, MAX_ACTIVITY_RAW_BYTES)?;
+        }
+        self.idempotency_key = idempotency_key(self.idempotency_key)?;
+        Ok(self)
+    }
+}
+
+/// Normalises an idempotency key: blank means none; longer than 255 bytes is refused.
+pub fn idempotency_key(key: Option<String>) -> Result<Option<String>, DomainError> {
+    match key {
+        Some(k) if k.trim().is_empty() => Ok(None),
+        Some(k) => {
+            check_len("idempotencyKey", &k, MAX_IDEMPOTENCY_KEY_BYTES)?;
+            Ok(Some(k))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Normalises a status message: blank means none; bounded.
+pub fn status_message(message: Option<String>) -> Result<Option<String>, DomainError> {
+    match message {
+        Some(m) if m.trim().is_empty() => Ok(None),
+        Some(m) => {
+            check_len("message", &m, MAX_STATUS_MESSAGE_BYTES)?;
+            Ok(Some(m))
+        }
+        None => Ok(None),
+    }
+}
+
+fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), DomainError> {
+    if value.len() > max {
+        return Err(DomainError::invalid(
+            field,
+            format!("`{field}` is too long: at most {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_parse_and_list_the_allowed_values() {
+        assert_eq!(
+            SessionStatus::parse("canceled").unwrap(),
+            SessionStatus::Canceled
+        );
+        let message = SessionStatus::parse("cancelled").unwrap_err().to_string();
+        assert!(
+            message.contains("allowed: queued, running, done, failed, canceled"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn transitions_follow_the_lifecycle() {
+        use SessionStatus::*;
+        assert_eq!(Queued.transition_to(Running).unwrap(), Transition::Changed);
+        assert_eq!(
+            Running.transition_to(Running).unwrap(),
+            Transition::Unchanged
+        );
+        assert_eq!(Queued.transition_to(Done).unwrap(), Transition::Changed);
+        assert_eq!(Done.transition_to(Done).unwrap(), Transition::Unchanged);
+        assert!(Done.transition_to(Running).is_err());
+        assert!(Canceled.transition_to(Done).is_err());
+        assert!(Running.transition_to(Queued).is_err());
+    }
+
+    #[test]
+    fn activity_types_use_the_wire_names() {
+        assert_eq!(
+            ActivityType::parse("toolCall").unwrap(),
+            ActivityType::ToolCall
+        );
+        assert_eq!(
+            serde_json::to_value(ActivityType::ModelResponse).unwrap(),
+            "modelResponse"
+        );
+        let message = ActivityType::parse("tool_call").unwrap_err().to_string();
+        assert!(message.contains("thought, action, elicitation, response, error, prompt, log, modelRequest, modelResponse, toolCall, toolResult"));
+    }
+
+    #[test]
+    fn blank_keys_and_messages_mean_none() {
+        assert_eq!(idempotency_key(Some("".into())).unwrap(), None);
+        assert_eq!(
+            idempotency_key(Some("k1".into())).unwrap().as_deref(),
+            Some("k1")
+        );
+        assert!(idempotency_key(Some("k".repeat(256))).is_err());
+        assert_eq!(status_message(Some(" ".into())).unwrap(), None);
+    }
+}
+
+impl TryFrom<String> for SessionStatus {
+    type Error = DomainError;
+    fn try_from(value: String) -> Result<Self, DomainError> {
+        SessionStatus::parse(&value)
+    }
+}
+
+impl TryFrom<String> for TriggerKind {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        TriggerKind::parse(&value).ok_or_else(|| format!("unknown trigger kind `{value}`"))
+    }
+}
+
+impl TryFrom<String> for ActivityType {
+    type Error = DomainError;
+    fn try_from(value: String) -> Result<Self, DomainError> {
+        ActivityType::parse(&value)
+    }
+}
+
+/// An agent session.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Session {
+    pub id: SessionId,
+    pub workspace_id: WorkspaceId,
+    pub task_id: TaskId,
+    pub bot_id: UserId,
+    pub connection_id: ConnectionId,
+    /// The plugin that runs the session (the connection type when it opened).
+    pub connection_type: String,
+    #[sqlx(try_from = "String")]
+    pub trigger_kind: TriggerKind,
+    /// Who assigned or mentioned the bot.
+    pub trigger_actor_id: Option<UserId>,
+    /// The comment that mentioned the bot.
+    pub comment_id: Option<CommentId>,
+    #[sqlx(try_from = "String")]
+    pub status: SessionStatus,
+    /// Shown on the card, e.g. why it failed.
+    pub status_message: Option<String>,
+    pub external_url: Option<String>,
+    pub external_label: Option<String>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+}
+
+/// Who recorded something on a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordSource {
+    /// The bot, through the session API (e.g. a self-hosted wrapper).
+    Api,
+    /// The connection's plugin.
+    Plugin,
+    /// The host itself (delivery outcome, cancellation).
+    Host,
+}
+
+impl RecordSource {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordSource::Api => "api",
+            RecordSource::Plugin => "plugin",
+            RecordSource::Host => "host",
+        }
+    }
+}
+
+impl TryFrom<String> for RecordSource {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "api" => Ok(RecordSource::Api),
+            "plugin" => Ok(RecordSource::Plugin),
+            "host" => Ok(RecordSource::Host),
+            other => Err(format!("unknown source `{other}`")),
+        }
+    }
+}
+
+/// An activity in a session's feed.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Activity {
+    pub id: ActivityId,
+    pub session_id: SessionId,
+    #[sqlx(try_from = "String")]
+    pub activity_type: ActivityType,
+    pub body: String,
+    pub action: Option<String>,
+    pub parameter: Option<String>,
+    pub result: Option<String>,
+    pub provider_event_id: Option<String>,
+    pub provider_event_type: Option<String>,
+    /// Serialized JSON.
+    pub raw: Option<String>,
+    pub idempotency_key: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub source: RecordSource,
+    pub created_at: Timestamp,
+}
+
+/// A recorded change of a session's status.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StatusChange {
+    pub id: StatusChangeId,
+    pub session_id: SessionId,
+    #[sqlx(try_from = "String")]
+    pub status: SessionStatus,
+    pub message: Option<String>,
+    pub idempotency_key: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub source: RecordSource,
+    pub created_at: Timestamp,
+}
+
+/// A bot's agent connection.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub workspace_id: WorkspaceId,
+    pub bot_id: UserId,
+    /// The plugin (connection type) id, e.g. `self-hosted`.
+    pub connection_type: String,
+    /// JSON config accepted by the plugin's `validate-config`.
+    pub config: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}

@@ -1,0 +1,7 @@
+//! The built-in plugins, compiled from `plugins/*` by `host/build.rs` and embedded in the binary.
+
+/// `(source name, wasm bytes)` of every built-in plugin.
+pub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[(
+    "builtin:self-hosted",
+    include_bytes!(env!("LEADTIME_BUILTIN_PLUGIN_SELF_HOSTED")),
+)];

@@ -1,0 +1,710 @@
+//! The plugin runtime: one wasmtime engine, the registry of loaded plugins (connection types), and
+//! the calls the host makes into them.
+//!
+//! Each plugin is compiled once (or loaded from the on-disk compile cache) and pre-instantiated
+//! against a linker holding WASI (no files, no environment, no sockets) and the host capabilities
+//! in [`capabilities`]. Every call gets a fresh `Store` with its own memory cap, wall-clock deadline
+//! and host-call budgets; a trap, a timeout or a breached limit fails that call with a reason, never
+//! the host.
+
+pub mod bindings;
+pub mod builtin;
+pub mod capabilities;
+mod state;
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store};
+
+use bindings::types::{FieldError, PluginError, SessionEvent, SessionRef, SessionStart};
+use bindings::{ConnectionPlugin, ConnectionPluginPre};
+pub use capabilities::{CallServices, CapabilityError};
+use state::PluginState;
+pub use state::{CallContext, CallEffects, QueuedWebhook};
+
+/// The contract versions this host can load, newest first.
+pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
+/// The exported interface every plugin must provide (without the version).
+const PLUGIN_INTERFACE: &str = "leadtime:agent-runtime/plugin";
+/// How often the epoch advances; call deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Per-call limits. Every guest-driven allocation or host call is bounded by one of these.
+#[derive(Debug, Clone)]
+pub struct CallLimits {
+    /// Wall-clock time one call may take, host calls included.
+    pub timeout: Duration,
+    /// Linear memory one instance may grow to.
+    pub memory_bytes: usize,
+    /// Activities one call may post.
+    pub activities: u32,
+    /// Webhooks one call may queue.
+    pub webhooks: u32,
+    /// Largest webhook body, in bytes.
+    pub webhook_body_bytes: usize,
+    /// Log lines one call may write (more are dropped, and one line says so).
+    pub log_lines: u32,
+    /// Longest log line kept, in bytes.
+    pub log_line_bytes: usize,
+    /// kv operations one call may make.
+    pub kv_operations: u32,
+    /// Longest kv key, in bytes.
+    pub kv_key_bytes: usize,
+    /// Largest kv value, in bytes.
+    pub kv_value_bytes: usize,
+    /// Bytes of kv state one connection may keep.
+    pub kv_connection_bytes: i64,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 64 << 20,
+            activities: 1_000,
+            webhooks: 16,
+            webhook_body_bytes: 1 << 20,
+            log_lines: 500,
+            log_line_bytes: 4 << 10,
+            kv_operations: 1_000,
+            kv_key_bytes: 256,
+            kv_value_bytes: 64 << 10,
+            kv_connection_bytes: 1 << 20,
+        }
+    }
+}
+
+/// How a plugin describes itself (its `manifest()`), as the host keeps and serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// Connection-type id, e.g. `self-hosted`.
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// JSON Schema of the connection config.
+    #[schema(value_type = Object)]
+    pub config_schema: serde_json::Value,
+    /// Secrets an admin provides, by name.
+    pub secrets: Vec<SecretSpec>,
+    /// Hosts the plugin may call.
+    pub outbound_hosts: Vec<String>,
+    /// Host capabilities the plugin uses (`session`, `webhook`, `kv`, `log`).
+    pub capabilities: Vec<String>,
+    /// The contract version the plugin was built against.
+    pub wit_version: String,
+}
+
+/// A secret a connection type needs.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SecretSpec {
+    pub name: String,
+    pub description: String,
+}
+
+/// A loaded, pre-instantiated plugin.
+pub struct LoadedPlugin {
+    pub manifest: Manifest,
+    /// Lowercase hex SHA-256 of the `.wasm`.
+    pub wasm_sha256: String,
+    /// Where it came from (`builtin:self-hosted`, a file path).
+    pub source: String,
+    pre: ConnectionPluginPre<PluginState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("id", &self.manifest.id)
+            .field("version", &self.manifest.version)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    /// `plugin `id` version`, the prefix of every message about this plugin.
+    pub fn label(&self) -> String {
+        format!("plugin `{}` {}", self.manifest.id, self.manifest.version)
+    }
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{origin}: not a valid WebAssembly component: {message}")]
+    Compile { origin: String, message: String },
+    #[error("{origin}: {message}")]
+    Contract { origin: String, message: String },
+    #[error("{origin}: its manifest() failed: {message}")]
+    Manifest { origin: String, message: String },
+    #[error("{origin}: connection type `{id}` is already provided by {existing}")]
+    Duplicate {
+        origin: String,
+        id: String,
+        existing: String,
+    },
+}
+
+/// Why a call into a plugin did not return normally.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// The plugin returned an error value.
+    #[error("{0}")]
+    Plugin(String),
+    /// The plugin asked to be called again later.
+    #[error("temporary failure: {0}")]
+    Transient(String),
+    /// The connection config was refused by the plugin.
+    #[error("the connection config is invalid: {}", field_errors_text(.0))]
+    InvalidConfig(Vec<ConfigFieldError>),
+    /// The plugin trapped, panicked, ran out of time or breached a limit.
+    #[error("{0}")]
+    Crashed(String),
+}
+
+/// One field error from `validate-config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ConfigFieldError {
+    /// The config field, e.g. `webhookUrl`.
+    pub field: String,
+    pub message: String,
+}
+
+fn field_errors_text(errors: &[ConfigFieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| {
+            if e.field.is_empty() {
+                e.message.clone()
+            } else {
+                format!("{}: {}", e.field, e.message)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<FieldError> for ConfigFieldError {
+    fn from(e: FieldError) -> Self {
+        Self {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+/// The engine, the linker and the loaded plugins.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
+    limits: CallLimits,
+    cache_dir: Option<PathBuf>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginRuntime {
+    /// An engine with no plugins loaded. `cache_dir` keeps compiled plugins across restarts.
+    pub fn new(limits: CallLimits, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(wasmtime_error)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasmtime_error)?;
+        bindings::ConnectionPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(wasmtime_error)?;
+
+        // The epoch advances on a plain thread so deadlines hold even when the async runtime is busy.
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (ticking_engine, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticking_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(Self {
+            engine,
+            linker,
+            plugins: RwLock::new(HashMap::new()),
+            limits,
+            cache_dir,
+            ticker_stop,
+        })
+    }
+
+    /// The per-call limits.
+    pub fn limits(&self) -> &CallLimits {
+        &self.limits
+    }
+
+    /// Compiles (or loads from cache), checks and registers a plugin. The plugin's `manifest()`
+    /// gives its connection-type id.
+    pub async fn load(&self, source: &str, wasm: &[u8]) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let sha = hex::encode(Sha256::digest(wasm));
+        let component = self.compile(source, wasm, &sha).await?;
+        let wit_version =
+            contract_version(&self.engine, &component).map_err(|message| LoadError::Contract {
+                origin: source.to_owned(),
+                message,
+            })?;
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::Contract {
+                    origin: source.to_owned(),
+                    message: format!("it needs imports this host does not provide: {e:#}"),
+                })?;
+        let pre = ConnectionPluginPre::new(instance_pre).map_err(|e| LoadError::Contract {
+            origin: source.to_owned(),
+            message: format!("it does not export the plugin interface: {e:#}"),
+        })?;
+
+        let raw = self
+            .call_manifest(&pre)
+            .await
+            .map_err(|message| LoadError::Manifest {
+                origin: source.to_owned(),
+                message,
+            })?;
+        let manifest = check_manifest(raw, wit_version).map_err(|message| LoadError::Manifest {
+            origin: source.to_owned(),
+            message,
+        })?;
+
+        let plugin = Arc::new(LoadedPlugin {
+            manifest,
+            wasm_sha256: sha,
+            source: source.to_owned(),
+            pre,
+        });
+        let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = plugins.get(&plugin.manifest.id) {
+            if existing.source != plugin.source {
+                return Err(LoadError::Duplicate {
+                    origin: source.to_owned(),
+                    id: plugin.manifest.id.clone(),
+                    existing: existing.source.clone(),
+                });
+            }
+        }
+        plugins.insert(plugin.manifest.id.clone(), plugin.clone());
+        tracing::info!(plugin = %plugin.manifest.id, version = %plugin.manifest.version, source, "plugin loaded");
+        Ok(plugin)
+    }
+
+    /// The plugin providing connection type `id`.
+    pub fn plugin(&self, id: &str) -> Option<Arc<LoadedPlugin>> {
+        self.plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Every loaded plugin, by id.
+    pub fn plugins(&self) -> Vec<Arc<LoadedPlugin>> {
+        let mut all: Vec<_> = self
+            .plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.manifest.id.cmp(&b.manifest.id));
+        all
+    }
+
+    /// Asks the plugin whether `config` (JSON) is a usable connection config.
+    pub async fn validate_config(
+        &self,
+        plugin: &LoadedPlugin,
+        config: &str,
+    ) -> Result<(), CallError> {
+        let context = CallContext::without_session(&plugin.manifest);
+        let services: Arc<dyn CallServices> = Arc::new(capabilities::NoServices);
+        match self
+            .call(
+                &plugin.pre,
+                &plugin.label(),
+                context,
+                services,
+                Export::ValidateConfig(config.to_owned()),
+            )
+            .await?
+        {
+            (Returned::Config(result), _) => result.map_err(|errors| {
+                CallError::InvalidConfig(errors.into_iter().map(Into::into).collect())
+            }),
+            _ => Err(CallError::Crashed(
+                "unexpected result from validate-config".into(),
+            )),
+        }
+    }
+
+    /// Calls `start-session`. On success returns what the call queued (webhooks to deliver).
+    pub async fn start_session(
+        &self,
+        plugin: &LoadedPlugin,
+        context: CallContext,
+        services: Arc<dyn CallServices>,
+        start: SessionStart,
+    ) -> Result<CallEffects, CallError> {
+        match self
+            .call(
+                &plugin.pre,
+                &plugin.label(),
+                context,
+                services,
+                Export::StartSession(start),
+            )
+            .await?
+        {
+            (Returned::Unit(result), effects) => result.map_err(plugin_error).map(|()| effects),
+            _ => Err(CallError::Crashed(
+                "unexpected result from start-session".into(),
+            )),
+        }
+    }
+
+    /// Calls `on-event`. On success returns what the call queued.
+    pub async fn on_event(
+        &self,
+        plugin: &LoadedPlugin,
+        context: CallContext,
+        services: Arc<dyn CallServices>,
+        session: SessionRef,
+        event: SessionEvent,
+    ) -> Result<CallEffects, CallError> {
+        match self
+            .call(
+                &plugin.pre,
+                &plugin.label(),
+                context,
+                services,
+                Export::OnEvent(session, event),
+            )
+            .await?
+        {
+            (Returned::Unit(result), effects) => result.map_err(plugin_error).map(|()| effects),
+            _ => Err(CallError::Crashed("unexpected result from on-event".into())),
+        }
+    }
+
+    async fn call_manifest(
+        &self,
+        pre: &ConnectionPluginPre<PluginState>,
+    ) -> Result<bindings::types::PluginManifest, String> {
+        let services: Arc<dyn CallServices> = Arc::new(capabilities::NoServices);
+        match self
+            .call(
+                pre,
+                "the plugin",
+                CallContext::for_manifest(),
+                services,
+                Export::Manifest,
+            )
+            .await
+        {
+            Ok((Returned::Manifest(manifest), _)) => Ok(manifest),
+            Ok(_) => Err("unexpected result from manifest()".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Runs one export in a fresh instance under the call limits.
+    async fn call(
+        &self,
+        pre: &ConnectionPluginPre<PluginState>,
+        label: &str,
+        context: CallContext,
+        services: Arc<dyn CallServices>,
+        export: Export,
+    ) -> Result<(Returned, CallEffects), CallError> {
+        let mut store = Store::new(
+            &self.engine,
+            PluginState::new(context, services, &self.limits),
+        );
+        store.limiter(|state| &mut state.limiter);
+        let ticks = (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            invoke(&instance, &mut store, &export).await
+        };
+        // The epoch deadline stops runaway guest code; this timeout also covers time spent in host calls.
+        let outcome = tokio::time::timeout(self.limits.timeout + EPOCH_TICK * 10, run).await;
+        let returned = match outcome {
+            Ok(Ok(value)) => value,
+            Ok(Err(trap)) => {
+                return Err(CallError::Crashed(describe_trap(
+                    label,
+                    &trap,
+                    &store,
+                    &self.limits,
+                )));
+            }
+            Err(_) => {
+                return Err(CallError::Crashed(format!(
+                    "{label} did not finish within its {} s time limit",
+                    self.limits.timeout.as_secs()
+                )));
+            }
+        };
+        Ok((returned, store.into_data().into_effects()))
+    }
+
+    async fn compile(&self, source: &str, wasm: &[u8], sha: &str) -> Result<Component, LoadError> {
+        let engine = self.engine.clone();
+        let cache_path = self.cache_dir.as_ref().map(|dir| {
+            let mut hasher = DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut hasher);
+            dir.join(format!("{sha}-{:016x}.cwasm", hasher.finish()))
+        });
+        let wasm = wasm.to_vec();
+        let source_name = source.to_owned();
+        tokio::task::spawn_blocking(move || compile_cached(&engine, &wasm, cache_path.as_deref()))
+            .await
+            .map_err(|e| LoadError::Compile {
+                origin: source_name.clone(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| LoadError::Compile {
+                origin: source_name,
+                message: format!("{e:#}"),
+            })
+    }
+}
+
+/// An export to call, with its arguments.
+enum Export {
+    Manifest,
+    ValidateConfig(String),
+    StartSession(SessionStart),
+    OnEvent(SessionRef, SessionEvent),
+}
+
+/// What an export returned.
+enum Returned {
+    Manifest(bindings::types::PluginManifest),
+    Config(Result<(), Vec<FieldError>>),
+    Unit(Result<(), PluginError>),
+}
+
+async fn invoke(
+    instance: &ConnectionPlugin,
+    store: &mut Store<PluginState>,
+    export: &Export,
+) -> wasmtime::Result<Returned> {
+    let guest = instance.leadtime_agent_runtime_plugin();
+    Ok(match export {
+        Export::Manifest => Returned::Manifest(guest.call_manifest(&mut *store).await?),
+        Export::ValidateConfig(config) => {
+            Returned::Config(guest.call_validate_config(&mut *store, config).await?)
+        }
+        Export::StartSession(start) => {
+            Returned::Unit(guest.call_start_session(&mut *store, start).await?)
+        }
+        Export::OnEvent(session, event) => {
+            Returned::Unit(guest.call_on_event(&mut *store, session, event).await?)
+        }
+    })
+}
+
+/// Loads a compiled component from `cache`, or compiles `wasm` and writes the cache.
+fn compile_cached(
+    engine: &Engine,
+    wasm: &[u8],
+    cache: Option<&Path>,
+) -> wasmtime::Result<Component> {
+    if let Some(path) = cache.filter(|p| p.is_file()) {
+        // SAFETY: the file is one this host wrote with `Component::serialize` into its own cache
+        // directory, named by the wasm's SHA-256 and this engine's compatibility hash; wasmtime
+        // additionally refuses artifacts from an incompatible engine.
+        match unsafe { Component::deserialize_file(engine, path) } {
+            Ok(component) => return Ok(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compile cache entry")
+            }
+        }
+    }
+    let component = Component::new(engine, wasm)?;
+    if let Some(path) = cache {
+        let bytes = component.serialize()?;
+        let temp = path.with_extension(format!("tmp{}", std::process::id()));
+        if let Err(e) = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, path)) {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the compile cache");
+        }
+    }
+    Ok(component)
+}
+
+/// The `leadtime:agent-runtime` version a component was built against (from its export name).
+fn contract_version(engine: &Engine, component: &Component) -> Result<String, String> {
+    let ty = component.component_type();
+    let mut found = Vec::new();
+    for (name, _) in ty.exports(engine) {
+        if let Some(version) = name
+            .strip_prefix(PLUGIN_INTERFACE)
+            .and_then(|rest| rest.strip_prefix('@'))
+        {
+            found.push(version.to_owned());
+        }
+    }
+    match found.as_slice() {
+        [] => Err(format!(
+            "it does not export `{PLUGIN_INTERFACE}`; build it with leadtime-plugin-sdk (`export_plugin!`) against wit/ version {}",
+            SUPPORTED_WIT_VERSIONS[0]
+        )),
+        [version] if SUPPORTED_WIT_VERSIONS.contains(&version.as_str()) => Ok(version.clone()),
+        [version] => Err(format!(
+            "it was built against {PLUGIN_INTERFACE}@{version}, which this host does not support (supported: {})",
+            SUPPORTED_WIT_VERSIONS.join(", ")
+        )),
+        _ => Err(format!(
+            "it exports several versions of `{PLUGIN_INTERFACE}`: {}",
+            found.join(", ")
+        )),
+    }
+}
+
+fn check_manifest(
+    raw: bindings::types::PluginManifest,
+    wit_version: String,
+) -> Result<Manifest, String> {
+    let id_ok = !raw.id.is_empty()
+        && raw.id.len() <= 64
+        && raw
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && raw.id.starts_with(|c: char| c.is_ascii_lowercase());
+    if !id_ok {
+        return Err(format!(
+            "id `{}` must be 1–64 characters of a-z, 0-9 and `-`, starting with a letter",
+            raw.id
+        ));
+    }
+    if raw.name.trim().is_empty() {
+        return Err("name must not be empty".into());
+    }
+    let config_schema: serde_json::Value = serde_json::from_str(&raw.config_schema)
+        .map_err(|e| format!("config-schema is not JSON: {e}"))?;
+    if !config_schema.is_object() {
+        return Err("config-schema must be a JSON Schema object".into());
+    }
+    const KNOWN: [&str; 4] = ["session", "webhook", "kv", "log"];
+    if let Some(unknown) = raw
+        .capabilities
+        .iter()
+        .find(|c| !KNOWN.contains(&c.as_str()))
+    {
+        return Err(format!(
+            "unknown capability `{unknown}`; known: {}",
+            KNOWN.join(", ")
+        ));
+    }
+    Ok(Manifest {
+        id: raw.id,
+        name: raw.name,
+        version: raw.version,
+        description: raw.description,
+        config_schema,
+        secrets: raw
+            .secrets
+            .into_iter()
+            .map(|s| SecretSpec {
+                name: s.name,
+                description: s.description,
+            })
+            .collect(),
+        outbound_hosts: raw.outbound_hosts,
+        capabilities: raw.capabilities,
+        wit_version,
+    })
+}
+
+/// wasmtime's error type as an `anyhow` error, keeping its whole chain of causes.
+fn wasmtime_error(error: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{error:#}")
+}
+
+fn plugin_error(error: PluginError) -> CallError {
+    match error {
+        PluginError::InvalidConfig(errors) => {
+            CallError::InvalidConfig(errors.into_iter().map(Into::into).collect())
+        }
+        PluginError::Failed(message) => CallError::Plugin(message),
+        PluginError::Transient(message) => CallError::Transient(message),
+    }
+}
+
+/// A reason a person can act on for a trap, naming the plugin.
+fn describe_trap(
+    label: &str,
+    error: &wasmtime::Error,
+    store: &Store<PluginState>,
+    limits: &CallLimits,
+) -> String {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        return match trap {
+            wasmtime::Trap::Interrupt => format!(
+                "{label} exceeded its {} s time limit",
+                limits.timeout.as_secs()
+            ),
+            wasmtime::Trap::UnreachableCodeReached if store.data().memory_limit_hit() => {
+                format!(
+                    "{label} exceeded its {} MiB memory limit",
+                    limits.memory_bytes >> 20
+                )
+            }
+            wasmtime::Trap::UnreachableCodeReached => {
+                format!("{label} crashed (it panicked or hit unreachable code)")
+            }
+            other => format!("{label} crashed: {other}"),
+        };
+    }
+    if store.data().memory_limit_hit() {
+        return format!(
+            "{label} exceeded its {} MiB memory limit",
+            limits.memory_bytes >> 20
+        );
+    }
+    format!("{label} failed: {error:#}")
+}

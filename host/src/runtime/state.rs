@@ -1,0 +1,216 @@
+//! What one plugin call carries in its `Store`: WASI state (empty), the memory limiter, the call's
+//! identity and grants, its remaining host-call budgets and the effects it queued.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::domain::ids::{ConnectionId, DeliveryId, SessionId, WorkspaceId};
+
+use super::capabilities::{CallServices, CapabilityError};
+use super::{CallLimits, Manifest};
+
+/// Who a call is for and what it may touch.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The plugin's connection-type id (for logs and messages).
+    pub plugin_id: String,
+    /// Capabilities granted: those the manifest declares. Empty while reading the manifest.
+    pub capabilities: Vec<String>,
+    pub workspace_id: Option<WorkspaceId>,
+    pub connection_id: Option<ConnectionId>,
+    /// The session the call is about; `session` capabilities act on it alone.
+    pub session_id: Option<SessionId>,
+}
+
+impl CallContext {
+    /// A call about `session` of `connection`.
+    pub fn for_session(
+        manifest: &Manifest,
+        workspace: WorkspaceId,
+        connection: ConnectionId,
+        session: SessionId,
+    ) -> Self {
+        Self {
+            plugin_id: manifest.id.clone(),
+            capabilities: manifest.capabilities.clone(),
+            workspace_id: Some(workspace),
+            connection_id: Some(connection),
+            session_id: Some(session),
+        }
+    }
+
+    /// A call outside any session (`validate-config`): only `log` is usable.
+    pub fn without_session(manifest: &Manifest) -> Self {
+        Self {
+            plugin_id: manifest.id.clone(),
+            capabilities: manifest
+                .capabilities
+                .iter()
+                .filter(|c| *c == "log")
+                .cloned()
+                .collect(),
+            workspace_id: None,
+            connection_id: None,
+            session_id: None,
+        }
+    }
+
+    /// The `manifest()` call at load time: no capability at all.
+    pub fn for_manifest() -> Self {
+        Self {
+            plugin_id: "(loading)".into(),
+            capabilities: Vec::new(),
+            workspace_id: None,
+            connection_id: None,
+            session_id: None,
+        }
+    }
+}
+
+/// A webhook a call queued; it is sent only if the call succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedWebhook {
+    /// The delivery id returned to the plugin.
+    pub id: DeliveryId,
+    pub url: String,
+    pub body: String,
+}
+
+/// What a successful call leaves for the host to commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallEffects {
+    pub webhooks: Vec<QueuedWebhook>,
+}
+
+/// Counts of host calls still allowed in this call.
+#[derive(Debug, Clone)]
+pub(crate) struct Budget {
+    pub activities: u32,
+    pub webhooks: u32,
+    pub log_lines: u32,
+    pub kv_operations: u32,
+}
+
+/// Caps linear memory and tables, and remembers whether the cap was hit so the failure can say so.
+#[derive(Debug)]
+pub(crate) struct MemoryLimiter {
+    max_memory: usize,
+    hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The data of one call's `Store`.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) context: CallContext,
+    pub(crate) services: Arc<dyn CallServices>,
+    pub(crate) limits: CallLimits,
+    pub(crate) budget: Budget,
+    pub(crate) effects: CallEffects,
+}
+
+impl PluginState {
+    pub(crate) fn new(
+        context: CallContext,
+        services: Arc<dyn CallServices>,
+        limits: &CallLimits,
+    ) -> Self {
+        // No arguments, environment, preopened directories, stdin, or network: a plugin reaches
+        // the outside world only through the host capabilities.
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max_memory: limits.memory_bytes,
+                hit: false,
+            },
+            context,
+            services,
+            limits: limits.clone(),
+            budget: Budget {
+                activities: limits.activities,
+                webhooks: limits.webhooks,
+                log_lines: limits.log_lines,
+                kv_operations: limits.kv_operations,
+            },
+            effects: CallEffects::default(),
+        }
+    }
+
+    /// Whether the memory cap refused a growth during this call.
+    pub(crate) fn memory_limit_hit(&self) -> bool {
+        self.limiter.hit
+    }
+
+    pub(crate) fn into_effects(self) -> CallEffects {
+        self.effects
+    }
+
+    /// Refuses a capability the manifest did not declare.
+    pub(crate) fn require(&self, capability: &str) -> Result<(), CapabilityError> {
+        if self.context.capabilities.iter().any(|c| c == capability) {
+            Ok(())
+        } else {
+            Err(CapabilityError::NotAllowed(format!(
+                "plugin `{}` did not declare the `{capability}` capability in its manifest (or it is not available in this call)",
+                self.context.plugin_id
+            )))
+        }
+    }
+
+    /// The session of this call, or why there is none.
+    pub(crate) fn session(&self) -> Result<&SessionId, CapabilityError> {
+        self.context
+            .session_id
+            .as_ref()
+            .ok_or_else(|| CapabilityError::NotAllowed("this call is not about a session".into()))
+    }
+
+    /// The connection of this call, or why there is none.
+    pub(crate) fn connection(&self) -> Result<&ConnectionId, CapabilityError> {
+        self.context.connection_id.as_ref().ok_or_else(|| {
+            CapabilityError::NotAllowed("this call is not about a connection".into())
+        })
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Agent sessions from trigger to result: opening a session when a task is assigned to a bot or a
+//! bot is mentioned, starting it through the bot's connection plugin ([`worker`]), and recording
+//! what the wrapper or plugin reports (activities, status changes) — idempotently.
+
+mod plugin_services;
+pub mod snapshot;
+pub mod worker;
+
+pub use plugin_services::PluginServices;
+
+use crate::app::App;
+use crate::domain::ids::{ActivityId, CommentId, SessionId, StatusChangeId, UserId};
+use crate::domain::sessions::{
+    Activity, NewActivity, RecordSource, Session, SessionStatus, StatusChange, Transition,
+    TriggerKind,
+};
+use crate::domain::tasks::Task;
+use crate::domain::time::Timestamp;
+use crate::domain::users::User;
+use crate::error::AppError;
+use crate::store::{self, Conn, StoreError};
+
+/// Job kind that starts a session through its plugin.
+pub const START_SESSION_JOB: &str = "start_session";
+
+/// What opens a session.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub kind: TriggerKind,
+    /// Who assigned or mentioned the bot.
+    pub actor: Option<UserId>,
+    /// The comment that mentioned the bot.
+    pub comment: Option<CommentId>,
+}
+
+/// Opens a session of `bot` on `task` inside the caller's transaction, with the job that starts
+/// it, so the session and its start commit (or roll back) together. Wake the job worker after
+/// committing.
+pub async fn open(
+    tx: &mut Conn,
+    app: &App,
+    task: &Task,
+    bot: &User,
+    trigger: Trigger,
+) -> Result<Session, AppError> {
+    if !bot.is_enabled() {
+        return Err(AppError::Conflict(format!(
+            "bot @{} is disabled and takes no new work",
+            bot.handle
+        )));
+    }
+    let connection = store::connections::for_bot(tx, &bot.id)
+        .await?
+        .ok_or_else(|| {
+            AppError::Conflict(format!(
+                "bot @{} has no agent connection; give it one first",
+                bot.handle
+            ))
+        })?;
+    let now = app.clock.now();
+    let mut session = Session {
+        id: SessionId::generate(),
+        workspace_id: task.workspace_id.clone(),
+        task_id: task.id.clone(),
+        bot_id: bot.id.clone(),
+        connection_id: connection.id.clone(),
+        connection_type: connection.connection_type.clone(),
+        trigger_kind: trigger.kind,
+        trigger_actor_id: trigger.actor,
+        comment_id: trigger.comment,
+        status: SessionStatus::Queued,
+        status_message: None,
+        external_url: None,
+        external_label: None,
+        created_at: now,
+        started_at: None,
+        ended_at: None,
+        updated_at: now,
+    };
+    store::sessions::insert(tx, &session).await?;
+    insert_change(
+        tx,
+        &session.id,
+        SessionStatus::Queued,
+        None,
+        None,
+        RecordSource::Host,
+        now,
+    )
+    .await?;
+    if app.runtime.plugin(&connection.connection_type).is_some() {
+        let payload = serde_json::json!({ "sessionId": session.id }).to_string();
+        store::jobs::insert(tx, START_SESSION_JOB, Some(&session.id), &payload, now).await?;
+    } else {
+        let reason = format!(
+            "connection type `{}` is not installed on this host, so the session could not start",
+            connection.connection_type
+        );
+        apply_status(
+            tx,
+            &mut session,
+            SessionStatus::Failed,
+            Some(reason),
+            None,
+            RecordSource::Host,
+            now,
+        )
+        .await?;
+    }
+    Ok(session)
+}
+
+/// Appends an activity to a session. A repeated idempotency key returns the original activity
+/// and `false`.
+pub async fn record_activity(
+    app: &App,
+    session: &SessionId,
+    activity: NewActivity,
+    source: RecordSource,
+) -> Result<(Activity, bool), AppError> {
+    if let Some(key) = &activity.idempotency_key {
+        let mut conn = app.db.read().await?;
+        if let Some(existing) = store::sessions::activity_by_key(&mut conn, session, key).await? {
+            return Ok((existing, false));
+        }
+    }
+    let record = Activity {
+        id: ActivityId::generate(),
+        session_id: session.clone(),
+        activity_type: activity.activity_type,
+        body: activity.body,
+        action: activity.action,
+        parameter: activity.parameter,
+        result: activity.result,
+        provider_event_id: activity.provider_event_id,
+        provider_event_type: activity.provider_event_type,
+        raw: activity.raw,
+        idempotency_key: activity.idempotency_key,
+        source,
+        created_at: app.clock.now(),
+    };
+    let mut tx = app.db.begin().await?;
+    match store::sessions::insert_activity(&mut tx, &record).await {
+        Ok(()) => {
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok((record, true))
+        }
+        // A concurrent request with the same key won the race: answer with its activity.
+        Err(StoreError::Conflict(message)) => {
+            drop(tx);
+            if let Some(key) = &record.idempotency_key {
+                let mut conn = app.db.read().await?;
+                if let Some(existing) =
+                    store::sessions::activity_by_key(&mut conn, session, key).await?
+                {
+                    return Ok((existing, false));
+                }
+            }
+            Err(AppError::Conflict(message))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The result of a status request.
+#[derive(Debug, Clone)]
+pub struct StatusOutcome {
+    /// The session after the request.
+    pub session: Session,
+    /// The change recorded (now, or originally for a repeated key); `None` if the session already
+    /// had the status.
+    pub change: Option<StatusChange>,
+}
+
+/// Moves a session to `status`. Repeating the current status changes nothing; a repeated
+/// idempotency key answers with the original change; a finished session refuses to change.
+pub async fn change_status(
+    app: &App,
+    session_id: &SessionId,
+    status: SessionStatus,
+    message: Option<String>,
+    key: Option<String>,
+    source: RecordSource,
+) -> Result<StatusOutcome, AppError> {
+    let mut tx = app.db.begin().await?;
+    let mut session = store::sessions::get_any(&mut tx, session_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("agent session", session_id.as_str()))?;
+    if let Some(key) = &key {
+        if let Some(original) =
+            store::sessions::status_change_by_key(&mut tx, session_id, key).await?
+        {
+            return Ok(StatusOutcome {
+                session,
+                change: Some(original),
+            });
+        }
+    }
+    match session.status.transition_to(status)? {
+        Transition::Unchanged => Ok(StatusOutcome {
+            session,
+            change: None,
+        }),
+        Transition::Changed => {
+            let now = app.clock.now();
+            let change =
+                apply_status(&mut tx, &mut session, status, message, key, source, now).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(StatusOutcome {
+                session,
+                change: Some(change),
+            })
+        }
+    }
+}
+
+/// Sets the session's status fields and records the change, in `tx`.
+pub(crate) async fn apply_status(
+    tx: &mut Conn,
+    session: &mut Session,
+    status: SessionStatus,
+    message: Option<String>,
+    key: Option<String>,
+    source: RecordSource,
+    now: Timestamp,
+) -> Result<StatusChange, StoreError> {
+    session.status = status;
+    session.status_message = message.clone();
+    session.updated_at = now;
+    if status == SessionStatus::Running && session.started_at.is_none() {
+        session.started_at = Some(now);
+    }
+    if status.is_terminal() {
+        session.ended_at = Some(now);
+    }
+    store::sessions::update_status(tx, session).await?;
+    insert_change(tx, &session.id, status, message, key, source, now).await
+}
+
+async fn insert_change(
+    tx: &mut Conn,
+    session: &SessionId,
+    status: SessionStatus,
+    message: Option<String>,
+    key: Option<String>,
+    source: RecordSource,
+    now: Timestamp,
+) -> Result<StatusChange, StoreError> {
+    let change = StatusChange {
+        id: StatusChangeId::generate(),
+        session_id: session.clone(),
+        status,
+        message,
+        idempotency_key: key,
+        source,
+        created_at: now,
+    };
+    store::sessions::insert_status_change(tx, &change).await?;
+    Ok(change)
+}
+
+/// Marks a session running after its start webhook was accepted, if it is still queued.
+pub(crate) async fn mark_delivered(
+    tx: &mut Conn,
+    session_id: &SessionId,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if let Some(mut session) = store::sessions::get_any(tx, session_id).await? {
+        if session.status == SessionStatus::Queued {
+            apply_status(
+                tx,
+                &mut session,
+                SessionStatus::Running,
+                None,
+                None,
+                RecordSource::Host,
+                now,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Fails a session (unless it already finished) with a reason a person understands.
+pub(crate) async fn fail(
+    tx: &mut Conn,
+    session_id: &SessionId,
+    reason: String,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if let Some(mut session) = store::sessions::get_any(tx, session_id).await? {
+        if !session.status.is_terminal() {
+            apply_status(
+                tx,
+                &mut session,
+                SessionStatus::Failed,
+                Some(reason),
+                None,
+                RecordSource::Host,
+                now,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! The host records a plugin call may touch ([`CallServices`]), over the database.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::app::App;
+use crate::domain::ids::{ConnectionId, SessionId};
+use crate::domain::sessions::{NewActivity, RecordSource, SessionStatus};
+use crate::error::AppError;
+use crate::runtime::{CallServices, CapabilityError};
+use crate::store;
+
+/// [`CallServices`] backed by the host's database.
+pub struct PluginServices {
+    app: Arc<App>,
+}
+
+impl PluginServices {
+    /// Services acting on `app`'s records.
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+fn refused(error: AppError) -> CapabilityError {
+    match error {
+        AppError::Conflict(m) => CapabilityError::SessionClosed(m),
+        AppError::NotFound(m) => CapabilityError::SessionClosed(m),
+        AppError::Invalid { message, .. } => CapabilityError::Invalid(message),
+        AppError::Internal(cause) => {
+            tracing::error!(
+                error = format!("{cause:#}"),
+                "host error during a plugin capability call"
+            );
+            CapabilityError::Unavailable("the host could not record this; try again later".into())
+        }
+        other => CapabilityError::Invalid(other.to_string()),
+    }
+}
+
+fn unavailable(error: store::StoreError) -> CapabilityError {
+    refused(error.into())
+}
+
+#[async_trait]
+impl CallServices for PluginServices {
+    async fn post_activity(
+        &self,
+        session: &SessionId,
+        activity: NewActivity,
+    ) -> Result<(), CapabilityError> {
+        super::record_activity(&self.app, session, activity, RecordSource::Plugin)
+            .await
+            .map(|_| ())
+            .map_err(refused)
+    }
+
+    async fn set_status(
+        &self,
+        session: &SessionId,
+        status: SessionStatus,
+        message: Option<String>,
+    ) -> Result<(), CapabilityError> {
+        let message = crate::domain::sessions::status_message(message)
+            .map_err(|e| CapabilityError::Invalid(e.to_string()))?;
+        super::change_status(
+            &self.app,
+            session,
+            status,
+            message,
+            None,
+            RecordSource::Plugin,
+        )
+        .await
+        .map(|_| ())
+        .map_err(refused)
+    }
+
+    async fn set_external_link(
+        &self,
+        session: &SessionId,
+        url: &str,
+        label: &str,
+    ) -> Result<(), CapabilityError> {
+        let mut tx = self.app.db.begin().await.map_err(unavailable)?;
+        store::sessions::set_external_link(&mut tx, session, url, label, self.app.clock.now())
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(|e| unavailable(e.into()))
+    }
+
+    async fn kv_get(
+        &self,
+        connection: &ConnectionId,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, CapabilityError> {
+        let mut conn = self.app.db.read().await.map_err(unavailable)?;
+        store::kv::get(&mut conn, connection, key)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn kv_set(
+        &self,
+        connection: &ConnectionId,
+        key: &str,
+        value: &[u8],
+        max_total_bytes: i64,
+    ) -> Result<(), CapabilityError> {
+        let mut tx = self.app.db.begin().await.map_err(unavailable)?;
+        let previous = store::kv::get(&mut tx, connection, key)
+            .await
+            .map_err(unavailable)?;
+        let used = store::kv::usage(&mut tx, connection)
+            .await
+            .map_err(unavailable)?;
+        let freed = previous.map(|v| (v.len() + key.len()) as i64).unwrap_or(0);
+        let after = used - freed + (key.len() + value.len()) as i64;
+        if after > max_total_bytes {
+            return Err(CapabilityError::LimitExceeded(format!(
+                "this connection's kv state would grow to {after} bytes; at most {max_total_bytes} are allowed"
+            )));
+        }
+        store::kv::set(&mut tx, connection, key, value, self.app.clock.now())
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(|e| unavailable(e.into()))
+    }
+
+    async fn kv_delete(&self, connection: &ConnectionId, key: &str) -> Result<(), CapabilityError> {
+        let mut tx = self.app.db.begin().await.map_err(unavailable)?;
+        store::kv::delete(&mut tx, connection, key)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(|e| unavailable(e.into()))
+    }
+}

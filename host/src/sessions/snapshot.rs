@@ -1,0 +1,153 @@
+//! The session snapshot a plugin's `start-session` receives, read from the database.
+
+use std::collections::HashMap;
+
+use anyhow::anyhow;
+
+use crate::domain::ids::UserId;
+use crate::domain::sessions::{Connection, Session, TriggerKind};
+use crate::domain::tasks::Comment;
+use crate::domain::users::User;
+use crate::error::AppError;
+use crate::runtime::bindings::types as wit;
+use crate::store::{self, Conn};
+
+/// Builds the `session-start` record for `session`.
+pub async fn session_start(
+    conn: &mut Conn,
+    session: &Session,
+    api_base_url: &str,
+) -> Result<wit::SessionStart, AppError> {
+    let missing = |what: &str| {
+        AppError::Internal(anyhow!("session {} refers to a missing {what}", session.id))
+    };
+    let workspace = store::workspaces::get(conn, &session.workspace_id)
+        .await?
+        .ok_or_else(|| missing("workspace"))?;
+    let task = store::tasks::get_any(conn, &session.task_id)
+        .await?
+        .ok_or_else(|| missing("task"))?;
+    let status = store::tasks::status(conn, &task.workspace_id, task.status_id.as_str())
+        .await?
+        .ok_or_else(|| missing("task status"))?;
+    let bot = store::users::get_any(conn, &session.bot_id)
+        .await?
+        .ok_or_else(|| missing("bot"))?;
+    let connection = store::connections::get(conn, &session.connection_id)
+        .await?
+        .ok_or_else(|| missing("connection"))?;
+    let comments = store::tasks::comments(conn, &task.id).await?;
+
+    let mut user_ids: Vec<UserId> = comments.iter().map(|c| c.author_id.clone()).collect();
+    user_ids.extend(task.assignee_id.clone());
+    user_ids.extend(session.trigger_actor_id.clone());
+    user_ids.sort();
+    user_ids.dedup();
+    let users: HashMap<UserId, User> = store::users::get_many(conn, &user_ids)
+        .await?
+        .into_iter()
+        .map(|u| (u.id.clone(), u))
+        .collect();
+    let actor = |id: &UserId| {
+        users
+            .get(id)
+            .map(actor)
+            .unwrap_or_else(|| unknown_actor(id))
+    };
+
+    let wit_comments: Vec<wit::Comment> = comments
+        .iter()
+        .map(|c| comment(c, actor(&c.author_id)))
+        .collect();
+    let trigger = match session.trigger_kind {
+        TriggerKind::Mentioned => {
+            let found = session
+                .comment_id
+                .as_ref()
+                .and_then(|id| wit_comments.iter().find(|c| c.id == id.as_str()));
+            match found {
+                Some(c) => wit::Trigger::Mentioned(c.clone()),
+                None => return Err(missing("trigger comment")),
+            }
+        }
+        TriggerKind::Assigned => wit::Trigger::Assigned(
+            session
+                .trigger_actor_id
+                .as_ref()
+                .map(&actor)
+                .unwrap_or_else(|| system_actor()),
+        ),
+        TriggerKind::Automation => wit::Trigger::Automation("automation".into()),
+    };
+
+    Ok(wit::SessionStart {
+        session_id: session.id.to_string(),
+        workspace_id: workspace.id.to_string(),
+        workspace_name: workspace.name,
+        created_at: session.created_at.to_iso(),
+        bot: wit::BotInfo {
+            id: bot.id.to_string(),
+            name: bot.name.clone(),
+            handle: bot.handle.clone(),
+        },
+        connection: connection_info(&connection),
+        trigger,
+        task: wit::TaskSnapshot {
+            id: task.id.to_string(),
+            short_number: u64::try_from(task.short_number).unwrap_or_default(),
+            title: task.title,
+            description: task.description,
+            status: status.name,
+            status_id: status.id.to_string(),
+            assignee: task.assignee_id.as_ref().map(&actor),
+            created_at: task.created_at.to_iso(),
+        },
+        comments: wit_comments,
+        api_base_url: api_base_url.to_owned(),
+    })
+}
+
+/// The `connection-info` of a connection.
+pub fn connection_info(connection: &Connection) -> wit::ConnectionInfo {
+    wit::ConnectionInfo {
+        id: connection.id.to_string(),
+        connection_type: connection.connection_type.clone(),
+        config: connection.config.clone(),
+    }
+}
+
+fn actor(user: &User) -> wit::Actor {
+    wit::Actor {
+        id: user.id.to_string(),
+        name: user.name.clone(),
+        kind: user.kind.as_str().to_owned(),
+        handle: Some(user.handle.clone()),
+    }
+}
+
+fn unknown_actor(id: &UserId) -> wit::Actor {
+    wit::Actor {
+        id: id.to_string(),
+        name: "(unknown user)".into(),
+        kind: "person".into(),
+        handle: None,
+    }
+}
+
+fn system_actor() -> wit::Actor {
+    wit::Actor {
+        id: String::new(),
+        name: "Leadtime".into(),
+        kind: "system".into(),
+        handle: None,
+    }
+}
+
+fn comment(c: &Comment, author: wit::Actor) -> wit::Comment {
+    wit::Comment {
+        id: c.id.to_string(),
+        author,
+        body: c.body.clone(),
+        created_at: c.created_at.to_iso(),
+    }
+}

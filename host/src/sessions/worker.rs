@@ -1,0 +1,266 @@
+//! The session job worker: claims due jobs (a session to start) and runs them through the bot's
+//! connection plugin. A job row is deleted only in the transaction that commits its outcome, so a
+//! crash at any point leaves the job to be claimed again once its lease ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::domain::ids::SessionId;
+use crate::domain::sessions::Session;
+use crate::runtime::{CallContext, CallEffects, CallError};
+use crate::store::{self, StoreError, deliveries::Delivery, jobs::Job};
+
+use super::{PluginServices, START_SESSION_JOB, fail, snapshot};
+
+/// Jobs run at once.
+const CONCURRENCY: usize = 16;
+/// How long a claimed job is reserved for its worker; a worker that dies releases it after this.
+const LEASE_MS: i64 = 120_000;
+/// Longest sleep between looks at the job table when nothing is due.
+const IDLE_POLL: Duration = Duration::from_secs(5);
+/// Attempts before a job that keeps failing temporarily fails its session.
+const MAX_ATTEMPTS: i64 = 5;
+
+/// Runs the job worker until `shutdown`.
+pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        let free = slots.available_permits() as i64;
+        let claimed = if free > 0 {
+            claim(&app, free).await
+        } else {
+            Ok(Vec::new())
+        };
+        let got = match claimed {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                tracing::error!(error = %error, "claiming session jobs failed");
+                Vec::new()
+            }
+        };
+        let full_batch = !got.is_empty() && got.len() as i64 == free;
+        for job in got {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let app = app.clone();
+            running.spawn(async move {
+                run_job(&app, job).await;
+                drop(permit);
+            });
+        }
+        while running.try_join_next().is_some() {}
+        if full_batch {
+            continue;
+        }
+        let wait = next_wait(&app).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = app.jobs_queued.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+        }
+    }
+    // Let jobs in flight finish so their outcome is committed.
+    while running.join_next().await.is_some() {}
+}
+
+async fn claim(app: &App, limit: i64) -> Result<Vec<Job>, StoreError> {
+    let mut tx = app.db.begin().await?;
+    let jobs =
+        store::jobs::claim_due(&mut tx, app.db.backend(), app.clock.now(), LEASE_MS, limit).await?;
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+async fn next_wait(app: &App) -> Duration {
+    let next = match app.db.read().await {
+        Ok(mut conn) => store::jobs::next_due(&mut conn).await.ok().flatten(),
+        Err(_) => None,
+    };
+    match next {
+        Some(at) => {
+            let ms =
+                (at.millis() - app.clock.now().millis()).clamp(0, IDLE_POLL.as_millis() as i64);
+            Duration::from_millis(ms as u64)
+        }
+        None => IDLE_POLL,
+    }
+}
+
+async fn run_job(app: &Arc<App>, job: Job) {
+    let outcome = match job.kind.as_str() {
+        START_SESSION_JOB => start_session(app, &job).await,
+        other => Err(anyhow::anyhow!("unknown job kind `{other}`")),
+    };
+    if let Err(error) = outcome {
+        // A host-side failure (database down, bug): retry with backoff, then give up on the session.
+        tracing::error!(job = %job.id, kind = %job.kind, error = format!("{error:#}"), "session job failed");
+        if let Err(e) = retry_or_fail(
+            app,
+            &job,
+            &format!("{error:#}"),
+            "the host could not start this session",
+        )
+        .await
+        {
+            tracing::error!(job = %job.id, error = %e, "could not record the job failure; it will be retried after its lease");
+        }
+    }
+}
+
+/// Backoff between job attempts: 2 s, 8 s, 32 s, …
+fn backoff_ms(attempts: i64) -> i64 {
+    2_000 * 4_i64.pow(attempts.clamp(1, 6) as u32 - 1)
+}
+
+async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str) -> Result<(), StoreError> {
+    let now = app.clock.now();
+    let mut tx = app.db.begin().await?;
+    if job.attempts >= MAX_ATTEMPTS {
+        if let Some(session) = &job.session_id {
+            fail(
+                &mut tx,
+                session,
+                format!("{reason} after {} attempts: {error}", job.attempts),
+                now,
+            )
+            .await?;
+        }
+        store::jobs::complete(&mut tx, &job.id).await?;
+    } else {
+        store::jobs::retry_at(
+            &mut tx,
+            &job.id,
+            now.plus_millis(backoff_ms(job.attempts)),
+            error,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
+    let session_id: SessionId = job
+        .session_id
+        .clone()
+        .context("start_session job without a session")?;
+    let (session, start) = {
+        let mut conn = app.db.read().await?;
+        let session: Session = store::sessions::get_any(&mut conn, &session_id)
+            .await?
+            .context("the session is gone")?;
+        if session.status.is_terminal() {
+            drop(conn);
+            return complete(app, job).await;
+        }
+        let start = snapshot::session_start(&mut conn, &session, &app.config.api_base_url())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        (session, start)
+    };
+
+    let Some(plugin) = app.runtime.plugin(&session.connection_type) else {
+        return finish_failed(
+            app,
+            job,
+            &session,
+            format!(
+                "connection type `{}` is not installed on this host",
+                session.connection_type
+            ),
+        )
+        .await;
+    };
+    let context = CallContext::for_session(
+        &plugin.manifest,
+        session.workspace_id.clone(),
+        session.connection_id.clone(),
+        session.id.clone(),
+    );
+    let services = Arc::new(PluginServices::new(app.clone()));
+    match app
+        .runtime
+        .start_session(&plugin, context, services, start)
+        .await
+    {
+        Ok(effects) => commit_effects(app, job, &session, effects).await,
+        Err(CallError::Transient(message)) => {
+            let reason = format!("{} could not start the session", plugin.label());
+            retry_or_fail(app, job, &message, &reason).await?;
+            Ok(())
+        }
+        Err(error) => {
+            let reason = match &error {
+                CallError::InvalidConfig(_) => {
+                    format!("The bot's connection is misconfigured: {error}")
+                }
+                _ => format!("The session could not start: {error}"),
+            };
+            tracing::warn!(session = %session.id, plugin = %plugin.manifest.id, %reason, "session start failed");
+            finish_failed(app, job, &session, reason).await
+        }
+    }
+}
+
+/// Commits what a successful start queued, together with the job's completion.
+async fn commit_effects(
+    app: &App,
+    job: &Job,
+    session: &Session,
+    effects: CallEffects,
+) -> anyhow::Result<()> {
+    let now = app.clock.now();
+    let mut tx = app.db.begin().await?;
+    let queued = !effects.webhooks.is_empty();
+    for webhook in effects.webhooks {
+        let delivery = Delivery {
+            id: webhook.id,
+            workspace_id: session.workspace_id.clone(),
+            connection_id: session.connection_id.clone(),
+            session_id: Some(session.id.clone()),
+            url: webhook.url,
+            body: webhook.body,
+            status: "pending".into(),
+            attempts: 0,
+            next_attempt_at: Some(now),
+            last_error: None,
+            delivered_at: None,
+            created_at: now,
+        };
+        store::deliveries::insert(&mut tx, &delivery).await?;
+    }
+    store::jobs::complete(&mut tx, &job.id).await?;
+    tx.commit().await?;
+    if queued {
+        app.deliveries_queued.notify_one();
+    }
+    Ok(())
+}
+
+async fn finish_failed(
+    app: &App,
+    job: &Job,
+    session: &Session,
+    reason: String,
+) -> anyhow::Result<()> {
+    let mut tx = app.db.begin().await?;
+    fail(&mut tx, &session.id, reason, app.clock.now()).await?;
+    store::jobs::complete(&mut tx, &job.id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn complete(app: &App, job: &Job) -> anyhow::Result<()> {
+    let mut tx = app.db.begin().await?;
+    store::jobs::complete(&mut tx, &job.id).await?;
+    tx.commit().await?;
+    Ok(())
+}

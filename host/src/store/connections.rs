@@ -1,0 +1,81 @@
+//! Agent connections and their webhook signing secrets.
+
+use crate::domain::ids::{ConnectionId, SecretId, UserId};
+use crate::domain::sessions::Connection;
+use crate::domain::time::Timestamp;
+
+use super::{Conn, StoreError};
+
+const COLUMNS: &str = "id, workspace_id, bot_id, connection_type, config, created_at, updated_at";
+
+/// Inserts a connection.
+pub async fn insert(conn: &mut Conn, connection: &Connection) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO agent_connections (id, workspace_id, bot_id, connection_type, config, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(connection.id.as_str())
+    .bind(connection.workspace_id.as_str())
+    .bind(connection.bot_id.as_str())
+    .bind(&connection.connection_type)
+    .bind(&connection.config)
+    .bind(connection.created_at.millis())
+    .bind(connection.updated_at.millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The connection of bot `bot`.
+pub async fn for_bot(conn: &mut Conn, bot: &UserId) -> Result<Option<Connection>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM agent_connections WHERE bot_id = $1"
+    ))
+    .bind(bot.as_str())
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The connection `id`.
+pub async fn get(conn: &mut Conn, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM agent_connections WHERE id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Adds a signing secret to a connection.
+pub async fn insert_secret(
+    conn: &mut Conn,
+    connection: &ConnectionId,
+    secret: &str,
+    created_at: Timestamp,
+) -> Result<SecretId, StoreError> {
+    let id = SecretId::generate();
+    sqlx::query("INSERT INTO webhook_secrets (id, connection_id, secret, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(id.as_str())
+        .bind(connection.as_str())
+        .bind(secret)
+        .bind(created_at.millis())
+        .execute(conn)
+        .await?;
+    Ok(id)
+}
+
+/// The secrets that sign deliveries of `connection` at `now`, newest first.
+pub async fn signing_secrets(
+    conn: &mut Conn,
+    connection: &ConnectionId,
+    now: Timestamp,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT secret FROM webhook_secrets WHERE connection_id = $1 AND (expires_at IS NULL OR expires_at > $2) \
+         ORDER BY created_at DESC, id DESC",
+    )
+    .bind(connection.as_str())
+    .bind(now.millis())
+    .fetch_all(conn)
+    .await?)
+}

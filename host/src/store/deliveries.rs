@@ -1,0 +1,184 @@
+//! The webhook outbox: deliveries and their attempts.
+
+use crate::domain::ids::{AttemptId, ConnectionId, DeliveryId, SessionId, WorkspaceId};
+use crate::domain::time::Timestamp;
+
+use super::{Backend, Conn, StoreError};
+
+const COLUMNS: &str = "id, workspace_id, connection_id, session_id, url, body, status, attempts, next_attempt_at, last_error, delivered_at, created_at";
+
+/// A webhook delivery.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Delivery {
+    /// Sent as `Leadtime-Webhook-Id` and `webhook-id`; the same on every attempt.
+    pub id: DeliveryId,
+    pub workspace_id: WorkspaceId,
+    pub connection_id: ConnectionId,
+    pub session_id: Option<SessionId>,
+    pub url: String,
+    pub body: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    /// Attempts started so far.
+    pub attempts: i64,
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+/// One attempt at sending a delivery.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Attempt {
+    pub id: AttemptId,
+    pub delivery_id: DeliveryId,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    pub started_at: Timestamp,
+    /// The HTTP status, when the receiver answered.
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    /// The start of the response body.
+    pub response_body: Option<String>,
+    /// Why the attempt failed, when it did.
+    pub error: Option<String>,
+}
+
+/// Queues a delivery for sending at `now`.
+pub async fn insert(conn: &mut Conn, d: &Delivery) -> Result<(), StoreError> {
+    sqlx::query(&format!("INSERT INTO webhook_deliveries ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
+        .bind(d.id.as_str())
+        .bind(d.workspace_id.as_str())
+        .bind(d.connection_id.as_str())
+        .bind(d.session_id.as_ref().map(SessionId::as_str))
+        .bind(&d.url)
+        .bind(&d.body)
+        .bind(&d.status)
+        .bind(d.attempts)
+        .bind(d.next_attempt_at.map(Timestamp::millis))
+        .bind(d.last_error.as_deref())
+        .bind(d.delivered_at.map(Timestamp::millis))
+        .bind(d.created_at.millis())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Leases up to `limit` due pending deliveries until `now + lease_ms`, counting the attempt.
+pub async fn claim_due(
+    conn: &mut Conn,
+    backend: Backend,
+    now: Timestamp,
+    lease_ms: i64,
+    limit: i64,
+) -> Result<Vec<Delivery>, StoreError> {
+    let skip_locked = match backend {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    Ok(sqlx::query_as(&format!(
+        "UPDATE webhook_deliveries SET locked_until = $1, attempts = attempts + 1 WHERE id IN (\
+            SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
+            AND (locked_until IS NULL OR locked_until <= $2) ORDER BY next_attempt_at, id LIMIT $3 {skip_locked}) \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(now.plus_millis(lease_ms).millis())
+    .bind(now.millis())
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// When the next pending delivery is due (its lease end if leased), if any.
+pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> {
+    let next: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(CASE WHEN locked_until IS NOT NULL AND locked_until > next_attempt_at THEN locked_until ELSE next_attempt_at END) \
+         FROM webhook_deliveries WHERE status = 'pending'",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(next.map(Timestamp::from_millis))
+}
+
+/// Records an attempt.
+pub async fn insert_attempt(conn: &mut Conn, a: &Attempt) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO webhook_attempts (id, delivery_id, attempt, started_at, status_code, latency_ms, response_body, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(a.id.as_str())
+    .bind(a.delivery_id.as_str())
+    .bind(a.attempt)
+    .bind(a.started_at.millis())
+    .bind(a.status_code)
+    .bind(a.latency_ms)
+    .bind(a.response_body.as_deref())
+    .bind(a.error.as_deref())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks a delivery delivered.
+pub async fn mark_delivered(
+    conn: &mut Conn,
+    id: &DeliveryId,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE webhook_deliveries SET status = 'delivered', delivered_at = $2, locked_until = NULL, last_error = NULL WHERE id = $1")
+        .bind(id.as_str())
+        .bind(at.millis())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Schedules the next attempt of a delivery.
+pub async fn schedule_retry(
+    conn: &mut Conn,
+    id: &DeliveryId,
+    next_attempt_at: Timestamp,
+    error: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE webhook_deliveries SET next_attempt_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1")
+        .bind(id.as_str())
+        .bind(next_attempt_at.millis())
+        .bind(error)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks a delivery failed for good.
+pub async fn mark_failed(conn: &mut Conn, id: &DeliveryId, error: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, locked_until = NULL, last_error = $2 WHERE id = $1")
+        .bind(id.as_str())
+        .bind(error)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The deliveries of `session`, oldest first.
+pub async fn for_session(
+    conn: &mut Conn,
+    session: &SessionId,
+) -> Result<Vec<Delivery>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM webhook_deliveries WHERE session_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(session.as_str())
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The attempts of `delivery`, in order.
+pub async fn attempts(conn: &mut Conn, delivery: &DeliveryId) -> Result<Vec<Attempt>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, delivery_id, attempt, started_at, status_code, latency_ms, response_body, error \
+         FROM webhook_attempts WHERE delivery_id = $1 ORDER BY attempt",
+    )
+    .bind(delivery.as_str())
+    .fetch_all(conn)
+    .await?)
+}

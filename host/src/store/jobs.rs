@@ -1,0 +1,99 @@
+//! Durable background jobs: a row exists while a job is pending. Workers claim due jobs by
+//! leasing them (`locked_until`), so a job whose worker died is picked up again when the lease ends.
+
+use crate::domain::ids::{JobId, SessionId};
+use crate::domain::time::Timestamp;
+
+use super::{Backend, Conn, StoreError};
+
+/// A pending job.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Job {
+    pub id: JobId,
+    /// What to do, e.g. `start_session`.
+    pub kind: String,
+    pub session_id: Option<SessionId>,
+    /// JSON arguments.
+    pub payload: String,
+    /// Attempts so far, including the one that claimed it.
+    pub attempts: i64,
+}
+
+/// Queues a job to run at `run_at`.
+pub async fn insert(
+    conn: &mut Conn,
+    kind: &str,
+    session: Option<&SessionId>,
+    payload: &str,
+    run_at: Timestamp,
+) -> Result<JobId, StoreError> {
+    let id = JobId::generate();
+    sqlx::query("INSERT INTO jobs (id, kind, session_id, payload, run_at, attempts, created_at) VALUES ($1, $2, $3, $4, $5, 0, $5)")
+        .bind(id.as_str())
+        .bind(kind)
+        .bind(session.map(SessionId::as_str))
+        .bind(payload)
+        .bind(run_at.millis())
+        .execute(conn)
+        .await?;
+    Ok(id)
+}
+
+/// Leases up to `limit` due jobs until `now + lease_ms` and returns them.
+pub async fn claim_due(
+    conn: &mut Conn,
+    backend: Backend,
+    now: Timestamp,
+    lease_ms: i64,
+    limit: i64,
+) -> Result<Vec<Job>, StoreError> {
+    let skip_locked = match backend {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    Ok(sqlx::query_as(&format!(
+        "UPDATE jobs SET locked_until = $1, attempts = attempts + 1 WHERE id IN (\
+            SELECT id FROM jobs WHERE run_at <= $2 AND (locked_until IS NULL OR locked_until <= $2) \
+            ORDER BY run_at, id LIMIT $3 {skip_locked}) \
+         RETURNING id, kind, session_id, payload, attempts"
+    ))
+    .bind(now.plus_millis(lease_ms).millis())
+    .bind(now.millis())
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// When the next job is due, if any is pending and unleased (lets workers sleep exactly).
+pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> {
+    let next: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(COALESCE(locked_until, run_at)) FROM jobs")
+            .fetch_one(conn)
+            .await?;
+    Ok(next.map(Timestamp::from_millis))
+}
+
+/// Removes a finished job.
+pub async fn complete(conn: &mut Conn, id: &JobId) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM jobs WHERE id = $1")
+        .bind(id.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Releases a job to run again at `run_at`, noting why the last attempt failed.
+pub async fn retry_at(
+    conn: &mut Conn,
+    id: &JobId,
+    run_at: Timestamp,
+    error: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET run_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1")
+        .bind(id.as_str())
+        .bind(run_at.millis())
+        .bind(error)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Agent sessions, their activities and status changes.
+
+use crate::domain::ids::{SessionId, TaskId, UserId, WorkspaceId};
+use crate::domain::sessions::{Activity, Session, StatusChange};
+use crate::domain::time::Timestamp;
+
+use super::{Conn, StoreError, conflict_or};
+
+const SESSION_COLUMNS: &str = "id, workspace_id, task_id, bot_id, connection_id, connection_type, trigger_kind, \
+     trigger_actor_id, comment_id, status, status_message, external_url, external_label, created_at, started_at, ended_at, updated_at";
+const ACTIVITY_COLUMNS: &str = "id, session_id, activity_type, body, action, parameter, result, provider_event_id, \
+     provider_event_type, raw, idempotency_key, source, created_at";
+const STATUS_CHANGE_COLUMNS: &str =
+    "id, session_id, status, message, idempotency_key, source, created_at";
+
+/// Inserts a session.
+pub async fn insert(conn: &mut Conn, s: &Session) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO agent_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+    ))
+    .bind(s.id.as_str())
+    .bind(s.workspace_id.as_str())
+    .bind(s.task_id.as_str())
+    .bind(s.bot_id.as_str())
+    .bind(s.connection_id.as_str())
+    .bind(&s.connection_type)
+    .bind(s.trigger_kind.as_str())
+    .bind(s.trigger_actor_id.as_ref().map(|a| a.as_str()))
+    .bind(s.comment_id.as_ref().map(|c| c.as_str()))
+    .bind(s.status.as_str())
+    .bind(s.status_message.as_deref())
+    .bind(s.external_url.as_deref())
+    .bind(s.external_label.as_deref())
+    .bind(s.created_at.millis())
+    .bind(s.started_at.map(Timestamp::millis))
+    .bind(s.ended_at.map(Timestamp::millis))
+    .bind(s.updated_at.millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The session `id` of `workspace`.
+pub async fn get(
+    conn: &mut Conn,
+    workspace: &WorkspaceId,
+    id: &str,
+) -> Result<Option<Session>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SESSION_COLUMNS} FROM agent_sessions WHERE workspace_id = $1 AND id = $2"
+    ))
+    .bind(workspace.as_str())
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The session `id` whatever its workspace (workers, which hold a trusted id).
+pub async fn get_any(conn: &mut Conn, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SESSION_COLUMNS} FROM agent_sessions WHERE id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The sessions of `task`, oldest first.
+pub async fn for_task(conn: &mut Conn, task: &TaskId) -> Result<Vec<Session>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SESSION_COLUMNS} FROM agent_sessions WHERE task_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(task.as_str())
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The unfinished sessions of `bot` on `task`.
+pub async fn open_for_bot_on_task(
+    conn: &mut Conn,
+    bot: &UserId,
+    task: &TaskId,
+) -> Result<Vec<Session>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SESSION_COLUMNS} FROM agent_sessions WHERE bot_id = $1 AND task_id = $2 AND status IN ('queued', 'running')"
+    ))
+    .bind(bot.as_str())
+    .bind(task.as_str())
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Writes a session's status, message and lifecycle times.
+pub async fn update_status(conn: &mut Conn, s: &Session) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE agent_sessions SET status = $2, status_message = $3, started_at = $4, ended_at = $5, updated_at = $6 WHERE id = $1",
+    )
+    .bind(s.id.as_str())
+    .bind(s.status.as_str())
+    .bind(s.status_message.as_deref())
+    .bind(s.started_at.map(Timestamp::millis))
+    .bind(s.ended_at.map(Timestamp::millis))
+    .bind(s.updated_at.millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets the link shown on the session card.
+pub async fn set_external_link(
+    conn: &mut Conn,
+    id: &SessionId,
+    url: &str,
+    label: &str,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE agent_sessions SET external_url = $2, external_label = $3, updated_at = $4 WHERE id = $1")
+        .bind(id.as_str())
+        .bind(url)
+        .bind(label)
+        .bind(at.millis())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts an activity.
+pub async fn insert_activity(conn: &mut Conn, a: &Activity) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO session_activities ({ACTIVITY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    ))
+    .bind(a.id.as_str())
+    .bind(a.session_id.as_str())
+    .bind(a.activity_type.as_str())
+    .bind(&a.body)
+    .bind(a.action.as_deref())
+    .bind(a.parameter.as_deref())
+    .bind(a.result.as_deref())
+    .bind(a.provider_event_id.as_deref())
+    .bind(a.provider_event_type.as_deref())
+    .bind(a.raw.as_deref())
+    .bind(a.idempotency_key.as_deref())
+    .bind(a.source.as_str())
+    .bind(a.created_at.millis())
+    .execute(conn)
+    .await
+    .map_err(conflict_or)?;
+    Ok(())
+}
+
+/// The activity recorded on `session` under `key`.
+pub async fn activity_by_key(
+    conn: &mut Conn,
+    session: &SessionId,
+    key: &str,
+) -> Result<Option<Activity>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ACTIVITY_COLUMNS} FROM session_activities WHERE session_id = $1 AND idempotency_key = $2"
+    ))
+    .bind(session.as_str())
+    .bind(key)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The activities of `session`, in the order they were recorded.
+pub async fn activities(conn: &mut Conn, session: &SessionId) -> Result<Vec<Activity>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ACTIVITY_COLUMNS} FROM session_activities WHERE session_id = $1 ORDER BY id"
+    ))
+    .bind(session.as_str())
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Inserts a status change record.
+pub async fn insert_status_change(conn: &mut Conn, c: &StatusChange) -> Result<(), StoreError> {
+    sqlx::query(&format!("INSERT INTO session_status_changes ({STATUS_CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+        .bind(c.id.as_str())
+        .bind(c.session_id.as_str())
+        .bind(c.status.as_str())
+        .bind(c.message.as_deref())
+        .bind(c.idempotency_key.as_deref())
+        .bind(c.source.as_str())
+        .bind(c.created_at.millis())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The status change recorded on `session` under `key`.
+pub async fn status_change_by_key(
+    conn: &mut Conn,
+    session: &SessionId,
+    key: &str,
+) -> Result<Option<StatusChange>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {STATUS_CHANGE_COLUMNS} FROM session_status_changes WHERE session_id = $1 AND idempotency_key = $2"
+    ))
+    .bind(session.as_str())
+    .bind(key)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The status changes of `session`, oldest first.
+pub async fn status_changes(
+    conn: &mut Conn,
+    session: &SessionId,
+) -> Result<Vec<StatusChange>, StoreError> {
+    Ok(sqlx::query_as(&format!("SELECT {STATUS_CHANGE_COLUMNS} FROM session_status_changes WHERE session_id = $1 ORDER BY id"))
+        .bind(session.as_str())
+        .fetch_all(conn)
+        .await?)
+}

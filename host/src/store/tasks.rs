@@ -1,0 +1,207 @@
+//! Tasks, task statuses, comments and task history events.
+
+use crate::domain::ids::{CommentId, TaskId, WorkspaceId};
+use crate::domain::tasks::{Comment, Task, TaskEvent, TaskRef, TaskStatus};
+
+use super::{Conn, StoreError};
+
+const TASK_COLUMNS: &str = "id, workspace_id, short_number, title, description, status_id, assignee_id, created_by, created_at, updated_at";
+const COMMENT_COLUMNS: &str = "id, workspace_id, task_id, author_id, body, created_at";
+
+/// Inserts a task status.
+pub async fn insert_status(conn: &mut Conn, status: &TaskStatus) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO task_statuses (id, workspace_id, name, category, position) VALUES ($1, $2, $3, $4, $5)")
+        .bind(status.id.as_str())
+        .bind(status.workspace_id.as_str())
+        .bind(&status.name)
+        .bind(status.category.as_str())
+        .bind(status.position)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The statuses of `workspace` in board order.
+pub async fn statuses(
+    conn: &mut Conn,
+    workspace: &WorkspaceId,
+) -> Result<Vec<TaskStatus>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, workspace_id, name, category, position FROM task_statuses WHERE workspace_id = $1 ORDER BY position, id",
+    )
+    .bind(workspace.as_str())
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The status `id` of `workspace`.
+pub async fn status(
+    conn: &mut Conn,
+    workspace: &WorkspaceId,
+    id: &str,
+) -> Result<Option<TaskStatus>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, workspace_id, name, category, position FROM task_statuses WHERE workspace_id = $1 AND id = $2",
+    )
+    .bind(workspace.as_str())
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Inserts a task.
+pub async fn insert(conn: &mut Conn, task: &Task) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    ))
+    .bind(task.id.as_str())
+    .bind(task.workspace_id.as_str())
+    .bind(task.short_number)
+    .bind(&task.title)
+    .bind(&task.description)
+    .bind(task.status_id.as_str())
+    .bind(task.assignee_id.as_ref().map(|a| a.as_str()))
+    .bind(task.created_by.as_str())
+    .bind(task.created_at.millis())
+    .bind(task.updated_at.millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes a task's editable fields back.
+pub async fn update(conn: &mut Conn, task: &Task) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE tasks SET title = $2, description = $3, status_id = $4, assignee_id = $5, updated_at = $6 WHERE id = $1",
+    )
+    .bind(task.id.as_str())
+    .bind(&task.title)
+    .bind(&task.description)
+    .bind(task.status_id.as_str())
+    .bind(task.assignee_id.as_ref().map(|a| a.as_str()))
+    .bind(task.updated_at.millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The task of `workspace` named by `task_ref` (id or short number).
+pub async fn find(
+    conn: &mut Conn,
+    workspace: &WorkspaceId,
+    task_ref: &TaskRef,
+) -> Result<Option<Task>, StoreError> {
+    let task = match task_ref {
+        TaskRef::Id(id) => {
+            sqlx::query_as(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE workspace_id = $1 AND id = $2"
+            ))
+            .bind(workspace.as_str())
+            .bind(id.as_str())
+            .fetch_optional(conn)
+            .await?
+        }
+        TaskRef::ShortNumber(n) => {
+            sqlx::query_as(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE workspace_id = $1 AND short_number = $2"
+            ))
+            .bind(workspace.as_str())
+            .bind(*n)
+            .fetch_optional(conn)
+            .await?
+        }
+    };
+    Ok(task)
+}
+
+/// The task `id` whatever its workspace (for internal lookups by a trusted id).
+pub async fn get_any(conn: &mut Conn, id: &TaskId) -> Result<Option<Task>, StoreError> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// A page of `workspace`'s tasks, newest first, and the total count.
+pub async fn page(
+    conn: &mut Conn,
+    workspace: &WorkspaceId,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<Task>, i64), StoreError> {
+    let tasks = sqlx::query_as(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE workspace_id = $1 ORDER BY short_number DESC LIMIT $2 OFFSET $3"
+    ))
+    .bind(workspace.as_str())
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE workspace_id = $1")
+        .bind(workspace.as_str())
+        .fetch_one(conn)
+        .await?;
+    Ok((tasks, total))
+}
+
+/// Inserts a comment.
+pub async fn insert_comment(conn: &mut Conn, comment: &Comment) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO task_comments ({COMMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+    ))
+    .bind(comment.id.as_str())
+    .bind(comment.workspace_id.as_str())
+    .bind(comment.task_id.as_str())
+    .bind(comment.author_id.as_str())
+    .bind(&comment.body)
+    .bind(comment.created_at.millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The comments of `task`, oldest first.
+pub async fn comments(conn: &mut Conn, task: &TaskId) -> Result<Vec<Comment>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COMMENT_COLUMNS} FROM task_comments WHERE task_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(task.as_str())
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The comment `id`.
+pub async fn comment(conn: &mut Conn, id: &CommentId) -> Result<Option<Comment>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COMMENT_COLUMNS} FROM task_comments WHERE id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Appends a task history event.
+pub async fn insert_event(conn: &mut Conn, event: &TaskEvent) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO task_events (id, task_id, actor_id, kind, details, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(event.id.as_str())
+        .bind(event.task_id.as_str())
+        .bind(event.actor_id.as_ref().map(|a| a.as_str()))
+        .bind(&event.kind)
+        .bind(&event.details)
+        .bind(event.created_at.millis())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The history events of `task`, oldest first.
+pub async fn events(conn: &mut Conn, task: &TaskId) -> Result<Vec<TaskEvent>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, task_id, actor_id, kind, details, created_at FROM task_events WHERE task_id = $1 ORDER BY created_at, id",
+    )
+    .bind(task.as_str())
+    .fetch_all(conn)
+    .await?)
+}

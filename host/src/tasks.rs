@@ -1,0 +1,344 @@
+//! Task use cases: create, change and comment on tasks. These are the triggers of agent sessions:
+//! assigning a task to a bot, or @mentioning a bot in a comment, opens a session in the same
+//! transaction as the change that caused it.
+
+use serde_json::json;
+
+use crate::accounts::Caller;
+use crate::app::App;
+use crate::domain::comments::{mentioned_handles, validate_comment};
+use crate::domain::ids::{CommentId, StatusId, TaskEventId, TaskId, UserId};
+use crate::domain::sessions::{Session, TriggerKind};
+use crate::domain::tasks::{
+    Comment, DEFAULT_NEW_TASK_STATUS, Task, TaskEvent, TaskRef, validate_description,
+    validate_title,
+};
+use crate::domain::time::Timestamp;
+use crate::domain::users::{User, UserKind};
+use crate::error::AppError;
+use crate::sessions::{self, Trigger};
+use crate::store::{self, Conn, StoreError};
+
+/// A task to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewTask {
+    pub title: String,
+    pub description: Option<String>,
+    /// Defaults to the workspace's "To do"-like status.
+    pub status_id: Option<String>,
+    /// A user id or `@handle`.
+    pub assignee: Option<String>,
+}
+
+/// Changes to a task; `None` leaves a field as it is. `assignee: Some(None)` unassigns.
+#[derive(Debug, Clone, Default)]
+pub struct TaskPatch {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub status_id: Option<String>,
+    pub assignee: Option<Option<String>>,
+}
+
+impl TaskPatch {
+    fn is_empty(&self) -> bool {
+        self.title.is_none()
+            && self.description.is_none()
+            && self.status_id.is_none()
+            && self.assignee.is_none()
+    }
+}
+
+/// Creates a task. Assigning it to a bot opens a session.
+pub async fn create(
+    app: &App,
+    caller: &Caller,
+    request: NewTask,
+) -> Result<(Task, Vec<Session>), AppError> {
+    let workspace = caller.workspace_id().clone();
+    let title = validate_title(&request.title)?;
+    let description = validate_description(request.description.as_deref().unwrap_or(""))?;
+    let now = app.clock.now();
+    let mut tx = app.db.begin().await?;
+    let status_id = match &request.status_id {
+        Some(id) => checked_status(&mut tx, caller, id).await?,
+        None => {
+            let statuses = store::tasks::statuses(&mut tx, &workspace).await?;
+            statuses
+                .get(DEFAULT_NEW_TASK_STATUS)
+                .or_else(|| statuses.first())
+                .map(|s| s.id.clone())
+                .ok_or_else(|| AppError::Conflict("this workspace has no task statuses".into()))?
+        }
+    };
+    let assignee = match &request.assignee {
+        Some(reference) => Some(assignable_user(&mut tx, caller, reference).await?),
+        None => None,
+    };
+    let task = Task {
+        id: TaskId::generate(),
+        workspace_id: workspace.clone(),
+        short_number: store::workspaces::take_task_number(&mut tx, &workspace).await?,
+        title,
+        description,
+        status_id,
+        assignee_id: assignee.as_ref().map(|u| u.id.clone()),
+        created_by: caller.user.id.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    store::tasks::insert(&mut tx, &task).await?;
+    record_event(
+        &mut tx,
+        &task.id,
+        &caller.user.id,
+        "created",
+        json!({ "title": task.title }),
+        now,
+    )
+    .await?;
+    let mut opened = Vec::new();
+    if let Some(user) = &assignee {
+        record_event(
+            &mut tx,
+            &task.id,
+            &caller.user.id,
+            "assignee_changed",
+            json!({ "from": null, "to": user.id }),
+            now,
+        )
+        .await?;
+        if user.kind == UserKind::Bot {
+            opened.push(sessions::open(&mut tx, app, &task, user, assigned_by(caller)).await?);
+        }
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    wake_if(app, &opened);
+    Ok((task, opened))
+}
+
+/// Changes a task. Assigning it to a bot (from anyone else, or nobody) opens a session; sending
+/// the current assignee again changes nothing.
+pub async fn update(
+    app: &App,
+    caller: &Caller,
+    task_ref: &TaskRef,
+    patch: TaskPatch,
+) -> Result<(Task, Vec<Session>), AppError> {
+    if patch.is_empty() {
+        return Err(AppError::Invalid {
+            field: None,
+            message:
+                "nothing to change: send at least one of title, description, statusId, assigneeId"
+                    .into(),
+        });
+    }
+    let title = patch.title.as_deref().map(validate_title).transpose()?;
+    let description = patch
+        .description
+        .as_deref()
+        .map(validate_description)
+        .transpose()?;
+    let now = app.clock.now();
+    let mut tx = app.db.begin().await?;
+    let mut task = find_task(&mut tx, caller, task_ref).await?;
+    let actor = caller.user.id.clone();
+    if let Some(title) = title.filter(|t| *t != task.title) {
+        record_event(
+            &mut tx,
+            &task.id,
+            &actor,
+            "title_changed",
+            json!({ "from": task.title, "to": title }),
+            now,
+        )
+        .await?;
+        task.title = title;
+    }
+    if let Some(description) = description.filter(|d| *d != task.description) {
+        record_event(
+            &mut tx,
+            &task.id,
+            &actor,
+            "description_changed",
+            json!({}),
+            now,
+        )
+        .await?;
+        task.description = description;
+    }
+    if let Some(status_id) = &patch.status_id {
+        let status_id = checked_status(&mut tx, caller, status_id).await?;
+        if status_id != task.status_id {
+            record_event(
+                &mut tx,
+                &task.id,
+                &actor,
+                "status_changed",
+                json!({ "from": task.status_id, "to": status_id }),
+                now,
+            )
+            .await?;
+            task.status_id = status_id;
+        }
+    }
+    let mut newly_assigned_bot = None;
+    if let Some(assignee) = &patch.assignee {
+        let user = match assignee {
+            Some(reference) => Some(assignable_user(&mut tx, caller, reference).await?),
+            None => None,
+        };
+        let new_id = user.as_ref().map(|u| u.id.clone());
+        if new_id != task.assignee_id {
+            record_event(
+                &mut tx,
+                &task.id,
+                &actor,
+                "assignee_changed",
+                json!({ "from": task.assignee_id, "to": new_id }),
+                now,
+            )
+            .await?;
+            task.assignee_id = new_id;
+            newly_assigned_bot = user.filter(|u| u.kind == UserKind::Bot);
+        }
+    }
+    task.updated_at = now;
+    store::tasks::update(&mut tx, &task).await?;
+    let mut opened = Vec::new();
+    if let Some(bot) = &newly_assigned_bot {
+        opened.push(sessions::open(&mut tx, app, &task, bot, assigned_by(caller)).await?);
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    wake_if(app, &opened);
+    Ok((task, opened))
+}
+
+/// Adds a comment. Every enabled bot it @mentions (other than its author) gets a session carrying
+/// the comment.
+pub async fn add_comment(
+    app: &App,
+    caller: &Caller,
+    task_ref: &TaskRef,
+    body: &str,
+) -> Result<(Comment, Vec<Session>), AppError> {
+    let body = validate_comment(body)?;
+    let now = app.clock.now();
+    let mut tx = app.db.begin().await?;
+    let task = find_task(&mut tx, caller, task_ref).await?;
+    let comment = Comment {
+        id: CommentId::generate(),
+        workspace_id: task.workspace_id.clone(),
+        task_id: task.id.clone(),
+        author_id: caller.user.id.clone(),
+        body,
+        created_at: now,
+    };
+    store::tasks::insert_comment(&mut tx, &comment).await?;
+    let handles = mentioned_handles(&comment.body);
+    let bots = store::users::bots_by_handle(&mut tx, &task.workspace_id, &handles).await?;
+    let mut opened = Vec::new();
+    for bot in bots
+        .iter()
+        .filter(|b| b.is_enabled() && b.id != caller.user.id)
+    {
+        let trigger = Trigger {
+            kind: TriggerKind::Mentioned,
+            actor: Some(caller.user.id.clone()),
+            comment: Some(comment.id.clone()),
+        };
+        match sessions::open(&mut tx, app, &task, bot, trigger).await {
+            Ok(session) => opened.push(session),
+            // A mentioned bot without a connection is named in the comment but does no work.
+            Err(AppError::Conflict(reason)) => {
+                tracing::info!(bot = %bot.id, %reason, "mention opened no session")
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    wake_if(app, &opened);
+    Ok((comment, opened))
+}
+
+/// The task of the caller's workspace named by `task_ref`, or 404.
+pub async fn find_task(
+    conn: &mut Conn,
+    caller: &Caller,
+    task_ref: &TaskRef,
+) -> Result<Task, AppError> {
+    store::tasks::find(conn, caller.workspace_id(), task_ref)
+        .await?
+        .ok_or_else(|| {
+            let shown = match task_ref {
+                TaskRef::Id(id) => id.clone(),
+                TaskRef::ShortNumber(n) => n.to_string(),
+            };
+            AppError::not_found("task", &shown)
+        })
+}
+
+fn assigned_by(caller: &Caller) -> Trigger {
+    Trigger {
+        kind: TriggerKind::Assigned,
+        actor: Some(caller.user.id.clone()),
+        comment: None,
+    }
+}
+
+fn wake_if(app: &App, opened: &[Session]) {
+    if !opened.is_empty() {
+        app.jobs_queued.notify_one();
+    }
+}
+
+async fn checked_status(conn: &mut Conn, caller: &Caller, id: &str) -> Result<StatusId, AppError> {
+    store::tasks::status(conn, caller.workspace_id(), id).await?.map(|s| s.id).ok_or_else(|| {
+        AppError::invalid("statusId", format!("no task status `{id}` in this workspace; GET /api/public/tasks/statuses lists them"))
+    })
+}
+
+/// The enabled user named by `reference` (an id or `@handle`) in the caller's workspace.
+async fn assignable_user(
+    conn: &mut Conn,
+    caller: &Caller,
+    reference: &str,
+) -> Result<User, AppError> {
+    let reference = reference.trim();
+    let user = if let Some(handle) = reference.strip_prefix('@') {
+        store::users::by_handle(conn, caller.workspace_id(), &handle.to_lowercase()).await?
+    } else {
+        store::users::get(conn, caller.workspace_id(), reference).await?
+    };
+    let user = user.ok_or_else(|| {
+        AppError::invalid(
+            "assigneeId",
+            format!("no user `{reference}` in this workspace"),
+        )
+    })?;
+    if !user.is_enabled() {
+        return Err(AppError::Conflict(format!(
+            "@{} is disabled and cannot be assigned work",
+            user.handle
+        )));
+    }
+    Ok(user)
+}
+
+async fn record_event(
+    conn: &mut Conn,
+    task: &TaskId,
+    actor: &UserId,
+    kind: &str,
+    details: serde_json::Value,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    let event = TaskEvent {
+        id: TaskEventId::generate(),
+        task_id: task.clone(),
+        actor_id: Some(actor.clone()),
+        kind: kind.to_owned(),
+        details: details.to_string(),
+        created_at: at,
+    };
+    store::tasks::insert_event(conn, &event).await
+}
