@@ -20,8 +20,7 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir
         .parent()
         .expect("host/ lives in the workspace root")
@@ -35,13 +34,7 @@ fn main() {
 
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|dir| {
-            if dir.is_absolute() {
-                dir
-            } else {
-                root.join(dir)
-            }
-        })
+        .map(|dir| if dir.is_absolute() { dir } else { root.join(dir) })
         .unwrap_or_else(|| root.join("target"))
         .join("plugins");
 
@@ -84,10 +77,7 @@ fn main() {
     }
 
     for (_, stem, var) in BUILTIN_PLUGINS {
-        let wasm = target_dir
-            .join(WASM_TARGET)
-            .join(PROFILE)
-            .join(format!("{stem}.wasm"));
+        let wasm = target_dir.join(WASM_TARGET).join(PROFILE).join(format!("{stem}.wasm"));
         assert!(
             wasm.is_file(),
             "the plugin build reported success but {} is missing",
@@ -109,12 +99,7 @@ fn ensure_wasm_target_installed() {
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
     let installed = sysroot
         .as_deref()
-        .map(|root| {
-            Path::new(root)
-                .join("lib/rustlib")
-                .join(WASM_TARGET)
-                .is_dir()
-        })
+        .map(|root| Path::new(root).join("lib/rustlib").join(WASM_TARGET).is_dir())
         .unwrap_or(false);
     if !installed {
         panic!(

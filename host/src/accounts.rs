@@ -133,11 +133,7 @@ pub struct CreatedBot {
 
 /// Creates a bot in `workspace` with a connection whose config its plugin accepted, a bot token
 /// (read, write) and — for webhook-delivering types — a signing secret.
-pub async fn create_bot(
-    app: &App,
-    workspace: &WorkspaceId,
-    request: NewBot,
-) -> Result<CreatedBot, AppError> {
+pub async fn create_bot(app: &App, workspace: &WorkspaceId, request: NewBot) -> Result<CreatedBot, AppError> {
     let name = bounded_text("name", &request.name, 1, 100)?;
     let handle = normalize_handle(&request.handle)?;
     let avatar_url = match request
@@ -148,25 +144,17 @@ pub async fn create_bot(
         Some(url) => Some(check_avatar_url(&url)?),
         None => None,
     };
-    let plugin = app
-        .runtime
-        .plugin(&request.connection_type)
-        .ok_or_else(|| {
-            let installed: Vec<String> = app
-                .runtime
-                .plugins()
-                .iter()
-                .map(|p| p.manifest.id.clone())
-                .collect();
-            AppError::invalid(
-                "connection.type",
-                format!(
-                    "unknown connection type `{}`; installed: {}",
-                    request.connection_type,
-                    installed.join(", ")
-                ),
-            )
-        })?;
+    let plugin = app.runtime.plugin(&request.connection_type).ok_or_else(|| {
+        let installed: Vec<String> = app.runtime.plugins().iter().map(|p| p.manifest.id.clone()).collect();
+        AppError::invalid(
+            "connection.type",
+            format!(
+                "unknown connection type `{}`; installed: {}",
+                request.connection_type,
+                installed.join(", ")
+            ),
+        )
+    })?;
     if !request.config.is_object() {
         return Err(AppError::invalid(
             "connection.config",
@@ -218,15 +206,12 @@ pub async fn create_bot(
         updated_at: now,
     };
     let mut tx = app.db.begin().await?;
-    store::users::insert(&mut tx, &bot)
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => AppError::Conflict(format!(
-                "the handle @{} is already taken in this workspace",
-                bot.handle
-            )),
-            other => other.into(),
-        })?;
+    store::users::insert(&mut tx, &bot).await.map_err(|e| match e {
+        StoreError::Conflict(_) => {
+            AppError::Conflict(format!("the handle @{} is already taken in this workspace", bot.handle))
+        }
+        other => other.into(),
+    })?;
     store::connections::insert(&mut tx, &connection).await?;
     let webhook_secret = if plugin.manifest.capabilities.iter().any(|c| c == "webhook") {
         let secret = signing::generate_secret();
@@ -254,8 +239,8 @@ pub async fn create_bot(
 }
 
 fn check_avatar_url(url: &str) -> Result<String, AppError> {
-    let parsed = url::Url::parse(url)
-        .map_err(|e| AppError::invalid("avatarUrl", format!("`avatarUrl` is not a URL: {e}")))?;
+    let parsed =
+        url::Url::parse(url).map_err(|e| AppError::invalid("avatarUrl", format!("`avatarUrl` is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || url.len() > 2048 {
         return Err(AppError::invalid(
             "avatarUrl",
@@ -280,9 +265,7 @@ impl Caller {
 
     /// Refuses the call unless the token has `scope` (and, for `admin`, the user is a person admin).
     pub fn require(&self, scope: Scope) -> Result<(), AppError> {
-        if scope == Scope::Admin
-            && (self.user.kind != UserKind::Person || self.user.role != Role::Admin)
-        {
+        if scope == Scope::Admin && (self.user.kind != UserKind::Person || self.user.role != Role::Admin) {
             return Err(AppError::Forbidden(
                 "only workspace admins may do this; bot tokens never can".into(),
             ));

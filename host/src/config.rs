@@ -23,8 +23,9 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Per-call plugin limits.
     pub plugin_limits: CallLimits,
-    /// Whether compiled plugins are cached under `data_dir/plugin-cache`.
-    pub plugin_cache: bool,
+    /// Where compiled plugins are cached across restarts (`data_dir/plugin-cache` by default);
+    /// `None` compiles at every start.
+    pub plugin_cache_dir: Option<PathBuf>,
 }
 
 /// How webhooks are delivered.
@@ -52,19 +53,15 @@ impl Default for DeliveryConfig {
 impl Config {
     /// A configuration with defaults for everything but where state lives and the public URL.
     pub fn new(data_dir: PathBuf, database_url: Option<String>, public_url: String) -> Self {
-        let database_url = database_url.unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                data_dir.join("leadtime.db").display()
-            )
-        });
+        let database_url =
+            database_url.unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("leadtime.db").display()));
         Self {
             database_url,
+            plugin_cache_dir: Some(data_dir.join("plugin-cache")),
             data_dir,
             public_url: public_url.trim_end_matches('/').to_owned(),
             delivery: DeliveryConfig::default(),
             plugin_limits: CallLimits::default(),
-            plugin_cache: true,
         }
     }
 
@@ -83,12 +80,8 @@ impl Config {
         if self.delivery.max_in_flight == 0 {
             bail!("delivery concurrency must be at least 1");
         }
-        std::fs::create_dir_all(&self.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                self.data_dir.display()
-            )
-        })?;
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create the data directory {}", self.data_dir.display()))?;
         Ok(())
     }
 }
@@ -123,9 +116,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The validated configuration these arguments describe.
     pub fn into_config(self) -> anyhow::Result<Config> {
-        let public_url = self
-            .public_url
-            .unwrap_or_else(|| format!("http://{}", self.listen));
+        let public_url = self.public_url.unwrap_or_else(|| format!("http://{}", self.listen));
         let mut config = Config::new(self.data_dir, self.database_url, public_url);
         config.delivery.retry_schedule = parse_schedule(&self.retry_schedule)?;
         config.delivery.attempt_timeout = Duration::from_secs(self.delivery_timeout_secs.max(1));
@@ -140,10 +131,7 @@ pub fn parse_schedule(text: &str) -> anyhow::Result<Vec<Duration>> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|part| {
-            let (number, unit) = part.split_at(
-                part.find(|c: char| !c.is_ascii_digit())
-                    .unwrap_or(part.len()),
-            );
+            let (number, unit) = part.split_at(part.find(|c: char| !c.is_ascii_digit()).unwrap_or(part.len()));
             let n: u64 = number
                 .parse()
                 .with_context(|| format!("`{part}` is not a duration like 5s, 5m, 2h or 1d"))?;

@@ -15,10 +15,7 @@ use crate::store::StoreError;
 pub enum AppError {
     /// 400: the input is malformed or out of range.
     #[error("{message}")]
-    Invalid {
-        field: Option<String>,
-        message: String,
-    },
+    Invalid { field: Option<String>, message: String },
     /// 400: a connection config was refused by its plugin, field by field.
     #[error("{message}")]
     InvalidConfig {
@@ -142,10 +139,7 @@ impl IntoResponse for AppError {
                 )
             }
             AppError::Invalid { field, message } => (message.clone(), field.clone(), None),
-            AppError::InvalidConfig {
-                message,
-                field_errors,
-            } => (message.clone(), None, Some(field_errors.clone())),
+            AppError::InvalidConfig { message, field_errors } => (message.clone(), None, Some(field_errors.clone())),
             other => (other.to_string(), None, None),
         };
         let body = ErrorBody {

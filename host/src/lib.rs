@@ -67,16 +67,13 @@ impl RunningHost {
 /// one-shot commands use.
 pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedApp> {
     config.validate()?;
-    let db = Db::connect(&config.database_url).await.with_context(|| {
-        format!(
-            "cannot open the database {}",
-            store::redact_url(&config.database_url)
-        )
-    })?;
-    let cache = config
-        .plugin_cache
-        .then(|| config.data_dir.join("plugin-cache"));
-    let runtime = Arc::new(PluginRuntime::new(config.plugin_limits.clone(), cache)?);
+    let db = Db::connect(&config.database_url)
+        .await
+        .with_context(|| format!("cannot open the database {}", store::redact_url(&config.database_url)))?;
+    let runtime = Arc::new(PluginRuntime::new(
+        config.plugin_limits.clone(),
+        config.plugin_cache_dir.clone(),
+    )?);
     for (source, wasm) in runtime::builtin::BUILTIN_PLUGINS {
         // A plugin that fails to load is reported; the host runs without it.
         if let Err(error) = runtime.load(source, wasm).await {

@@ -108,10 +108,7 @@ async fn main() -> anyhow::Result<()> {
                     })
                 );
             } else {
-                println!(
-                    "Workspace \"{}\" ({}) created.",
-                    done.workspace.name, done.workspace.id
-                );
+                println!("Workspace \"{}\" ({}) created.", done.workspace.name, done.workspace.id);
                 println!(
                     "Admin @{} ({}) — API token (shown once, keep it safe):",
                     done.admin.handle, done.admin.id

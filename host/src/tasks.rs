@@ -10,8 +10,7 @@ use crate::domain::comments::{mentioned_handles, validate_comment};
 use crate::domain::ids::{CommentId, StatusId, TaskEventId, TaskId, UserId};
 use crate::domain::sessions::{Session, TriggerKind};
 use crate::domain::tasks::{
-    Comment, DEFAULT_NEW_TASK_STATUS, Task, TaskEvent, TaskRef, validate_description,
-    validate_title,
+    Comment, DEFAULT_NEW_TASK_STATUS, Task, TaskEvent, TaskRef, validate_description, validate_title,
 };
 use crate::domain::time::Timestamp;
 use crate::domain::users::{User, UserKind};
@@ -41,19 +40,12 @@ pub struct TaskPatch {
 
 impl TaskPatch {
     fn is_empty(&self) -> bool {
-        self.title.is_none()
-            && self.description.is_none()
-            && self.status_id.is_none()
-            && self.assignee.is_none()
+        self.title.is_none() && self.description.is_none() && self.status_id.is_none() && self.assignee.is_none()
     }
 }
 
 /// Creates a task. Assigning it to a bot opens a session.
-pub async fn create(
-    app: &App,
-    caller: &Caller,
-    request: NewTask,
-) -> Result<(Task, Vec<Session>), AppError> {
+pub async fn create(app: &App, caller: &Caller, request: NewTask) -> Result<(Task, Vec<Session>), AppError> {
     let workspace = caller.workspace_id().clone();
     let title = validate_title(&request.title)?;
     let description = validate_description(request.description.as_deref().unwrap_or(""))?;
@@ -127,17 +119,11 @@ pub async fn update(
     if patch.is_empty() {
         return Err(AppError::Invalid {
             field: None,
-            message:
-                "nothing to change: send at least one of title, description, statusId, assigneeId"
-                    .into(),
+            message: "nothing to change: send at least one of title, description, statusId, assigneeId".into(),
         });
     }
     let title = patch.title.as_deref().map(validate_title).transpose()?;
-    let description = patch
-        .description
-        .as_deref()
-        .map(validate_description)
-        .transpose()?;
+    let description = patch.description.as_deref().map(validate_description).transpose()?;
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
     let mut task = find_task(&mut tx, caller, task_ref).await?;
@@ -155,15 +141,7 @@ pub async fn update(
         task.title = title;
     }
     if let Some(description) = description.filter(|d| *d != task.description) {
-        record_event(
-            &mut tx,
-            &task.id,
-            &actor,
-            "description_changed",
-            json!({}),
-            now,
-        )
-        .await?;
+        record_event(&mut tx, &task.id, &actor, "description_changed", json!({}), now).await?;
         task.description = description;
     }
     if let Some(status_id) = &patch.status_id {
@@ -237,10 +215,7 @@ pub async fn add_comment(
     let handles = mentioned_handles(&comment.body);
     let bots = store::users::bots_by_handle(&mut tx, &task.workspace_id, &handles).await?;
     let mut opened = Vec::new();
-    for bot in bots
-        .iter()
-        .filter(|b| b.is_enabled() && b.id != caller.user.id)
-    {
+    for bot in bots.iter().filter(|b| b.is_enabled() && b.id != caller.user.id) {
         let trigger = Trigger {
             kind: TriggerKind::Mentioned,
             actor: Some(caller.user.id.clone()),
@@ -261,11 +236,7 @@ pub async fn add_comment(
 }
 
 /// The task of the caller's workspace named by `task_ref`, or 404.
-pub async fn find_task(
-    conn: &mut Conn,
-    caller: &Caller,
-    task_ref: &TaskRef,
-) -> Result<Task, AppError> {
+pub async fn find_task(conn: &mut Conn, caller: &Caller, task_ref: &TaskRef) -> Result<Task, AppError> {
     store::tasks::find(conn, caller.workspace_id(), task_ref)
         .await?
         .ok_or_else(|| {
@@ -292,29 +263,27 @@ fn wake_if(app: &App, opened: &[Session]) {
 }
 
 async fn checked_status(conn: &mut Conn, caller: &Caller, id: &str) -> Result<StatusId, AppError> {
-    store::tasks::status(conn, caller.workspace_id(), id).await?.map(|s| s.id).ok_or_else(|| {
-        AppError::invalid("statusId", format!("no task status `{id}` in this workspace; GET /api/public/tasks/statuses lists them"))
-    })
+    store::tasks::status(conn, caller.workspace_id(), id)
+        .await?
+        .map(|s| s.id)
+        .ok_or_else(|| {
+            AppError::invalid(
+                "statusId",
+                format!("no task status `{id}` in this workspace; GET /api/public/tasks/statuses lists them"),
+            )
+        })
 }
 
 /// The enabled user named by `reference` (an id or `@handle`) in the caller's workspace.
-async fn assignable_user(
-    conn: &mut Conn,
-    caller: &Caller,
-    reference: &str,
-) -> Result<User, AppError> {
+async fn assignable_user(conn: &mut Conn, caller: &Caller, reference: &str) -> Result<User, AppError> {
     let reference = reference.trim();
     let user = if let Some(handle) = reference.strip_prefix('@') {
         store::users::by_handle(conn, caller.workspace_id(), &handle.to_lowercase()).await?
     } else {
         store::users::get(conn, caller.workspace_id(), reference).await?
     };
-    let user = user.ok_or_else(|| {
-        AppError::invalid(
-            "assigneeId",
-            format!("no user `{reference}` in this workspace"),
-        )
-    })?;
+    let user =
+        user.ok_or_else(|| AppError::invalid("assigneeId", format!("no user `{reference}` in this workspace")))?;
     if !user.is_enabled() {
         return Err(AppError::Conflict(format!(
             "@{} is disabled and cannot be assigned work",

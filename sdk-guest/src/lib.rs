@@ -6,15 +6,14 @@
 //! signed webhook, or calls a provider — through the host capabilities in [`session`],
 //! [`webhook`], [`kv`] and [`log`]. Nothing else is reachable from the sandbox.
 //!
-//! ```ignore
-//! use leadtime_plugin_sdk::{export_plugin, Manifest, Plugin, PluginError, SessionStart};
+//! ```
+//! use leadtime_plugin_sdk::{export_plugin, Plugin, PluginError, PluginManifest, SessionStart};
 //!
-//! #[derive(Default)]
 //! struct Echo;
 //!
 //! impl Plugin for Echo {
-//!     fn manifest() -> Manifest {
-//!         Manifest::new("echo", "Echo", env!("CARGO_PKG_VERSION"), "Answers every task at once.")
+//!     fn manifest() -> PluginManifest {
+//!         PluginManifest::new("echo", "Echo", env!("CARGO_PKG_VERSION"), "Answers every task at once.")
 //!     }
 //!     fn start_session(session: SessionStart) -> Result<(), PluginError> {
 //!         leadtime_plugin_sdk::session::respond(&format!("Hello from #{}", session.task.short_number))?;
@@ -38,9 +37,9 @@ pub use capabilities::{kv, log, session, webhook};
 pub use types::{FieldErrors, WIT_VERSION};
 
 pub use bindings::leadtime::agent_runtime::types::{
-    Activity, ActivityType, Actor, BotInfo, Comment, ConnectionInfo, FieldError, HostError,
-    InboundRequest, PluginError, PluginManifest, SecretSpec, SessionEvent, SessionRef,
-    SessionStart, SessionStatus, TaskSnapshot, Trigger,
+    Activity, ActivityType, Actor, BotInfo, Comment, ConnectionInfo, FieldError, HostError, InboundRequest,
+    PluginError, PluginManifest, SecretSpec, SessionEvent, SessionRef, SessionStart, SessionStatus, TaskSnapshot,
+    Trigger,
 };
 
 /// A connection type, implemented by a plugin author and exported with [`export_plugin!`].

@@ -1,8 +1,6 @@
 //! Conveniences on the contract's types.
 
-use crate::{
-    Activity, ActivityType, ConnectionInfo, FieldError, HostError, PluginError, PluginManifest,
-};
+use crate::{Activity, ActivityType, ConnectionInfo, FieldError, HostError, PluginError, PluginManifest};
 
 /// The contract version this SDK implements (`leadtime:agent-runtime@…`).
 pub const WIT_VERSION: &str = "0.1.0";
@@ -62,9 +60,7 @@ impl From<HostError> for PluginError {
         match error {
             HostError::Unavailable(m) => PluginError::Transient(m),
             HostError::NotAllowed(m) => PluginError::Failed(format!("not allowed: {m}")),
-            HostError::Invalid(m) => {
-                PluginError::Failed(format!("invalid request to the host: {m}"))
-            }
+            HostError::Invalid(m) => PluginError::Failed(format!("invalid request to the host: {m}")),
             HostError::LimitExceeded(m) => PluginError::Failed(format!("limit exceeded: {m}")),
             HostError::SessionClosed(m) => PluginError::Failed(format!("session closed: {m}")),
         }
@@ -91,10 +87,6 @@ impl FieldErrors {
 
     /// `Ok` when nothing was recorded, else every error.
     pub fn finish(self) -> Result<(), Vec<FieldError>> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(self.0)
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
     }
 }

@@ -1,1 +1,10 @@
+//! End-to-end tests: a real host on a loopback port, the real plugins compiled to wasm, real HTTP
+//! and a real database (SQLite, or PostgreSQL when `LEADTIME_TEST_DATABASE_URL` is set). Outside
+//! services are loopback fakes that check every request against the contract.
 
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod openapi;
+mod utils;
+mod walking_skeleton;

@@ -69,10 +69,7 @@ struct UserQuery {
     kind: Option<String>,
 }
 
-async fn workspace_ref(
-    app: &SharedApp,
-    caller: &Caller,
-) -> Result<crate::domain::users::Workspace, AppError> {
+async fn workspace_ref(app: &SharedApp, caller: &Caller) -> Result<crate::domain::users::Workspace, AppError> {
     let mut conn = app.db.read().await?;
     store::workspaces::get(&mut conn, caller.workspace_id())
         .await?
@@ -88,10 +85,7 @@ async fn workspace_ref(
 ///
 /// The person or bot the token belongs to, their workspace and the token's scopes.
 #[utoipa::path(get, path = "/account/info", tag = "account", operation_id = "getAccountInfo", responses((status = 200, body = AccountInfo)))]
-async fn account_info(
-    State(app): State<SharedApp>,
-    Reader(caller): Reader,
-) -> Result<Json<AccountInfo>, AppError> {
+async fn account_info(State(app): State<SharedApp>, Reader(caller): Reader) -> Result<Json<AccountInfo>, AppError> {
     let workspace = workspace_ref(&app, &caller).await?;
     Ok(Json(AccountInfo {
         user: UserView::from(&caller.user),
@@ -142,12 +136,10 @@ async fn list_users(
 ) -> Result<Json<UserList>, AppError> {
     let kind = match query.kind.as_deref() {
         None | Some("") => None,
-        Some(text) => Some(UserKind::parse(text).ok_or_else(|| {
-            AppError::invalid(
-                "kind",
-                format!("unknown kind `{text}`; allowed: person, bot"),
-            )
-        })?),
+        Some(text) => Some(
+            UserKind::parse(text)
+                .ok_or_else(|| AppError::invalid("kind", format!("unknown kind `{text}`; allowed: person, bot")))?,
+        ),
     };
     let mut conn = app.db.read().await?;
     let users = store::users::list(&mut conn, caller.workspace_id(), kind).await?;

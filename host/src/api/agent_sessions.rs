@@ -9,9 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Reader, Writer};
-use super::views::{
-    self, ActivityView, CommentView, HistoryEntry, People, SessionView, TaskView, UserRef,
-};
+use super::views::{self, ActivityView, CommentView, HistoryEntry, People, SessionView, TaskView, UserRef};
 use crate::accounts::Caller;
 use crate::app::{App, SharedApp};
 use crate::domain::sessions::{
@@ -191,10 +189,7 @@ async fn get_context(
             .chain([session.bot_id.clone()]),
     )
     .await?;
-    let comment_views: Vec<CommentView> = comments
-        .iter()
-        .map(|c| views::comment_view(c, &people))
-        .collect();
+    let comment_views: Vec<CommentView> = comments.iter().map(|c| views::comment_view(c, &people)).collect();
     let trigger_comment = session
         .comment_id
         .as_ref()
@@ -213,10 +208,7 @@ async fn get_context(
         },
         trigger: ContextTrigger {
             kind: session.trigger_kind,
-            actor: session
-                .trigger_actor_id
-                .as_ref()
-                .and_then(|id| people.user_ref(id)),
+            actor: session.trigger_actor_id.as_ref().and_then(|id| people.user_ref(id)),
             comment_id: session.comment_id.as_ref().map(ToString::to_string),
             comment: trigger_comment,
         },
@@ -270,13 +262,8 @@ async fn post_activity(
         idempotency_key: body.idempotency_key,
     }
     .validated()?;
-    let (activity, created) =
-        sessions::record_activity(&app, &session.id, activity, RecordSource::Api).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let (activity, created) = sessions::record_activity(&app, &session.id, activity, RecordSource::Api).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(ActivityView::from(&activity))))
 }
 
@@ -300,8 +287,7 @@ async fn set_status(
     let status = SessionStatus::parse(&body.status)?;
     let message = rules::status_message(body.message)?;
     let key = rules::idempotency_key(body.idempotency_key)?;
-    let outcome =
-        sessions::change_status(&app, &session.id, status, message, key, RecordSource::Api).await?;
+    let outcome = sessions::change_status(&app, &session.id, status, message, key, RecordSource::Api).await?;
     let result = match outcome.change {
         Some(change) => StatusResult {
             session_id: session.id.to_string(),

@@ -142,10 +142,7 @@ async fn bot_view(conn: &mut store::Conn, bot: &User) -> Result<BotView, AppErro
 ///
 /// The workspace's bots with their connections.
 #[utoipa::path(get, path = "/bots", tag = "bots", operation_id = "listBots", responses((status = 200, body = BotList)))]
-async fn list_bots(
-    State(app): State<SharedApp>,
-    Reader(caller): Reader,
-) -> Result<Json<BotList>, AppError> {
+async fn list_bots(State(app): State<SharedApp>, Reader(caller): Reader) -> Result<Json<BotList>, AppError> {
     let mut conn = app.db.read().await?;
     let mut bots = Vec::new();
     for bot in store::users::list(&mut conn, caller.workspace_id(), Some(UserKind::Bot)).await? {
@@ -179,16 +176,8 @@ async fn get_bot(
 /// secrets and outbound hosts.
 #[utoipa::path(get, path = "/connection-types", tag = "bots", operation_id = "listConnectionTypes",
     responses((status = 200, body = ConnectionTypeList)))]
-async fn list_connection_types(
-    State(app): State<SharedApp>,
-    Reader(_caller): Reader,
-) -> Json<ConnectionTypeList> {
+async fn list_connection_types(State(app): State<SharedApp>, Reader(_caller): Reader) -> Json<ConnectionTypeList> {
     Json(ConnectionTypeList {
-        connection_types: app
-            .runtime
-            .plugins()
-            .iter()
-            .map(|p| p.manifest.clone())
-            .collect(),
+        connection_types: app.runtime.plugins().iter().map(|p| p.manifest.clone()).collect(),
     })
 }

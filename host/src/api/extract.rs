@@ -29,12 +29,10 @@ impl<T: Serialize> IntoResponse for Json<T> {
 impl From<JsonRejection> for AppError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::MissingJsonContentType(_) => AppError::UnsupportedMediaType(
-                "send the body as JSON with `Content-Type: application/json`".into(),
-            ),
-            JsonRejection::BytesRejection(_) => {
-                AppError::PayloadTooLarge("the request body is too large".into())
+            JsonRejection::MissingJsonContentType(_) => {
+                AppError::UnsupportedMediaType("send the body as JSON with `Content-Type: application/json`".into())
             }
+            JsonRejection::BytesRejection(_) => AppError::PayloadTooLarge("the request body is too large".into()),
             JsonRejection::JsonSyntaxError(e) => AppError::Invalid {
                 field: None,
                 message: format!("the body is not valid JSON: {}", e.body_text()),
@@ -69,20 +67,16 @@ impl FromRequestParts<SharedApp> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self, AppError> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            AppError::Unauthorized("send your API token as `Authorization: Bearer <token>`".into())
-        })?;
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| AppError::Unauthorized("send your API token as `Authorization: Bearer <token>`".into()))?;
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
-            .ok_or_else(|| {
-                AppError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
-            })?;
+            .ok_or_else(|| AppError::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, Request, Uri};
 use axum::{Extension, Router};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -89,14 +87,21 @@ pub fn router(app: SharedApp) -> Router {
     let (routes, _) = public_api().split_for_parts();
     let document = serde_json::to_string(&openapi(&app.config.public_url)).unwrap_or_default();
     routes
-        .route("/healthz", axum::routing::get(|| async { super::api::extract::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { super::api::extract::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(docs::OpenApiJson(Arc::new(document))))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            let id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUlid))
@@ -113,18 +118,12 @@ async fn unknown_route(method: Method, uri: Uri) -> AppError {
 async fn method_not_allowed(
     method: Method,
     uri: Uri,
-) -> (
-    axum::http::StatusCode,
-    extract::Json<crate::error::ErrorBody>,
-) {
+) -> (axum::http::StatusCode, extract::Json<crate::error::ErrorBody>) {
     (
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         extract::Json(crate::error::ErrorBody {
             error: "method_not_allowed",
-            message: format!(
-                "{method} is not allowed on {}; see /api/public/docs/json",
-                uri.path()
-            ),
+            message: format!("{method} is not allowed on {}; see /api/public/docs/json", uri.path()),
             field: None,
             field_errors: None,
         }),
@@ -137,8 +136,6 @@ struct MakeRequestUlid;
 
 impl MakeRequestId for MakeRequestUlid {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&new_id("req"))
-            .ok()
-            .map(RequestId::new)
+        HeaderValue::from_str(&new_id("req")).ok().map(RequestId::new)
     }
 }

@@ -162,10 +162,7 @@ async fn create_task(
 /// The workspace's task statuses in board order, with the ids `PATCH /tasks/{identifier}` takes as `statusId`.
 #[utoipa::path(get, path = "/tasks/statuses", tag = "tasks", operation_id = "listTaskStatuses",
     responses((status = 200, body = StatusList)))]
-async fn list_statuses(
-    State(app): State<SharedApp>,
-    Reader(caller): Reader,
-) -> Result<Json<StatusList>, AppError> {
+async fn list_statuses(State(app): State<SharedApp>, Reader(caller): Reader) -> Result<Json<StatusList>, AppError> {
     let mut conn = app.db.read().await?;
     let statuses = store::tasks::statuses(&mut conn, caller.workspace_id()).await?;
     Ok(Json(StatusList {
@@ -196,13 +193,7 @@ async fn task_grid(
     }
     let mut conn = app.db.read().await?;
     let offset = i64::from(page - 1) * i64::from(page_size);
-    let (tasks, total) = store::tasks::page(
-        &mut conn,
-        caller.workspace_id(),
-        offset,
-        i64::from(page_size),
-    )
-    .await?;
+    let (tasks, total) = store::tasks::page(&mut conn, caller.workspace_id(), offset, i64::from(page_size)).await?;
     let statuses = store::tasks::statuses(&mut conn, caller.workspace_id()).await?;
     let people = People::load(
         &mut conn,
@@ -211,10 +202,7 @@ async fn task_grid(
             .flat_map(|t| t.assignee_id.iter().cloned().chain([t.created_by.clone()])),
     )
     .await?;
-    let tasks = tasks
-        .iter()
-        .map(|t| views::task_view(t, &statuses, &people))
-        .collect();
+    let tasks = tasks.iter().map(|t| views::task_view(t, &statuses, &people)).collect();
     Ok(Json(TaskPage {
         tasks,
         page,
@@ -279,8 +267,7 @@ async fn add_comment(
     Path(identifier): Path<String>,
     Json(body): Json<AddComment>,
 ) -> Result<(StatusCode, Json<CommentResponse>), AppError> {
-    let (comment, opened) =
-        tasks::add_comment(&app, &caller, &TaskRef::parse(&identifier), &body.comment).await?;
+    let (comment, opened) = tasks::add_comment(&app, &caller, &TaskRef::parse(&identifier), &body.comment).await?;
     let mut conn = app.db.read().await?;
     let people = People::load(&mut conn, [comment.author_id.clone()]).await?;
     let comment = views::comment_view(&comment, &people);
@@ -309,10 +296,7 @@ async fn list_comments(
     let comments = store::tasks::comments(&mut conn, &task.id).await?;
     let people = People::load(&mut conn, comments.iter().map(|c| c.author_id.clone())).await?;
     Ok(Json(CommentList {
-        comments: comments
-            .iter()
-            .map(|c| views::comment_view(c, &people))
-            .collect(),
+        comments: comments.iter().map(|c| views::comment_view(c, &people)).collect(),
     }))
 }
 

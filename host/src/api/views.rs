@@ -242,10 +242,7 @@ pub struct People(HashMap<UserId, User>);
 
 impl People {
     /// Loads `ids` (duplicates and unknown ids are fine).
-    pub async fn load(
-        conn: &mut Conn,
-        ids: impl IntoIterator<Item = UserId>,
-    ) -> Result<Self, StoreError> {
+    pub async fn load(conn: &mut Conn, ids: impl IntoIterator<Item = UserId>) -> Result<Self, StoreError> {
         let mut ids: Vec<UserId> = ids.into_iter().collect();
         ids.sort();
         ids.dedup();
@@ -277,10 +274,7 @@ pub fn task_view(task: &Task, statuses: &[TaskStatus], people: &People) -> TaskV
         title: task.title.clone(),
         description: task.description.clone(),
         status_id: task.status_id.to_string(),
-        status: statuses
-            .iter()
-            .find(|s| s.id == task.status_id)
-            .map(StatusView::from),
+        status: statuses.iter().find(|s| s.id == task.status_id).map(StatusView::from),
         assignee_id: task.assignee_id.as_ref().map(ToString::to_string),
         assignee: task.assignee_id.as_ref().and_then(|id| people.user_ref(id)),
         created_by: people.user_ref(&task.created_by),
@@ -292,14 +286,7 @@ pub fn task_view(task: &Task, statuses: &[TaskStatus], people: &People) -> TaskV
 /// Loads what [`task_view`] needs and builds it.
 pub async fn load_task_view(conn: &mut Conn, task: &Task) -> Result<TaskView, StoreError> {
     let statuses = store::tasks::statuses(conn, &task.workspace_id).await?;
-    let people = People::load(
-        conn,
-        task.assignee_id
-            .iter()
-            .cloned()
-            .chain([task.created_by.clone()]),
-    )
-    .await?;
+    let people = People::load(conn, task.assignee_id.iter().cloned().chain([task.created_by.clone()])).await?;
     Ok(task_view(task, &statuses, &people))
 }
 
@@ -315,17 +302,10 @@ pub fn comment_view(comment: &Comment, people: &People) -> CommentView {
 }
 
 /// Loads the feed and status history of `session` and builds its card.
-pub async fn load_session_view(
-    conn: &mut Conn,
-    session: &Session,
-) -> Result<SessionView, StoreError> {
+pub async fn load_session_view(conn: &mut Conn, session: &Session) -> Result<SessionView, StoreError> {
     let people = People::load(
         conn,
-        session
-            .trigger_actor_id
-            .iter()
-            .cloned()
-            .chain([session.bot_id.clone()]),
+        session.trigger_actor_id.iter().cloned().chain([session.bot_id.clone()]),
     )
     .await?;
     session_view(conn, session, &people).await
@@ -333,11 +313,7 @@ pub async fn load_session_view(
 
 /// Builds `session`'s card, loading its feed and status history; `people` must know its bot and
 /// trigger actor.
-pub async fn session_view(
-    conn: &mut Conn,
-    session: &Session,
-    people: &People,
-) -> Result<SessionView, StoreError> {
+pub async fn session_view(conn: &mut Conn, session: &Session, people: &People) -> Result<SessionView, StoreError> {
     let activities = store::sessions::activities(conn, &session.id).await?;
     let changes = store::sessions::status_changes(conn, &session.id).await?;
     let result = activities
@@ -352,10 +328,7 @@ pub async fn session_view(
         connection_type: session.connection_type.clone(),
         trigger: TriggerView {
             kind: session.trigger_kind,
-            actor: session
-                .trigger_actor_id
-                .as_ref()
-                .and_then(|id| people.user_ref(id)),
+            actor: session.trigger_actor_id.as_ref().and_then(|id| people.user_ref(id)),
             comment_id: session.comment_id.as_ref().map(ToString::to_string),
         },
         status: session.status,
@@ -433,10 +406,7 @@ pub async fn task_history(conn: &mut Conn, task: &Task) -> Result<Vec<HistoryEnt
         entries.push((session.created_at, session.id.to_string(), entry));
     }
     // Same-millisecond entries keep their creation order: ids of one process increase.
-    entries.sort_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| ulid_part(&a.1).cmp(ulid_part(&b.1)))
-    });
+    entries.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| ulid_part(&a.1).cmp(ulid_part(&b.1))));
     Ok(entries.into_iter().map(|(_, _, e)| e).collect())
 }
 
@@ -464,16 +434,8 @@ fn event_entry(event: &TaskEvent, people: &People, statuses: &[TaskStatus]) -> H
             Some(details["to"].clone()),
         ),
         "description_changed" => ("descriptionChanged", None, None),
-        "status_changed" => (
-            "statusChanged",
-            status(&details["from"]),
-            status(&details["to"]),
-        ),
-        "assignee_changed" => (
-            "assigneeChanged",
-            user(&details["from"]),
-            user(&details["to"]),
-        ),
+        "status_changed" => ("statusChanged", status(&details["from"]), status(&details["to"])),
+        "assignee_changed" => ("assigneeChanged", user(&details["from"]), user(&details["to"])),
         _ => ("changed", None, None),
     };
     HistoryEntry {

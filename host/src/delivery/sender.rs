@@ -64,21 +64,14 @@ pub fn stamped_body(body: &str, attempt_timestamp: &str) -> Vec<u8> {
 
 /// The headers of one attempt: Leadtime's and Standard Webhooks', signed with `secrets` (newest
 /// first).
-pub fn signed_headers(
-    id: &str,
-    at: Timestamp,
-    body: &[u8],
-    secrets: &[String],
-) -> Result<HeaderMap, String> {
+pub fn signed_headers(id: &str, at: Timestamp, body: &[u8], secrets: &[String]) -> Result<HeaderMap, String> {
     let iso = at.to_iso();
     let unix = at.unix_seconds();
-    let standard =
-        signing::standard_signature(secrets, id, unix, body).map_err(|e| e.to_string())?;
+    let standard = signing::standard_signature(secrets, id, unix, body).map_err(|e| e.to_string())?;
     let leadtime = signing::leadtime_signature(secrets, &iso, body);
     let mut headers = HeaderMap::new();
     let mut put = |name: &'static str, value: String| -> Result<(), String> {
-        let value = HeaderValue::from_str(&value)
-            .map_err(|_| format!("header {name} would not be valid"))?;
+        let value = HeaderValue::from_str(&value).map_err(|_| format!("header {name} would not be valid"))?;
         headers.insert(name, value);
         Ok(())
     };
@@ -94,12 +87,7 @@ pub fn signed_headers(
 }
 
 /// Sends one attempt. The body goes out with a `Content-Length` (never chunked).
-pub async fn send(
-    client: &reqwest::Client,
-    url: &str,
-    headers: HeaderMap,
-    body: Vec<u8>,
-) -> AttemptResult {
+pub async fn send(client: &reqwest::Client, url: &str, headers: HeaderMap, body: Vec<u8>) -> AttemptResult {
     let started = Instant::now();
     let response = client.post(url).headers(headers).body(body).send().await;
     match response {
@@ -108,7 +96,10 @@ pub async fn send(
             let text = read_limited(response).await;
             let latency = started.elapsed();
             let error = (!status.is_success()).then(|| match status.as_u16() {
-                300..=399 => format!("HTTP {} (redirects are not followed; point the webhook URL at the final address)", status.as_u16()),
+                300..=399 => format!(
+                    "HTTP {} (redirects are not followed; point the webhook URL at the final address)",
+                    status.as_u16()
+                ),
                 _ => format!("HTTP {}", status.as_u16()),
             });
             AttemptResult {
@@ -169,19 +160,10 @@ mod tests {
     fn headers_carry_both_schemes() {
         let at = Timestamp::parse_iso("2026-05-23T12:00:00Z").unwrap();
         let body = br#"{"agentRunId":"run-1"}"#;
-        let headers = signed_headers(
-            "msg_1",
-            at,
-            body,
-            &["whsec_c2VjcmV0c2VjcmV0c2VjcmV0".into()],
-        )
-        .unwrap();
+        let headers = signed_headers("msg_1", at, body, &["whsec_c2VjcmV0c2VjcmV0c2VjcmV0".into()]).unwrap();
         assert_eq!(headers["leadtime-webhook-id"], "msg_1");
         assert_eq!(headers["webhook-id"], "msg_1");
-        assert_eq!(
-            headers["leadtime-webhook-timestamp"],
-            "2026-05-23T12:00:00.000Z"
-        );
+        assert_eq!(headers["leadtime-webhook-timestamp"], "2026-05-23T12:00:00.000Z");
         assert_eq!(headers["webhook-timestamp"], "1779537600");
         assert!(
             headers["leadtime-signature"]
@@ -189,11 +171,6 @@ mod tests {
                 .unwrap()
                 .starts_with("t=2026-05-23T12:00:00.000Z,v1=")
         );
-        assert!(
-            headers["webhook-signature"]
-                .to_str()
-                .unwrap()
-                .starts_with("v1,")
-        );
+        assert!(headers["webhook-signature"].to_str().unwrap().starts_with("v1,"));
     }
 }

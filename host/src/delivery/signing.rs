@@ -38,16 +38,14 @@ pub enum SecretError {
 
 /// The Standard Webhooks HMAC key of `secret`: the base64-decoded part after `whsec_`.
 pub fn standard_key(secret: &str) -> Result<Vec<u8>, SecretError> {
-    let encoded = secret
-        .strip_prefix(SECRET_PREFIX)
-        .ok_or(SecretError::Malformed)?;
+    let encoded = secret.strip_prefix(SECRET_PREFIX).ok_or(SecretError::Malformed)?;
     BASE64.decode(encoded).map_err(|_| SecretError::Malformed)
 }
 
 fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    let mut mac =
+        <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     for part in parts {
         mac.update(part);
     }
@@ -74,12 +72,7 @@ pub fn leadtime_signature(secrets: &[String], timestamp: &str, body: &[u8]) -> S
 }
 
 /// One `v1,<base64>` Standard Webhooks signature.
-pub fn standard_v1(
-    secret: &str,
-    id: &str,
-    timestamp: i64,
-    body: &[u8],
-) -> Result<String, SecretError> {
+pub fn standard_v1(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, SecretError> {
     let key = standard_key(secret)?;
     let ts = timestamp.to_string();
     let mac = mac(&key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
@@ -87,12 +80,7 @@ pub fn standard_v1(
 }
 
 /// The `webhook-signature` header for `secrets` (newest first), space-separated.
-pub fn standard_signature(
-    secrets: &[String],
-    id: &str,
-    timestamp: i64,
-    body: &[u8],
-) -> Result<String, SecretError> {
+pub fn standard_signature(secrets: &[String], id: &str, timestamp: i64, body: &[u8]) -> Result<String, SecretError> {
     secrets
         .iter()
         .map(|s| standard_v1(s, id, timestamp, body))
@@ -125,8 +113,7 @@ pub fn verify_leadtime(
     body: &[u8],
     now_unix: i64,
 ) -> Result<(), VerifyError> {
-    let timestamp =
-        timestamp_header.ok_or(VerifyError::MissingHeader("Leadtime-Webhook-Timestamp"))?;
+    let timestamp = timestamp_header.ok_or(VerifyError::MissingHeader("Leadtime-Webhook-Timestamp"))?;
     let signature = signature_header.ok_or(VerifyError::MissingHeader("Leadtime-Signature"))?;
     let time = chrono::DateTime::parse_from_rfc3339(timestamp)
         .map_err(|_| VerifyError::Malformed("Leadtime-Webhook-Timestamp"))?;
@@ -181,12 +168,9 @@ pub fn verify_standard(
         let Ok(candidate) = BASE64.decode(encoded) else {
             continue;
         };
-        if mac(
-            &key,
-            &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
-        )
-        .verify_slice(&candidate)
-        .is_ok()
+        if mac(&key, &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body])
+            .verify_slice(&candidate)
+            .is_ok()
         {
             return Ok(());
         }
@@ -247,10 +231,7 @@ mod tests {
         assert_eq!(v1s.len(), 2);
         assert_eq!(
             v1s[0],
-            format!(
-                "v1={}",
-                leadtime_v1(&secrets[0], "2026-05-23T12:00:00.000Z", BODY)
-            )
+            format!("v1={}", leadtime_v1(&secrets[0], "2026-05-23T12:00:00.000Z", BODY))
         );
         let std = standard_signature(&secrets, "msg_1", 1_779_537_600, BODY).unwrap();
         assert_eq!(std.split(' ').count(), 2);
@@ -273,12 +254,7 @@ mod tests {
     const A_BODY: &[u8] = br#"{"test": 2432232314}"#;
     const A_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
 
-    fn verify_a(
-        id: Option<&str>,
-        ts: Option<&str>,
-        sig: Option<&str>,
-        now: i64,
-    ) -> Result<(), VerifyError> {
+    fn verify_a(id: Option<&str>, ts: Option<&str>, sig: Option<&str>, now: i64) -> Result<(), VerifyError> {
         verify_standard(A_SECRET, id, ts, sig, A_BODY, now)
     }
 
@@ -312,21 +288,11 @@ mod tests {
             Err(VerifyError::NoMatch)
         );
         assert_eq!(
-            verify_a(
-                Some(A_ID),
-                Some("1614265330"),
-                Some("v1,g0hM9SsE+OTPJTGt"),
-                now
-            ),
+            verify_a(Some(A_ID), Some("1614265330"), Some("v1,g0hM9SsE+OTPJTGt"), now),
             Err(VerifyError::NoMatch)
         );
         assert_eq!(
-            verify_a(
-                Some(A_ID),
-                Some("1614265330"),
-                Some(&A_SIG[..A_SIG.len() - 4]),
-                now
-            ),
+            verify_a(Some(A_ID), Some("1614265330"), Some(&A_SIG[..A_SIG.len() - 4]), now),
             Err(VerifyError::NoMatch)
         );
         let wrong = verify_standard(
@@ -368,12 +334,7 @@ mod tests {
             verify_leadtime(
                 "secret",
                 Some(ts),
-                Some(
-                    &good
-                        .to_uppercase()
-                        .replace("T=", "t=")
-                        .replace("V1=", "v1=")
-                ),
+                Some(&good.to_uppercase().replace("T=", "t=").replace("V1=", "v1=")),
                 BODY,
                 now
             )

@@ -76,9 +76,7 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
 
 async fn claim(app: &App, limit: i64, lease_ms: i64) -> Result<Vec<Delivery>, StoreError> {
     let mut tx = app.db.begin().await?;
-    let batch =
-        store::deliveries::claim_due(&mut tx, app.db.backend(), app.clock.now(), lease_ms, limit)
-            .await?;
+    let batch = store::deliveries::claim_due(&mut tx, app.db.backend(), app.clock.now(), lease_ms, limit).await?;
     tx.commit().await?;
     Ok(batch)
 }
@@ -100,9 +98,7 @@ async fn next_wait(app: &App) -> Duration {
 async fn attempt(app: &App, client: &reqwest::Client, delivery: Delivery) {
     let started = app.clock.now();
     let result = match signing_secrets(app, &delivery, started).await {
-        Ok(secrets) if secrets.is_empty() => {
-            failed_before_sending("the connection has no webhook signing secret")
-        }
+        Ok(secrets) if secrets.is_empty() => failed_before_sending("the connection has no webhook signing secret"),
         Ok(secrets) => {
             let body = sender::stamped_body(&delivery.body, &started.to_iso());
             match sender::signed_headers(delivery.id.as_str(), started, &body, &secrets) {
@@ -121,11 +117,7 @@ async fn attempt(app: &App, client: &reqwest::Client, delivery: Delivery) {
     }
 }
 
-async fn signing_secrets(
-    app: &App,
-    delivery: &Delivery,
-    now: Timestamp,
-) -> Result<Vec<String>, StoreError> {
+async fn signing_secrets(app: &App, delivery: &Delivery, now: Timestamp) -> Result<Vec<String>, StoreError> {
     let mut conn = app.db.read().await?;
     store::connections::signing_secrets(&mut conn, &delivery.connection_id, now).await
 }
@@ -139,12 +131,7 @@ fn failed_before_sending(reason: &str) -> AttemptResult {
     }
 }
 
-async fn record(
-    app: &App,
-    delivery: &Delivery,
-    started: Timestamp,
-    result: &AttemptResult,
-) -> Result<(), StoreError> {
+async fn record(app: &App, delivery: &Delivery, started: Timestamp, result: &AttemptResult) -> Result<(), StoreError> {
     let now = app.clock.now();
     let attempt_no = delivery.attempts;
     let mut tx = app.db.begin().await?;
@@ -170,10 +157,7 @@ async fn record(
         }
         tracing::info!(delivery = %delivery.id, attempt = attempt_no, status = ?result.status_code, "webhook delivered");
     } else {
-        let error = result
-            .error
-            .clone()
-            .unwrap_or_else(|| "unknown error".into());
+        let error = result.error.clone().unwrap_or_else(|| "unknown error".into());
         match schedule.get((attempt_no - 1).max(0) as usize) {
             Some(wait) => {
                 let next = now.plus_millis(with_jitter(*wait).as_millis() as i64);

@@ -22,9 +22,8 @@ pub fn mentioned_handles(text: &str) -> Vec<String> {
     let mut i = 0;
     while i < chars.len() {
         if chars[i] == '@' {
-            let boundary = i == 0
-                || !(chars[i - 1].is_alphanumeric()
-                    || matches!(chars[i - 1], '_' | '-' | '.' | '@' | '/'));
+            let boundary =
+                i == 0 || !(chars[i - 1].is_alphanumeric() || matches!(chars[i - 1], '_' | '-' | '.' | '@' | '/'));
             let mut end = i + 1;
             while end < chars.len() && is_handle_char(chars[end].to_ascii_lowercase()) {
                 end += 1;
@@ -58,10 +57,7 @@ mod tests {
     #[test]
     fn finds_mentions_in_prose_markdown_and_html() {
         assert_eq!(mentioned_handles("@claw please look"), ["claw"]);
-        assert_eq!(
-            mentioned_handles("Hey @Claw, and @hermes-2."),
-            ["claw", "hermes-2"]
-        );
+        assert_eq!(mentioned_handles("Hey @Claw, and @hermes-2."), ["claw", "hermes-2"]);
         assert_eq!(
             mentioned_handles("(@claw) **@hermes** <span>@claw</span>"),
             ["claw", "hermes"]

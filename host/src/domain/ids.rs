@@ -57,9 +57,7 @@ macro_rules! define_id {
 pub fn new_id(prefix: &str) -> String {
     static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
     let ulid = {
-        let mut guard = GENERATOR
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         guard
             .get_or_insert_with(ulid::Generator::new)
             .generate()

@@ -36,12 +36,7 @@ impl DomainError {
 }
 
 /// Checks that `value` (trimmed) has between `min` and `max` characters and returns it trimmed.
-pub fn bounded_text(
-    field: &'static str,
-    value: &str,
-    min: usize,
-    max: usize,
-) -> Result<String, DomainError> {
+pub fn bounded_text(field: &'static str, value: &str, min: usize, max: usize) -> Result<String, DomainError> {
     let trimmed = value.trim();
     let chars = trimmed.chars().count();
     if chars < min {

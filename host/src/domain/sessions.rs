@@ -3,9 +3,7 @@
 use serde::Serialize;
 
 use super::DomainError;
-use super::ids::{
-    ActivityId, CommentId, ConnectionId, SessionId, StatusChangeId, TaskId, UserId, WorkspaceId,
-};
+use super::ids::{ActivityId, CommentId, ConnectionId, SessionId, StatusChangeId, TaskId, UserId, WorkspaceId};
 use super::time::Timestamp;
 
 /// Where a session stands. The wire names are the contract's (`canceled` with one "l").
@@ -47,17 +45,12 @@ impl SessionStatus {
 
     /// Parses a status name; the error names every allowed value.
     pub fn parse(text: &str) -> Result<Self, DomainError> {
-        Self::ALL
-            .into_iter()
-            .find(|s| s.as_str() == text)
-            .ok_or_else(|| {
-                DomainError::invalid(
-                    "status",
-                    format!(
-                        "unknown status `{text}`; allowed: queued, running, done, failed, canceled"
-                    ),
-                )
-            })
+        Self::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| {
+            DomainError::invalid(
+                "status",
+                format!("unknown status `{text}`; allowed: queued, running, done, failed, canceled"),
+            )
+        })
     }
 
     /// Done, failed and canceled sessions are over; nothing changes them any more.
@@ -126,13 +119,9 @@ impl TriggerKind {
 
     /// Parses the stored name.
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            TriggerKind::Assigned,
-            TriggerKind::Mentioned,
-            TriggerKind::Automation,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == text)
+        [TriggerKind::Assigned, TriggerKind::Mentioned, TriggerKind::Automation]
+            .into_iter()
+            .find(|k| k.as_str() == text)
     }
 }
 
@@ -188,19 +177,13 @@ impl ActivityType {
 
     /// Parses a type name; the error names every allowed value.
     pub fn parse(text: &str) -> Result<Self, DomainError> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == text)
-            .ok_or_else(|| {
-                let allowed: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
-                DomainError::invalid(
-                    "activityType",
-                    format!(
-                        "unknown activityType `{text}`; allowed: {}",
-                        allowed.join(", ")
-                    ),
-                )
-            })
+        Self::ALL.into_iter().find(|t| t.as_str() == text).ok_or_else(|| {
+            let allowed: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
+            DomainError::invalid(
+                "activityType",
+                format!("unknown activityType `{text}`; allowed: {}", allowed.join(", ")),
+            )
+        })
     }
 }
 
@@ -293,10 +276,7 @@ mod tests {
 
     #[test]
     fn statuses_parse_and_list_the_allowed_values() {
-        assert_eq!(
-            SessionStatus::parse("canceled").unwrap(),
-            SessionStatus::Canceled
-        );
+        assert_eq!(SessionStatus::parse("canceled").unwrap(), SessionStatus::Canceled);
         let message = SessionStatus::parse("cancelled").unwrap_err().to_string();
         assert!(
             message.contains("allowed: queued, running, done, failed, canceled"),
@@ -308,10 +288,7 @@ mod tests {
     fn transitions_follow_the_lifecycle() {
         use SessionStatus::*;
         assert_eq!(Queued.transition_to(Running).unwrap(), Transition::Changed);
-        assert_eq!(
-            Running.transition_to(Running).unwrap(),
-            Transition::Unchanged
-        );
+        assert_eq!(Running.transition_to(Running).unwrap(), Transition::Unchanged);
         assert_eq!(Queued.transition_to(Done).unwrap(), Transition::Changed);
         assert_eq!(Done.transition_to(Done).unwrap(), Transition::Unchanged);
         assert!(Done.transition_to(Running).is_err());
@@ -321,10 +298,7 @@ mod tests {
 
     #[test]
     fn activity_types_use_the_wire_names() {
-        assert_eq!(
-            ActivityType::parse("toolCall").unwrap(),
-            ActivityType::ToolCall
-        );
+        assert_eq!(ActivityType::parse("toolCall").unwrap(), ActivityType::ToolCall);
         assert_eq!(
             serde_json::to_value(ActivityType::ModelResponse).unwrap(),
             "modelResponse"
@@ -336,10 +310,7 @@ mod tests {
     #[test]
     fn blank_keys_and_messages_mean_none() {
         assert_eq!(idempotency_key(Some("".into())).unwrap(), None);
-        assert_eq!(
-            idempotency_key(Some("k1".into())).unwrap().as_deref(),
-            Some("k1")
-        );
+        assert_eq!(idempotency_key(Some("k1".into())).unwrap().as_deref(), Some("k1"));
         assert!(idempotency_key(Some("k".repeat(256))).is_err());
         assert_eq!(status_message(Some(" ".into())).unwrap(), None);
     }

@@ -24,10 +24,11 @@ impl TaskRef {
     /// All digits is a short number; anything else is an id (an unknown one simply finds nothing).
     pub fn parse(identifier: &str) -> Self {
         let identifier = identifier.trim().trim_start_matches('#');
-        if !identifier.is_empty() && identifier.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(n) = identifier.parse::<i64>() {
-                return TaskRef::ShortNumber(n);
-            }
+        if !identifier.is_empty()
+            && identifier.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(n) = identifier.parse::<i64>()
+        {
+            return TaskRef::ShortNumber(n);
         }
         TaskRef::Id(identifier.to_owned())
     }

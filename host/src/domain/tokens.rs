@@ -35,9 +35,7 @@ pub fn generate_with_prefix(prefix: &str) -> String {
 pub fn check_token_format(token: &str, prefix: &str) -> Result<(), DomainError> {
     let invalid = || DomainError::invalid("token", "not a valid token");
     let rest = token.strip_prefix(prefix).ok_or_else(invalid)?;
-    if rest.len() != RANDOM_CHARS + CHECKSUM_CHARS
-        || !rest.bytes().all(|b| b.is_ascii_alphanumeric())
-    {
+    if rest.len() != RANDOM_CHARS + CHECKSUM_CHARS || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(invalid());
     }
     let (random, checksum) = rest.split_at(RANDOM_CHARS);
@@ -87,15 +85,9 @@ impl Scope {
 
     /// Parses one scope name.
     pub fn parse(text: &str) -> Result<Self, DomainError> {
-        Scope::ALL
-            .into_iter()
-            .find(|s| s.as_str() == text)
-            .ok_or_else(|| {
-                DomainError::invalid(
-                    "scopes",
-                    format!("unknown scope `{text}`; allowed: read, write, admin"),
-                )
-            })
+        Scope::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| {
+            DomainError::invalid("scopes", format!("unknown scope `{text}`; allowed: read, write, admin"))
+        })
     }
 }
 

@@ -72,15 +72,8 @@ pub const MAX_HANDLE_CHARS: usize = 32;
 pub fn normalize_handle(raw: &str) -> Result<String, DomainError> {
     let handle = raw.trim().trim_start_matches('@').to_lowercase();
     let valid_chars = handle.chars().all(is_handle_char);
-    let starts_well = handle
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    if handle.chars().count() < 2
-        || handle.chars().count() > MAX_HANDLE_CHARS
-        || !valid_chars
-        || !starts_well
-    {
+    let starts_well = handle.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if handle.chars().count() < 2 || handle.chars().count() > MAX_HANDLE_CHARS || !valid_chars || !starts_well {
         return Err(DomainError::invalid(
             "handle",
             format!(

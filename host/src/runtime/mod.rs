@@ -242,17 +242,15 @@ impl PluginRuntime {
         // The epoch advances on a plain thread so deadlines hold even when the async runtime is busy.
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (ticking_engine, stop) = (engine.weak(), ticker_stop.clone());
-        std::thread::Builder::new()
-            .name("plugin-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    match ticking_engine.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
+        std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match ticking_engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
                 }
-            })?;
+            }
+        })?;
 
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)?;
@@ -277,30 +275,26 @@ impl PluginRuntime {
     pub async fn load(&self, source: &str, wasm: &[u8]) -> Result<Arc<LoadedPlugin>, LoadError> {
         let sha = hex::encode(Sha256::digest(wasm));
         let component = self.compile(source, wasm, &sha).await?;
-        let wit_version =
-            contract_version(&self.engine, &component).map_err(|message| LoadError::Contract {
+        let wit_version = contract_version(&self.engine, &component).map_err(|message| LoadError::Contract {
+            origin: source.to_owned(),
+            message,
+        })?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Contract {
                 origin: source.to_owned(),
-                message,
+                message: format!("it needs imports this host does not provide: {e:#}"),
             })?;
-        let instance_pre =
-            self.linker
-                .instantiate_pre(&component)
-                .map_err(|e| LoadError::Contract {
-                    origin: source.to_owned(),
-                    message: format!("it needs imports this host does not provide: {e:#}"),
-                })?;
         let pre = ConnectionPluginPre::new(instance_pre).map_err(|e| LoadError::Contract {
             origin: source.to_owned(),
             message: format!("it does not export the plugin interface: {e:#}"),
         })?;
 
-        let raw = self
-            .call_manifest(&pre)
-            .await
-            .map_err(|message| LoadError::Manifest {
-                origin: source.to_owned(),
-                message,
-            })?;
+        let raw = self.call_manifest(&pre).await.map_err(|message| LoadError::Manifest {
+            origin: source.to_owned(),
+            message,
+        })?;
         let manifest = check_manifest(raw, wit_version).map_err(|message| LoadError::Manifest {
             origin: source.to_owned(),
             message,
@@ -313,14 +307,14 @@ impl PluginRuntime {
             pre,
         });
         let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = plugins.get(&plugin.manifest.id) {
-            if existing.source != plugin.source {
-                return Err(LoadError::Duplicate {
-                    origin: source.to_owned(),
-                    id: plugin.manifest.id.clone(),
-                    existing: existing.source.clone(),
-                });
-            }
+        if let Some(existing) = plugins.get(&plugin.manifest.id)
+            && existing.source != plugin.source
+        {
+            return Err(LoadError::Duplicate {
+                origin: source.to_owned(),
+                id: plugin.manifest.id.clone(),
+                existing: existing.source.clone(),
+            });
         }
         plugins.insert(plugin.manifest.id.clone(), plugin.clone());
         tracing::info!(plugin = %plugin.manifest.id, version = %plugin.manifest.version, source, "plugin loaded");
@@ -329,11 +323,7 @@ impl PluginRuntime {
 
     /// The plugin providing connection type `id`.
     pub fn plugin(&self, id: &str) -> Option<Arc<LoadedPlugin>> {
-        self.plugins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        self.plugins.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
     /// Every loaded plugin, by id.
@@ -350,11 +340,7 @@ impl PluginRuntime {
     }
 
     /// Asks the plugin whether `config` (JSON) is a usable connection config.
-    pub async fn validate_config(
-        &self,
-        plugin: &LoadedPlugin,
-        config: &str,
-    ) -> Result<(), CallError> {
+    pub async fn validate_config(&self, plugin: &LoadedPlugin, config: &str) -> Result<(), CallError> {
         let context = CallContext::without_session(&plugin.manifest);
         let services: Arc<dyn CallServices> = Arc::new(capabilities::NoServices);
         match self
@@ -367,12 +353,10 @@ impl PluginRuntime {
             )
             .await?
         {
-            (Returned::Config(result), _) => result.map_err(|errors| {
-                CallError::InvalidConfig(errors.into_iter().map(Into::into).collect())
-            }),
-            _ => Err(CallError::Crashed(
-                "unexpected result from validate-config".into(),
-            )),
+            (Returned::Config(result), _) => {
+                result.map_err(|errors| CallError::InvalidConfig(errors.into_iter().map(Into::into).collect()))
+            }
+            _ => Err(CallError::Crashed("unexpected result from validate-config".into())),
         }
     }
 
@@ -390,14 +374,12 @@ impl PluginRuntime {
                 &plugin.label(),
                 context,
                 services,
-                Export::StartSession(start),
+                Export::StartSession(Box::new(start)),
             )
             .await?
         {
             (Returned::Unit(result), effects) => result.map_err(plugin_error).map(|()| effects),
-            _ => Err(CallError::Crashed(
-                "unexpected result from start-session".into(),
-            )),
+            _ => Err(CallError::Crashed("unexpected result from start-session".into())),
         }
     }
 
@@ -416,7 +398,7 @@ impl PluginRuntime {
                 &plugin.label(),
                 context,
                 services,
-                Export::OnEvent(session, event),
+                Export::OnEvent(Box::new((session, event))),
             )
             .await?
         {
@@ -455,10 +437,7 @@ impl PluginRuntime {
         services: Arc<dyn CallServices>,
         export: Export,
     ) -> Result<(Returned, CallEffects), CallError> {
-        let mut store = Store::new(
-            &self.engine,
-            PluginState::new(context, services, &self.limits),
-        );
+        let mut store = Store::new(&self.engine, PluginState::new(context, services, &self.limits));
         store.limiter(|state| &mut state.limiter);
         let ticks = (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
@@ -473,12 +452,7 @@ impl PluginRuntime {
         let returned = match outcome {
             Ok(Ok(value)) => value,
             Ok(Err(trap)) => {
-                return Err(CallError::Crashed(describe_trap(
-                    label,
-                    &trap,
-                    &store,
-                    &self.limits,
-                )));
+                return Err(CallError::Crashed(describe_trap(label, &trap, &store, &self.limits)));
             }
             Err(_) => {
                 return Err(CallError::Crashed(format!(
@@ -512,12 +486,12 @@ impl PluginRuntime {
     }
 }
 
-/// An export to call, with its arguments.
+/// An export to call, with its arguments (boxed: the records are large and calls are few).
 enum Export {
     Manifest,
     ValidateConfig(String),
-    StartSession(SessionStart),
-    OnEvent(SessionRef, SessionEvent),
+    StartSession(Box<SessionStart>),
+    OnEvent(Box<(SessionRef, SessionEvent)>),
 }
 
 /// What an export returned.
@@ -535,24 +509,14 @@ async fn invoke(
     let guest = instance.leadtime_agent_runtime_plugin();
     Ok(match export {
         Export::Manifest => Returned::Manifest(guest.call_manifest(&mut *store).await?),
-        Export::ValidateConfig(config) => {
-            Returned::Config(guest.call_validate_config(&mut *store, config).await?)
-        }
-        Export::StartSession(start) => {
-            Returned::Unit(guest.call_start_session(&mut *store, start).await?)
-        }
-        Export::OnEvent(session, event) => {
-            Returned::Unit(guest.call_on_event(&mut *store, session, event).await?)
-        }
+        Export::ValidateConfig(config) => Returned::Config(guest.call_validate_config(&mut *store, config).await?),
+        Export::StartSession(start) => Returned::Unit(guest.call_start_session(&mut *store, start).await?),
+        Export::OnEvent(args) => Returned::Unit(guest.call_on_event(&mut *store, &args.0, &args.1).await?),
     })
 }
 
 /// Loads a compiled component from `cache`, or compiles `wasm` and writes the cache.
-fn compile_cached(
-    engine: &Engine,
-    wasm: &[u8],
-    cache: Option<&Path>,
-) -> wasmtime::Result<Component> {
+fn compile_cached(engine: &Engine, wasm: &[u8], cache: Option<&Path>) -> wasmtime::Result<Component> {
     if let Some(path) = cache.filter(|p| p.is_file()) {
         // SAFETY: the file is one this host wrote with `Component::serialize` into its own cache
         // directory, named by the wasm's SHA-256 and this engine's compatibility hash; wasmtime
@@ -604,10 +568,7 @@ fn contract_version(engine: &Engine, component: &Component) -> Result<String, St
     }
 }
 
-fn check_manifest(
-    raw: bindings::types::PluginManifest,
-    wit_version: String,
-) -> Result<Manifest, String> {
+fn check_manifest(raw: bindings::types::PluginManifest, wit_version: String) -> Result<Manifest, String> {
     let id_ok = !raw.id.is_empty()
         && raw.id.len() <= 64
         && raw
@@ -624,21 +585,14 @@ fn check_manifest(
     if raw.name.trim().is_empty() {
         return Err("name must not be empty".into());
     }
-    let config_schema: serde_json::Value = serde_json::from_str(&raw.config_schema)
-        .map_err(|e| format!("config-schema is not JSON: {e}"))?;
+    let config_schema: serde_json::Value =
+        serde_json::from_str(&raw.config_schema).map_err(|e| format!("config-schema is not JSON: {e}"))?;
     if !config_schema.is_object() {
         return Err("config-schema must be a JSON Schema object".into());
     }
     const KNOWN: [&str; 4] = ["session", "webhook", "kv", "log"];
-    if let Some(unknown) = raw
-        .capabilities
-        .iter()
-        .find(|c| !KNOWN.contains(&c.as_str()))
-    {
-        return Err(format!(
-            "unknown capability `{unknown}`; known: {}",
-            KNOWN.join(", ")
-        ));
+    if let Some(unknown) = raw.capabilities.iter().find(|c| !KNOWN.contains(&c.as_str())) {
+        return Err(format!("unknown capability `{unknown}`; known: {}", KNOWN.join(", ")));
     }
     Ok(Manifest {
         id: raw.id,
@@ -667,32 +621,19 @@ fn wasmtime_error(error: wasmtime::Error) -> anyhow::Error {
 
 fn plugin_error(error: PluginError) -> CallError {
     match error {
-        PluginError::InvalidConfig(errors) => {
-            CallError::InvalidConfig(errors.into_iter().map(Into::into).collect())
-        }
+        PluginError::InvalidConfig(errors) => CallError::InvalidConfig(errors.into_iter().map(Into::into).collect()),
         PluginError::Failed(message) => CallError::Plugin(message),
         PluginError::Transient(message) => CallError::Transient(message),
     }
 }
 
 /// A reason a person can act on for a trap, naming the plugin.
-fn describe_trap(
-    label: &str,
-    error: &wasmtime::Error,
-    store: &Store<PluginState>,
-    limits: &CallLimits,
-) -> String {
+fn describe_trap(label: &str, error: &wasmtime::Error, store: &Store<PluginState>, limits: &CallLimits) -> String {
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         return match trap {
-            wasmtime::Trap::Interrupt => format!(
-                "{label} exceeded its {} s time limit",
-                limits.timeout.as_secs()
-            ),
+            wasmtime::Trap::Interrupt => format!("{label} exceeded its {} s time limit", limits.timeout.as_secs()),
             wasmtime::Trap::UnreachableCodeReached if store.data().memory_limit_hit() => {
-                format!(
-                    "{label} exceeded its {} MiB memory limit",
-                    limits.memory_bytes >> 20
-                )
+                format!("{label} exceeded its {} MiB memory limit", limits.memory_bytes >> 20)
             }
             wasmtime::Trap::UnreachableCodeReached => {
                 format!("{label} crashed (it panicked or hit unreachable code)")
@@ -701,10 +642,7 @@ fn describe_trap(
         };
     }
     if store.data().memory_limit_hit() {
-        return format!(
-            "{label} exceeded its {} MiB memory limit",
-            limits.memory_bytes >> 20
-        );
+        return format!("{label} exceeded its {} MiB memory limit", limits.memory_bytes >> 20);
     }
     format!("{label} failed: {error:#}")
 }

@@ -45,12 +45,7 @@ impl CallContext {
     pub fn without_session(manifest: &Manifest) -> Self {
         Self {
             plugin_id: manifest.id.clone(),
-            capabilities: manifest
-                .capabilities
-                .iter()
-                .filter(|c| *c == "log")
-                .cloned()
-                .collect(),
+            capabilities: manifest.capabilities.iter().filter(|c| *c == "log").cloned().collect(),
             workspace_id: None,
             connection_id: None,
             session_id: None,
@@ -101,12 +96,7 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.max_memory {
             self.hit = true;
             return Ok(false);
@@ -114,12 +104,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -137,11 +122,7 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    pub(crate) fn new(
-        context: CallContext,
-        services: Arc<dyn CallServices>,
-        limits: &CallLimits,
-    ) -> Self {
+    pub(crate) fn new(context: CallContext, services: Arc<dyn CallServices>, limits: &CallLimits) -> Self {
         // No arguments, environment, preopened directories, stdin, or network: a plugin reaches
         // the outside world only through the host capabilities.
         let wasi = WasiCtx::builder()
@@ -200,9 +181,10 @@ impl PluginState {
 
     /// The connection of this call, or why there is none.
     pub(crate) fn connection(&self) -> Result<&ConnectionId, CapabilityError> {
-        self.context.connection_id.as_ref().ok_or_else(|| {
-            CapabilityError::NotAllowed("this call is not about a connection".into())
-        })
+        self.context
+            .connection_id
+            .as_ref()
+            .ok_or_else(|| CapabilityError::NotAllowed("this call is not about a connection".into()))
     }
 }
 

@@ -11,8 +11,7 @@ pub use plugin_services::PluginServices;
 use crate::app::App;
 use crate::domain::ids::{ActivityId, CommentId, SessionId, StatusChangeId, UserId};
 use crate::domain::sessions::{
-    Activity, NewActivity, RecordSource, Session, SessionStatus, StatusChange, Transition,
-    TriggerKind,
+    Activity, NewActivity, RecordSource, Session, SessionStatus, StatusChange, Transition, TriggerKind,
 };
 use crate::domain::tasks::Task;
 use crate::domain::time::Timestamp;
@@ -36,27 +35,19 @@ pub struct Trigger {
 /// Opens a session of `bot` on `task` inside the caller's transaction, with the job that starts
 /// it, so the session and its start commit (or roll back) together. Wake the job worker after
 /// committing.
-pub async fn open(
-    tx: &mut Conn,
-    app: &App,
-    task: &Task,
-    bot: &User,
-    trigger: Trigger,
-) -> Result<Session, AppError> {
+pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Trigger) -> Result<Session, AppError> {
     if !bot.is_enabled() {
         return Err(AppError::Conflict(format!(
             "bot @{} is disabled and takes no new work",
             bot.handle
         )));
     }
-    let connection = store::connections::for_bot(tx, &bot.id)
-        .await?
-        .ok_or_else(|| {
-            AppError::Conflict(format!(
-                "bot @{} has no agent connection; give it one first",
-                bot.handle
-            ))
-        })?;
+    let connection = store::connections::for_bot(tx, &bot.id).await?.ok_or_else(|| {
+        AppError::Conflict(format!(
+            "bot @{} has no agent connection; give it one first",
+            bot.handle
+        ))
+    })?;
     let now = app.clock.now();
     let mut session = Session {
         id: SessionId::generate(),
@@ -150,9 +141,7 @@ pub async fn record_activity(
             drop(tx);
             if let Some(key) = &record.idempotency_key {
                 let mut conn = app.db.read().await?;
-                if let Some(existing) =
-                    store::sessions::activity_by_key(&mut conn, session, key).await?
-                {
+                if let Some(existing) = store::sessions::activity_by_key(&mut conn, session, key).await? {
                     return Ok((existing, false));
                 }
             }
@@ -186,25 +175,19 @@ pub async fn change_status(
     let mut session = store::sessions::get_any(&mut tx, session_id)
         .await?
         .ok_or_else(|| AppError::not_found("agent session", session_id.as_str()))?;
-    if let Some(key) = &key {
-        if let Some(original) =
-            store::sessions::status_change_by_key(&mut tx, session_id, key).await?
-        {
-            return Ok(StatusOutcome {
-                session,
-                change: Some(original),
-            });
-        }
+    if let Some(key) = &key
+        && let Some(original) = store::sessions::status_change_by_key(&mut tx, session_id, key).await?
+    {
+        return Ok(StatusOutcome {
+            session,
+            change: Some(original),
+        });
     }
     match session.status.transition_to(status)? {
-        Transition::Unchanged => Ok(StatusOutcome {
-            session,
-            change: None,
-        }),
+        Transition::Unchanged => Ok(StatusOutcome { session, change: None }),
         Transition::Changed => {
             let now = app.clock.now();
-            let change =
-                apply_status(&mut tx, &mut session, status, message, key, source, now).await?;
+            let change = apply_status(&mut tx, &mut session, status, message, key, source, now).await?;
             tx.commit().await.map_err(StoreError::from)?;
             Ok(StatusOutcome {
                 session,
@@ -260,24 +243,20 @@ async fn insert_change(
 }
 
 /// Marks a session running after its start webhook was accepted, if it is still queued.
-pub(crate) async fn mark_delivered(
-    tx: &mut Conn,
-    session_id: &SessionId,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    if let Some(mut session) = store::sessions::get_any(tx, session_id).await? {
-        if session.status == SessionStatus::Queued {
-            apply_status(
-                tx,
-                &mut session,
-                SessionStatus::Running,
-                None,
-                None,
-                RecordSource::Host,
-                now,
-            )
-            .await?;
-        }
+pub(crate) async fn mark_delivered(tx: &mut Conn, session_id: &SessionId, now: Timestamp) -> Result<(), StoreError> {
+    if let Some(mut session) = store::sessions::get_any(tx, session_id).await?
+        && session.status == SessionStatus::Queued
+    {
+        apply_status(
+            tx,
+            &mut session,
+            SessionStatus::Running,
+            None,
+            None,
+            RecordSource::Host,
+            now,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -289,19 +268,19 @@ pub(crate) async fn fail(
     reason: String,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    if let Some(mut session) = store::sessions::get_any(tx, session_id).await? {
-        if !session.status.is_terminal() {
-            apply_status(
-                tx,
-                &mut session,
-                SessionStatus::Failed,
-                Some(reason),
-                None,
-                RecordSource::Host,
-                now,
-            )
-            .await?;
-        }
+    if let Some(mut session) = store::sessions::get_any(tx, session_id).await?
+        && !session.status.is_terminal()
+    {
+        apply_status(
+            tx,
+            &mut session,
+            SessionStatus::Failed,
+            Some(reason),
+            None,
+            RecordSource::Host,
+            now,
+        )
+        .await?;
     }
     Ok(())
 }

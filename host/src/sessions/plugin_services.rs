@@ -45,11 +45,7 @@ fn unavailable(error: store::StoreError) -> CapabilityError {
 
 #[async_trait]
 impl CallServices for PluginServices {
-    async fn post_activity(
-        &self,
-        session: &SessionId,
-        activity: NewActivity,
-    ) -> Result<(), CapabilityError> {
+    async fn post_activity(&self, session: &SessionId, activity: NewActivity) -> Result<(), CapabilityError> {
         super::record_activity(&self.app, session, activity, RecordSource::Plugin)
             .await
             .map(|_| ())
@@ -62,27 +58,15 @@ impl CallServices for PluginServices {
         status: SessionStatus,
         message: Option<String>,
     ) -> Result<(), CapabilityError> {
-        let message = crate::domain::sessions::status_message(message)
-            .map_err(|e| CapabilityError::Invalid(e.to_string()))?;
-        super::change_status(
-            &self.app,
-            session,
-            status,
-            message,
-            None,
-            RecordSource::Plugin,
-        )
-        .await
-        .map(|_| ())
-        .map_err(refused)
+        let message =
+            crate::domain::sessions::status_message(message).map_err(|e| CapabilityError::Invalid(e.to_string()))?;
+        super::change_status(&self.app, session, status, message, None, RecordSource::Plugin)
+            .await
+            .map(|_| ())
+            .map_err(refused)
     }
 
-    async fn set_external_link(
-        &self,
-        session: &SessionId,
-        url: &str,
-        label: &str,
-    ) -> Result<(), CapabilityError> {
+    async fn set_external_link(&self, session: &SessionId, url: &str, label: &str) -> Result<(), CapabilityError> {
         let mut tx = self.app.db.begin().await.map_err(unavailable)?;
         store::sessions::set_external_link(&mut tx, session, url, label, self.app.clock.now())
             .await
@@ -90,15 +74,9 @@ impl CallServices for PluginServices {
         tx.commit().await.map_err(|e| unavailable(e.into()))
     }
 
-    async fn kv_get(
-        &self,
-        connection: &ConnectionId,
-        key: &str,
-    ) -> Result<Option<Vec<u8>>, CapabilityError> {
+    async fn kv_get(&self, connection: &ConnectionId, key: &str) -> Result<Option<Vec<u8>>, CapabilityError> {
         let mut conn = self.app.db.read().await.map_err(unavailable)?;
-        store::kv::get(&mut conn, connection, key)
-            .await
-            .map_err(unavailable)
+        store::kv::get(&mut conn, connection, key).await.map_err(unavailable)
     }
 
     async fn kv_set(
@@ -109,12 +87,8 @@ impl CallServices for PluginServices {
         max_total_bytes: i64,
     ) -> Result<(), CapabilityError> {
         let mut tx = self.app.db.begin().await.map_err(unavailable)?;
-        let previous = store::kv::get(&mut tx, connection, key)
-            .await
-            .map_err(unavailable)?;
-        let used = store::kv::usage(&mut tx, connection)
-            .await
-            .map_err(unavailable)?;
+        let previous = store::kv::get(&mut tx, connection, key).await.map_err(unavailable)?;
+        let used = store::kv::usage(&mut tx, connection).await.map_err(unavailable)?;
         let freed = previous.map(|v| (v.len() + key.len()) as i64).unwrap_or(0);
         let after = used - freed + (key.len() + value.len()) as i64;
         if after > max_total_bytes {
@@ -130,9 +104,7 @@ impl CallServices for PluginServices {
 
     async fn kv_delete(&self, connection: &ConnectionId, key: &str) -> Result<(), CapabilityError> {
         let mut tx = self.app.db.begin().await.map_err(unavailable)?;
-        store::kv::delete(&mut tx, connection, key)
-            .await
-            .map_err(unavailable)?;
+        store::kv::delete(&mut tx, connection, key).await.map_err(unavailable)?;
         tx.commit().await.map_err(|e| unavailable(e.into()))
     }
 }

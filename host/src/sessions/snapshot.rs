@@ -18,9 +18,7 @@ pub async fn session_start(
     session: &Session,
     api_base_url: &str,
 ) -> Result<wit::SessionStart, AppError> {
-    let missing = |what: &str| {
-        AppError::Internal(anyhow!("session {} refers to a missing {what}", session.id))
-    };
+    let missing = |what: &str| AppError::Internal(anyhow!("session {} refers to a missing {what}", session.id));
     let workspace = store::workspaces::get(conn, &session.workspace_id)
         .await?
         .ok_or_else(|| missing("workspace"))?;
@@ -48,17 +46,9 @@ pub async fn session_start(
         .into_iter()
         .map(|u| (u.id.clone(), u))
         .collect();
-    let actor = |id: &UserId| {
-        users
-            .get(id)
-            .map(actor)
-            .unwrap_or_else(|| unknown_actor(id))
-    };
+    let actor = |id: &UserId| users.get(id).map(actor).unwrap_or_else(|| unknown_actor(id));
 
-    let wit_comments: Vec<wit::Comment> = comments
-        .iter()
-        .map(|c| comment(c, actor(&c.author_id)))
-        .collect();
+    let wit_comments: Vec<wit::Comment> = comments.iter().map(|c| comment(c, actor(&c.author_id))).collect();
     let trigger = match session.trigger_kind {
         TriggerKind::Mentioned => {
             let found = session
@@ -75,7 +65,7 @@ pub async fn session_start(
                 .trigger_actor_id
                 .as_ref()
                 .map(&actor)
-                .unwrap_or_else(|| system_actor()),
+                .unwrap_or_else(system_actor),
         ),
         TriggerKind::Automation => wit::Trigger::Automation("automation".into()),
     };

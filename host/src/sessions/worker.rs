@@ -73,8 +73,7 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
 
 async fn claim(app: &App, limit: i64) -> Result<Vec<Job>, StoreError> {
     let mut tx = app.db.begin().await?;
-    let jobs =
-        store::jobs::claim_due(&mut tx, app.db.backend(), app.clock.now(), LEASE_MS, limit).await?;
+    let jobs = store::jobs::claim_due(&mut tx, app.db.backend(), app.clock.now(), LEASE_MS, limit).await?;
     tx.commit().await?;
     Ok(jobs)
 }
@@ -86,8 +85,7 @@ async fn next_wait(app: &App) -> Duration {
     };
     match next {
         Some(at) => {
-            let ms =
-                (at.millis() - app.clock.now().millis()).clamp(0, IDLE_POLL.as_millis() as i64);
+            let ms = (at.millis() - app.clock.now().millis()).clamp(0, IDLE_POLL.as_millis() as i64);
             Duration::from_millis(ms as u64)
         }
         None => IDLE_POLL,
@@ -135,23 +133,14 @@ async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str) -> Resul
         }
         store::jobs::complete(&mut tx, &job.id).await?;
     } else {
-        store::jobs::retry_at(
-            &mut tx,
-            &job.id,
-            now.plus_millis(backoff_ms(job.attempts)),
-            error,
-        )
-        .await?;
+        store::jobs::retry_at(&mut tx, &job.id, now.plus_millis(backoff_ms(job.attempts)), error).await?;
     }
     tx.commit().await?;
     Ok(())
 }
 
 async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
-    let session_id: SessionId = job
-        .session_id
-        .clone()
-        .context("start_session job without a session")?;
+    let session_id: SessionId = job.session_id.clone().context("start_session job without a session")?;
     let (session, start) = {
         let mut conn = app.db.read().await?;
         let session: Session = store::sessions::get_any(&mut conn, &session_id)
@@ -186,11 +175,7 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
         session.id.clone(),
     );
     let services = Arc::new(PluginServices::new(app.clone()));
-    match app
-        .runtime
-        .start_session(&plugin, context, services, start)
-        .await
-    {
+    match app.runtime.start_session(&plugin, context, services, start).await {
         Ok(effects) => commit_effects(app, job, &session, effects).await,
         Err(CallError::Transient(message)) => {
             let reason = format!("{} could not start the session", plugin.label());
@@ -211,12 +196,7 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
 }
 
 /// Commits what a successful start queued, together with the job's completion.
-async fn commit_effects(
-    app: &App,
-    job: &Job,
-    session: &Session,
-    effects: CallEffects,
-) -> anyhow::Result<()> {
+async fn commit_effects(app: &App, job: &Job, session: &Session, effects: CallEffects) -> anyhow::Result<()> {
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
     let queued = !effects.webhooks.is_empty();
@@ -245,12 +225,7 @@ async fn commit_effects(
     Ok(())
 }
 
-async fn finish_failed(
-    app: &App,
-    job: &Job,
-    session: &Session,
-    reason: String,
-) -> anyhow::Result<()> {
+async fn finish_failed(app: &App, job: &Job, session: &Session, reason: String) -> anyhow::Result<()> {
     let mut tx = app.db.begin().await?;
     fail(&mut tx, &session.id, reason, app.clock.now()).await?;
     store::jobs::complete(&mut tx, &job.id).await?;

@@ -28,22 +28,22 @@ pub async fn insert(conn: &mut Conn, connection: &Connection) -> Result<(), Stor
 
 /// The connection of bot `bot`.
 pub async fn for_bot(conn: &mut Conn, bot: &UserId) -> Result<Option<Connection>, StoreError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM agent_connections WHERE bot_id = $1"
-    ))
-    .bind(bot.as_str())
-    .fetch_optional(conn)
-    .await?)
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM agent_connections WHERE bot_id = $1"))
+            .bind(bot.as_str())
+            .fetch_optional(conn)
+            .await?,
+    )
 }
 
 /// The connection `id`.
 pub async fn get(conn: &mut Conn, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM agent_connections WHERE id = $1"
-    ))
-    .bind(id.as_str())
-    .fetch_optional(conn)
-    .await?)
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM agent_connections WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(conn)
+            .await?,
+    )
 }
 
 /// Adds a signing secret to a connection.

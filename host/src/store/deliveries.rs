@@ -46,21 +46,23 @@ pub struct Attempt {
 
 /// Queues a delivery for sending at `now`.
 pub async fn insert(conn: &mut Conn, d: &Delivery) -> Result<(), StoreError> {
-    sqlx::query(&format!("INSERT INTO webhook_deliveries ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
-        .bind(d.id.as_str())
-        .bind(d.workspace_id.as_str())
-        .bind(d.connection_id.as_str())
-        .bind(d.session_id.as_ref().map(SessionId::as_str))
-        .bind(&d.url)
-        .bind(&d.body)
-        .bind(&d.status)
-        .bind(d.attempts)
-        .bind(d.next_attempt_at.map(Timestamp::millis))
-        .bind(d.last_error.as_deref())
-        .bind(d.delivered_at.map(Timestamp::millis))
-        .bind(d.created_at.millis())
-        .execute(conn)
-        .await?;
+    sqlx::query(&format!(
+        "INSERT INTO webhook_deliveries ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ))
+    .bind(d.id.as_str())
+    .bind(d.workspace_id.as_str())
+    .bind(d.connection_id.as_str())
+    .bind(d.session_id.as_ref().map(SessionId::as_str))
+    .bind(&d.url)
+    .bind(&d.body)
+    .bind(&d.status)
+    .bind(d.attempts)
+    .bind(d.next_attempt_at.map(Timestamp::millis))
+    .bind(d.last_error.as_deref())
+    .bind(d.delivered_at.map(Timestamp::millis))
+    .bind(d.created_at.millis())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -120,11 +122,7 @@ pub async fn insert_attempt(conn: &mut Conn, a: &Attempt) -> Result<(), StoreErr
 }
 
 /// Marks a delivery delivered.
-pub async fn mark_delivered(
-    conn: &mut Conn,
-    id: &DeliveryId,
-    at: Timestamp,
-) -> Result<(), StoreError> {
+pub async fn mark_delivered(conn: &mut Conn, id: &DeliveryId, at: Timestamp) -> Result<(), StoreError> {
     sqlx::query("UPDATE webhook_deliveries SET status = 'delivered', delivered_at = $2, locked_until = NULL, last_error = NULL WHERE id = $1")
         .bind(id.as_str())
         .bind(at.millis())
@@ -140,12 +138,14 @@ pub async fn schedule_retry(
     next_attempt_at: Timestamp,
     error: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE webhook_deliveries SET next_attempt_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1")
-        .bind(id.as_str())
-        .bind(next_attempt_at.millis())
-        .bind(error)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE webhook_deliveries SET next_attempt_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1",
+    )
+    .bind(id.as_str())
+    .bind(next_attempt_at.millis())
+    .bind(error)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -160,10 +160,7 @@ pub async fn mark_failed(conn: &mut Conn, id: &DeliveryId, error: &str) -> Resul
 }
 
 /// The deliveries of `session`, oldest first.
-pub async fn for_session(
-    conn: &mut Conn,
-    session: &SessionId,
-) -> Result<Vec<Delivery>, StoreError> {
+pub async fn for_session(conn: &mut Conn, session: &SessionId) -> Result<Vec<Delivery>, StoreError> {
     Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM webhook_deliveries WHERE session_id = $1 ORDER BY created_at, id"
     ))

@@ -66,10 +66,9 @@ pub async fn claim_due(
 
 /// When the next job is due, if any is pending and unleased (lets workers sleep exactly).
 pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> {
-    let next: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(COALESCE(locked_until, run_at)) FROM jobs")
-            .fetch_one(conn)
-            .await?;
+    let next: Option<i64> = sqlx::query_scalar("SELECT MIN(COALESCE(locked_until, run_at)) FROM jobs")
+        .fetch_one(conn)
+        .await?;
     Ok(next.map(Timestamp::from_millis))
 }
 
@@ -83,12 +82,7 @@ pub async fn complete(conn: &mut Conn, id: &JobId) -> Result<(), StoreError> {
 }
 
 /// Releases a job to run again at `run_at`, noting why the last attempt failed.
-pub async fn retry_at(
-    conn: &mut Conn,
-    id: &JobId,
-    run_at: Timestamp,
-    error: &str,
-) -> Result<(), StoreError> {
+pub async fn retry_at(conn: &mut Conn, id: &JobId, run_at: Timestamp, error: &str) -> Result<(), StoreError> {
     sqlx::query("UPDATE jobs SET run_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1")
         .bind(id.as_str())
         .bind(run_at.millis())

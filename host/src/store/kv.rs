@@ -6,11 +6,7 @@ use crate::domain::time::Timestamp;
 use super::{Conn, StoreError};
 
 /// The value under `key`.
-pub async fn get(
-    conn: &mut Conn,
-    connection: &ConnectionId,
-    key: &str,
-) -> Result<Option<Vec<u8>>, StoreError> {
+pub async fn get(conn: &mut Conn, connection: &ConnectionId, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(
         sqlx::query_scalar("SELECT value FROM plugin_kv WHERE connection_id = $1 AND key = $2")
             .bind(connection.as_str())
@@ -42,11 +38,7 @@ pub async fn set(
 }
 
 /// Removes `key`.
-pub async fn delete(
-    conn: &mut Conn,
-    connection: &ConnectionId,
-    key: &str,
-) -> Result<(), StoreError> {
+pub async fn delete(conn: &mut Conn, connection: &ConnectionId, key: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM plugin_kv WHERE connection_id = $1 AND key = $2")
         .bind(connection.as_str())
         .bind(key)

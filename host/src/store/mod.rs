@@ -91,11 +91,7 @@ impl Db {
                 // Migrate before the read pool opens, so readers never see a half-made schema.
                 sqlx::migrate!("../migrations/sqlite").run(&write).await?;
                 let read = sqlite_pool(4).connect_with(options).await?;
-                Db {
-                    backend,
-                    read,
-                    write,
-                }
+                Db { backend, read, write }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()

@@ -10,8 +10,7 @@ const SESSION_COLUMNS: &str = "id, workspace_id, task_id, bot_id, connection_id,
      trigger_actor_id, comment_id, status, status_message, external_url, external_label, created_at, started_at, ended_at, updated_at";
 const ACTIVITY_COLUMNS: &str = "id, session_id, activity_type, body, action, parameter, result, provider_event_id, \
      provider_event_type, raw, idempotency_key, source, created_at";
-const STATUS_CHANGE_COLUMNS: &str =
-    "id, session_id, status, message, idempotency_key, source, created_at";
+const STATUS_CHANGE_COLUMNS: &str = "id, session_id, status, message, idempotency_key, source, created_at";
 
 /// Inserts a session.
 pub async fn insert(conn: &mut Conn, s: &Session) -> Result<(), StoreError> {
@@ -41,11 +40,7 @@ pub async fn insert(conn: &mut Conn, s: &Session) -> Result<(), StoreError> {
 }
 
 /// The session `id` of `workspace`.
-pub async fn get(
-    conn: &mut Conn,
-    workspace: &WorkspaceId,
-    id: &str,
-) -> Result<Option<Session>, StoreError> {
+pub async fn get(conn: &mut Conn, workspace: &WorkspaceId, id: &str) -> Result<Option<Session>, StoreError> {
     Ok(sqlx::query_as(&format!(
         "SELECT {SESSION_COLUMNS} FROM agent_sessions WHERE workspace_id = $1 AND id = $2"
     ))
@@ -57,12 +52,12 @@ pub async fn get(
 
 /// The session `id` whatever its workspace (workers, which hold a trusted id).
 pub async fn get_any(conn: &mut Conn, id: &SessionId) -> Result<Option<Session>, StoreError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {SESSION_COLUMNS} FROM agent_sessions WHERE id = $1"
-    ))
-    .bind(id.as_str())
-    .fetch_optional(conn)
-    .await?)
+    Ok(
+        sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM agent_sessions WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(conn)
+            .await?,
+    )
 }
 
 /// The sessions of `task`, oldest first.
@@ -76,11 +71,7 @@ pub async fn for_task(conn: &mut Conn, task: &TaskId) -> Result<Vec<Session>, St
 }
 
 /// The unfinished sessions of `bot` on `task`.
-pub async fn open_for_bot_on_task(
-    conn: &mut Conn,
-    bot: &UserId,
-    task: &TaskId,
-) -> Result<Vec<Session>, StoreError> {
+pub async fn open_for_bot_on_task(conn: &mut Conn, bot: &UserId, task: &TaskId) -> Result<Vec<Session>, StoreError> {
     Ok(sqlx::query_as(&format!(
         "SELECT {SESSION_COLUMNS} FROM agent_sessions WHERE bot_id = $1 AND task_id = $2 AND status IN ('queued', 'running')"
     ))
@@ -149,11 +140,7 @@ pub async fn insert_activity(conn: &mut Conn, a: &Activity) -> Result<(), StoreE
 }
 
 /// The activity recorded on `session` under `key`.
-pub async fn activity_by_key(
-    conn: &mut Conn,
-    session: &SessionId,
-    key: &str,
-) -> Result<Option<Activity>, StoreError> {
+pub async fn activity_by_key(conn: &mut Conn, session: &SessionId, key: &str) -> Result<Option<Activity>, StoreError> {
     Ok(sqlx::query_as(&format!(
         "SELECT {ACTIVITY_COLUMNS} FROM session_activities WHERE session_id = $1 AND idempotency_key = $2"
     ))
@@ -175,16 +162,18 @@ pub async fn activities(conn: &mut Conn, session: &SessionId) -> Result<Vec<Acti
 
 /// Inserts a status change record.
 pub async fn insert_status_change(conn: &mut Conn, c: &StatusChange) -> Result<(), StoreError> {
-    sqlx::query(&format!("INSERT INTO session_status_changes ({STATUS_CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
-        .bind(c.id.as_str())
-        .bind(c.session_id.as_str())
-        .bind(c.status.as_str())
-        .bind(c.message.as_deref())
-        .bind(c.idempotency_key.as_deref())
-        .bind(c.source.as_str())
-        .bind(c.created_at.millis())
-        .execute(conn)
-        .await?;
+    sqlx::query(&format!(
+        "INSERT INTO session_status_changes ({STATUS_CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    ))
+    .bind(c.id.as_str())
+    .bind(c.session_id.as_str())
+    .bind(c.status.as_str())
+    .bind(c.message.as_deref())
+    .bind(c.idempotency_key.as_deref())
+    .bind(c.source.as_str())
+    .bind(c.created_at.millis())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -204,12 +193,11 @@ pub async fn status_change_by_key(
 }
 
 /// The status changes of `session`, oldest first.
-pub async fn status_changes(
-    conn: &mut Conn,
-    session: &SessionId,
-) -> Result<Vec<StatusChange>, StoreError> {
-    Ok(sqlx::query_as(&format!("SELECT {STATUS_CHANGE_COLUMNS} FROM session_status_changes WHERE session_id = $1 ORDER BY id"))
-        .bind(session.as_str())
-        .fetch_all(conn)
-        .await?)
+pub async fn status_changes(conn: &mut Conn, session: &SessionId) -> Result<Vec<StatusChange>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {STATUS_CHANGE_COLUMNS} FROM session_status_changes WHERE session_id = $1 ORDER BY id"
+    ))
+    .bind(session.as_str())
+    .fetch_all(conn)
+    .await?)
 }

@@ -5,7 +5,8 @@ use crate::domain::tasks::{Comment, Task, TaskEvent, TaskRef, TaskStatus};
 
 use super::{Conn, StoreError};
 
-const TASK_COLUMNS: &str = "id, workspace_id, short_number, title, description, status_id, assignee_id, created_by, created_at, updated_at";
+const TASK_COLUMNS: &str =
+    "id, workspace_id, short_number, title, description, status_id, assignee_id, created_by, created_at, updated_at";
 const COMMENT_COLUMNS: &str = "id, workspace_id, task_id, author_id, body, created_at";
 
 /// Inserts a task status.
@@ -22,10 +23,7 @@ pub async fn insert_status(conn: &mut Conn, status: &TaskStatus) -> Result<(), S
 }
 
 /// The statuses of `workspace` in board order.
-pub async fn statuses(
-    conn: &mut Conn,
-    workspace: &WorkspaceId,
-) -> Result<Vec<TaskStatus>, StoreError> {
+pub async fn statuses(conn: &mut Conn, workspace: &WorkspaceId) -> Result<Vec<TaskStatus>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT id, workspace_id, name, category, position FROM task_statuses WHERE workspace_id = $1 ORDER BY position, id",
     )
@@ -35,11 +33,7 @@ pub async fn statuses(
 }
 
 /// The status `id` of `workspace`.
-pub async fn status(
-    conn: &mut Conn,
-    workspace: &WorkspaceId,
-    id: &str,
-) -> Result<Option<TaskStatus>, StoreError> {
+pub async fn status(conn: &mut Conn, workspace: &WorkspaceId, id: &str) -> Result<Option<TaskStatus>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT id, workspace_id, name, category, position FROM task_statuses WHERE workspace_id = $1 AND id = $2",
     )
@@ -86,11 +80,7 @@ pub async fn update(conn: &mut Conn, task: &Task) -> Result<(), StoreError> {
 }
 
 /// The task of `workspace` named by `task_ref` (id or short number).
-pub async fn find(
-    conn: &mut Conn,
-    workspace: &WorkspaceId,
-    task_ref: &TaskRef,
-) -> Result<Option<Task>, StoreError> {
+pub async fn find(conn: &mut Conn, workspace: &WorkspaceId, task_ref: &TaskRef) -> Result<Option<Task>, StoreError> {
     let task = match task_ref {
         TaskRef::Id(id) => {
             sqlx::query_as(&format!(
@@ -174,25 +164,27 @@ pub async fn comments(conn: &mut Conn, task: &TaskId) -> Result<Vec<Comment>, St
 
 /// The comment `id`.
 pub async fn comment(conn: &mut Conn, id: &CommentId) -> Result<Option<Comment>, StoreError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COMMENT_COLUMNS} FROM task_comments WHERE id = $1"
-    ))
-    .bind(id.as_str())
-    .fetch_optional(conn)
-    .await?)
+    Ok(
+        sqlx::query_as(&format!("SELECT {COMMENT_COLUMNS} FROM task_comments WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(conn)
+            .await?,
+    )
 }
 
 /// Appends a task history event.
 pub async fn insert_event(conn: &mut Conn, event: &TaskEvent) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO task_events (id, task_id, actor_id, kind, details, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(event.id.as_str())
-        .bind(event.task_id.as_str())
-        .bind(event.actor_id.as_ref().map(|a| a.as_str()))
-        .bind(&event.kind)
-        .bind(&event.details)
-        .bind(event.created_at.millis())
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO task_events (id, task_id, actor_id, kind, details, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(event.id.as_str())
+    .bind(event.task_id.as_str())
+    .bind(event.actor_id.as_ref().map(|a| a.as_str()))
+    .bind(&event.kind)
+    .bind(&event.details)
+    .bind(event.created_at.millis())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -6,8 +6,7 @@ use crate::domain::tokens::ApiToken;
 
 use super::{Conn, StoreError};
 
-const COLUMNS: &str =
-    "id, workspace_id, user_id, name, scopes, expires_at, last_used_at, revoked_at, created_at";
+const COLUMNS: &str = "id, workspace_id, user_id, name, scopes, expires_at, last_used_at, revoked_at, created_at";
 
 /// Inserts a token under its digest.
 pub async fn insert(conn: &mut Conn, token: &ApiToken, digest: &str) -> Result<(), StoreError> {
@@ -30,21 +29,16 @@ pub async fn insert(conn: &mut Conn, token: &ApiToken, digest: &str) -> Result<(
 
 /// The token whose digest is `digest`.
 pub async fn find_by_digest(conn: &mut Conn, digest: &str) -> Result<Option<ApiToken>, StoreError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM api_tokens WHERE token_digest = $1"
-    ))
-    .bind(digest)
-    .fetch_optional(conn)
-    .await?)
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM api_tokens WHERE token_digest = $1"))
+            .bind(digest)
+            .fetch_optional(conn)
+            .await?,
+    )
 }
 
 /// Records a use of the token (time and client address).
-pub async fn touch(
-    conn: &mut Conn,
-    id: &TokenId,
-    at: Timestamp,
-    ip: Option<&str>,
-) -> Result<(), StoreError> {
+pub async fn touch(conn: &mut Conn, id: &TokenId, at: Timestamp, ip: Option<&str>) -> Result<(), StoreError> {
     sqlx::query("UPDATE api_tokens SET last_used_at = $2, last_used_ip = $3 WHERE id = $1")
         .bind(id.as_str())
         .bind(at.millis())

@@ -6,7 +6,8 @@ use crate::domain::users::{User, UserKind};
 
 use super::{Conn, StoreError, conflict_or};
 
-const COLUMNS: &str = "id, workspace_id, kind, name, handle, email, role, avatar_url, disabled_at, created_at, updated_at";
+const COLUMNS: &str =
+    "id, workspace_id, kind, name, handle, email, role, avatar_url, disabled_at, created_at, updated_at";
 
 /// Inserts a user; a taken handle is a [`StoreError::Conflict`].
 pub async fn insert(conn: &mut Conn, user: &User) -> Result<(), StoreError> {
@@ -32,11 +33,7 @@ pub async fn insert(conn: &mut Conn, user: &User) -> Result<(), StoreError> {
 }
 
 /// The user `id` of workspace `workspace`.
-pub async fn get(
-    conn: &mut Conn,
-    workspace: &WorkspaceId,
-    id: &str,
-) -> Result<Option<User>, StoreError> {
+pub async fn get(conn: &mut Conn, workspace: &WorkspaceId, id: &str) -> Result<Option<User>, StoreError> {
     Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM users WHERE workspace_id = $1 AND id = $2"
     ))
@@ -48,20 +45,14 @@ pub async fn get(
 
 /// The user `id`, whatever the workspace (for internal lookups by a trusted id).
 pub async fn get_any(conn: &mut Conn, id: &UserId) -> Result<Option<User>, StoreError> {
-    Ok(
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-            .bind(id.as_str())
-            .fetch_optional(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?)
 }
 
 /// The user of `workspace` with `handle` (lowercase, without `@`).
-pub async fn by_handle(
-    conn: &mut Conn,
-    workspace: &WorkspaceId,
-    handle: &str,
-) -> Result<Option<User>, StoreError> {
+pub async fn by_handle(conn: &mut Conn, workspace: &WorkspaceId, handle: &str) -> Result<Option<User>, StoreError> {
     Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM users WHERE workspace_id = $1 AND handle = $2"
     ))
@@ -90,11 +81,7 @@ pub async fn bots_by_handle(
 }
 
 /// Users of `workspace`, people first then bots, each by name; optionally one kind only.
-pub async fn list(
-    conn: &mut Conn,
-    workspace: &WorkspaceId,
-    kind: Option<UserKind>,
-) -> Result<Vec<User>, StoreError> {
+pub async fn list(conn: &mut Conn, workspace: &WorkspaceId, kind: Option<UserKind>) -> Result<Vec<User>, StoreError> {
     Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM users WHERE workspace_id = $1 AND ($2 = '' OR kind = $2) ORDER BY kind DESC, name, id"
     ))

@@ -7,14 +7,12 @@ use super::{Conn, StoreError};
 
 /// Inserts a workspace.
 pub async fn insert(conn: &mut Conn, workspace: &Workspace) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO workspaces (id, name, next_task_number, created_at) VALUES ($1, $2, 1, $3)",
-    )
-    .bind(workspace.id.as_str())
-    .bind(&workspace.name)
-    .bind(workspace.created_at.millis())
-    .execute(conn)
-    .await?;
+    sqlx::query("INSERT INTO workspaces (id, name, next_task_number, created_at) VALUES ($1, $2, 1, $3)")
+        .bind(workspace.id.as_str())
+        .bind(&workspace.name)
+        .bind(workspace.created_at.millis())
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -89,11 +89,7 @@ pub fn prompt_context(session: &SessionStart, config: &Config) -> String {
     out.push_str("\n## Why you were called\n");
     match &session.trigger {
         Trigger::Assigned(by) => {
-            let _ = writeln!(
-                out,
-                "{} assigned task #{} to you.",
-                by.name, task.short_number
-            );
+            let _ = writeln!(out, "{} assigned task #{} to you.", by.name, task.short_number);
         }
         Trigger::Mentioned(comment) => {
             let _ = writeln!(
@@ -118,11 +114,7 @@ pub fn prompt_context(session: &SessionStart, config: &Config) -> String {
     let _ = writeln!(out, "- Status: {}", task.status);
     match &task.assignee {
         Some(a) => {
-            let handle = a
-                .handle
-                .as_deref()
-                .map(|h| format!(" (@{h})"))
-                .unwrap_or_default();
+            let handle = a.handle.as_deref().map(|h| format!(" (@{h})")).unwrap_or_default();
             let _ = writeln!(out, "- Assignee: {}{handle}", a.name);
         }
         None => out.push_str("- Assignee: nobody\n"),
@@ -149,11 +141,7 @@ pub fn prompt_context(session: &SessionStart, config: &Config) -> String {
         );
     }
     for comment in &session.comments[skipped..] {
-        let _ = writeln!(
-            out,
-            "\n**{}** at {}:",
-            comment.author.name, comment.created_at
-        );
+        let _ = writeln!(out, "\n**{}** at {}:", comment.author.name, comment.created_at);
         out.push_str(comment.body.trim_end());
         out.push('\n');
     }
@@ -283,12 +271,7 @@ mod tests {
         assert_eq!(body["context"]["trigger"]["commentId"], "cmt_2");
         assert_eq!(body["context"]["guidance"]["instructions"], "Be brief");
         assert_eq!(body["context"]["comments"][0]["body"], "@claw please look");
-        let keys: Vec<&str> = body
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
             [
@@ -305,10 +288,7 @@ mod tests {
 
     #[test]
     fn assignment_has_null_comment_id_and_no_guidance() {
-        let body = webhook_body(
-            &session(Trigger::Assigned(actor("Ada")), vec![]),
-            &config(None),
-        );
+        let body = webhook_body(&session(Trigger::Assigned(actor("Ada")), vec![]), &config(None));
         assert!(body["commentId"].is_null());
         assert!(body["context"]["guidance"].is_null());
         assert_eq!(body["context"]["trigger"]["type"], "assigned");
@@ -340,10 +320,7 @@ mod tests {
             "http://127.0.0.1:8080/api/public/agent-sessions/ses_1",
             "`response`",
         ] {
-            assert!(
-                prompt.contains(needle),
-                "prompt lacks {needle:?}:\n{prompt}"
-            );
+            assert!(prompt.contains(needle), "prompt lacks {needle:?}:\n{prompt}");
         }
     }
 
@@ -352,10 +329,7 @@ mod tests {
         let comments: Vec<Comment> = (0..40)
             .map(|i| comment(&format!("cmt_{i}"), &format!("comment number {i}")))
             .collect();
-        let prompt = prompt_context(
-            &session(Trigger::Assigned(actor("Ada")), comments),
-            &config(None),
-        );
+        let prompt = prompt_context(&session(Trigger::Assigned(actor("Ada")), comments), &config(None));
         assert!(prompt.contains("(10 earlier comments are not shown"));
         assert!(!prompt.contains("comment number 9\n"));
         assert!(prompt.contains("comment number 10\n") && prompt.contains("comment number 39\n"));

@@ -58,7 +58,10 @@ impl Config {
         }
         let webhook_url = match object.get("webhookUrl") {
             None | Some(Value::Null) => {
-                errors.add("webhookUrl", "required: the URL your wrapper listens on, e.g. https://agent.example.com/leadtime/webhook");
+                errors.add(
+                    "webhookUrl",
+                    "required: the URL your wrapper listens on, e.g. https://agent.example.com/leadtime/webhook",
+                );
                 None
             }
             Some(Value::String(s)) => match check_url(s) {
@@ -85,10 +88,7 @@ impl Config {
         let guidance = match object.get("guidance") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.chars().count() > MAX_GUIDANCE_CHARS => {
-                errors.add(
-                    "guidance",
-                    format!("too long: at most {MAX_GUIDANCE_CHARS} characters"),
-                );
+                errors.add("guidance", format!("too long: at most {MAX_GUIDANCE_CHARS} characters"));
                 None
             }
             Some(Value::String(s)) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
@@ -107,22 +107,16 @@ impl Config {
 }
 
 fn check_url(raw: &str) -> Result<(), String> {
-    let url = url::Url::parse(raw.trim()).map_err(|e| {
-        format!("not a valid URL ({e}); expected e.g. https://agent.example.com/leadtime/webhook")
-    })?;
+    let url = url::Url::parse(raw.trim())
+        .map_err(|e| format!("not a valid URL ({e}); expected e.g. https://agent.example.com/leadtime/webhook"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "scheme `{}` is not allowed; use http or https",
-            url.scheme()
-        ));
+        return Err(format!("scheme `{}` is not allowed; use http or https", url.scheme()));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("the URL needs a host".into());
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(
-            "credentials in the URL are not allowed; the host signs every delivery instead".into(),
-        );
+        return Err("credentials in the URL are not allowed; the host signs every delivery instead".into());
     }
     if url.fragment().is_some() {
         return Err("remove the #fragment; it is never sent".into());
@@ -145,8 +139,7 @@ mod tests {
 
     #[test]
     fn minimal_config_defaults_to_basic_mode() {
-        let config =
-            Config::parse(&json!({"webhookUrl": "https://a.example/leadtime/webhook"})).unwrap();
+        let config = Config::parse(&json!({"webhookUrl": "https://a.example/leadtime/webhook"})).unwrap();
         assert_eq!(config.mode, Mode::Basic);
         assert_eq!(config.guidance, None);
         assert_eq!(config.webhook_url, "https://a.example/leadtime/webhook");
@@ -154,7 +147,9 @@ mod tests {
 
     #[test]
     fn full_config_is_kept() {
-        let config = Config::parse(&json!({"webhookUrl": "http://127.0.0.1:9/x", "mode": "full", "guidance": "  Be brief. "})).unwrap();
+        let config =
+            Config::parse(&json!({"webhookUrl": "http://127.0.0.1:9/x", "mode": "full", "guidance": "  Be brief. "}))
+                .unwrap();
         assert_eq!(config.mode, Mode::Full);
         assert_eq!(config.guidance.as_deref(), Some("Be brief."));
     }

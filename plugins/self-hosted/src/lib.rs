@@ -10,8 +10,8 @@ mod body;
 mod config;
 
 use leadtime_plugin_sdk::{
-    FieldError, Plugin, PluginError, PluginManifest, SessionEvent, SessionRef, SessionStart,
-    export_plugin, log, webhook,
+    FieldError, Plugin, PluginError, PluginManifest, SessionEvent, SessionRef, SessionStart, export_plugin, log,
+    webhook,
 };
 
 pub use body::{prompt_context, webhook_body};
@@ -40,8 +40,7 @@ impl Plugin for SelfHosted {
     }
 
     fn start_session(session: SessionStart) -> Result<(), PluginError> {
-        let config = Config::parse(&session.connection.config_json()?)
-            .map_err(PluginError::InvalidConfig)?;
+        let config = Config::parse(&session.connection.config_json()?).map_err(PluginError::InvalidConfig)?;
         let body = webhook_body(&session, &config);
         let delivery_id = webhook::deliver(&config.webhook_url, &body.to_string())?;
         log::info(&format!(

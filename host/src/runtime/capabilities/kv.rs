@@ -16,15 +16,8 @@ impl Host for PluginState {
         Ok(services.kv_get(&connection, &key).await.map_err(Into::into))
     }
 
-    async fn set(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), HostError>> {
-        let connection = match self
-            .kv_access(&key)
-            .and_then(|c| self.check_value(&value).map(|()| c))
-        {
+    async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), HostError>> {
+        let connection = match self.kv_access(&key).and_then(|c| self.check_value(&value).map(|()| c)) {
             Ok(connection) => connection,
             Err(refused) => return Ok(Err(refused.into())),
         };
@@ -41,10 +34,7 @@ impl Host for PluginState {
             Err(refused) => return Ok(Err(refused.into())),
         };
         let services = self.services.clone();
-        Ok(services
-            .kv_delete(&connection, &key)
-            .await
-            .map_err(Into::into))
+        Ok(services.kv_delete(&connection, &key).await.map_err(Into::into))
     }
 }
 
@@ -61,10 +51,7 @@ impl PluginState {
     }
 
     /// Checks grant, budget and key; returns the connection whose state is touched.
-    fn kv_access(
-        &mut self,
-        key: &str,
-    ) -> Result<crate::domain::ids::ConnectionId, CapabilityError> {
+    fn kv_access(&mut self, key: &str) -> Result<crate::domain::ids::ConnectionId, CapabilityError> {
         self.require("kv")?;
         let connection = self.connection()?.clone();
         let limit = self.limits.kv_operations;

@@ -27,16 +27,8 @@ impl Host for PluginState {
         }
         let context = &self.context;
         let plugin = context.plugin_id.as_str();
-        let connection = context
-            .connection_id
-            .as_ref()
-            .map(|c| c.as_str())
-            .unwrap_or("-");
-        let session = context
-            .session_id
-            .as_ref()
-            .map(|s| s.as_str())
-            .unwrap_or("-");
+        let connection = context.connection_id.as_ref().map(|c| c.as_str()).unwrap_or("-");
+        let session = context.session_id.as_ref().map(|s| s.as_str()).unwrap_or("-");
         match level {
             Level::Trace => {
                 tracing::trace!(target: "plugin", plugin, connection, session, "{message}")

@@ -51,11 +51,7 @@ impl From<CapabilityError> for HostError {
 #[async_trait]
 pub trait CallServices: Send + Sync {
     /// Appends an activity to `session` (idempotent on its key).
-    async fn post_activity(
-        &self,
-        session: &SessionId,
-        activity: NewActivity,
-    ) -> Result<(), CapabilityError>;
+    async fn post_activity(&self, session: &SessionId, activity: NewActivity) -> Result<(), CapabilityError>;
     /// Moves `session` to `status`.
     async fn set_status(
         &self,
@@ -64,18 +60,9 @@ pub trait CallServices: Send + Sync {
         message: Option<String>,
     ) -> Result<(), CapabilityError>;
     /// Sets the link on `session`'s card.
-    async fn set_external_link(
-        &self,
-        session: &SessionId,
-        url: &str,
-        label: &str,
-    ) -> Result<(), CapabilityError>;
+    async fn set_external_link(&self, session: &SessionId, url: &str, label: &str) -> Result<(), CapabilityError>;
     /// Reads a kv entry of `connection`.
-    async fn kv_get(
-        &self,
-        connection: &ConnectionId,
-        key: &str,
-    ) -> Result<Option<Vec<u8>>, CapabilityError>;
+    async fn kv_get(&self, connection: &ConnectionId, key: &str) -> Result<Option<Vec<u8>>, CapabilityError>;
     /// Writes a kv entry of `connection`, refusing it when the connection would keep more than
     /// `max_total_bytes`.
     async fn kv_set(
@@ -97,32 +84,16 @@ impl CallServices for NoServices {
     async fn post_activity(&self, _: &SessionId, _: NewActivity) -> Result<(), CapabilityError> {
         Err(none())
     }
-    async fn set_status(
-        &self,
-        _: &SessionId,
-        _: SessionStatus,
-        _: Option<String>,
-    ) -> Result<(), CapabilityError> {
+    async fn set_status(&self, _: &SessionId, _: SessionStatus, _: Option<String>) -> Result<(), CapabilityError> {
         Err(none())
     }
-    async fn set_external_link(
-        &self,
-        _: &SessionId,
-        _: &str,
-        _: &str,
-    ) -> Result<(), CapabilityError> {
+    async fn set_external_link(&self, _: &SessionId, _: &str, _: &str) -> Result<(), CapabilityError> {
         Err(none())
     }
     async fn kv_get(&self, _: &ConnectionId, _: &str) -> Result<Option<Vec<u8>>, CapabilityError> {
         Err(none())
     }
-    async fn kv_set(
-        &self,
-        _: &ConnectionId,
-        _: &str,
-        _: &[u8],
-        _: i64,
-    ) -> Result<(), CapabilityError> {
+    async fn kv_set(&self, _: &ConnectionId, _: &str, _: &[u8], _: i64) -> Result<(), CapabilityError> {
         Err(none())
     }
     async fn kv_delete(&self, _: &ConnectionId, _: &str) -> Result<(), CapabilityError> {

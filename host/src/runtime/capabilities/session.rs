@@ -8,10 +8,7 @@ use crate::runtime::state::PluginState;
 use super::{CapabilityError, spend};
 
 impl Host for PluginState {
-    async fn post_activity(
-        &mut self,
-        activity: wit::Activity,
-    ) -> wasmtime::Result<Result<(), HostError>> {
+    async fn post_activity(&mut self, activity: wit::Activity) -> wasmtime::Result<Result<(), HostError>> {
         Ok(self.post(activity).await.map_err(Into::into))
     }
 
@@ -20,10 +17,7 @@ impl Host for PluginState {
         status: wit::SessionStatus,
         message: Option<String>,
     ) -> wasmtime::Result<Result<(), HostError>> {
-        let session = match self
-            .require("session")
-            .and_then(|()| self.session().cloned())
-        {
+        let session = match self.require("session").and_then(|()| self.session().cloned()) {
             Ok(session) => session,
             Err(refused) => return Ok(Err(refused.into())),
         };
@@ -34,11 +28,7 @@ impl Host for PluginState {
             .map_err(Into::into))
     }
 
-    async fn set_external_link(
-        &mut self,
-        url: String,
-        label: String,
-    ) -> wasmtime::Result<Result<(), HostError>> {
+    async fn set_external_link(&mut self, url: String, label: String) -> wasmtime::Result<Result<(), HostError>> {
         let session = match self
             .require("session")
             .and_then(|()| self.session().cloned())
@@ -56,13 +46,11 @@ impl Host for PluginState {
 }
 
 fn check_link(url: &str, label: &str) -> Result<(), CapabilityError> {
-    let parsed = url::Url::parse(url).map_err(|e| {
-        CapabilityError::Invalid(format!("external link `{url}` is not a URL: {e}"))
-    })?;
+    let parsed = url::Url::parse(url)
+        .map_err(|e| CapabilityError::Invalid(format!("external link `{url}` is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || url.len() > 2048 || label.len() > 200 {
         return Err(CapabilityError::Invalid(
-            "external links must be http(s) URLs up to 2048 bytes with labels up to 200 bytes"
-                .into(),
+            "external links must be http(s) URLs up to 2048 bytes with labels up to 200 bytes".into(),
         ));
     }
     Ok(())
@@ -95,9 +83,7 @@ impl PluginState {
                 Some(raw) => Some(
                     serde_json::from_str::<serde_json::Value>(&raw)
                         .map(|_| raw)
-                        .map_err(|e| {
-                            CapabilityError::Invalid(format!("activity `raw` is not JSON: {e}"))
-                        })?,
+                        .map_err(|e| CapabilityError::Invalid(format!("activity `raw` is not JSON: {e}")))?,
                 ),
                 None => None,
             },

@@ -9,10 +9,7 @@ use crate::runtime::state::{PluginState, QueuedWebhook};
 use super::{CapabilityError, spend};
 
 impl Host for PluginState {
-    async fn deliver(
-        &mut self,
-        request: OutgoingWebhook,
-    ) -> wasmtime::Result<Result<String, HostError>> {
+    async fn deliver(&mut self, request: OutgoingWebhook) -> wasmtime::Result<Result<String, HostError>> {
         Ok(self.queue_webhook(request).map_err(Into::into))
     }
 }
@@ -23,9 +20,8 @@ impl PluginState {
         self.session()?;
         let limit = self.limits.webhooks;
         spend(&mut self.budget.webhooks, "webhook deliveries", limit)?;
-        let url = url::Url::parse(request.url.trim()).map_err(|e| {
-            CapabilityError::Invalid(format!("webhook URL `{}` is not a URL: {e}", request.url))
-        })?;
+        let url = url::Url::parse(request.url.trim())
+            .map_err(|e| CapabilityError::Invalid(format!("webhook URL `{}` is not a URL: {e}", request.url)))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(CapabilityError::Invalid(format!(
                 "webhook URL `{}` must be an absolute http(s) URL",

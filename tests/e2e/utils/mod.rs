@@ -1,0 +1,212 @@
+//! Test harness: a real host on a loopback port with its own database, an HTTP client for the
+//! public API, and loopback fakes of outside services.
+
+pub mod db;
+pub mod wrapper;
+
+use std::time::Duration;
+
+use leadtime_host::accounts::{self, Bootstrap};
+use leadtime_host::{Config, RunningHost, SharedApp};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use db::TestDb;
+
+/// Longest a test waits for something the host does in the background. Only a safety net
+/// against hangs: tests wait on events, never on time.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A host running for one test.
+pub struct TestHost {
+    pub host: Option<RunningHost>,
+    pub base_url: String,
+    /// Kept alive until the host stops; dropping it removes a PostgreSQL test database.
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+impl TestHost {
+    /// Starts a host on 127.0.0.1:0 with a fresh database.
+    pub async fn start() -> TestHost {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = TestDb::create(dir.path()).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut config = Config::new(dir.path().join("data"), Some(db.url.clone()), format!("http://{addr}"));
+        // Compiled plugins are shared by every test of the run.
+        config.plugin_cache_dir = Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"));
+        let host = leadtime_host::start(config, listener).await.expect("host starts");
+        TestHost {
+            host: Some(host),
+            base_url: format!("http://{addr}"),
+            _db: db,
+            _dir: dir,
+        }
+    }
+
+    /// The host's shared state.
+    pub fn app(&self) -> &SharedApp {
+        &self.host.as_ref().expect("host is running").app
+    }
+
+    /// A client for the public API with `token`.
+    pub fn api(&self, token: &str) -> Api {
+        Api {
+            base: format!("{}/api/public", self.base_url),
+            token: Some(token.to_owned()),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A client without a token.
+    pub fn anonymous(&self) -> Api {
+        Api {
+            base: format!("{}/api/public", self.base_url),
+            token: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Creates a workspace and returns its admin's token.
+    pub async fn bootstrap(&self, workspace: &str) -> Workspace {
+        let done = accounts::bootstrap(
+            self.app(),
+            Bootstrap {
+                workspace_name: workspace.into(),
+                admin_name: "Ada Admin".into(),
+                admin_handle: "ada".into(),
+                admin_email: None,
+            },
+        )
+        .await
+        .expect("bootstrap");
+        Workspace {
+            id: done.workspace.id.to_string(),
+            admin_id: done.admin.id.to_string(),
+            admin_token: done.admin_token,
+        }
+    }
+
+    /// Rows in `table` (to prove bad input wrote nothing).
+    pub async fn count(&self, table: &str) -> i64 {
+        let mut conn = self.app().db.read().await.expect("db");
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&mut *conn)
+            .await
+            .expect("count")
+    }
+
+    /// Stops the host and waits for its workers.
+    pub async fn stop(mut self) {
+        if let Some(host) = self.host.take() {
+            host.shutdown().await;
+        }
+    }
+}
+
+/// A bootstrapped workspace.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub id: String,
+    pub admin_id: String,
+    pub admin_token: String,
+}
+
+/// A created bot with its one-time credentials.
+#[derive(Debug, Clone)]
+pub struct Bot {
+    pub id: String,
+    pub handle: String,
+    pub token: String,
+    pub webhook_secret: String,
+}
+
+/// A minimal client for the public API: every call returns the status and the JSON body.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// Sends `method path` with an optional JSON body.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request reaches the host");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    /// Sends a raw body with the given content type.
+    pub async fn raw(&self, method: Method, path: &str, content_type: Option<&str>, body: &str) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .body(body.to_owned());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.expect("request reaches the host");
+        let status = response.status();
+        let value = response.json().await.unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(&body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(&body)).await
+    }
+
+    /// Creates a self-hosted bot delivering to `webhook_url`.
+    pub async fn create_bot(&self, name: &str, handle: &str, webhook_url: &str) -> Bot {
+        let (status, body) = self
+            .post(
+                "/bots",
+                json!({"name": name, "handle": handle, "connection": {"type": "self-hosted", "config": {"webhookUrl": webhook_url, "mode": "basic", "guidance": "Keep answers short."}}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create bot: {body}");
+        Bot {
+            id: body["bot"]["id"].as_str().expect("bot id").to_owned(),
+            handle: handle.to_owned(),
+            token: body["token"].as_str().expect("bot token").to_owned(),
+            webhook_secret: body["webhookSecret"].as_str().expect("webhook secret").to_owned(),
+        }
+    }
+
+    /// Creates a task and returns its JSON.
+    pub async fn create_task(&self, title: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/tasks",
+                json!({"title": title, "description": "Steps to reproduce: log in twice."}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create task: {body}");
+        body
+    }
+}
