@@ -262,14 +262,22 @@ fn wake_if(app: &App, opened: &[Session]) {
     }
 }
 
-async fn checked_status(conn: &mut Conn, caller: &Caller, id: &str) -> Result<StatusId, AppError> {
-    store::tasks::status(conn, caller.workspace_id(), id)
-        .await?
+/// The status named by `reference`: a status id, or (for agents that pass what they read) a
+/// status name, case-insensitively.
+async fn checked_status(conn: &mut Conn, caller: &Caller, reference: &str) -> Result<StatusId, AppError> {
+    if let Some(status) = store::tasks::status(conn, caller.workspace_id(), reference).await? {
+        return Ok(status.id);
+    }
+    let statuses = store::tasks::statuses(conn, caller.workspace_id()).await?;
+    let wanted = reference.trim().to_lowercase();
+    statuses
+        .into_iter()
+        .find(|s| s.name.to_lowercase() == wanted)
         .map(|s| s.id)
         .ok_or_else(|| {
             AppError::invalid(
                 "statusId",
-                format!("no task status `{id}` in this workspace; GET /api/public/tasks/statuses lists them"),
+                format!("no task status `{reference}` in this workspace; GET /api/public/tasks/statuses lists them"),
             )
         })
 }

@@ -197,15 +197,17 @@ async fn the_session_card_is_readable_by_people_and_the_context_only_by_its_bot(
     let mut wrapper = FakeWrapper::start(&host.base_url).await;
     let bot = admin.create_bot("Claw", "claw", &wrapper.webhook_url).await;
     wrapper.configure(&bot);
-    let task = admin.create_task("Write the release notes").await;
-    let (_, assigned) = admin
-        .patch(
-            &format!("/tasks/{}", task["id"].as_str().unwrap()),
-            json!({"assigneeId": bot.id}),
+    // A task created already assigned to the bot opens its session at once.
+    let (status, task) = admin
+        .post(
+            "/tasks",
+            json!({"title": "Write the release notes", "assigneeId": bot.id}),
         )
         .await;
-    let session = assigned["agentSessionIds"][0].as_str().unwrap().to_owned();
-    wrapper.next_run().await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let session = task["agentSessionIds"][0].as_str().unwrap().to_owned();
+    let (run, _, _) = wrapper.next_run().await;
+    assert_eq!(run, session);
 
     let (status, card) = admin.get(&format!("/agent-sessions/{session}")).await;
     assert_eq!(status, StatusCode::OK);
@@ -248,5 +250,15 @@ async fn the_session_card_is_readable_by_people_and_the_context_only_by_its_bot(
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["changed"], false);
+
+    // Agents may move the task along by status name, as read from the statuses list.
+    let (status, moved) = bot_api
+        .patch(
+            &format!("/tasks/{}", task["shortNumber"]),
+            json!({"statusId": "in review"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["status"]["name"], "In review");
     host.stop().await;
 }
