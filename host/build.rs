@@ -70,10 +70,10 @@ fn main() {
         .output()
         .unwrap_or_else(|e| panic!("could not run cargo to build the built-in plugins: {e}"));
     if !output.status.success() {
-        panic!(
+        fail(&format!(
             "building the built-in plugins for {WASM_TARGET} failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
-        );
+        ));
     }
 
     for (_, stem, var) in BUILTIN_PLUGINS {
@@ -102,9 +102,15 @@ fn ensure_wasm_target_installed() {
         .map(|root| Path::new(root).join("lib/rustlib").join(WASM_TARGET).is_dir())
         .unwrap_or(false);
     if !installed {
-        panic!(
+        fail(&format!(
             "the Rust target `{WASM_TARGET}` is not installed, so the built-in plugins cannot be built.\n\
              Run `./dev setup` (or `rustup target add {WASM_TARGET}`) once, then build again."
-        );
+        ));
     }
+}
+
+/// Stops the build with `message` (no panic backtrace to wade through).
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1);
 }

@@ -7,6 +7,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::domain::time::SharedClock;
+use crate::rate_limit::RateLimits;
 use crate::runtime::PluginRuntime;
 use crate::store::Db;
 
@@ -17,6 +18,8 @@ pub struct App {
     pub clock: SharedClock,
     pub runtime: Arc<PluginRuntime>,
     pub config: Config,
+    /// Per-token request budgets.
+    pub rate_limits: RateLimits,
     /// Signals the session job worker that jobs were queued.
     pub jobs_queued: Notify,
     /// Signals the delivery worker that deliveries were queued.

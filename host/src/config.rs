@@ -23,6 +23,10 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Per-call plugin limits.
     pub plugin_limits: CallLimits,
+    /// Requests per minute one API token may make (0: unlimited).
+    pub rate_limit_per_minute: u32,
+    /// Requests one API token may make in a burst.
+    pub rate_limit_burst: u32,
     /// Where compiled plugins are cached across restarts (`data_dir/plugin-cache` by default);
     /// `None` compiles at every start.
     pub plugin_cache_dir: Option<PathBuf>,
@@ -62,6 +66,8 @@ impl Config {
             public_url: public_url.trim_end_matches('/').to_owned(),
             delivery: DeliveryConfig::default(),
             plugin_limits: CallLimits::default(),
+            rate_limit_per_minute: 600,
+            rate_limit_burst: 120,
         }
     }
 
@@ -111,6 +117,12 @@ pub struct ServeArgs {
     /// Time one webhook attempt may take, in seconds.
     #[arg(long, env = "LEADTIME_DELIVERY_TIMEOUT_SECS", default_value_t = 15)]
     pub delivery_timeout_secs: u64,
+    /// Requests per minute one API token may make; 0 turns the limit off.
+    #[arg(long, env = "LEADTIME_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u32,
+    /// Requests one API token may make in a burst above the per-minute rate.
+    #[arg(long, env = "LEADTIME_RATE_LIMIT_BURST", default_value_t = 120)]
+    pub rate_limit_burst: u32,
 }
 
 impl ServeArgs {
@@ -120,6 +132,8 @@ impl ServeArgs {
         let mut config = Config::new(self.data_dir, self.database_url, public_url);
         config.delivery.retry_schedule = parse_schedule(&self.retry_schedule)?;
         config.delivery.attempt_timeout = Duration::from_secs(self.delivery_timeout_secs.max(1));
+        config.rate_limit_per_minute = self.rate_limit_per_minute;
+        config.rate_limit_burst = self.rate_limit_burst;
         config.validate()?;
         Ok(config)
     }

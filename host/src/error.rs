@@ -34,6 +34,12 @@ pub enum AppError {
     /// 409: valid input that conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// 410: the thing existed but is no longer usable (an expired setup code).
+    #[error("{0}")]
+    Gone(String),
+    /// 429: the token made too many requests; retry after the given seconds.
+    #[error("too many requests with this token; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// 413: the request body is too large.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -67,6 +73,8 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Gone(_) => StatusCode::GONE,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -82,6 +90,8 @@ impl AppError {
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",
             AppError::Conflict(_) => "conflict",
+            AppError::Gone(_) => "gone",
+            AppError::RateLimited { .. } => "rate_limited",
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::Internal(_) => "internal",
@@ -148,6 +158,12 @@ impl IntoResponse for AppError {
             field,
             field_errors,
         };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let AppError::RateLimited { retry_after_secs } = self
+            && let Ok(value) = axum::http::HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }

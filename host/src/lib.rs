@@ -8,10 +8,12 @@
 pub mod accounts;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod error;
+pub mod rate_limit;
 pub mod runtime;
 pub mod sessions;
 pub mod store;
@@ -80,11 +82,13 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
             tracing::error!(%error, "built-in plugin failed to load");
         }
     }
+    let rate_limits = rate_limit::RateLimits::new(config.rate_limit_per_minute, config.rate_limit_burst);
     Ok(Arc::new(App {
         db,
         clock,
         runtime,
         config,
+        rate_limits,
         jobs_queued: Notify::new(),
         deliveries_queued: Notify::new(),
     }))
@@ -108,6 +112,7 @@ pub async fn start_with_clock(
 
     tasks.spawn(sessions::worker::run(app.clone(), shutdown.clone()));
     tasks.spawn(delivery::worker::run(app.clone(), shutdown.clone()));
+    tasks.spawn(forget_idle_rate_limits(app.clone(), shutdown.clone()));
 
     let router = api::router(app.clone());
     let stop = shutdown.clone();
@@ -127,4 +132,15 @@ pub async fn start_with_clock(
         shutdown,
         tasks,
     })
+}
+
+/// Drops full rate-limit buckets now and then, so memory stays bounded however many tokens call.
+async fn forget_idle_rate_limits(app: SharedApp, shutdown: CancellationToken) {
+    let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = every_minute.tick() => app.rate_limits.forget_idle(),
+        }
+    }
 }

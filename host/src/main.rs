@@ -50,6 +50,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the whole hash chain and name the first record that does not fit (exit status 1).
+    Verify {
+        /// Directory of the host's data (as for `serve`).
+        #[arg(long, env = "LEADTIME_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Database URL (as for `serve`).
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -119,6 +137,25 @@ async fn main() -> anyhow::Result<()> {
             }
             app.db.close().await;
             Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { data_dir, database_url },
+        } => {
+            let config = Config::new(data_dir, database_url, "http://127.0.0.1:8080".into());
+            let outcome = leadtime_host::audit::verify_database(&config).await?;
+            match outcome {
+                Ok(verified) => {
+                    println!(
+                        "audit trail intact: {} records, head {}",
+                        verified.records, verified.head_hash
+                    );
+                    Ok(())
+                }
+                Err(broken) => {
+                    println!("audit trail BROKEN: {broken}");
+                    std::process::exit(1);
+                }
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::accounts::Caller;
 use crate::app::App;
+use crate::audit::{self, Entry};
 use crate::domain::comments::{mentioned_handles, validate_comment};
 use crate::domain::ids::{CommentId, StatusId, TaskEventId, TaskId, UserId};
 use crate::domain::sessions::{Session, TriggerKind};
@@ -16,7 +17,7 @@ use crate::domain::time::Timestamp;
 use crate::domain::users::{User, UserKind};
 use crate::error::AppError;
 use crate::sessions::{self, Trigger};
-use crate::store::{self, Conn, StoreError};
+use crate::store::{self, Conn, StoreError, Tx};
 
 /// A task to create.
 #[derive(Debug, Clone, Default)]
@@ -103,8 +104,8 @@ pub async fn create(app: &App, caller: &Caller, request: NewTask) -> Result<(Tas
             opened.push(sessions::open(&mut tx, app, &task, user, assigned_by(caller)).await?);
         }
     }
-    tx.commit().await.map_err(StoreError::from)?;
-    wake_if(app, &opened);
+    let details = json!({"shortNumber": task.short_number, "title": task.title, "assigneeId": task.assignee_id});
+    finish(tx, app, caller, "task.create", &task.id, details, &opened, now).await?;
     Ok((task, opened))
 }
 
@@ -127,6 +128,7 @@ pub async fn update(
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
     let mut task = find_task(&mut tx, caller, task_ref).await?;
+    let before = task.clone();
     let actor = caller.user.id.clone();
     if let Some(title) = title.filter(|t| *t != task.title) {
         record_event(
@@ -186,8 +188,17 @@ pub async fn update(
     if let Some(bot) = &newly_assigned_bot {
         opened.push(sessions::open(&mut tx, app, &task, bot, assigned_by(caller)).await?);
     }
-    tx.commit().await.map_err(StoreError::from)?;
-    wake_if(app, &opened);
+    let changed: Vec<&str> = [
+        ("title", before.title != task.title),
+        ("description", before.description != task.description),
+        ("statusId", before.status_id != task.status_id),
+        ("assigneeId", before.assignee_id != task.assignee_id),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect();
+    let details = json!({"changed": changed, "statusId": task.status_id, "assigneeId": task.assignee_id});
+    finish(tx, app, caller, "task.update", &task.id, details, &opened, now).await?;
     Ok((task, opened))
 }
 
@@ -230,8 +241,8 @@ pub async fn add_comment(
             Err(other) => return Err(other),
         }
     }
-    tx.commit().await.map_err(StoreError::from)?;
-    wake_if(app, &opened);
+    let details = json!({"commentId": comment.id, "mentions": handles});
+    finish(tx, app, caller, "task.comment.create", &task.id, details, &opened, now).await?;
     Ok((comment, opened))
 }
 
@@ -256,10 +267,26 @@ fn assigned_by(caller: &Caller) -> Trigger {
     }
 }
 
-fn wake_if(app: &App, opened: &[Session]) {
+/// Records the caller's audit record (naming the sessions the change opened), commits, and wakes
+/// the job worker for those sessions.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    mut tx: Tx,
+    app: &App,
+    caller: &Caller,
+    action: &'static str,
+    task: &TaskId,
+    mut details: serde_json::Value,
+    opened: &[Session],
+    now: Timestamp,
+) -> Result<(), AppError> {
+    details["openedSessions"] = json!(opened.iter().map(|s| s.id.to_string()).collect::<Vec<_>>());
+    audit::record(&mut tx, &caller.actor(), Entry::new(action, "task", task, details), now).await?;
+    tx.commit().await.map_err(StoreError::from)?;
     if !opened.is_empty() {
         app.jobs_queued.notify_one();
     }
+    Ok(())
 }
 
 /// The status named by `reference`: a status id, or (for agents that pass what they read) a

@@ -5,10 +5,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{Json, Query, Reader};
+use axum::http::StatusCode;
+
+use super::extract::{Admin, Json, Query, Reader};
 use super::views::{StatusView, UserView};
-use crate::accounts::Caller;
+use crate::accounts::{self, Caller, NewPerson};
 use crate::app::SharedApp;
+use crate::domain::users::Role;
 use crate::domain::users::UserKind;
 use crate::error::{AppError, ErrorBody};
 use crate::store;
@@ -18,6 +21,7 @@ pub fn router() -> OpenApiRouter<SharedApp> {
         .routes(routes!(account_info))
         .routes(routes!(workspace_details))
         .routes(routes!(list_users))
+        .routes(routes!(add_person))
 }
 
 /// The caller's token (never the token itself).
@@ -146,4 +150,54 @@ async fn list_users(
     Ok(Json(UserList {
         users: users.iter().map(UserView::from).collect(),
     }))
+}
+
+/// A person to add.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct AddPerson {
+    name: String,
+    /// Unique in the workspace.
+    handle: String,
+    email: Option<String>,
+    /// `admin` or `member` (default).
+    role: Option<String>,
+}
+
+/// A person with their first API token, shown only in this response.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct AddedPerson {
+    user: UserView,
+    token_id: String,
+    /// `lt_pat_…` (read and write; also admin for admins). Hand it over now: it is never shown again.
+    token: String,
+}
+
+/// Add a person
+///
+/// Adds a person to the workspace and mints their first API token. Admins only.
+#[utoipa::path(post, path = "/people", tag = "account", operation_id = "addPerson", request_body = AddPerson,
+    responses((status = 201, body = AddedPerson), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn add_person(
+    State(app): State<SharedApp>,
+    Admin(caller): Admin,
+    Json(body): Json<AddPerson>,
+) -> Result<(StatusCode, Json<AddedPerson>), AppError> {
+    let role = Role::parse(body.role.as_deref().unwrap_or("member"))?;
+    let request = NewPerson {
+        name: body.name,
+        handle: body.handle,
+        email: body.email,
+        role,
+    };
+    let (person, token, plaintext) = accounts::add_person(&app, &caller, request).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AddedPerson {
+            user: UserView::from(&person),
+            token_id: token.id.to_string(),
+            token: plaintext,
+        }),
+    ))
 }

@@ -262,7 +262,8 @@ async fn post_activity(
         idempotency_key: body.idempotency_key,
     }
     .validated()?;
-    let (activity, created) = sessions::record_activity(&app, &session.id, activity, RecordSource::Api).await?;
+    let (activity, created) =
+        sessions::record_activity(&app, &session, activity, RecordSource::Api, &caller.actor()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(ActivityView::from(&activity))))
 }
@@ -287,7 +288,12 @@ async fn set_status(
     let status = SessionStatus::parse(&body.status)?;
     let message = rules::status_message(body.message)?;
     let key = rules::idempotency_key(body.idempotency_key)?;
-    let outcome = sessions::change_status(&app, &session.id, status, message, key, RecordSource::Api).await?;
+    let request = sessions::StatusRequest {
+        status,
+        message,
+        idempotency_key: key,
+    };
+    let outcome = sessions::change_status(&app, &session.id, request, RecordSource::Api, &caller.actor()).await?;
     let result = match outcome.change {
         Some(change) => StatusResult {
             session_id: session.id.to_string(),

@@ -1,27 +1,36 @@
-//! `/bots` and `/connection-types`: bots (bot users with an agent connection) and the installed
-//! connection types (plugins) a bot's connection can use.
+//! `/bots` and `/connection-types`: bots (bot users with an agent connection), their lifecycle and
+//! credentials, and the installed connection types (plugins) a workspace may use.
+
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{Admin, Json, Reader};
+use super::extract::{Admin, Json, JsonOrEmpty, Reader};
 use super::views::UserView;
-use crate::accounts::{self, NewBot};
+use crate::accounts::bots::{self, BotPatch, NewBot};
+use crate::accounts::{connection_types, setup};
 use crate::app::SharedApp;
 use crate::domain::sessions::Connection;
 use crate::domain::users::{User, UserKind};
 use crate::error::{AppError, ErrorBody};
-use crate::runtime::Manifest;
+use crate::runtime::{ConfigFieldError, Manifest};
 use crate::store;
 
 pub fn router() -> OpenApiRouter<SharedApp> {
     OpenApiRouter::new()
         .routes(routes!(create_bot, list_bots))
-        .routes(routes!(get_bot))
+        .routes(routes!(get_bot, update_bot, delete_bot))
+        .routes(routes!(disable_bot))
+        .routes(routes!(enable_bot))
+        .routes(routes!(validate_connection))
+        .routes(routes!(create_setup_code))
+        .routes(routes!(rotate_webhook_secret))
         .routes(routes!(list_connection_types))
+        .routes(routes!(update_connection_type))
 }
 
 /// The connection of a new bot.
@@ -44,6 +53,30 @@ struct CreateBot {
     handle: String,
     avatar_url: Option<String>,
     connection: NewConnection,
+}
+
+/// A new config for the bot's connection.
+#[derive(Debug, Deserialize, ToSchema)]
+struct ConnectionPatch {
+    #[schema(value_type = Object)]
+    config: serde_json::Value,
+}
+
+/// Changes to a bot; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct UpdateBot {
+    name: Option<String>,
+    handle: Option<String>,
+    /// `null` removes the avatar.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
+    avatar_url: Option<Option<String>>,
+    connection: Option<ConnectionPatch>,
+}
+
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
 }
 
 /// A bot's agent connection (never with secrets).
@@ -94,16 +127,84 @@ struct BotList {
     bots: Vec<BotView>,
 }
 
+/// The outcome of validating a bot's connection.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ValidationResult {
+    ok: bool,
+    field_errors: Vec<ConfigFieldError>,
+}
+
+/// How long a new setup code lives.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct SetupCodeRequest {
+    /// Minutes until the code expires (1–10080, default 60).
+    expires_in_minutes: Option<u64>,
+}
+
+/// A one-time setup code, shown only in this response.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct SetupCodeView {
+    /// `lt_conn_…`: give it to the wrapper, which claims it at `POST /api/public/agent-connectors/setup/claim`.
+    setup_token: String,
+    expires_at: String,
+}
+
+/// How long the old secrets keep signing.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct RotateSecret {
+    /// Seconds the previous secrets keep signing after the new one (0–604800, default 86400).
+    grace_seconds: Option<u64>,
+}
+
+/// The new primary secret, shown only in this response.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct RotatedSecret {
+    webhook_secret: String,
+    /// When the previous secrets stop signing.
+    previous_secrets_retire_at: String,
+}
+
+/// An installed connection type and whether the caller's workspace may use it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ConnectionTypeView {
+    #[serde(flatten)]
+    manifest: Manifest,
+    /// Built into the host (enabled unless an admin disables it) or loaded from the plugins directory.
+    builtin: bool,
+    /// Whether bots of this workspace may use it.
+    enabled: bool,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ConnectionTypeList {
-    connection_types: Vec<Manifest>,
+    connection_types: Vec<ConnectionTypeView>,
+}
+
+/// Whether the workspace may use a connection type.
+#[derive(Debug, Deserialize, ToSchema)]
+struct UpdateConnectionType {
+    enabled: bool,
+}
+
+async fn bot_view(conn: &mut store::Conn, bot: &User) -> Result<BotView, AppError> {
+    let connection = store::connections::for_bot(conn, &bot.id).await?;
+    Ok(BotView {
+        user: UserView::from(bot),
+        connection: connection.as_ref().map(ConnectionView::from),
+    })
 }
 
 /// Create a bot
 ///
-/// Creates a bot user with an agent connection whose config its connection type accepted (field
-/// errors otherwise), and returns the bot's token and webhook secret — once. Admins only.
+/// Creates a bot user with an agent connection of an enabled type whose config the type accepted
+/// (field errors otherwise), and returns the bot's token and webhook secret — once. Admins only.
 #[utoipa::path(post, path = "/bots", tag = "bots", operation_id = "createBot", request_body = CreateBot,
     responses((status = 201, body = CreatedBotView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_bot(
@@ -118,7 +219,7 @@ async fn create_bot(
         connection_type: body.connection.connection_type,
         config: body.connection.config,
     };
-    let created = accounts::create_bot(&app, caller.workspace_id(), request).await?;
+    let created = bots::create(&app, &caller, request).await?;
     let view = CreatedBotView {
         bot: BotView {
             user: UserView::from(&created.bot),
@@ -128,14 +229,6 @@ async fn create_bot(
         webhook_secret: created.webhook_secret,
     };
     Ok((StatusCode::CREATED, Json(view)))
-}
-
-async fn bot_view(conn: &mut store::Conn, bot: &User) -> Result<BotView, AppError> {
-    let connection = store::connections::for_bot(conn, &bot.id).await?;
-    Ok(BotView {
-        user: UserView::from(bot),
-        connection: connection.as_ref().map(ConnectionView::from),
-    })
 }
 
 /// List bots
@@ -163,21 +256,199 @@ async fn get_bot(
     Path(id): Path<String>,
 ) -> Result<Json<BotView>, AppError> {
     let mut conn = app.db.read().await?;
-    let bot = store::users::get(&mut conn, caller.workspace_id(), &id)
-        .await?
-        .filter(|u| u.kind == UserKind::Bot)
-        .ok_or_else(|| AppError::not_found("bot", &id))?;
+    let bot = bots::find_bot(&mut conn, &caller, &id).await?;
     Ok(Json(bot_view(&mut conn, &bot).await?))
+}
+
+/// Update a bot
+///
+/// Changes the bot's name, handle, avatar or connection config (validated by its connection type). Admins only.
+#[utoipa::path(patch, path = "/bots/{id}", tag = "bots", operation_id = "updateBot", request_body = UpdateBot,
+    params(("id" = String, Path, description = "Bot id")),
+    responses((status = 200, body = BotView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn update_bot(
+    State(app): State<SharedApp>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateBot>,
+) -> Result<Json<BotView>, AppError> {
+    let patch = BotPatch {
+        name: body.name,
+        handle: body.handle,
+        avatar_url: body.avatar_url,
+        config: body.connection.map(|c| c.config),
+    };
+    let (bot, connection) = bots::update(&app, &caller, &id, patch).await?;
+    Ok(Json(BotView {
+        user: UserView::from(&bot),
+        connection: Some(ConnectionView::from(&connection)),
+    }))
+}
+
+/// Delete a bot
+///
+/// Revokes the bot's tokens, cancels its unfinished sessions and frees its handle; its past work
+/// stays in task histories. Admins only.
+#[utoipa::path(delete, path = "/bots/{id}", tag = "bots", operation_id = "deleteBot",
+    params(("id" = String, Path, description = "Bot id")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
+async fn delete_bot(
+    State(app): State<SharedApp>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    bots::delete(&app, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Disable a bot
+///
+/// Its tokens stop working at once, its unfinished sessions are canceled (its connection is told),
+/// and it can no longer be assigned work. Admins only.
+#[utoipa::path(post, path = "/bots/{id}/disable", tag = "bots", operation_id = "disableBot",
+    params(("id" = String, Path, description = "Bot id")),
+    responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn disable_bot(
+    State(app): State<SharedApp>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<UserView>, AppError> {
+    Ok(Json(UserView::from(
+        &bots::set_disabled(&app, &caller, &id, true).await?,
+    )))
+}
+
+/// Enable a bot
+///
+/// Lets a disabled bot work again (its tokens work again unless revoked). Admins only.
+#[utoipa::path(post, path = "/bots/{id}/enable", tag = "bots", operation_id = "enableBot",
+    params(("id" = String, Path, description = "Bot id")),
+    responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn enable_bot(
+    State(app): State<SharedApp>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<UserView>, AppError> {
+    Ok(Json(UserView::from(
+        &bots::set_disabled(&app, &caller, &id, false).await?,
+    )))
+}
+
+/// Validate a bot's connection
+///
+/// Asks the connection type whether the bot's stored config is usable, with field errors when not.
+/// Admins only.
+#[utoipa::path(post, path = "/bots/{id}/validate-connection", tag = "bots", operation_id = "validateBotConnection",
+    params(("id" = String, Path, description = "Bot id")),
+    responses((status = 200, body = ValidationResult), (status = 404, body = ErrorBody)))]
+async fn validate_connection(
+    State(app): State<SharedApp>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<ValidationResult>, AppError> {
+    let field_errors = bots::validate_connection(&app, &caller, &id).await?;
+    Ok(Json(ValidationResult {
+        ok: field_errors.is_empty(),
+        field_errors,
+    }))
+}
+
+/// Create a connector setup code
+///
+/// A one-time, expiring `lt_conn_` code for a self-hosted bot. A wrapper claims it to receive the
+/// bot's token and webhook secret. Admins only.
+#[utoipa::path(post, path = "/bots/{id}/setup-codes", tag = "bots", operation_id = "createBotSetupCode",
+    request_body = SetupCodeRequest,
+    params(("id" = String, Path, description = "Bot id")),
+    responses((status = 201, body = SetupCodeView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_setup_code(
+    State(app): State<SharedApp>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    JsonOrEmpty(body): JsonOrEmpty<SetupCodeRequest>,
+) -> Result<(StatusCode, Json<SetupCodeView>), AppError> {
+    let ttl = body
+        .expires_in_minutes
+        .map(|m| Duration::from_secs(m.saturating_mul(60)));
+    let (setup_token, expires_at) = setup::create_code(&app, &caller, &id, ttl).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SetupCodeView {
+            setup_token,
+            expires_at: expires_at.to_iso(),
+        }),
+    ))
+}
+
+/// Rotate a bot's webhook secret
+///
+/// A new secret signs first from now on; the previous ones keep signing after it for the grace
+/// period, then retire. The new secret is shown only in this response. Admins only.
+#[utoipa::path(post, path = "/bots/{id}/webhook-secret/rotate", tag = "bots", operation_id = "rotateBotWebhookSecret",
+    request_body = RotateSecret,
+    params(("id" = String, Path, description = "Bot id")),
+    responses((status = 200, body = RotatedSecret), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn rotate_webhook_secret(
+    State(app): State<SharedApp>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    JsonOrEmpty(body): JsonOrEmpty<RotateSecret>,
+) -> Result<Json<RotatedSecret>, AppError> {
+    let grace = Duration::from_secs(body.grace_seconds.unwrap_or(86_400));
+    let (webhook_secret, retire_at) = bots::rotate_webhook_secret(&app, &caller, &id, grace).await?;
+    Ok(Json(RotatedSecret {
+        webhook_secret,
+        previous_secrets_retire_at: retire_at.to_iso(),
+    }))
 }
 
 /// List connection types
 ///
-/// The installed connection types (plugins): id, name, version, description, config schema,
-/// secrets and outbound hosts.
+/// The installed connection types (plugins) with their config schema, secrets and outbound hosts,
+/// and whether this workspace may use each.
 #[utoipa::path(get, path = "/connection-types", tag = "bots", operation_id = "listConnectionTypes",
     responses((status = 200, body = ConnectionTypeList)))]
-async fn list_connection_types(State(app): State<SharedApp>, Reader(_caller): Reader) -> Json<ConnectionTypeList> {
-    Json(ConnectionTypeList {
-        connection_types: app.runtime.plugins().iter().map(|p| p.manifest.clone()).collect(),
-    })
+async fn list_connection_types(
+    State(app): State<SharedApp>,
+    Reader(caller): Reader,
+) -> Result<Json<ConnectionTypeList>, AppError> {
+    let mut conn = app.db.read().await?;
+    let choices = connection_types::choices(&mut conn, caller.workspace_id()).await?;
+    let connection_types = app
+        .runtime
+        .plugins()
+        .iter()
+        .map(|plugin| ConnectionTypeView {
+            manifest: plugin.manifest.clone(),
+            builtin: plugin.is_builtin(),
+            enabled: connection_types::is_enabled(plugin, &choices),
+        })
+        .collect();
+    Ok(Json(ConnectionTypeList { connection_types }))
+}
+
+/// Enable or disable a connection type
+///
+/// Decides whether this workspace's bots may use a connection type. While disabled, no bot can be
+/// given a connection of that type and new sessions of its bots fail with a clear reason. Admins only.
+#[utoipa::path(patch, path = "/connection-types/{id}", tag = "bots", operation_id = "updateConnectionType",
+    request_body = UpdateConnectionType,
+    params(("id" = String, Path, description = "Connection type id, e.g. `self-hosted`")),
+    responses((status = 200, body = ConnectionTypeView), (status = 404, body = ErrorBody)))]
+async fn update_connection_type(
+    State(app): State<SharedApp>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateConnectionType>,
+) -> Result<Json<ConnectionTypeView>, AppError> {
+    connection_types::set_enabled(&app, &caller, &id, body.enabled).await?;
+    let plugin = app
+        .runtime
+        .plugin(&id)
+        .ok_or_else(|| AppError::not_found("connection type", &id))?;
+    Ok(Json(ConnectionTypeView {
+        manifest: plugin.manifest.clone(),
+        builtin: plugin.is_builtin(),
+        enabled: body.enabled,
+    }))
 }

@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::accounts::{self, Caller};
+use crate::accounts::{self, Caller, RequestMeta};
 use crate::app::SharedApp;
 use crate::domain::tokens::Scope;
 use crate::error::AppError;
@@ -63,6 +63,28 @@ impl From<QueryRejection> for AppError {
     }
 }
 
+impl FromRequestParts<SharedApp> for RequestMeta {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _app: &SharedApp) -> Result<Self, AppError> {
+        let text = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(512).collect())
+        };
+        Ok(RequestMeta {
+            request_id: text("x-request-id"),
+            ip: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string()),
+            user_agent: text("user-agent"),
+        })
+    }
+}
+
 impl FromRequestParts<SharedApp> for Caller {
     type Rejection = AppError;
 
@@ -76,12 +98,12 @@ impl FromRequestParts<SharedApp> for Caller {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
-            .ok_or_else(|| AppError::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        accounts::authenticate(app, token, ip.as_deref()).await
+            .ok_or_else(|| AppError::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?
+            .to_owned();
+        let meta = RequestMeta::from_request_parts(parts, app).await?;
+        let caller = accounts::authenticate(app, &token, meta).await?;
+        app.rate_limits.check(&caller.token.id)?;
+        Ok(caller)
     }
 }
 
@@ -112,3 +134,41 @@ scoped_caller!(
 scoped_caller!(
     /// A workspace admin (a person) whose token has the `admin` scope.
     Admin, Scope::Admin);
+
+/// A JSON body that may be left out entirely (an empty body means `T::default()`), for POSTs whose
+/// fields are all optional.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonOrEmpty<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonOrEmpty<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, AppError> {
+        let json_typed = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/json") || t.contains("+json"));
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|_| AppError::PayloadTooLarge("the request body is too large".into()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonOrEmpty(T::default()));
+        }
+        if !json_typed {
+            return Err(AppError::UnsupportedMediaType(
+                "send the body as JSON with `Content-Type: application/json`".into(),
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonOrEmpty)
+            .map_err(|e| AppError::Invalid {
+                field: None,
+                message: format!("the body does not fit this request: {e}"),
+            })
+    }
+}

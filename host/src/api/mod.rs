@@ -2,15 +2,17 @@
 //! one router per resource, bearer-token extractors, one JSON error shape, and an OpenAPI document
 //! generated from the same routes (so no route can be missing from it).
 
+pub mod access;
 pub mod account;
 pub mod agent_sessions;
+pub mod audit;
 pub mod bots;
+pub mod connectors;
 pub mod docs;
 pub mod extract;
 pub mod tasks;
+pub mod tokens;
 pub mod views;
-
-use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, Request, Uri};
@@ -39,8 +41,11 @@ pub const MAX_BODY_BYTES: usize = 2 << 20;
         (name = "tasks", description = "Tasks, statuses, comments and history"),
         (name = "agent-sessions", description = "The session API agent wrappers report through"),
         (name = "bots", description = "Bots and connection types"),
-        (name = "account", description = "The caller, the workspace and its users"),
-        (name = "docs", description = "This document"),
+        (name = "account", description = "The caller, the workspace and its people"),
+        (name = "tokens", description = "API tokens of people and bots"),
+        (name = "connectors", description = "Self-hosted connector setup"),
+        (name = "audit", description = "The tamper-evident audit trail"),
+        (name = "docs", description = "This documentation"),
     )
 )]
 struct ApiDoc;
@@ -70,6 +75,9 @@ pub fn public_api() -> OpenApiRouter<SharedApp> {
             .merge(agent_sessions::router())
             .merge(bots::router())
             .merge(account::router())
+            .merge(tokens::router())
+            .merge(connectors::router())
+            .merge(audit::router())
             .merge(docs::router()),
     )
 }
@@ -79,13 +87,14 @@ pub fn openapi(public_url: &str) -> utoipa::openapi::OpenApi {
     let (_, mut document) = public_api().split_for_parts();
     document.info.version = env!("CARGO_PKG_VERSION").to_owned();
     document.servers = Some(vec![utoipa::openapi::Server::new(public_url)]);
+    access::annotate(&mut document);
     document
 }
 
 /// The whole HTTP application.
 pub fn router(app: SharedApp) -> Router {
     let (routes, _) = public_api().split_for_parts();
-    let document = serde_json::to_string(&openapi(&app.config.public_url)).unwrap_or_default();
+    let docs = docs::RenderedDocs::new(&openapi(&app.config.public_url));
     routes
         .route(
             "/healthz",
@@ -93,7 +102,7 @@ pub fn router(app: SharedApp) -> Router {
         )
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(Extension(docs::OpenApiJson(Arc::new(document))))
+        .layer(Extension(docs))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

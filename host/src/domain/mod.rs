@@ -2,6 +2,7 @@
 //! no HTTP — so every rule is unit-testable and shared by the API, the workers and the plugin
 //! runtime.
 
+pub mod audit;
 pub mod comments;
 pub mod ids;
 pub mod sessions;

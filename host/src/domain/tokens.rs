@@ -184,6 +184,7 @@ pub struct ApiToken {
     pub scopes: Scopes,
     pub expires_at: Option<super::time::Timestamp>,
     pub last_used_at: Option<super::time::Timestamp>,
+    pub last_used_ip: Option<String>,
     pub revoked_at: Option<super::time::Timestamp>,
     pub created_at: super::time::Timestamp,
 }

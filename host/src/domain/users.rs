@@ -145,6 +145,8 @@ pub struct User {
     pub avatar_url: Option<String>,
     /// Set while the user is disabled: their tokens stop working and bots take no new work.
     pub disabled_at: Option<super::time::Timestamp>,
+    /// Set once the user is deleted: kept for history, gone from lists, tokens revoked.
+    pub deleted_at: Option<super::time::Timestamp>,
     pub created_at: super::time::Timestamp,
     pub updated_at: super::time::Timestamp,
 }

@@ -132,6 +132,11 @@ impl std::fmt::Debug for LoadedPlugin {
 }
 
 impl LoadedPlugin {
+    /// Whether the plugin is built into the host (rather than loaded from the plugins directory).
+    pub fn is_builtin(&self) -> bool {
+        self.source.starts_with("builtin:")
+    }
+
     /// `plugin `id` version`, the prefix of every message about this plugin.
     pub fn label(&self) -> String {
         format!("plugin `{}` {}", self.manifest.id, self.manifest.version)

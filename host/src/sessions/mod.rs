@@ -1,14 +1,20 @@
 //! Agent sessions from trigger to result: opening a session when a task is assigned to a bot or a
-//! bot is mentioned, starting it through the bot's connection plugin ([`worker`]), and recording
-//! what the wrapper or plugin reports (activities, status changes) — idempotently.
+//! bot is mentioned, starting it through the bot's connection plugin ([`worker`]), recording what
+//! the wrapper or plugin reports (activities, status changes) — idempotently — and canceling.
+//!
+//! Every change is recorded in the audit trail in the transaction that makes it: by the caller
+//! passed in, or as the host (`system`) for what the host decides on its own.
 
 mod plugin_services;
 pub mod snapshot;
 pub mod worker;
 
 pub use plugin_services::PluginServices;
+use serde_json::json;
 
+use crate::accounts::connection_types;
 use crate::app::App;
+use crate::audit::{self, Actor, Entry};
 use crate::domain::ids::{ActivityId, CommentId, SessionId, StatusChangeId, UserId};
 use crate::domain::sessions::{
     Activity, NewActivity, RecordSource, Session, SessionStatus, StatusChange, Transition, TriggerKind,
@@ -21,6 +27,8 @@ use crate::store::{self, Conn, StoreError};
 
 /// Job kind that starts a session through its plugin.
 pub const START_SESSION_JOB: &str = "start_session";
+/// Job kind that tells a session's plugin about an event (e.g. a cancel).
+pub const SESSION_EVENT_JOB: &str = "session_event";
 
 /// What opens a session.
 #[derive(Debug, Clone)]
@@ -33,8 +41,11 @@ pub struct Trigger {
 }
 
 /// Opens a session of `bot` on `task` inside the caller's transaction, with the job that starts
-/// it, so the session and its start commit (or roll back) together. Wake the job worker after
-/// committing.
+/// it, so the session and its start commit (or roll back) together. The caller's own audit record
+/// names the session. Wake the job worker after committing.
+///
+/// A session whose connection type is not installed, or disabled in the workspace, is opened
+/// already failed, with the reason on its card.
 pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Trigger) -> Result<Session, AppError> {
     if !bot.is_enabled() {
         return Err(AppError::Conflict(format!(
@@ -79,45 +90,55 @@ pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Tr
         now,
     )
     .await?;
-    if app.runtime.plugin(&connection.connection_type).is_some() {
-        let payload = serde_json::json!({ "sessionId": session.id }).to_string();
-        store::jobs::insert(tx, START_SESSION_JOB, Some(&session.id), &payload, now).await?;
-    } else {
-        let reason = format!(
+    let refusal = match connection_types::ensure_usable(tx, app, &task.workspace_id, &connection.connection_type).await
+    {
+        Ok(()) => None,
+        Err(AppError::Conflict(reason)) => Some(reason),
+        Err(AppError::Invalid { .. }) => Some(format!(
             "connection type `{}` is not installed on this host, so the session could not start",
             connection.connection_type
-        );
-        apply_status(
-            tx,
-            &mut session,
-            SessionStatus::Failed,
-            Some(reason),
-            None,
-            RecordSource::Host,
-            now,
-        )
-        .await?;
+        )),
+        Err(other) => return Err(other),
+    };
+    match refusal {
+        None => {
+            let payload = json!({ "sessionId": session.id }).to_string();
+            store::jobs::insert(tx, START_SESSION_JOB, Some(&session.id), &payload, now).await?;
+        }
+        Some(reason) => {
+            apply_status(
+                tx,
+                &mut session,
+                SessionStatus::Failed,
+                Some(reason),
+                None,
+                RecordSource::Host,
+                now,
+            )
+            .await?;
+        }
     }
     Ok(session)
 }
 
-/// Appends an activity to a session. A repeated idempotency key returns the original activity
-/// and `false`.
+/// Appends an activity to a session on behalf of `actor`. A repeated idempotency key returns the
+/// original activity and `false`, and records nothing.
 pub async fn record_activity(
     app: &App,
-    session: &SessionId,
+    session: &Session,
     activity: NewActivity,
     source: RecordSource,
+    actor: &Actor,
 ) -> Result<(Activity, bool), AppError> {
     if let Some(key) = &activity.idempotency_key {
         let mut conn = app.db.read().await?;
-        if let Some(existing) = store::sessions::activity_by_key(&mut conn, session, key).await? {
+        if let Some(existing) = store::sessions::activity_by_key(&mut conn, &session.id, key).await? {
             return Ok((existing, false));
         }
     }
     let record = Activity {
         id: ActivityId::generate(),
-        session_id: session.clone(),
+        session_id: session.id.clone(),
         activity_type: activity.activity_type,
         body: activity.body,
         action: activity.action,
@@ -133,6 +154,15 @@ pub async fn record_activity(
     let mut tx = app.db.begin().await?;
     match store::sessions::insert_activity(&mut tx, &record).await {
         Ok(()) => {
+            let details = json!({"activityId": record.id, "activityType": record.activity_type.as_str(), "bytes": record.body.len()});
+            let entry = Entry::new("session.activity.create", "agent_session", &session.id, details);
+            audit::record(
+                &mut tx,
+                &actor.clone().in_session(&session.id),
+                entry,
+                record.created_at,
+            )
+            .await?;
             tx.commit().await.map_err(StoreError::from)?;
             Ok((record, true))
         }
@@ -141,7 +171,7 @@ pub async fn record_activity(
             drop(tx);
             if let Some(key) = &record.idempotency_key {
                 let mut conn = app.db.read().await?;
-                if let Some(existing) = store::sessions::activity_by_key(&mut conn, session, key).await? {
+                if let Some(existing) = store::sessions::activity_by_key(&mut conn, &session.id, key).await? {
                     return Ok((existing, false));
                 }
             }
@@ -161,21 +191,20 @@ pub struct StatusOutcome {
     pub change: Option<StatusChange>,
 }
 
-/// Moves a session to `status`. Repeating the current status changes nothing; a repeated
-/// idempotency key answers with the original change; a finished session refuses to change.
+/// Moves a session to `status` on behalf of `actor`. Repeating the current status changes nothing;
+/// a repeated idempotency key answers with the original change; a finished session refuses to change.
 pub async fn change_status(
     app: &App,
     session_id: &SessionId,
-    status: SessionStatus,
-    message: Option<String>,
-    key: Option<String>,
+    request: StatusRequest,
     source: RecordSource,
+    actor: &Actor,
 ) -> Result<StatusOutcome, AppError> {
     let mut tx = app.db.begin().await?;
     let mut session = store::sessions::get_any(&mut tx, session_id)
         .await?
         .ok_or_else(|| AppError::not_found("agent session", session_id.as_str()))?;
-    if let Some(key) = &key
+    if let Some(key) = &request.idempotency_key
         && let Some(original) = store::sessions::status_change_by_key(&mut tx, session_id, key).await?
     {
         return Ok(StatusOutcome {
@@ -183,11 +212,24 @@ pub async fn change_status(
             change: Some(original),
         });
     }
-    match session.status.transition_to(status)? {
+    match session.status.transition_to(request.status)? {
         Transition::Unchanged => Ok(StatusOutcome { session, change: None }),
         Transition::Changed => {
             let now = app.clock.now();
-            let change = apply_status(&mut tx, &mut session, status, message, key, source, now).await?;
+            let from = session.status;
+            let change = apply_status(
+                &mut tx,
+                &mut session,
+                request.status,
+                request.message,
+                request.idempotency_key,
+                source,
+                now,
+            )
+            .await?;
+            let details = json!({"from": from.as_str(), "to": change.status.as_str(), "message": change.message});
+            let entry = Entry::new("session.status.change", "agent_session", &session.id, details);
+            audit::record(&mut tx, &actor.clone().in_session(&session.id), entry, now).await?;
             tx.commit().await.map_err(StoreError::from)?;
             Ok(StatusOutcome {
                 session,
@@ -197,7 +239,16 @@ pub async fn change_status(
     }
 }
 
-/// Sets the session's status fields and records the change, in `tx`.
+/// A requested status change.
+#[derive(Debug, Clone)]
+pub struct StatusRequest {
+    pub status: SessionStatus,
+    pub message: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Sets the session's status fields and records the change, in `tx` (no audit record: callers
+/// record the action that caused it).
 pub(crate) async fn apply_status(
     tx: &mut Conn,
     session: &mut Session,
@@ -242,21 +293,34 @@ async fn insert_change(
     Ok(change)
 }
 
+/// The host moves a session on its own (delivery accepted, delivery failed, start failed): apply
+/// the status and record it as a `system` action.
+async fn host_status(
+    tx: &mut Conn,
+    session: &mut Session,
+    status: SessionStatus,
+    message: Option<String>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let from = session.status;
+    apply_status(tx, session, status, message.clone(), None, RecordSource::Host, now).await?;
+    let details = json!({"from": from.as_str(), "to": status.as_str(), "message": message});
+    let actor = Actor::system(Some(session.workspace_id.clone())).in_session(&session.id);
+    audit::record(
+        tx,
+        &actor,
+        Entry::new("session.status.change", "agent_session", &session.id, details),
+        now,
+    )
+    .await
+}
+
 /// Marks a session running after its start webhook was accepted, if it is still queued.
 pub(crate) async fn mark_delivered(tx: &mut Conn, session_id: &SessionId, now: Timestamp) -> Result<(), StoreError> {
     if let Some(mut session) = store::sessions::get_any(tx, session_id).await?
         && session.status == SessionStatus::Queued
     {
-        apply_status(
-            tx,
-            &mut session,
-            SessionStatus::Running,
-            None,
-            None,
-            RecordSource::Host,
-            now,
-        )
-        .await?;
+        host_status(tx, &mut session, SessionStatus::Running, None, now).await?;
     }
     Ok(())
 }
@@ -271,16 +335,30 @@ pub(crate) async fn fail(
     if let Some(mut session) = store::sessions::get_any(tx, session_id).await?
         && !session.status.is_terminal()
     {
-        apply_status(
-            tx,
-            &mut session,
-            SessionStatus::Failed,
-            Some(reason),
-            None,
-            RecordSource::Host,
-            now,
-        )
-        .await?;
+        host_status(tx, &mut session, SessionStatus::Failed, Some(reason), now).await?;
     }
+    Ok(())
+}
+
+/// Cancels an unfinished session in `tx` and queues the cancel for its plugin's `on-event`. The
+/// caller's audit record names the session.
+pub(crate) async fn cancel(
+    tx: &mut Conn,
+    session: &mut Session,
+    reason: String,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    apply_status(
+        tx,
+        session,
+        SessionStatus::Canceled,
+        Some(reason.clone()),
+        None,
+        RecordSource::Host,
+        now,
+    )
+    .await?;
+    let payload = json!({"sessionId": session.id, "event": {"type": "cancel", "reason": reason}}).to_string();
+    store::jobs::insert(tx, SESSION_EVENT_JOB, Some(&session.id), &payload, now).await?;
     Ok(())
 }

@@ -1,12 +1,14 @@
-//! The host records a plugin call may touch ([`CallServices`]), over the database.
+//! The host records a plugin call may touch ([`CallServices`]), over the database. Changes are
+//! audited as the plugin acting as its bot in the session.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::app::App;
+use crate::audit::Actor;
 use crate::domain::ids::{ConnectionId, SessionId};
-use crate::domain::sessions::{NewActivity, RecordSource, SessionStatus};
+use crate::domain::sessions::{NewActivity, RecordSource, Session, SessionStatus};
 use crate::error::AppError;
 use crate::runtime::{CallServices, CapabilityError};
 use crate::store;
@@ -21,12 +23,22 @@ impl PluginServices {
     pub fn new(app: Arc<App>) -> Self {
         Self { app }
     }
+
+    /// The session, and the plugin acting as its bot (for the audit trail).
+    async fn session_and_actor(&self, session: &SessionId) -> Result<(Session, Actor), CapabilityError> {
+        let mut conn = self.app.db.read().await.map_err(unavailable)?;
+        let session = store::sessions::get_any(&mut conn, session)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| CapabilityError::SessionClosed("the session no longer exists".into()))?;
+        let actor = Actor::plugin(session.workspace_id.clone(), session.bot_id.clone(), session.id.clone());
+        Ok((session, actor))
+    }
 }
 
 fn refused(error: AppError) -> CapabilityError {
     match error {
-        AppError::Conflict(m) => CapabilityError::SessionClosed(m),
-        AppError::NotFound(m) => CapabilityError::SessionClosed(m),
+        AppError::Conflict(m) | AppError::NotFound(m) => CapabilityError::SessionClosed(m),
         AppError::Invalid { message, .. } => CapabilityError::Invalid(message),
         AppError::Internal(cause) => {
             tracing::error!(
@@ -46,7 +58,8 @@ fn unavailable(error: store::StoreError) -> CapabilityError {
 #[async_trait]
 impl CallServices for PluginServices {
     async fn post_activity(&self, session: &SessionId, activity: NewActivity) -> Result<(), CapabilityError> {
-        super::record_activity(&self.app, session, activity, RecordSource::Plugin)
+        let (session, actor) = self.session_and_actor(session).await?;
+        super::record_activity(&self.app, &session, activity, RecordSource::Plugin, &actor)
             .await
             .map(|_| ())
             .map_err(refused)
@@ -60,7 +73,13 @@ impl CallServices for PluginServices {
     ) -> Result<(), CapabilityError> {
         let message =
             crate::domain::sessions::status_message(message).map_err(|e| CapabilityError::Invalid(e.to_string()))?;
-        super::change_status(&self.app, session, status, message, None, RecordSource::Plugin)
+        let (session, actor) = self.session_and_actor(session).await?;
+        let request = super::StatusRequest {
+            status,
+            message,
+            idempotency_key: None,
+        };
+        super::change_status(&self.app, &session.id, request, RecordSource::Plugin, &actor)
             .await
             .map(|_| ())
             .map_err(refused)

@@ -97,6 +97,27 @@ pub async fn session_start(
     })
 }
 
+/// The `session-ref` an `on-event` call receives.
+pub async fn session_ref(conn: &mut Conn, session: &Session) -> Result<wit::SessionRef, AppError> {
+    let missing = |what: &str| AppError::Internal(anyhow!("session {} refers to a missing {what}", session.id));
+    let bot = store::users::get_any(conn, &session.bot_id)
+        .await?
+        .ok_or_else(|| missing("bot"))?;
+    let connection = store::connections::get(conn, &session.connection_id)
+        .await?
+        .ok_or_else(|| missing("connection"))?;
+    Ok(wit::SessionRef {
+        session_id: session.id.to_string(),
+        workspace_id: session.workspace_id.to_string(),
+        bot: wit::BotInfo {
+            id: bot.id.to_string(),
+            name: bot.name,
+            handle: bot.handle,
+        },
+        connection: connection_info(&connection),
+    })
+}
+
 /// The `connection-info` of a connection.
 pub fn connection_info(connection: &Connection) -> wit::ConnectionInfo {
     wit::ConnectionInfo {

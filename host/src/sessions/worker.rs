@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::domain::ids::SessionId;
 use crate::domain::sessions::Session;
+use crate::runtime::bindings::types::SessionEvent;
 use crate::runtime::{CallContext, CallEffects, CallError};
 use crate::store::{self, StoreError, deliveries::Delivery, jobs::Job};
 
-use super::{PluginServices, START_SESSION_JOB, fail, snapshot};
+use super::{PluginServices, SESSION_EVENT_JOB, START_SESSION_JOB, fail, snapshot};
 
 /// Jobs run at once.
 const CONCURRENCY: usize = 16;
@@ -95,6 +96,7 @@ async fn next_wait(app: &App) -> Duration {
 async fn run_job(app: &Arc<App>, job: Job) {
     let outcome = match job.kind.as_str() {
         START_SESSION_JOB => start_session(app, &job).await,
+        SESSION_EVENT_JOB => session_event(app, &job).await,
         other => Err(anyhow::anyhow!("unknown job kind `{other}`")),
     };
     if let Err(error) = outcome {
@@ -191,6 +193,58 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
             };
             tracing::warn!(session = %session.id, plugin = %plugin.manifest.id, %reason, "session start failed");
             finish_failed(app, job, &session, reason).await
+        }
+    }
+}
+
+/// Tells the session's plugin about an event (a cancel), through `on-event`.
+async fn session_event(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
+    let session_id: SessionId = job.session_id.clone().context("session_event job without a session")?;
+    let payload: serde_json::Value = serde_json::from_str(&job.payload).context("session_event payload is not JSON")?;
+    let event = match payload["event"]["type"].as_str() {
+        Some("cancel") => SessionEvent::CancelRequested(payload["event"]["reason"].as_str().map(str::to_owned)),
+        other => anyhow::bail!("unknown session event {other:?}"),
+    };
+    let (session, session_ref) = {
+        let mut conn = app.db.read().await?;
+        let session: Session = store::sessions::get_any(&mut conn, &session_id)
+            .await?
+            .context("the session is gone")?;
+        let session_ref = snapshot::session_ref(&mut conn, &session)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        (session, session_ref)
+    };
+    let Some(plugin) = app.runtime.plugin(&session.connection_type) else {
+        // Nobody to tell: the plugin is gone.
+        return complete(app, job).await;
+    };
+    let context = CallContext::for_session(
+        &plugin.manifest,
+        session.workspace_id.clone(),
+        session.connection_id.clone(),
+        session.id.clone(),
+    );
+    let services = Arc::new(PluginServices::new(app.clone()));
+    match app
+        .runtime
+        .on_event(&plugin, context, services, session_ref, event)
+        .await
+    {
+        Ok(effects) => commit_effects(app, job, &session, effects).await,
+        Err(CallError::Transient(message)) => {
+            retry_or_fail(
+                app,
+                job,
+                &message,
+                &format!("{} could not handle the event", plugin.label()),
+            )
+            .await?;
+            Ok(())
+        }
+        Err(error) => {
+            tracing::warn!(session = %session.id, plugin = %plugin.manifest.id, %error, "plugin failed to handle a session event");
+            complete(app, job).await
         }
     }
 }

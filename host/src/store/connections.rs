@@ -79,3 +79,27 @@ pub async fn signing_secrets(
     .fetch_all(conn)
     .await?)
 }
+
+/// Writes a connection's config.
+pub async fn update_config(conn: &mut Conn, connection: &Connection) -> Result<(), StoreError> {
+    sqlx::query("UPDATE agent_connections SET config = $2, updated_at = $3 WHERE id = $1")
+        .bind(connection.id.as_str())
+        .bind(&connection.config)
+        .bind(connection.updated_at.millis())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Makes every secret of `connection` that would sign past `at` stop signing at `at`; returns how
+/// many were affected.
+pub async fn retire_secrets(conn: &mut Conn, connection: &ConnectionId, at: Timestamp) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE webhook_secrets SET expires_at = $2 WHERE connection_id = $1 AND (expires_at IS NULL OR expires_at > $2)",
+    )
+    .bind(connection.as_str())
+    .bind(at.millis())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -8,11 +8,14 @@
 //! instead of failing with `SQLITE_BUSY`; reads use a separate pool (WAL lets them run alongside).
 //! On PostgreSQL both share one pool.
 
+pub mod audit;
+pub mod connection_types;
 pub mod connections;
 pub mod deliveries;
 pub mod jobs;
 pub mod kv;
 pub mod sessions;
+pub mod setup_codes;
 pub mod tasks;
 pub mod tokens;
 pub mod users;

@@ -70,17 +70,6 @@ pub async fn for_task(conn: &mut Conn, task: &TaskId) -> Result<Vec<Session>, St
     .await?)
 }
 
-/// The unfinished sessions of `bot` on `task`.
-pub async fn open_for_bot_on_task(conn: &mut Conn, bot: &UserId, task: &TaskId) -> Result<Vec<Session>, StoreError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {SESSION_COLUMNS} FROM agent_sessions WHERE bot_id = $1 AND task_id = $2 AND status IN ('queued', 'running')"
-    ))
-    .bind(bot.as_str())
-    .bind(task.as_str())
-    .fetch_all(conn)
-    .await?)
-}
-
 /// Writes a session's status, message and lifecycle times.
 pub async fn update_status(conn: &mut Conn, s: &Session) -> Result<(), StoreError> {
     sqlx::query(
@@ -198,6 +187,16 @@ pub async fn status_changes(conn: &mut Conn, session: &SessionId) -> Result<Vec<
         "SELECT {STATUS_CHANGE_COLUMNS} FROM session_status_changes WHERE session_id = $1 ORDER BY id"
     ))
     .bind(session.as_str())
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The unfinished sessions of `bot`.
+pub async fn open_for_bot(conn: &mut Conn, bot: &UserId) -> Result<Vec<Session>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SESSION_COLUMNS} FROM agent_sessions WHERE bot_id = $1 AND status IN ('queued', 'running') ORDER BY created_at, id"
+    ))
+    .bind(bot.as_str())
     .fetch_all(conn)
     .await?)
 }

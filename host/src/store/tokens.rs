@@ -1,12 +1,13 @@
 //! API tokens, stored by digest.
 
-use crate::domain::ids::TokenId;
+use crate::domain::ids::{TokenId, UserId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::domain::tokens::ApiToken;
 
 use super::{Conn, StoreError};
 
-const COLUMNS: &str = "id, workspace_id, user_id, name, scopes, expires_at, last_used_at, revoked_at, created_at";
+const COLUMNS: &str =
+    "id, workspace_id, user_id, name, scopes, expires_at, last_used_at, last_used_ip, revoked_at, created_at";
 
 /// Inserts a token under its digest.
 pub async fn insert(conn: &mut Conn, token: &ApiToken, digest: &str) -> Result<(), StoreError> {
@@ -46,4 +47,46 @@ pub async fn touch(conn: &mut Conn, id: &TokenId, at: Timestamp, ip: Option<&str
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// The token `id` of `workspace`.
+pub async fn get(conn: &mut Conn, workspace: &WorkspaceId, id: &str) -> Result<Option<ApiToken>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM api_tokens WHERE workspace_id = $1 AND id = $2"
+    ))
+    .bind(workspace.as_str())
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The tokens of `workspace` (of one user when `user` is given), newest first.
+pub async fn list(conn: &mut Conn, workspace: &WorkspaceId, user: Option<&str>) -> Result<Vec<ApiToken>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM api_tokens WHERE workspace_id = $1 AND ($2 = '' OR user_id = $2) ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(workspace.as_str())
+    .bind(user.unwrap_or(""))
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Revokes one token.
+pub async fn revoke(conn: &mut Conn, id: &TokenId, at: Timestamp) -> Result<(), StoreError> {
+    sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+        .bind(id.as_str())
+        .bind(at.millis())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Revokes every token of `user`; returns how many were live.
+pub async fn revoke_all_of(conn: &mut Conn, user: &UserId, at: Timestamp) -> Result<u64, StoreError> {
+    let done = sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(user.as_str())
+        .bind(at.millis())
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
 }

@@ -7,7 +7,7 @@ use crate::domain::users::{User, UserKind};
 use super::{Conn, StoreError, conflict_or};
 
 const COLUMNS: &str =
-    "id, workspace_id, kind, name, handle, email, role, avatar_url, disabled_at, created_at, updated_at";
+    "id, workspace_id, kind, name, handle, email, role, avatar_url, disabled_at, deleted_at, created_at, updated_at";
 
 /// Inserts a user; a taken handle is a [`StoreError::Conflict`].
 pub async fn insert(conn: &mut Conn, user: &User) -> Result<(), StoreError> {
@@ -83,7 +83,7 @@ pub async fn bots_by_handle(
 /// Users of `workspace`, people first then bots, each by name; optionally one kind only.
 pub async fn list(conn: &mut Conn, workspace: &WorkspaceId, kind: Option<UserKind>) -> Result<Vec<User>, StoreError> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM users WHERE workspace_id = $1 AND ($2 = '' OR kind = $2) ORDER BY kind DESC, name, id"
+        "SELECT {COLUMNS} FROM users WHERE workspace_id = $1 AND deleted_at IS NULL AND ($2 = '' OR kind = $2) ORDER BY kind DESC, name, id"
     ))
     .bind(workspace.as_str())
     .bind(kind.map(UserKind::as_str).unwrap_or(""))
@@ -98,4 +98,39 @@ pub async fn get_many(conn: &mut Conn, ids: &[UserId]) -> Result<Vec<User>, Stor
         users.extend(get_any(&mut *conn, id).await?);
     }
     Ok(users)
+}
+
+/// Writes a user's name, handle and avatar; a taken handle is a [`StoreError::Conflict`].
+pub async fn update_profile(conn: &mut Conn, user: &User) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET name = $2, handle = $3, avatar_url = $4, updated_at = $5 WHERE id = $1")
+        .bind(user.id.as_str())
+        .bind(&user.name)
+        .bind(&user.handle)
+        .bind(user.avatar_url.as_deref())
+        .bind(user.updated_at.millis())
+        .execute(conn)
+        .await
+        .map_err(conflict_or)?;
+    Ok(())
+}
+
+/// Writes whether (since when) a user is disabled.
+pub async fn set_disabled(conn: &mut Conn, user: &User) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $3 WHERE id = $1")
+        .bind(user.id.as_str())
+        .bind(user.disabled_at.map(Timestamp::millis))
+        .bind(user.updated_at.millis())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks a user deleted.
+pub async fn mark_deleted(conn: &mut Conn, id: &UserId, at: Timestamp) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET deleted_at = $2, updated_at = $2 WHERE id = $1")
+        .bind(id.as_str())
+        .bind(at.millis())
+        .execute(conn)
+        .await?;
+    Ok(())
 }

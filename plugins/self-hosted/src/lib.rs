@@ -10,8 +10,8 @@ mod body;
 mod config;
 
 use leadtime_plugin_sdk::{
-    FieldError, Plugin, PluginError, PluginManifest, SessionEvent, SessionRef, SessionStart, export_plugin, log,
-    webhook,
+    Activity, ActivityType, FieldError, Plugin, PluginError, PluginManifest, SessionEvent, SessionRef, SessionStart,
+    export_plugin, log, session, webhook,
 };
 
 pub use body::{prompt_context, webhook_body};
@@ -52,17 +52,31 @@ impl Plugin for SelfHosted {
 
     fn on_event(session: SessionRef, event: SessionEvent) -> Result<(), PluginError> {
         // The wire contract sends only session-start events to the wrapper (each accepted
-        // delivery starts a new agent run), so other events are noted and not forwarded.
-        let kind = match event {
-            SessionEvent::CancelRequested(_) => "cancel request",
-            SessionEvent::TimerFired(_) => "timer",
-            SessionEvent::InboundWebhook(_) => "inbound webhook",
-            SessionEvent::FollowUp(_) => "follow-up",
-        };
-        log::info(&format!(
-            "session {}: {kind} not forwarded; self-hosted wrappers only receive session starts",
-            session.session_id
-        ));
+        // delivery starts a new agent run), so events are recorded, not forwarded.
+        match event {
+            SessionEvent::CancelRequested(reason) => {
+                let reason = reason.unwrap_or_else(|| "no reason given".into());
+                let note = format!(
+                    "Cancel requested: {reason}. The wrapper keeps its run going until it reports; \
+                     self-hosted wrappers only receive session starts."
+                );
+                session::post_activity(
+                    &Activity::new(ActivityType::Log, &note).with_idempotency_key("self-hosted:cancel"),
+                )?;
+            }
+            other => {
+                let kind = match other {
+                    SessionEvent::TimerFired(_) => "timer",
+                    SessionEvent::InboundWebhook(_) => "inbound webhook",
+                    SessionEvent::FollowUp(_) => "follow-up",
+                    SessionEvent::CancelRequested(_) => "cancel",
+                };
+                log::info(&format!(
+                    "session {}: {kind} not forwarded to the wrapper",
+                    session.session_id
+                ));
+            }
+        }
         Ok(())
     }
 }

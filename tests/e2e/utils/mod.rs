@@ -29,6 +29,11 @@ pub struct TestHost {
 impl TestHost {
     /// Starts a host on 127.0.0.1:0 with a fresh database.
     pub async fn start() -> TestHost {
+        // `LEADTIME_TEST_LOG=debug cargo test …` shows the host's logs of failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(std::env::var("LEADTIME_TEST_LOG").unwrap_or_else(|_| "error".into()))
+            .try_init();
         let dir = tempfile::tempdir().expect("temp dir");
         let db = TestDb::create(dir.path()).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -36,6 +41,8 @@ impl TestHost {
         let mut config = Config::new(dir.path().join("data"), Some(db.url.clone()), format!("http://{addr}"));
         // Compiled plugins are shared by every test of the run.
         config.plugin_cache_dir = Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"));
+        // Tests make many calls with one token; the limit has its own test.
+        config.rate_limit_per_minute = 0;
         let host = leadtime_host::start(config, listener).await.expect("host starts");
         TestHost {
             host: Some(host),

@@ -1,0 +1,414 @@
+//! Bots and their agent connections: create, change, disable, enable, delete, validate the
+//! connection, rotate the webhook signing secret.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::app::App;
+use crate::audit::{self, Entry};
+use crate::delivery::signing;
+use crate::domain::bounded_text;
+use crate::domain::ids::{ConnectionId, UserId};
+use crate::domain::sessions::Connection;
+use crate::domain::time::Timestamp;
+use crate::domain::tokens::{Scope, Scopes};
+use crate::domain::users::{Role, User, UserKind, normalize_handle};
+use crate::error::AppError;
+use crate::runtime::{CallError, ConfigFieldError, LoadedPlugin};
+use crate::sessions;
+use crate::store::{self, Conn, StoreError};
+
+use super::{Caller, connection_types, handle_taken, tokens};
+
+/// A bot to create, with its connection.
+#[derive(Debug, Clone)]
+pub struct NewBot {
+    pub name: String,
+    pub handle: String,
+    pub avatar_url: Option<String>,
+    pub connection_type: String,
+    pub config: serde_json::Value,
+}
+
+/// A created bot; `token` and `webhook_secret` are shown once.
+#[derive(Debug, Clone)]
+pub struct CreatedBot {
+    pub bot: User,
+    pub connection: Connection,
+    pub token: String,
+    /// Present when the connection type delivers webhooks.
+    pub webhook_secret: Option<String>,
+}
+
+/// Creates a bot with a connection of an enabled type whose config its plugin accepted, a bot token
+/// (read, write) and — for webhook-delivering types — a signing secret.
+pub async fn create(app: &App, caller: &Caller, request: NewBot) -> Result<CreatedBot, AppError> {
+    let name = bounded_text("name", &request.name, 1, 100)?;
+    let handle = normalize_handle(&request.handle)?;
+    let avatar_url = request
+        .avatar_url
+        .as_deref()
+        .map(check_avatar_url)
+        .transpose()?
+        .flatten();
+    {
+        let mut conn = app.db.read().await?;
+        connection_types::ensure_usable(&mut conn, app, caller.workspace_id(), &request.connection_type).await?;
+    }
+    let plugin = plugin(app, &request.connection_type)?;
+    let config = validated_config(app, &plugin, &request.config).await?;
+
+    let now = app.clock.now();
+    let bot = User {
+        id: UserId::generate_bot(),
+        workspace_id: caller.workspace_id().clone(),
+        kind: UserKind::Bot,
+        name,
+        handle,
+        email: None,
+        role: Role::Member,
+        avatar_url,
+        disabled_at: None,
+        deleted_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let connection = Connection {
+        id: ConnectionId::generate(),
+        workspace_id: bot.workspace_id.clone(),
+        bot_id: bot.id.clone(),
+        connection_type: plugin.manifest.id.clone(),
+        config,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = app.db.begin().await?;
+    store::users::insert(&mut tx, &bot)
+        .await
+        .map_err(|e| handle_taken(e, &bot.handle))?;
+    store::connections::insert(&mut tx, &connection).await?;
+    let webhook_secret = if delivers_webhooks(&plugin) {
+        let secret = signing::generate_secret();
+        store::connections::insert_secret(&mut tx, &connection.id, &secret, now).await?;
+        Some(secret)
+    } else {
+        None
+    };
+    let scopes = Scopes::new([Scope::Read, Scope::Write]);
+    let (token, plaintext) =
+        tokens::mint(&mut tx, &bot, &format!("@{} bot token", bot.handle), scopes, None, now).await?;
+    let details = json!({"name": bot.name, "handle": bot.handle, "connectionType": connection.connection_type, "tokenId": token.id});
+    audit::record(
+        &mut tx,
+        &caller.actor(),
+        Entry::new("bot.create", "bot", &bot.id, details),
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(CreatedBot {
+        bot,
+        connection,
+        token: plaintext,
+        webhook_secret,
+    })
+}
+
+/// Changes to a bot; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct BotPatch {
+    pub name: Option<String>,
+    pub handle: Option<String>,
+    /// `Some(None)` removes the avatar.
+    pub avatar_url: Option<Option<String>>,
+    /// A new connection config, validated by the connection's plugin.
+    pub config: Option<serde_json::Value>,
+}
+
+/// Changes a bot's name, handle, avatar or connection config.
+pub async fn update(app: &App, caller: &Caller, id: &str, patch: BotPatch) -> Result<(User, Connection), AppError> {
+    if patch.name.is_none() && patch.handle.is_none() && patch.avatar_url.is_none() && patch.config.is_none() {
+        return Err(AppError::Invalid {
+            field: None,
+            message: "nothing to change: send at least one of name, handle, avatarUrl, connection.config".into(),
+        });
+    }
+    let name = patch
+        .name
+        .as_deref()
+        .map(|n| bounded_text("name", n, 1, 100))
+        .transpose()?;
+    let handle = patch.handle.as_deref().map(normalize_handle).transpose()?;
+    let avatar_url = match &patch.avatar_url {
+        Some(Some(url)) => Some(check_avatar_url(url)?),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let (mut bot, mut connection) = {
+        let mut conn = app.db.read().await?;
+        let bot = find_bot(&mut conn, caller, id).await?;
+        let connection = connection_of(&mut conn, &bot).await?;
+        (bot, connection)
+    };
+    let config = match &patch.config {
+        Some(config) => Some(validated_config(app, &*plugin(app, &connection.connection_type)?, config).await?),
+        None => None,
+    };
+    let now = app.clock.now();
+    let mut changed = Vec::new();
+    if let Some(name) = name.filter(|n| *n != bot.name) {
+        bot.name = name;
+        changed.push("name");
+    }
+    if let Some(handle) = handle.filter(|h| *h != bot.handle) {
+        bot.handle = handle;
+        changed.push("handle");
+    }
+    if let Some(avatar_url) = avatar_url.filter(|a| *a != bot.avatar_url) {
+        bot.avatar_url = avatar_url;
+        changed.push("avatarUrl");
+    }
+    bot.updated_at = now;
+    let mut tx = app.db.begin().await?;
+    store::users::update_profile(&mut tx, &bot)
+        .await
+        .map_err(|e| handle_taken(e, &bot.handle))?;
+    if let Some(config) = config {
+        connection.config = config;
+        connection.updated_at = now;
+        store::connections::update_config(&mut tx, &connection).await?;
+        changed.push("connection.config");
+    }
+    audit::record(
+        &mut tx,
+        &caller.actor(),
+        Entry::new("bot.update", "bot", &bot.id, json!({"changed": changed})),
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok((bot, connection))
+}
+
+/// Disables a bot: its tokens stop working at once, its unfinished sessions are canceled (the
+/// plugin hears of it through `on-event`), and it takes no new work. Or enables it again.
+pub async fn set_disabled(app: &App, caller: &Caller, id: &str, disabled: bool) -> Result<User, AppError> {
+    let now = app.clock.now();
+    let mut tx = app.db.begin().await?;
+    let mut bot = find_bot(&mut tx, caller, id).await?;
+    if bot.disabled_at.is_some() == disabled {
+        return Err(AppError::Conflict(format!(
+            "@{} is already {}",
+            bot.handle,
+            if disabled { "disabled" } else { "enabled" }
+        )));
+    }
+    bot.disabled_at = disabled.then_some(now);
+    bot.updated_at = now;
+    store::users::set_disabled(&mut tx, &bot).await?;
+    let (action, details) = if disabled {
+        let canceled = cancel_open_sessions(
+            &mut tx,
+            &bot,
+            &format!("@{} was disabled by {}", bot.handle, caller.user.name),
+            now,
+        )
+        .await?;
+        ("bot.disable", json!({"canceledSessions": canceled}))
+    } else {
+        ("bot.enable", json!({}))
+    };
+    audit::record(
+        &mut tx,
+        &caller.actor(),
+        Entry::new(action, "bot", &bot.id, details),
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    app.jobs_queued.notify_one();
+    Ok(bot)
+}
+
+/// Deletes a bot: it keeps its place in history, but its tokens are revoked, its sessions
+/// canceled, its handle freed, and it no longer appears in lists.
+pub async fn delete(app: &App, caller: &Caller, id: &str) -> Result<(), AppError> {
+    let now = app.clock.now();
+    let mut tx = app.db.begin().await?;
+    let mut bot = find_bot(&mut tx, caller, id).await?;
+    let handle = bot.handle.clone();
+    let canceled = cancel_open_sessions(
+        &mut tx,
+        &bot,
+        &format!("@{handle} was deleted by {}", caller.user.name),
+        now,
+    )
+    .await?;
+    let suffix: String = bot.id.as_str().chars().rev().take(20).collect();
+    bot.handle = format!("deleted-{suffix}");
+    bot.disabled_at = bot.disabled_at.or(Some(now));
+    bot.deleted_at = Some(now);
+    bot.updated_at = now;
+    store::users::update_profile(&mut tx, &bot).await?;
+    store::users::set_disabled(&mut tx, &bot).await?;
+    store::users::mark_deleted(&mut tx, &bot.id, now).await?;
+    let revoked = store::tokens::revoke_all_of(&mut tx, &bot.id, now).await?;
+    let details = json!({"handle": handle, "canceledSessions": canceled, "revokedTokens": revoked});
+    audit::record(
+        &mut tx,
+        &caller.actor(),
+        Entry::new("bot.delete", "bot", &bot.id, details),
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    app.jobs_queued.notify_one();
+    Ok(())
+}
+
+/// Asks the connection's plugin whether the bot's stored config is (still) usable.
+pub async fn validate_connection(app: &App, caller: &Caller, id: &str) -> Result<Vec<ConfigFieldError>, AppError> {
+    let connection = {
+        let mut conn = app.db.read().await?;
+        let bot = find_bot(&mut conn, caller, id).await?;
+        connection_of(&mut conn, &bot).await?
+    };
+    let plugin = plugin(app, &connection.connection_type)?;
+    match app.runtime.validate_config(&plugin, &connection.config).await {
+        Ok(()) => Ok(Vec::new()),
+        Err(CallError::InvalidConfig(errors)) => Ok(errors),
+        Err(other) => Err(AppError::Internal(anyhow::anyhow!(
+            "{}: validate-config failed: {other}",
+            plugin.label()
+        ))),
+    }
+}
+
+/// Longest grace period during which a rotated-out secret keeps signing.
+pub const MAX_SECRET_GRACE: Duration = Duration::from_secs(7 * 86_400);
+
+/// Makes a new webhook secret the primary signer. Older secrets keep signing (after it) until
+/// `grace` has passed, then retire. Returns the new secret (shown once) and when the old ones retire.
+pub async fn rotate_webhook_secret(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    grace: Duration,
+) -> Result<(String, Timestamp), AppError> {
+    if grace > MAX_SECRET_GRACE {
+        return Err(AppError::invalid(
+            "graceSeconds",
+            format!("`graceSeconds` is at most {}", MAX_SECRET_GRACE.as_secs()),
+        ));
+    }
+    let now = app.clock.now();
+    let retire_at = now.plus_millis(grace.as_millis() as i64);
+    let mut tx = app.db.begin().await?;
+    let bot = find_bot(&mut tx, caller, id).await?;
+    let connection = connection_of(&mut tx, &bot).await?;
+    if !delivers_webhooks(&*plugin(app, &connection.connection_type)?) {
+        return Err(AppError::Conflict(format!(
+            "connection type `{}` does not sign webhooks",
+            connection.connection_type
+        )));
+    }
+    let retired = store::connections::retire_secrets(&mut tx, &connection.id, retire_at).await?;
+    let secret = signing::generate_secret();
+    let secret_id = store::connections::insert_secret(&mut tx, &connection.id, &secret, now).await?;
+    let details = json!({"secretId": secret_id, "previousSecretsRetireAt": retire_at, "previousSecrets": retired});
+    audit::record(
+        &mut tx,
+        &caller.actor(),
+        Entry::new("bot.webhook_secret.rotate", "bot", &bot.id, details),
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok((secret, retire_at))
+}
+
+/// The bot `id` of the caller's workspace (not deleted), or 404.
+pub async fn find_bot(conn: &mut Conn, caller: &Caller, id: &str) -> Result<User, AppError> {
+    store::users::get(conn, caller.workspace_id(), id)
+        .await?
+        .filter(|u| u.kind == UserKind::Bot && u.deleted_at.is_none())
+        .ok_or_else(|| AppError::not_found("bot", id))
+}
+
+/// The connection of `bot`.
+pub async fn connection_of(conn: &mut Conn, bot: &User) -> Result<Connection, AppError> {
+    store::connections::for_bot(conn, &bot.id)
+        .await?
+        .ok_or_else(|| AppError::Conflict(format!("bot @{} has no agent connection", bot.handle)))
+}
+
+/// Cancels every unfinished session of `bot` and queues the cancel for its plugin.
+async fn cancel_open_sessions(
+    tx: &mut Conn,
+    bot: &User,
+    reason: &str,
+    now: Timestamp,
+) -> Result<Vec<String>, StoreError> {
+    let mut canceled = Vec::new();
+    for mut session in store::sessions::open_for_bot(tx, &bot.id).await? {
+        sessions::cancel(tx, &mut session, reason.to_owned(), now).await?;
+        canceled.push(session.id.to_string());
+    }
+    Ok(canceled)
+}
+
+fn plugin(app: &App, connection_type: &str) -> Result<std::sync::Arc<LoadedPlugin>, AppError> {
+    app.runtime.plugin(connection_type).ok_or_else(|| {
+        AppError::Conflict(format!(
+            "connection type `{connection_type}` is not installed on this host"
+        ))
+    })
+}
+
+fn delivers_webhooks(plugin: &LoadedPlugin) -> bool {
+    plugin.manifest.capabilities.iter().any(|c| c == "webhook")
+}
+
+/// The config as JSON text once the plugin accepted it; field errors otherwise.
+async fn validated_config(app: &App, plugin: &LoadedPlugin, config: &serde_json::Value) -> Result<String, AppError> {
+    if !config.is_object() {
+        return Err(AppError::invalid(
+            "connection.config",
+            "`connection.config` must be a JSON object",
+        ));
+    }
+    let text = config.to_string();
+    match app.runtime.validate_config(plugin, &text).await {
+        Ok(()) => Ok(text),
+        Err(CallError::InvalidConfig(field_errors)) => Err(AppError::InvalidConfig {
+            message: format!(
+                "the {} connection config is invalid: {}",
+                plugin.manifest.id,
+                CallError::InvalidConfig(field_errors.clone())
+            ),
+            field_errors,
+        }),
+        Err(other) => Err(AppError::Internal(anyhow::anyhow!(
+            "{}: validate-config failed: {other}",
+            plugin.label()
+        ))),
+    }
+}
+
+/// `Ok(None)` for a blank URL, the URL when it is http(s) and not too long.
+fn check_avatar_url(url: &str) -> Result<Option<String>, AppError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let parsed =
+        url::Url::parse(url).map_err(|e| AppError::invalid("avatarUrl", format!("`avatarUrl` is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || url.len() > 2048 {
+        return Err(AppError::invalid(
+            "avatarUrl",
+            "`avatarUrl` must be an http(s) URL of at most 2048 characters",
+        ));
+    }
+    Ok(Some(url.to_owned()))
+}

@@ -1,0 +1,224 @@
+//! Connector setup codes (wire contract §4): an admin creates a one-time, expiring `lt_conn_` code
+//! for a bot; a wrapper claims it with its public URL and receives the bot's fresh token and
+//! webhook secret, once.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::app::App;
+use crate::audit::{self, Actor, ActorKind, Entry};
+use crate::delivery::signing;
+use crate::domain::ids::new_id;
+use crate::domain::time::Timestamp;
+use crate::domain::tokens::{self as token_rules, Scope, Scopes};
+use crate::error::AppError;
+use crate::store::{self, StoreError};
+
+use super::bots::{connection_of, find_bot};
+use super::{Caller, RequestMeta, tokens};
+
+/// Prefix of setup codes.
+pub const SETUP_CODE_PREFIX: &str = "lt_conn_";
+/// Where wrappers listen, appended to their public URL.
+pub const WEBHOOK_PATH: &str = "/leadtime/webhook";
+/// Lifetime of a setup code unless the admin asks otherwise.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+/// Longest lifetime of a setup code.
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// The connection type setup codes configure.
+const SELF_HOSTED: &str = "self-hosted";
+
+/// Creates a one-time setup code for a self-hosted bot; returns it (shown once) and its expiry.
+pub async fn create_code(
+    app: &App,
+    caller: &Caller,
+    bot_id: &str,
+    ttl: Option<Duration>,
+) -> Result<(String, Timestamp), AppError> {
+    let ttl = ttl.unwrap_or(DEFAULT_TTL);
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err(AppError::invalid(
+            "expiresInMinutes",
+            format!("`expiresInMinutes` must be 1–{}", MAX_TTL.as_secs() / 60),
+        ));
+    }
+    let now = app.clock.now();
+    let expires_at = now.plus_millis(ttl.as_millis() as i64);
+    let code = token_rules::generate_with_prefix(SETUP_CODE_PREFIX);
+    let mut tx = app.db.begin().await?;
+    let bot = find_bot(&mut tx, caller, bot_id).await?;
+    if connection_of(&mut tx, &bot).await?.connection_type != SELF_HOSTED {
+        return Err(AppError::Conflict(format!(
+            "@{} does not use a self-hosted connection; setup codes are for self-hosted bots",
+            bot.handle
+        )));
+    }
+    let id = new_id("stc");
+    store::setup_codes::insert(
+        &mut tx,
+        &id,
+        caller.workspace_id(),
+        &bot.id,
+        &token_rules::token_digest(&code),
+        expires_at,
+        &caller.user.id,
+        now,
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        &caller.actor(),
+        Entry::new(
+            "bot.setup_code.create",
+            "bot",
+            &bot.id,
+            json!({"setupCodeId": id, "expiresAt": expires_at}),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok((code, expires_at))
+}
+
+/// A wrapper's claim.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub setup_token: String,
+    /// The wrapper's public base URL; the webhook goes to it + [`WEBHOOK_PATH`].
+    pub gateway_public_url: String,
+    pub agent_id: Option<String>,
+    pub runtime_version: Option<String>,
+}
+
+/// What a successful claim answers (secrets shown only here).
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub bot_user_id: String,
+    pub bot_pat: String,
+    pub webhook_secret: String,
+    pub bot_name: String,
+    pub agent_id: Option<String>,
+    pub mode: String,
+    pub instructions: String,
+    pub webhook_path: &'static str,
+}
+
+/// Claims a setup code: stores the webhook URL on the bot's connection, mints a fresh bot token and
+/// webhook secret (older secrets retire at once), and marks the code used.
+pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claimed, AppError> {
+    let invalid = || AppError::invalid("setupToken", "this setup code is not valid; ask an admin for a new one");
+    token_rules::check_token_format(request.setup_token.trim(), SETUP_CODE_PREFIX).map_err(|_| invalid())?;
+    let gateway = request.gateway_public_url.trim().trim_end_matches('/');
+    let parsed = url::Url::parse(gateway)
+        .map_err(|e| AppError::invalid("gatewayPublicUrl", format!("`gatewayPublicUrl` is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(AppError::invalid(
+            "gatewayPublicUrl",
+            "`gatewayPublicUrl` must be an absolute http(s) URL",
+        ));
+    }
+    let webhook_url = format!("{gateway}{WEBHOOK_PATH}");
+    for (field, value) in [
+        ("agentId", &request.agent_id),
+        ("runtimeVersion", &request.runtime_version),
+    ] {
+        if value.as_ref().is_some_and(|v| v.len() > 200) {
+            return Err(AppError::invalid(field, format!("`{field}` is at most 200 characters")));
+        }
+    }
+
+    let now = app.clock.now();
+    let mut tx = app.db.begin().await?;
+    let code = store::setup_codes::find_by_digest(&mut tx, &token_rules::token_digest(request.setup_token.trim()))
+        .await?
+        .ok_or_else(invalid)?;
+    if code.claimed_at.is_some() {
+        return Err(AppError::Conflict(
+            "this setup code was already used; ask an admin for a new one".into(),
+        ));
+    }
+    if code.expires_at <= now {
+        return Err(AppError::Gone(
+            "this setup code has expired; ask an admin for a new one".into(),
+        ));
+    }
+    let bot = store::users::get_any(&mut tx, &code.bot_id)
+        .await?
+        .filter(|b| b.deleted_at.is_none() && b.is_enabled())
+        .ok_or_else(|| AppError::Conflict("the bot of this setup code is disabled or deleted".into()))?;
+    let mut connection = connection_of(&mut tx, &bot).await?;
+    let mut config: serde_json::Value = serde_json::from_str(&connection.config).unwrap_or_else(|_| json!({}));
+    config["webhookUrl"] = json!(webhook_url);
+    let config_text = config.to_string();
+    if let Some(plugin) = app.runtime.plugin(&connection.connection_type)
+        && let Err(error) = app.runtime.validate_config(&plugin, &config_text).await
+    {
+        return Err(AppError::invalid(
+            "gatewayPublicUrl",
+            format!("the resulting connection is not valid: {error}"),
+        ));
+    }
+    if !store::setup_codes::mark_claimed(&mut tx, &code.id, now).await? {
+        return Err(AppError::Conflict(
+            "this setup code was already used; ask an admin for a new one".into(),
+        ));
+    }
+    connection.config = config_text;
+    connection.updated_at = now;
+    store::connections::update_config(&mut tx, &connection).await?;
+    store::connections::retire_secrets(&mut tx, &connection.id, now).await?;
+    let webhook_secret = signing::generate_secret();
+    store::connections::insert_secret(&mut tx, &connection.id, &webhook_secret, now).await?;
+    let name = format!(
+        "setup claim{}",
+        request
+            .agent_id
+            .as_deref()
+            .map(|a| format!(" by {a}"))
+            .unwrap_or_default()
+    );
+    let (token, bot_pat) = tokens::mint(
+        &mut tx,
+        &bot,
+        &name,
+        Scopes::new([Scope::Read, Scope::Write]),
+        None,
+        now,
+    )
+    .await?;
+    let actor = Actor {
+        kind: Some(ActorKind::Bot),
+        id: Some(bot.id.clone()),
+        workspace_id: Some(bot.workspace_id.clone()),
+        token_id: None,
+        session_id: None,
+        request_id: meta.request_id,
+        ip: meta.ip,
+        user_agent: meta.user_agent,
+    };
+    let details = json!({
+        "setupCodeId": code.id, "webhookUrl": webhook_url, "tokenId": token.id,
+        "agentId": request.agent_id, "runtimeVersion": request.runtime_version,
+    });
+    audit::record(
+        &mut tx,
+        &actor,
+        Entry::new("bot.setup_code.claim", "bot", &bot.id, details),
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+
+    Ok(Claimed {
+        bot_user_id: bot.id.to_string(),
+        bot_pat,
+        webhook_secret,
+        bot_name: bot.name,
+        agent_id: request.agent_id,
+        mode: config["mode"].as_str().unwrap_or("basic").to_owned(),
+        instructions: config["guidance"].as_str().unwrap_or_default().to_owned(),
+        webhook_path: WEBHOOK_PATH,
+    })
+}

@@ -1,0 +1,121 @@
+//! The append-only, hash-chained audit trail.
+
+use crate::domain::audit::{Actor, Entry, Record, chain_hash};
+use crate::domain::ids::new_id;
+use crate::domain::time::Timestamp;
+
+use super::{Conn, StoreError};
+
+const COLUMNS: &str = "seq, id, at, workspace_id, actor_kind, actor_id, token_id, session_id, action, target_kind, \
+     target_id, request_id, ip, user_agent, details, prev_hash, hash";
+
+/// Appends one record, in the caller's transaction. Locking the chain head serializes writers, so
+/// sequence numbers are consecutive and each record links to the one committed before it.
+pub async fn append(conn: &mut Conn, actor: &Actor, entry: &Entry, at: Timestamp) -> Result<Record, StoreError> {
+    let (seq, prev_hash): (i64, String) =
+        sqlx::query_as("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+            .fetch_one(&mut *conn)
+            .await?;
+    let mut record = Record {
+        seq,
+        id: new_id("aud"),
+        at: at.millis(),
+        workspace_id: actor.workspace_id.as_ref().map(ToString::to_string),
+        actor_kind: actor.kind().as_str().to_owned(),
+        actor_id: actor.id.as_ref().map(ToString::to_string),
+        token_id: actor.token_id.as_ref().map(ToString::to_string),
+        session_id: actor.session_id.as_ref().map(ToString::to_string),
+        action: entry.action.to_owned(),
+        target_kind: entry.target_kind.to_owned(),
+        target_id: entry.target_id.clone(),
+        request_id: actor.request_id.clone(),
+        ip: actor.ip.clone(),
+        user_agent: actor.user_agent.clone(),
+        details: entry.details.to_string(),
+        prev_hash,
+        hash: String::new(),
+    };
+    record.hash = chain_hash(&record.prev_hash, &record.canonical());
+    sqlx::query(&format!(
+        "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+    ))
+    .bind(record.seq)
+    .bind(&record.id)
+    .bind(record.at)
+    .bind(record.workspace_id.as_deref())
+    .bind(&record.actor_kind)
+    .bind(record.actor_id.as_deref())
+    .bind(record.token_id.as_deref())
+    .bind(record.session_id.as_deref())
+    .bind(&record.action)
+    .bind(&record.target_kind)
+    .bind(record.target_id.as_deref())
+    .bind(record.request_id.as_deref())
+    .bind(record.ip.as_deref())
+    .bind(record.user_agent.as_deref())
+    .bind(&record.details)
+    .bind(&record.prev_hash)
+    .bind(&record.hash)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(&record.hash)
+        .execute(&mut *conn)
+        .await?;
+    Ok(record)
+}
+
+/// Filters of an audit query.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub workspace_id: String,
+    pub actor_id: Option<String>,
+    pub action: Option<String>,
+    pub target_id: Option<String>,
+    pub session_id: Option<String>,
+    /// Records at or after this time (ms).
+    pub since: Option<i64>,
+    /// Records before this time (ms).
+    pub until: Option<i64>,
+    /// Records with `seq` below this (the previous page's cursor); newest first.
+    pub before_seq: Option<i64>,
+}
+
+/// A page of one workspace's records, newest first.
+pub async fn page(conn: &mut Conn, filter: &Filter, limit: i64) -> Result<Vec<Record>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE workspace_id = $1 \
+         AND ($2 = '' OR actor_id = $2) AND ($3 = '' OR action = $3) AND ($4 = '' OR target_id = $4) \
+         AND ($5 = '' OR session_id = $5) AND at >= $6 AND at < $7 AND seq < $8 \
+         ORDER BY seq DESC LIMIT $9"
+    ))
+    .bind(&filter.workspace_id)
+    .bind(filter.actor_id.as_deref().unwrap_or(""))
+    .bind(filter.action.as_deref().unwrap_or(""))
+    .bind(filter.target_id.as_deref().unwrap_or(""))
+    .bind(filter.session_id.as_deref().unwrap_or(""))
+    .bind(filter.since.unwrap_or(i64::MIN))
+    .bind(filter.until.unwrap_or(i64::MAX))
+    .bind(filter.before_seq.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Up to `limit` records after `after_seq`, in chain order (for verification).
+pub async fn after(conn: &mut Conn, after_seq: i64, limit: i64) -> Result<Vec<Record>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+    ))
+    .bind(after_seq)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The chain head: the last sequence number handed out and its hash.
+pub async fn head(conn: &mut Conn) -> Result<(i64, String), StoreError> {
+    Ok(sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(conn)
+        .await?)
+}
