@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 
 use crate::config::Config;
+use crate::domain::ids::{DeliveryId, SessionId};
 use crate::domain::time::SharedClock;
 use crate::rate_limit::RateLimits;
 use crate::runtime::PluginRuntime;
@@ -24,7 +25,33 @@ pub struct App {
     pub jobs_queued: Notify,
     /// Signals the delivery worker that deliveries were queued.
     pub deliveries_queued: Notify,
+    /// What the workers finished.
+    pub events: broadcast::Sender<HostEvent>,
+}
+
+/// Something the background workers finished, broadcast to whoever listens (tests wait on these
+/// instead of sleeping; later, live session feeds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostEvent {
+    /// A session job (start, event) ran to an outcome.
+    JobFinished {
+        kind: String,
+        session_id: Option<SessionId>,
+    },
+    /// A webhook delivery attempt was recorded.
+    DeliveryAttempted {
+        delivery_id: DeliveryId,
+        session_id: Option<SessionId>,
+        delivered: bool,
+    },
 }
 
 /// The handle handlers and workers hold.
 pub type SharedApp = Arc<App>;
+
+impl App {
+    /// Tells listeners (if any) about `event`.
+    pub fn announce(&self, event: HostEvent) {
+        let _ = self.events.send(event);
+    }
+}

@@ -91,6 +91,7 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         rate_limits,
         jobs_queued: Notify::new(),
         deliveries_queued: Notify::new(),
+        events: tokio::sync::broadcast::channel(1024).0,
     }))
 }
 

@@ -4,7 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod administration;
+mod audit_trail;
+mod authorization;
 mod bad_input;
+mod credentials;
 mod openapi;
 mod utils;
 mod walking_skeleton;

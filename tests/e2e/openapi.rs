@@ -48,6 +48,22 @@ async fn every_operation_has_an_id_and_a_summary() {
             "{expected} missing from {operations:?}"
         );
     }
+    // People get a readable page of the same operations.
+    let page = crate::utils::http_client()
+        .get(format!("{}/api/public/docs", host.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let page = page.text().await.unwrap();
+    for operation in [
+        "createBot",
+        "setAgentSessionStatus",
+        "claimConnectorSetup",
+        "listAuditRecords",
+    ] {
+        assert!(page.contains(operation), "the docs page lacks {operation}");
+    }
     // Unknown routes answer with the JSON error shape too.
     let (status, body) = host.anonymous().get("/no/such/route").await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -9,7 +9,7 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
+use crate::app::{App, HostEvent};
 use crate::domain::ids::AttemptId;
 use crate::domain::time::Timestamp;
 use crate::sessions;
@@ -111,7 +111,13 @@ async fn attempt(app: &App, client: &reqwest::Client, delivery: Delivery) {
             failed_before_sending("the host could not read the signing secret")
         }
     };
-    if let Err(error) = record(app, &delivery, started, &result).await {
+    let recorded = record(app, &delivery, started, &result).await;
+    app.announce(HostEvent::DeliveryAttempted {
+        delivery_id: delivery.id.clone(),
+        session_id: delivery.session_id.clone(),
+        delivered: recorded.is_ok() && result.succeeded(),
+    });
+    if let Err(error) = recorded {
         // The lease runs out and the delivery is attempted again, with the same id.
         tracing::error!(delivery = %delivery.id, %error, "could not record a delivery attempt");
     }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
+use crate::app::{App, HostEvent};
 use crate::domain::ids::SessionId;
 use crate::domain::sessions::Session;
 use crate::runtime::bindings::types::SessionEvent;
@@ -113,6 +113,10 @@ async fn run_job(app: &Arc<App>, job: Job) {
             tracing::error!(job = %job.id, error = %e, "could not record the job failure; it will be retried after its lease");
         }
     }
+    app.announce(HostEvent::JobFinished {
+        kind: job.kind.clone(),
+        session_id: job.session_id.clone(),
+    });
 }
 
 /// Backoff between job attempts: 2 s, 8 s, 32 s, …

@@ -7,9 +7,12 @@ pub mod wrapper;
 use std::time::Duration;
 
 use leadtime_host::accounts::{self, Bootstrap};
+use leadtime_host::app::HostEvent;
+use leadtime_host::domain::time::{SharedClock, SystemClock};
 use leadtime_host::{Config, RunningHost, SharedApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 
 use db::TestDb;
 
@@ -29,6 +32,12 @@ pub struct TestHost {
 impl TestHost {
     /// Starts a host on 127.0.0.1:0 with a fresh database.
     pub async fn start() -> TestHost {
+        Self::start_with(|_| {}, None).await
+    }
+
+    /// Starts a host after `configure` adjusted its configuration, on `clock` (the system clock
+    /// when `None`).
+    pub async fn start_with(configure: impl FnOnce(&mut Config), clock: Option<SharedClock>) -> TestHost {
         // `LEADTIME_TEST_LOG=debug cargo test …` shows the host's logs of failing tests.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -43,13 +52,69 @@ impl TestHost {
         config.plugin_cache_dir = Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"));
         // Tests make many calls with one token; the limit has its own test.
         config.rate_limit_per_minute = 0;
-        let host = leadtime_host::start(config, listener).await.expect("host starts");
+        configure(&mut config);
+        let clock = clock.unwrap_or_else(|| std::sync::Arc::new(SystemClock));
+        let host = leadtime_host::start_with_clock(config, listener, clock)
+            .await
+            .expect("host starts");
         TestHost {
             host: Some(host),
             base_url: format!("http://{addr}"),
             _db: db,
             _dir: dir,
         }
+    }
+
+    /// The database URL the host uses.
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
+    /// Subscribes to what the host's workers finish; subscribe before triggering the work.
+    pub fn events(&self) -> broadcast::Receiver<HostEvent> {
+        self.app().events.subscribe()
+    }
+
+    /// Waits for the first event matching `wanted` (a safety timeout only guards against hangs).
+    pub async fn wait_for(
+        events: &mut broadcast::Receiver<HostEvent>,
+        what: &str,
+        wanted: impl Fn(&HostEvent) -> bool,
+    ) -> HostEvent {
+        let found = tokio::time::timeout(EVENT_TIMEOUT, async {
+            loop {
+                match events.recv().await {
+                    Ok(event) if wanted(&event) => return event,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => panic!("the host stopped before {what}"),
+                }
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("{what} did not happen within {EVENT_TIMEOUT:?}"))
+    }
+
+    /// Whether the test runs on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.app().db.backend() == leadtime_host::store::Backend::Postgres
+    }
+
+    /// Runs raw SQL as the database owner (to tamper with rows the API protects).
+    pub async fn execute(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        let mut tx = self.app().db.begin().await.expect("begin");
+        let done = sqlx::query(sql).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Audit records written by the request with `request_id`.
+    pub async fn audit_records_of(&self, request_id: &str) -> i64 {
+        let mut conn = self.app().db.read().await.expect("db");
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE request_id = $1")
+            .bind(request_id)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("count")
     }
 
     /// The host's shared state.
@@ -62,7 +127,7 @@ impl TestHost {
         Api {
             base: format!("{}/api/public", self.base_url),
             token: Some(token.to_owned()),
-            http: reqwest::Client::new(),
+            http: http_client(),
         }
     }
 
@@ -71,7 +136,7 @@ impl TestHost {
         Api {
             base: format!("{}/api/public", self.base_url),
             token: None,
-            http: reqwest::Client::new(),
+            http: http_client(),
         }
     }
 
@@ -129,6 +194,24 @@ pub struct Bot {
     pub webhook_secret: String,
 }
 
+/// The HTTP client tests call the host with (it says who it is, as real clients do).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent("leadtime-e2e")
+        .build()
+        .expect("http client")
+}
+
+/// What the host answered.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    /// `x-request-id`, which the audit trail records.
+    pub request_id: String,
+    pub headers: reqwest::header::HeaderMap,
+}
+
 /// A minimal client for the public API: every call returns the status and the JSON body.
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -140,6 +223,12 @@ pub struct Api {
 impl Api {
     /// Sends `method path` with an optional JSON body.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+        let reply = self.send(method, path, body).await;
+        (reply.status, reply.body)
+    }
+
+    /// Sends `method path` and returns status, JSON body and the request id the host assigned.
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -149,13 +238,24 @@ impl Api {
         }
         let response = request.send().await.expect("request reaches the host");
         let status = response.status();
+        let headers = response.headers().clone();
         let text = response.text().await.expect("body");
-        let value = if text.is_empty() {
+        let body = if text.is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        (status, value)
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Reply {
+            status,
+            body,
+            request_id,
+            headers,
+        }
     }
 
     /// Sends a raw body with the given content type.

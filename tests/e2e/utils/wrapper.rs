@@ -18,7 +18,7 @@ use leadtime_host::delivery::signing;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{Api, Bot, EVENT_TIMEOUT};
+use super::{Api, Bot, EVENT_TIMEOUT, http_client};
 
 /// The path wrappers listen on by default.
 pub const WEBHOOK_PATH: &str = "/leadtime/webhook";
@@ -203,7 +203,7 @@ async fn receive(
     let api = Api {
         base: format!("{}/public", shared.leadtime_base_url),
         token: Some(bot.token.clone()),
-        http: reqwest::Client::new(),
+        http: http_client(),
     };
     tokio::spawn(async move {
         let event = match agent_run(&api, &webhook_id, &value).await {

@@ -1,0 +1,332 @@
+//! The authorization matrix: every operation of the served OpenAPI document, called by every kind
+//! of caller — two workspaces; admin, member, bot, the session's own bot, another bot; revoked,
+//! expired and wrong-scope tokens; no token. The expected outcome comes from the operation's
+//! `x-leadtime-access` policy, so a new route without a policy fails here, and a policy the code
+//! does not enforce fails here too. Successful changes must leave exactly one audit record;
+//! refused calls none.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::utils::{Api, Reply, TestHost};
+
+static UNIQUE: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", UNIQUE.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The callers of the matrix.
+struct Callers {
+    admin: Api,
+    member: Api,
+    other_bot: Api,
+    read_only: Api,
+    without_admin_scope: Api,
+    revoked: Api,
+    expired: Api,
+    anonymous: Api,
+    foreign_admin: Api,
+}
+
+/// Fresh objects for one operation, so destructive calls never disturb the next.
+struct Fixture {
+    task_id: String,
+    bot_id: String,
+    bot: Api,
+    session_id: String,
+    token_id: String,
+}
+
+async fn mint(admin: &Api, scopes: &[&str], expires_in_days: Option<u32>) -> (String, String) {
+    let (status, body) = admin
+        .post(
+            "/tokens",
+            json!({"name": unique("token"), "scopes": scopes, "expiresInDays": expires_in_days}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        body["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn callers(host: &TestHost) -> Callers {
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let (status, member) = admin
+        .post(
+            "/people",
+            json!({"name": "Max Member", "handle": "max", "role": "member"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{member}");
+    let member = host.api(member["token"].as_str().unwrap());
+    let other_bot = host.api(
+        &admin
+            .create_bot("Other", "other", "http://127.0.0.1:9/unused")
+            .await
+            .token,
+    );
+    let read_only = host.api(&mint(&admin, &["read"], None).await.1);
+    let without_admin_scope = host.api(&mint(&admin, &["read", "write"], None).await.1);
+    let (revoked_id, revoked) = mint(&admin, &["read", "write", "admin"], None).await;
+    let (status, body) = admin.call(Method::DELETE, &format!("/tokens/{revoked_id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (expired_id, expired) = mint(&admin, &["read", "write", "admin"], Some(1)).await;
+    // The API never issues a token that is already expired; age one in the database instead.
+    host.execute(&format!(
+        "UPDATE api_tokens SET expires_at = 1000 WHERE id = '{expired_id}'"
+    ))
+    .await
+    .unwrap();
+    let foreign_admin = host.api(&host.bootstrap("Globex").await.admin_token);
+    Callers {
+        admin,
+        member,
+        other_bot,
+        read_only,
+        without_admin_scope,
+        revoked: host.api(&revoked),
+        expired: host.api(&expired),
+        anonymous: host.anonymous(),
+        foreign_admin,
+    }
+}
+
+async fn fixture(host: &TestHost, admin: &Api) -> Fixture {
+    let task_id = admin.create_task(&unique("matrix task ")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bot = admin
+        .create_bot("Fixture", &unique("fixture"), "http://127.0.0.1:9/unused")
+        .await;
+    let (status, body) = admin
+        .patch(&format!("/tasks/{task_id}"), json!({"assigneeId": bot.id}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let session_id = body["agentSessionIds"][0].as_str().unwrap().to_owned();
+    let (token_id, _) = mint(admin, &["read"], None).await;
+    Fixture {
+        task_id,
+        bot_id: bot.id,
+        bot: host.api(&bot.token),
+        session_id,
+        token_id,
+    }
+}
+
+/// The path with its parameters filled from the fixture.
+fn concrete_path(template: &str, f: &Fixture) -> String {
+    let id = if template.starts_with("/agent-sessions/") {
+        f.session_id.clone()
+    } else if template.starts_with("/bots/") {
+        f.bot_id.clone()
+    } else if template.starts_with("/tokens/") {
+        f.token_id.clone()
+    } else if template.starts_with("/connection-types/") {
+        "self-hosted".to_owned()
+    } else {
+        String::new()
+    };
+    template.replace("{identifier}", &f.task_id).replace("{id}", &id)
+}
+
+/// A valid body for each operation that takes one.
+fn sample_body(operation_id: &str) -> Option<Value> {
+    Some(match operation_id {
+        "createTask" => json!({"title": "matrix"}),
+        "updateTask" => json!({"title": "matrix, updated"}),
+        "addTaskComment" => json!({"comment": "a comment"}),
+        "postAgentSessionActivity" => json!({"activityType": "log", "body": "matrix"}),
+        "setAgentSessionStatus" => json!({"status": "running"}),
+        "createBot" => {
+            json!({"name": "Made", "handle": unique("made"), "connection": {"type": "self-hosted", "config": {"webhookUrl": "http://127.0.0.1:9/x"}}})
+        }
+        "updateBot" => json!({"name": "Renamed"}),
+        "createBotSetupCode" => json!({"expiresInMinutes": 30}),
+        "rotateBotWebhookSecret" => json!({"graceSeconds": 60}),
+        "updateConnectionType" => json!({"enabled": true}),
+        "addPerson" => json!({"name": "Pat", "handle": unique("pat")}),
+        "createToken" => json!({"name": "made", "scopes": ["read"]}),
+        "claimConnectorSetup" => {
+            json!({"setupToken": "lt_conn_notarealcode", "gatewayPublicUrl": "http://127.0.0.1:9"})
+        }
+        _ => return None,
+    })
+}
+
+struct Case<'a> {
+    host: &'a TestHost,
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    name: String,
+}
+
+impl Case<'_> {
+    async fn call(&self, api: &Api) -> Reply {
+        api.send(self.method.clone(), &self.path, self.body.as_ref()).await
+    }
+
+    /// Calls as `api` and expects `expected`; a refused call must leave no audit record.
+    async fn expect(&self, who: &str, api: &Api, expected: StatusCode) {
+        let reply = self.call(api).await;
+        assert_eq!(reply.status, expected, "{} as {who}: {}", self.name, reply.body);
+        assert!(
+            reply.body["error"].is_string() && reply.body["message"].is_string(),
+            "{} as {who}: JSON error expected",
+            self.name
+        );
+        assert_eq!(
+            self.host.audit_records_of(&reply.request_id).await,
+            0,
+            "{} as {who} was refused but audited",
+            self.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_enforces_its_policy() {
+    let host = TestHost::start().await;
+    let c = callers(&host).await;
+    let (_, document) = c.anonymous.get("/docs/json").await;
+
+    let mut operations = BTreeMap::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations.insert(
+                operation["operationId"].as_str().unwrap().to_owned(),
+                (method.to_uppercase(), path.clone(), operation.clone()),
+            );
+        }
+    }
+    assert!(
+        operations.len() >= 36,
+        "only {} operations documented",
+        operations.len()
+    );
+
+    for (operation_id, (method, full_path, operation)) in &operations {
+        let access = &operation["x-leadtime-access"];
+        assert!(
+            access.is_object(),
+            "{operation_id} has no access policy: add it to api/access.rs"
+        );
+        let callers = access["callers"].as_str().unwrap();
+        let scope = access["scope"].as_str();
+        let mutates = access["mutates"].as_bool().unwrap();
+        let template = full_path.strip_prefix("/api/public").unwrap();
+        let takes_body = operation.get("requestBody").is_some();
+
+        let f = fixture(&host, &c.admin).await;
+        if operation_id == "enableBot" {
+            let (status, body) = c.admin.post(&format!("/bots/{}/disable", f.bot_id), json!({})).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let body = sample_body(operation_id);
+        assert!(
+            !takes_body || body.is_some(),
+            "{operation_id} takes a body: add a sample to sample_body()"
+        );
+        let case = Case {
+            host: &host,
+            method: Method::from_bytes(method.as_bytes()).unwrap(),
+            path: concrete_path(template, &f),
+            body,
+            name: format!("{method} {template} ({operation_id})"),
+        };
+
+        if callers == "public" {
+            let reply = case.call(&c.anonymous).await;
+            assert!(
+                !matches!(reply.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+                "{}: {}",
+                case.name,
+                reply.body
+            );
+            continue;
+        }
+        case.expect("anonymous", &c.anonymous, StatusCode::UNAUTHORIZED).await;
+        case.expect("a revoked token", &c.revoked, StatusCode::UNAUTHORIZED)
+            .await;
+        case.expect("an expired token", &c.expired, StatusCode::UNAUTHORIZED)
+            .await;
+        match scope {
+            Some("write") => {
+                case.expect("a read-only token", &c.read_only, StatusCode::FORBIDDEN)
+                    .await
+            }
+            Some("admin") => {
+                case.expect(
+                    "an admin without the admin scope",
+                    &c.without_admin_scope,
+                    StatusCode::FORBIDDEN,
+                )
+                .await
+            }
+            _ => {}
+        }
+        if template.contains("{identifier}")
+            || (template.contains("{id}") && !template.starts_with("/connection-types/"))
+        {
+            case.expect("another workspace's admin", &c.foreign_admin, StatusCode::NOT_FOUND)
+                .await;
+        }
+        match callers {
+            "admins" => {
+                case.expect("a member", &c.member, StatusCode::FORBIDDEN).await;
+                case.expect("a bot", &c.other_bot, StatusCode::FORBIDDEN).await;
+            }
+            "people" => case.expect("a bot", &c.other_bot, StatusCode::FORBIDDEN).await,
+            "session-bot" => {
+                case.expect("a person", &c.admin, StatusCode::FORBIDDEN).await;
+                case.expect("a member", &c.member, StatusCode::FORBIDDEN).await;
+                case.expect("another bot", &c.other_bot, StatusCode::FORBIDDEN).await;
+            }
+            "anyone" => {
+                for (who, api) in [("a member", &c.member), ("a bot", &f.bot)] {
+                    let reply = case.call(api).await;
+                    assert!(
+                        reply.status.is_success(),
+                        "{} as {who}: {} {}",
+                        case.name,
+                        reply.status,
+                        reply.body
+                    );
+                }
+            }
+            other => panic!("{operation_id}: unknown callers `{other}`"),
+        }
+
+        let allowed = if callers == "session-bot" { &f.bot } else { &c.admin };
+        let reply = case.call(allowed).await;
+        assert!(
+            reply.status.is_success(),
+            "{} by an allowed caller: {} {}",
+            case.name,
+            reply.status,
+            reply.body
+        );
+        let audited = host.audit_records_of(&reply.request_id).await;
+        assert_eq!(
+            audited,
+            i64::from(mutates),
+            "{} left {audited} audit records",
+            case.name
+        );
+    }
+
+    let verified = leadtime_host::audit::verify(&host.app().db).await.unwrap().unwrap();
+    assert!(
+        verified.records > 100,
+        "the matrix should have left a long chain, got {}",
+        verified.records
+    );
+    host.stop().await;
+}

@@ -1,0 +1,427 @@
+//! Tokens, setup codes, webhook secret rotation and rate limits.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use leadtime_host::delivery::signing;
+use leadtime_host::domain::time::{Clock, ManualClock, SystemClock};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::utils::wrapper::FakeWrapper;
+use crate::utils::{Bot, TestHost};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_minted_revoked_rotated_and_never_escalated() {
+    let host = TestHost::start().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let bot = admin.create_bot("Claw", "claw", "http://127.0.0.1:9/x").await;
+
+    // A read-only token for oneself, expiring in 30 days; shown once, listed without the secret.
+    let (status, minted) = admin
+        .post(
+            "/tokens",
+            json!({"name": "dashboards", "scopes": ["read"], "expiresInDays": 30}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    let secret = minted["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("lt_pat_") && secret.len() == 45);
+    assert_eq!(minted["scopes"], json!(["read"]));
+    assert!(minted["expiresAt"].is_string());
+    let reader = host.api(&secret);
+    let (status, _) = reader.get("/tasks/statuses").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = reader.post("/tasks", json!({"title": "nope"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, listed) = admin.get("/tokens").await;
+    let entry = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == minted["id"])
+        .unwrap()
+        .clone();
+    assert!(entry.get("secret").is_none());
+    assert!(entry["lastUsedAt"].is_string(), "use is recorded: {entry}");
+    assert_eq!(entry["lastUsedIp"], "127.0.0.1");
+
+    // No escalation: a read-only token cannot mint a write token; bots cannot mint at all.
+    let (status, body) = reader
+        .post("/tokens", json!({"name": "more", "scopes": ["read", "write"]}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = host
+        .api(&bot.token)
+        .post("/tokens", json!({"name": "x", "scopes": ["read"]}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = admin
+        .post(
+            "/tokens",
+            json!({"name": "bot admin", "scopes": ["admin"], "userId": bot.id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "bot tokens never get admin: {body}");
+    let (status, body) = admin.post("/tokens", json!({"name": "x", "scopes": ["root"]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = admin
+        .post("/tokens", json!({"name": "x", "scopes": ["read"], "expiresInDays": 0}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Admins mint bot tokens.
+    let (status, for_bot) = admin
+        .post(
+            "/tokens",
+            json!({"name": "second bot token", "scopes": ["read", "write"], "userId": bot.id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{for_bot}");
+    assert_eq!(for_bot["userId"], bot.id.as_str());
+
+    // Rotation: the old token stops, the new one works with the same scopes.
+    let (status, rotated) = admin
+        .post(&format!("/tokens/{}/rotate", minted["id"].as_str().unwrap()), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{rotated}");
+    assert_eq!(rotated["scopes"], json!(["read"]));
+    assert_eq!(rotated["name"], "dashboards");
+    let (status, _) = reader.get("/tasks/statuses").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let renewed = host.api(rotated["secret"].as_str().unwrap());
+    let (status, _) = renewed.get("/tasks/statuses").await;
+    assert_eq!(status, StatusCode::OK);
+    // Revocation takes effect at once; revoking twice says so.
+    let (status, revoked) = admin
+        .call(
+            Method::DELETE,
+            &format!("/tokens/{}", rotated["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(revoked["revokedAt"].is_string());
+    let (status, _) = renewed.get("/tasks/statuses").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = admin
+        .call(
+            Method::DELETE,
+            &format!("/tokens/{}", rotated["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // Every token and setup code ever shown is absent from every column of every table.
+    let (_, code) = admin.post(&format!("/bots/{}/setup-codes", bot.id), json!({})).await;
+    let shown = [
+        secret,
+        rotated["secret"].as_str().unwrap().to_owned(),
+        for_bot["secret"].as_str().unwrap().to_owned(),
+        bot.token.clone(),
+        code["setupToken"].as_str().unwrap().to_owned(),
+    ];
+    assert_absent_from_database(&host, &shown).await;
+    host.stop().await;
+}
+
+/// Scans every text column of every table for each of `secrets`.
+async fn assert_absent_from_database(host: &TestHost, secrets: &[String]) {
+    let columns_sql = if host.is_postgres() {
+        "SELECT CAST(table_name AS TEXT), CAST(column_name AS TEXT) FROM information_schema.columns WHERE table_schema = 'public'"
+    } else {
+        "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p WHERE m.type = 'table'"
+    };
+    let mut conn = host.app().db.read().await.unwrap();
+    let columns: Vec<(String, String)> = sqlx::query_as(columns_sql).fetch_all(&mut *conn).await.unwrap();
+    assert!(
+        columns.len() > 50,
+        "expected to scan the whole schema, found {} columns",
+        columns.len()
+    );
+    for (table, column) in &columns {
+        for secret in secrets {
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE CAST({column} AS TEXT) LIKE $1");
+            let found: i64 = sqlx::query_scalar(&sql)
+                .bind(format!("%{secret}%"))
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(found, 0, "a plaintext secret is stored in {table}.{column}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapper_claims_a_setup_code_once() {
+    let host = TestHost::start().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let bot = admin.create_bot("Claw", "claw", "http://127.0.0.1:9/not-yet").await;
+    let (status, code) = admin
+        .post(
+            &format!("/bots/{}/setup-codes", bot.id),
+            json!({"expiresInMinutes": 10}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{code}");
+    let setup_token = code["setupToken"].as_str().unwrap().to_owned();
+    assert!(setup_token.starts_with("lt_conn_"));
+
+    let mut wrapper = FakeWrapper::start(&host.base_url).await;
+    let gateway = wrapper.webhook_url.trim_end_matches("/leadtime/webhook").to_owned();
+    let claim = json!({"setupToken": setup_token, "gatewayPublicUrl": gateway, "agentId": "openclaw-main", "runtimeVersion": "1.4.2"});
+    let anonymous = host.anonymous();
+    let (status, claimed) = anonymous.post("/agent-connectors/setup/claim", claim.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    assert_eq!(claimed["botUserId"], bot.id.as_str());
+    assert_eq!(claimed["botName"], "Claw");
+    assert_eq!(claimed["agentId"], "openclaw-main");
+    assert_eq!(claimed["mode"], "basic");
+    assert_eq!(claimed["guidance"]["instructions"], "Keep answers short.");
+    assert_eq!(claimed["webhookPath"], "/leadtime/webhook");
+    assert_eq!(claimed["exposeRawApiCredentialToAgent"], false);
+    let (_, stored) = admin.get(&format!("/bots/{}", bot.id)).await;
+    assert_eq!(
+        stored["connection"]["config"]["webhookUrl"],
+        format!("{gateway}/leadtime/webhook")
+    );
+
+    // The claimed credentials are the ones that work: deliveries are signed with the new secret.
+    let claimed_bot = Bot {
+        id: bot.id.clone(),
+        handle: bot.handle.clone(),
+        token: claimed["botPat"].as_str().unwrap().to_owned(),
+        webhook_secret: claimed["webhookSecret"].as_str().unwrap().to_owned(),
+    };
+    assert_ne!(claimed_bot.webhook_secret, bot.webhook_secret);
+    wrapper.configure(&claimed_bot);
+    let task = admin.create_task("After setup").await;
+    admin
+        .patch(
+            &format!("/tasks/{}", task["id"].as_str().unwrap()),
+            json!({"assigneeId": bot.id}),
+        )
+        .await;
+    let (_, _, _) = wrapper.next_run().await;
+    let received = wrapper.received();
+    assert_eq!(
+        received[0].headers["leadtime-signature"]
+            .to_str()
+            .unwrap()
+            .matches("v1=")
+            .count(),
+        1,
+        "the old secret retired at claim"
+    );
+
+    // A second claim is refused with a message.
+    let (status, body) = anonymous.post("/agent-connectors/setup/claim", claim).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("already used"));
+    let (status, body) = anonymous
+        .post(
+            "/agent-connectors/setup/claim",
+            json!({"setupToken": "lt_conn_forged", "gatewayPublicUrl": gateway}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["message"].is_string());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_setup_code_is_refused() {
+    let clock = ManualClock::new(SystemClock.now());
+    let host = TestHost::start_with(|_| {}, Some(Arc::new(clock.clone()))).await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let bot = admin.create_bot("Claw", "claw", "http://127.0.0.1:9/x").await;
+    let (_, code) = admin
+        .post(&format!("/bots/{}/setup-codes", bot.id), json!({"expiresInMinutes": 1}))
+        .await;
+    clock.advance(61_000);
+    let (status, body) = host
+        .anonymous()
+        .post(
+            "/agent-connectors/setup/claim",
+            json!({"setupToken": code["setupToken"], "gatewayPublicUrl": "https://agent.example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("expired"));
+    let (status, _) = admin
+        .post(&format!("/bots/{}/setup-codes", bot.id), json!({"expiresInMinutes": 0}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    host.stop().await;
+}
+
+/// A receiver that records every delivery and answers 200.
+async fn recording_receiver() -> (String, mpsc::UnboundedReceiver<(HeaderMap, Bytes)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let tx = Arc::new(Mutex::new(tx));
+    let app = axum::Router::new().route(
+        "/leadtime/webhook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.lock().unwrap().send((headers, body));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/leadtime/webhook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    (url, rx)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Whether `secret` verifies the Leadtime header when the receiver checks every `v1=` entry.
+fn leadtime_any_v1(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+    let timestamp = header(headers, "leadtime-webhook-timestamp").unwrap();
+    let expected = signing::leadtime_v1(secret, timestamp, body);
+    header(headers, "leadtime-signature")
+        .unwrap()
+        .split(',')
+        .any(|part| part == format!("v1={expected}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_secrets_sign_side_by_side_until_the_old_one_retires() {
+    let host = TestHost::start().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let (url, mut deliveries) = recording_receiver().await;
+    let bot = admin.create_bot("Claw", "claw", &url).await;
+    let old = bot.webhook_secret.clone();
+
+    let (status, rotated) = admin
+        .post(
+            &format!("/bots/{}/webhook-secret/rotate", bot.id),
+            json!({"graceSeconds": 3600}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new = rotated["webhookSecret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+
+    let task = admin.create_task("During the grace period").await;
+    admin
+        .patch(
+            &format!("/tasks/{}", task["id"].as_str().unwrap()),
+            json!({"assigneeId": bot.id}),
+        )
+        .await;
+    let (headers, body) = deliveries.recv().await.unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let signature = header(&headers, "leadtime-signature").unwrap();
+    assert_eq!(signature.matches("v1=").count(), 2, "{signature}");
+    assert_eq!(header(&headers, "webhook-signature").unwrap().split(' ').count(), 2);
+    // A receiver that knows only the new secret: the first v1= is the newest (connectors check only it).
+    signing::verify_leadtime(
+        &new,
+        header(&headers, "leadtime-webhook-timestamp"),
+        Some(signature),
+        &body,
+        now,
+    )
+    .unwrap();
+    signing::verify_standard(
+        &new,
+        header(&headers, "webhook-id"),
+        header(&headers, "webhook-timestamp"),
+        header(&headers, "webhook-signature"),
+        &body,
+        now,
+    )
+    .unwrap();
+    // A receiver that knows only the old secret still verifies both schemes (any entry).
+    assert!(leadtime_any_v1(&old, &headers, &body));
+    signing::verify_standard(
+        &old,
+        header(&headers, "webhook-id"),
+        header(&headers, "webhook-timestamp"),
+        header(&headers, "webhook-signature"),
+        &body,
+        now,
+    )
+    .unwrap();
+
+    // With no grace, the previous secrets retire at once.
+    let (_, rotated_again) = admin
+        .post(
+            &format!("/bots/{}/webhook-secret/rotate", bot.id),
+            json!({"graceSeconds": 0}),
+        )
+        .await;
+    let newest = rotated_again["webhookSecret"].as_str().unwrap().to_owned();
+    let task = admin.create_task("After the grace period").await;
+    admin
+        .patch(
+            &format!("/tasks/{}", task["id"].as_str().unwrap()),
+            json!({"assigneeId": bot.id}),
+        )
+        .await;
+    let (headers, body) = deliveries.recv().await.unwrap();
+    assert_eq!(
+        header(&headers, "leadtime-signature").unwrap().matches("v1=").count(),
+        1
+    );
+    assert!(leadtime_any_v1(&newest, &headers, &body));
+    assert!(!leadtime_any_v1(&new, &headers, &body) && !leadtime_any_v1(&old, &headers, &body));
+    let standard = header(&headers, "webhook-signature");
+    assert!(
+        signing::verify_standard(
+            &old,
+            header(&headers, "webhook-id"),
+            header(&headers, "webhook-timestamp"),
+            standard,
+            &body,
+            now
+        )
+        .is_err()
+    );
+    let (status, _) = admin
+        .post(
+            &format!("/bots/{}/webhook-secret/rotate", bot.id),
+            json!({"graceSeconds": 999999999}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_token_has_a_request_budget() {
+    let host = TestHost::start_with(
+        |config| {
+            config.rate_limit_per_minute = 60;
+            config.rate_limit_burst = 3;
+        },
+        None,
+    )
+    .await;
+    let workspace = host.bootstrap("Acme").await;
+    let admin = host.api(&workspace.admin_token);
+    let (_, other) = admin.post("/people", json!({"name": "Max", "handle": "max"})).await;
+    // The admin's burst of 3: the POST above and two reads.
+    for _ in 0..2 {
+        assert_eq!(
+            admin.send(Method::GET, "/tasks/statuses", None).await.status,
+            StatusCode::OK
+        );
+    }
+    let limited = admin.send(Method::GET, "/tasks/statuses", None).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.body["error"], "rate_limited");
+    let retry_after: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    // Another token is unaffected.
+    let (status, _) = host.api(other["token"].as_str().unwrap()).get("/tasks/statuses").await;
+    assert_eq!(status, StatusCode::OK);
+    host.stop().await;
+}
