@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::outbound::OutboundPolicy;
 use crate::runtime::CallLimits;
 
 /// Everything the host needs to run.
@@ -21,6 +22,8 @@ pub struct Config {
     pub public_url: String,
     /// Webhook delivery settings.
     pub delivery: DeliveryConfig,
+    /// Which outbound targets user-chosen URLs may reach.
+    pub outbound: OutboundPolicy,
     /// Per-call plugin limits.
     pub plugin_limits: CallLimits,
     /// Requests per minute one API token may make (0: unlimited).
@@ -41,6 +44,10 @@ pub struct DeliveryConfig {
     pub attempt_timeout: Duration,
     /// Attempts in flight at once, across all receivers.
     pub max_in_flight: usize,
+    /// Attempts in flight at once to one endpoint (so one slow receiver cannot take every slot).
+    pub per_endpoint_in_flight: usize,
+    /// Deliveries in a row that may fail for good before their endpoint is disabled (0: never).
+    pub auto_disable_after_failed_deliveries: u32,
 }
 
 impl Default for DeliveryConfig {
@@ -50,6 +57,8 @@ impl Default for DeliveryConfig {
             retry_schedule: parse_schedule("5s,5m,30m,2h,5h,10h,10h").unwrap_or_default(),
             attempt_timeout: Duration::from_secs(15),
             max_in_flight: 64,
+            per_endpoint_in_flight: 8,
+            auto_disable_after_failed_deliveries: 10,
         }
     }
 }
@@ -65,6 +74,7 @@ impl Config {
             data_dir,
             public_url: public_url.trim_end_matches('/').to_owned(),
             delivery: DeliveryConfig::default(),
+            outbound: OutboundPolicy::default(),
             plugin_limits: CallLimits::default(),
             rate_limit_per_minute: 600,
             rate_limit_burst: 120,
@@ -83,8 +93,8 @@ impl Config {
         if !matches!(url.scheme(), "http" | "https") {
             bail!("public URL `{}` must be http or https", self.public_url);
         }
-        if self.delivery.max_in_flight == 0 {
-            bail!("delivery concurrency must be at least 1");
+        if self.delivery.max_in_flight == 0 || self.delivery.per_endpoint_in_flight == 0 {
+            bail!("delivery concurrency (overall and per endpoint) must be at least 1");
         }
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("cannot create the data directory {}", self.data_dir.display()))?;
@@ -117,6 +127,19 @@ pub struct ServeArgs {
     /// Time one webhook attempt may take, in seconds.
     #[arg(long, env = "LEADTIME_DELIVERY_TIMEOUT_SECS", default_value_t = 15)]
     pub delivery_timeout_secs: u64,
+    /// Let webhooks (and other user-chosen URLs) reach loopback, private and internal addresses.
+    /// For local development only: in production it lets users aim the host at its own network.
+    #[arg(long, env = "LEADTIME_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: bool,
+    /// Webhook attempts in flight at once.
+    #[arg(long, env = "LEADTIME_DELIVERY_CONCURRENCY", default_value_t = 64)]
+    pub delivery_concurrency: usize,
+    /// Webhook attempts in flight at once to one endpoint.
+    #[arg(long, env = "LEADTIME_DELIVERY_PER_ENDPOINT", default_value_t = 8)]
+    pub delivery_per_endpoint: usize,
+    /// Disable an endpoint after this many deliveries in a row failed for good (0: never).
+    #[arg(long, env = "LEADTIME_DELIVERY_AUTO_DISABLE_AFTER", default_value_t = 10)]
+    pub delivery_auto_disable_after: u32,
     /// Requests per minute one API token may make; 0 turns the limit off.
     #[arg(long, env = "LEADTIME_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,
@@ -132,6 +155,10 @@ impl ServeArgs {
         let mut config = Config::new(self.data_dir, self.database_url, public_url);
         config.delivery.retry_schedule = parse_schedule(&self.retry_schedule)?;
         config.delivery.attempt_timeout = Duration::from_secs(self.delivery_timeout_secs.max(1));
+        config.outbound.allow_private_targets = self.allow_private_targets;
+        config.delivery.max_in_flight = self.delivery_concurrency;
+        config.delivery.per_endpoint_in_flight = self.delivery_per_endpoint;
+        config.delivery.auto_disable_after_failed_deliveries = self.delivery_auto_disable_after;
         config.rate_limit_per_minute = self.rate_limit_per_minute;
         config.rate_limit_burst = self.rate_limit_burst;
         config.validate()?;

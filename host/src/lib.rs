@@ -13,6 +13,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod error;
+pub mod outbound;
 pub mod rate_limit;
 pub mod runtime;
 pub mod sessions;
@@ -107,6 +108,16 @@ pub async fn start_with_clock(
     clock: SharedClock,
 ) -> anyhow::Result<RunningHost> {
     let app = open(config, clock).await?;
+    if app.db.backend() == store::Backend::Sqlite {
+        // One host owns a SQLite file, so leases left by a host that died are nobody's.
+        let mut tx = app.db.begin().await?;
+        let jobs = store::jobs::release_all_leases(&mut tx).await?;
+        let deliveries = store::deliveries::release_all_leases(&mut tx).await?;
+        tx.commit().await.map_err(store::StoreError::from)?;
+        if jobs + deliveries > 0 {
+            tracing::info!(jobs, deliveries, "released work left leased by a previous run");
+        }
+    }
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use leadtime_host::app::HostEvent;
+
 use crate::utils::{Api, Reply, TestHost};
 
 static UNIQUE: AtomicUsize = AtomicUsize::new(0);
@@ -39,6 +41,7 @@ struct Fixture {
     bot: Api,
     session_id: String,
     token_id: String,
+    delivery_id: String,
 }
 
 async fn mint(admin: &Api, scopes: &[&str], expires_in_days: Option<u32>) -> (String, String) {
@@ -97,19 +100,28 @@ async fn callers(host: &TestHost) -> Callers {
     }
 }
 
-async fn fixture(host: &TestHost, admin: &Api) -> Fixture {
+/// A task assigned to a fresh bot (so a session exists) and a token. The session's webhook goes to
+/// `receiver`; the fixture is ready once its first delivery attempt was recorded.
+async fn fixture(host: &TestHost, admin: &Api, receiver: &str) -> Fixture {
     let task_id = admin.create_task(&unique("matrix task ")).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let bot = admin
-        .create_bot("Fixture", &unique("fixture"), "http://127.0.0.1:9/unused")
-        .await;
+    let bot = admin.create_bot("Fixture", &unique("fixture"), receiver).await;
+    let mut events = host.events();
     let (status, body) = admin
         .patch(&format!("/tasks/{task_id}"), json!({"assigneeId": bot.id}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let session_id = body["agentSessionIds"][0].as_str().unwrap().to_owned();
+    TestHost::wait_for(
+        &mut events,
+        "the fixture's first delivery attempt",
+        |e| matches!(e, HostEvent::DeliveryAttempted { session_id: Some(s), .. } if s.as_str() == session_id),
+    )
+    .await;
+    let (_, deliveries) = admin.get(&format!("/agent-sessions/{session_id}/deliveries")).await;
+    let delivery_id = deliveries["deliveries"][0]["id"].as_str().unwrap().to_owned();
     let (token_id, _) = mint(admin, &["read"], None).await;
     Fixture {
         task_id,
@@ -117,7 +129,17 @@ async fn fixture(host: &TestHost, admin: &Api) -> Fixture {
         bot: host.api(&bot.token),
         session_id,
         token_id,
+        delivery_id,
     }
+}
+
+/// A receiver answering `410 Gone`: a delivery to it fails at once and disables its endpoint.
+async fn gone_receiver() -> String {
+    let app = axum::Router::new().route("/leadtime/webhook", axum::routing::post(|| async { StatusCode::GONE }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/leadtime/webhook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    url
 }
 
 /// The path with its parameters filled from the fixture.
@@ -130,6 +152,8 @@ fn concrete_path(template: &str, f: &Fixture) -> String {
         f.token_id.clone()
     } else if template.starts_with("/connection-types/") {
         "self-hosted".to_owned()
+    } else if template.starts_with("/deliveries/") {
+        f.delivery_id.clone()
     } else {
         String::new()
     };
@@ -153,6 +177,7 @@ fn sample_body(operation_id: &str) -> Option<Value> {
         "updateConnectionType" => json!({"enabled": true}),
         "addPerson" => json!({"name": "Pat", "handle": unique("pat")}),
         "createToken" => json!({"name": "made", "scopes": ["read"]}),
+        "redeliverFailedDeliveries" => json!({"since": "2020-01-01T00:00:00Z"}),
         "claimConnectorSetup" => {
             json!({"setupToken": "lt_conn_notarealcode", "gatewayPublicUrl": "http://127.0.0.1:9"})
         }
@@ -196,6 +221,7 @@ async fn every_route_enforces_its_policy() {
     let host = TestHost::start().await;
     let c = callers(&host).await;
     let (_, document) = c.anonymous.get("/docs/json").await;
+    let gone = gone_receiver().await;
 
     let mut operations = BTreeMap::new();
     for (path, item) in document["paths"].as_object().unwrap() {
@@ -224,7 +250,21 @@ async fn every_route_enforces_its_policy() {
         let template = full_path.strip_prefix("/api/public").unwrap();
         let takes_body = operation.get("requestBody").is_some();
 
-        let f = fixture(&host, &c.admin).await;
+        // Redelivery and endpoint re-enabling need a delivery that failed and an endpoint that is off.
+        let needs_failure = matches!(
+            operation_id.as_str(),
+            "redeliverDelivery" | "redeliverFailedDeliveries" | "enableWebhookEndpoint"
+        );
+        let f = fixture(
+            &host,
+            &c.admin,
+            if needs_failure {
+                &gone
+            } else {
+                "http://127.0.0.1:9/unused"
+            },
+        )
+        .await;
         if operation_id == "enableBot" {
             let (status, body) = c.admin.post(&format!("/bots/{}/disable", f.bot_id), json!({})).await;
             assert_eq!(status, StatusCode::OK, "{body}");

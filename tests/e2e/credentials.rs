@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::utils::wrapper::FakeWrapper;
-use crate::utils::{Bot, TestHost};
+use crate::utils::{Bot, EVENT_TIMEOUT, TestHost};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_minted_revoked_rotated_and_never_escalated() {
@@ -316,7 +316,10 @@ async fn rotated_secrets_sign_side_by_side_until_the_old_one_retires() {
             json!({"assigneeId": bot.id}),
         )
         .await;
-    let (headers, body) = deliveries.recv().await.unwrap();
+    let (headers, body) = tokio::time::timeout(EVENT_TIMEOUT, deliveries.recv())
+        .await
+        .expect("a delivery")
+        .unwrap();
     let now = chrono::Utc::now().timestamp();
     let signature = header(&headers, "leadtime-signature").unwrap();
     assert_eq!(signature.matches("v1=").count(), 2, "{signature}");
@@ -366,7 +369,10 @@ async fn rotated_secrets_sign_side_by_side_until_the_old_one_retires() {
             json!({"assigneeId": bot.id}),
         )
         .await;
-    let (headers, body) = deliveries.recv().await.unwrap();
+    let (headers, body) = tokio::time::timeout(EVENT_TIMEOUT, deliveries.recv())
+        .await
+        .expect("a delivery")
+        .unwrap();
     assert_eq!(
         header(&headers, "leadtime-signature").unwrap().matches("v1=").count(),
         1

@@ -8,6 +8,7 @@ pub mod agent_sessions;
 pub mod audit;
 pub mod bots;
 pub mod connectors;
+pub mod deliveries;
 pub mod docs;
 pub mod extract;
 pub mod tasks;
@@ -44,6 +45,7 @@ pub const MAX_BODY_BYTES: usize = 2 << 20;
         (name = "account", description = "The caller, the workspace and its people"),
         (name = "tokens", description = "API tokens of people and bots"),
         (name = "connectors", description = "Self-hosted connector setup"),
+        (name = "deliveries", description = "Webhook deliveries, their attempts and endpoints"),
         (name = "audit", description = "The tamper-evident audit trail"),
         (name = "docs", description = "This documentation"),
     )
@@ -77,6 +79,7 @@ pub fn public_api() -> OpenApiRouter<SharedApp> {
             .merge(account::router())
             .merge(tokens::router())
             .merge(connectors::router())
+            .merge(deliveries::router())
             .merge(audit::router())
             .merge(docs::router()),
     )

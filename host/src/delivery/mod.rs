@@ -2,6 +2,8 @@
 //! signed with both the Leadtime and the Standard Webhooks headers ([`signing`]), retried on a
 //! schedule, and every attempt is recorded.
 
+pub mod manage;
+pub mod policy;
 pub mod sender;
 pub mod signing;
 pub mod worker;

@@ -24,6 +24,10 @@ pub struct AttemptResult {
     pub response_body: Option<String>,
     /// Why it failed (transport error, or a non-2xx status).
     pub error: Option<String>,
+    /// How long the receiver asked us to wait (`Retry-After`).
+    pub retry_after: Option<Duration>,
+    /// Set when the target was refused before connecting (a private or internal address).
+    pub refused: Option<String>,
 }
 
 impl AttemptResult {
@@ -31,17 +35,6 @@ impl AttemptResult {
     pub fn succeeded(&self) -> bool {
         self.error.is_none() && self.status_code.is_some_and(|s| (200..300).contains(&s))
     }
-}
-
-/// The HTTP client for deliveries: no redirects (a 3xx is a failed attempt), no proxy from the
-/// environment, a timeout on every attempt.
-pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .timeout(timeout)
-        .build()
 }
 
 /// The body as sent at `attempt_time`: if it is a JSON object with a top-level `webhookTimestamp`,
@@ -86,13 +79,25 @@ pub fn signed_headers(id: &str, at: Timestamp, body: &[u8], secrets: &[String]) 
     Ok(headers)
 }
 
-/// Sends one attempt. The body goes out with a `Content-Length` (never chunked).
-pub async fn send(client: &reqwest::Client, url: &str, headers: HeaderMap, body: Vec<u8>) -> AttemptResult {
+/// Sends one attempt through `client` (see [`crate::outbound::client`]). The body goes out with a
+/// `Content-Length` (never chunked).
+pub async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    now: Timestamp,
+) -> AttemptResult {
     let started = Instant::now();
     let response = client.post(url).headers(headers).body(body).send().await;
     match response {
         Ok(response) => {
             let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| super::policy::parse_retry_after(v, now));
             let text = read_limited(response).await;
             let latency = started.elapsed();
             let error = (!status.is_success()).then(|| match status.as_u16() {
@@ -107,14 +112,33 @@ pub async fn send(client: &reqwest::Client, url: &str, headers: HeaderMap, body:
                 latency,
                 response_body: Some(text),
                 error,
+                retry_after,
+                refused: None,
             }
         }
-        Err(error) => AttemptResult {
-            status_code: None,
-            latency: started.elapsed(),
-            response_body: None,
-            error: Some(describe_transport_error(&error)),
-        },
+        Err(error) => {
+            let refused = crate::outbound::forbidden_in(&error).map(ToString::to_string);
+            AttemptResult {
+                status_code: None,
+                latency: started.elapsed(),
+                response_body: None,
+                error: Some(refused.clone().unwrap_or_else(|| describe_transport_error(&error))),
+                retry_after: None,
+                refused,
+            }
+        }
+    }
+}
+
+/// An attempt refused before sending (an IP-literal URL in a blocked range).
+pub fn refused(reason: String) -> AttemptResult {
+    AttemptResult {
+        status_code: None,
+        latency: Duration::ZERO,
+        response_body: None,
+        error: Some(reason.clone()),
+        retry_after: None,
+        refused: Some(reason),
     }
 }
 

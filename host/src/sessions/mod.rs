@@ -340,6 +340,37 @@ pub(crate) async fn fail(
     Ok(())
 }
 
+/// Puts a session the host failed (its start webhook was not delivered) back in the queue, for a
+/// manual redelivery. Sessions that finished for any other reason stay finished.
+pub(crate) async fn reopen_for_redelivery(
+    tx: &mut Conn,
+    session_id: &SessionId,
+    why: String,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let Some(mut session) = store::sessions::get_any(tx, session_id).await? else {
+        return Ok(false);
+    };
+    let changes = store::sessions::status_changes(tx, session_id).await?;
+    let failed_by_host =
+        session.status == SessionStatus::Failed && changes.last().is_some_and(|c| c.source == RecordSource::Host);
+    if !failed_by_host {
+        return Ok(false);
+    }
+    session.ended_at = None;
+    apply_status(
+        tx,
+        &mut session,
+        SessionStatus::Queued,
+        Some(why),
+        None,
+        RecordSource::Host,
+        now,
+    )
+    .await?;
+    Ok(true)
+}
+
 /// Cancels an unfinished session in `tx` and queues the cancel for its plugin's `on-event`. The
 /// caller's audit record names the session.
 pub(crate) async fn cancel(

@@ -20,8 +20,11 @@ use super::{PluginServices, SESSION_EVENT_JOB, START_SESSION_JOB, fail, snapshot
 
 /// Jobs run at once.
 const CONCURRENCY: usize = 16;
-/// How long a claimed job is reserved for its worker; a worker that dies releases it after this.
-const LEASE_MS: i64 = 120_000;
+/// How long a claimed job is reserved for its worker (a plugin call's time limit plus a margin); a
+/// worker that dies releases it after this.
+fn lease_ms(app: &App) -> i64 {
+    app.config.plugin_limits.timeout.as_millis() as i64 + 15_000
+}
 /// Longest sleep between looks at the job table when nothing is due.
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// Attempts before a job that keeps failing temporarily fails its session.
@@ -74,7 +77,7 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
 
 async fn claim(app: &App, limit: i64) -> Result<Vec<Job>, StoreError> {
     let mut tx = app.db.begin().await?;
-    let jobs = store::jobs::claim_due(&mut tx, app.db.backend(), app.clock.now(), LEASE_MS, limit).await?;
+    let jobs = store::jobs::claim_due(&mut tx, app.db.backend(), app.clock.now(), lease_ms(app), limit).await?;
     tx.commit().await?;
     Ok(jobs)
 }
@@ -268,6 +271,7 @@ async fn commit_effects(app: &App, job: &Job, session: &Session, effects: CallEf
             body: webhook.body,
             status: "pending".into(),
             attempts: 0,
+            retry_base: 0,
             next_attempt_at: Some(now),
             last_error: None,
             delivered_at: None,

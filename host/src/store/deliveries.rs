@@ -5,7 +5,8 @@ use crate::domain::time::Timestamp;
 
 use super::{Backend, Conn, StoreError};
 
-const COLUMNS: &str = "id, workspace_id, connection_id, session_id, url, body, status, attempts, next_attempt_at, last_error, delivered_at, created_at";
+const COLUMNS: &str = "id, workspace_id, connection_id, session_id, url, body, status, attempts, retry_base, next_attempt_at, \
+     last_error, delivered_at, created_at";
 
 /// A webhook delivery.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -21,6 +22,8 @@ pub struct Delivery {
     pub status: String,
     /// Attempts started so far.
     pub attempts: i64,
+    /// Attempts made before the current retry schedule began.
+    pub retry_base: i64,
     pub next_attempt_at: Option<Timestamp>,
     pub last_error: Option<String>,
     pub delivered_at: Option<Timestamp>,
@@ -47,7 +50,7 @@ pub struct Attempt {
 /// Queues a delivery for sending at `now`.
 pub async fn insert(conn: &mut Conn, d: &Delivery) -> Result<(), StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO webhook_deliveries ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        "INSERT INTO webhook_deliveries ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     ))
     .bind(d.id.as_str())
     .bind(d.workspace_id.as_str())
@@ -57,6 +60,7 @@ pub async fn insert(conn: &mut Conn, d: &Delivery) -> Result<(), StoreError> {
     .bind(&d.body)
     .bind(&d.status)
     .bind(d.attempts)
+    .bind(d.retry_base)
     .bind(d.next_attempt_at.map(Timestamp::millis))
     .bind(d.last_error.as_deref())
     .bind(d.delivered_at.map(Timestamp::millis))
@@ -66,13 +70,16 @@ pub async fn insert(conn: &mut Conn, d: &Delivery) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Leases up to `limit` due pending deliveries until `now + lease_ms`, counting the attempt.
+/// Leases up to `limit` due pending deliveries until `now + lease_ms`, counting the attempt, while
+/// keeping every connection's endpoint at no more than `per_endpoint` leased deliveries (across all
+/// hosts sharing the database), so one slow receiver cannot take every slot.
 pub async fn claim_due(
     conn: &mut Conn,
     backend: Backend,
     now: Timestamp,
     lease_ms: i64,
     limit: i64,
+    per_endpoint: i64,
 ) -> Result<Vec<Delivery>, StoreError> {
     let skip_locked = match backend {
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -80,15 +87,34 @@ pub async fn claim_due(
     };
     Ok(sqlx::query_as(&format!(
         "UPDATE webhook_deliveries SET locked_until = $1, attempts = attempts + 1 WHERE id IN (\
-            SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
-            AND (locked_until IS NULL OR locked_until <= $2) ORDER BY next_attempt_at, id LIMIT $3 {skip_locked}) \
-         RETURNING {COLUMNS}"
+            SELECT id FROM webhook_deliveries WHERE id IN (\
+                SELECT id FROM (\
+                    SELECT d.id, d.next_attempt_at, \
+                        ROW_NUMBER() OVER (PARTITION BY d.connection_id ORDER BY d.next_attempt_at, d.id) AS place, \
+                        (SELECT COUNT(*) FROM webhook_deliveries f WHERE f.connection_id = d.connection_id \
+                            AND f.status = 'pending' AND f.locked_until > $2) AS busy \
+                    FROM webhook_deliveries d \
+                    WHERE d.status = 'pending' AND d.next_attempt_at <= $2 AND (d.locked_until IS NULL OR d.locked_until <= $2)\
+                ) ranked WHERE place + busy <= $4 ORDER BY next_attempt_at, id LIMIT $3\
+            ) {skip_locked}\
+        ) RETURNING {COLUMNS}"
     ))
     .bind(now.plus_millis(lease_ms).millis())
     .bind(now.millis())
     .bind(limit)
+    .bind(per_endpoint)
     .fetch_all(conn)
     .await?)
+}
+
+/// Frees every lease (SQLite at start: one host owns the file, so no lease can be live).
+pub async fn release_all_leases(conn: &mut Conn) -> Result<u64, StoreError> {
+    Ok(
+        sqlx::query("UPDATE webhook_deliveries SET locked_until = NULL WHERE locked_until IS NOT NULL")
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// When the next pending delivery is due (its lease end if leased), if any.
@@ -178,4 +204,72 @@ pub async fn attempts(conn: &mut Conn, delivery: &DeliveryId) -> Result<Vec<Atte
     .bind(delivery.as_str())
     .fetch_all(conn)
     .await?)
+}
+
+/// The delivery `id` of `workspace`.
+pub async fn get(conn: &mut Conn, workspace: &WorkspaceId, id: &str) -> Result<Option<Delivery>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM webhook_deliveries WHERE workspace_id = $1 AND id = $2"
+    ))
+    .bind(workspace.as_str())
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Filters for listing a connection's deliveries.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `pending`, `delivered` or `failed`; any when `None`.
+    pub status: Option<String>,
+    /// Created at or after (ms).
+    pub since: Option<i64>,
+    /// Created before (ms).
+    pub until: Option<i64>,
+    /// Created before this delivery (the previous page's last id).
+    pub before_id: Option<String>,
+}
+
+/// A page of `connection`'s deliveries, newest first.
+pub async fn for_connection(
+    conn: &mut Conn,
+    connection: &ConnectionId,
+    filter: &Filter,
+    limit: i64,
+) -> Result<Vec<Delivery>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM webhook_deliveries WHERE connection_id = $1 AND ($2 = '' OR status = $2) \
+         AND created_at >= $3 AND created_at < $4 AND ($5 = '' OR id < $5) ORDER BY id DESC LIMIT $6"
+    ))
+    .bind(connection.as_str())
+    .bind(filter.status.as_deref().unwrap_or(""))
+    .bind(filter.since.unwrap_or(i64::MIN))
+    .bind(filter.until.unwrap_or(i64::MAX))
+    .bind(filter.before_id.as_deref().unwrap_or(""))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Queues a delivery again, with the same id and a fresh retry schedule.
+pub async fn requeue(conn: &mut Conn, id: &DeliveryId, now: Timestamp) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $2, locked_until = NULL, retry_base = attempts, \
+         delivered_at = NULL WHERE id = $1",
+    )
+    .bind(id.as_str())
+    .bind(now.millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends a lease without an attempt outcome (the attempt was not made).
+pub async fn release(conn: &mut Conn, id: &DeliveryId, next_attempt_at: Timestamp) -> Result<(), StoreError> {
+    sqlx::query("UPDATE webhook_deliveries SET locked_until = NULL, next_attempt_at = $2, attempts = attempts - 1 WHERE id = $1")
+        .bind(id.as_str())
+        .bind(next_attempt_at.millis())
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -91,3 +91,13 @@ pub async fn retry_at(conn: &mut Conn, id: &JobId, run_at: Timestamp, error: &st
         .await?;
     Ok(())
 }
+
+/// Frees every lease (SQLite at start: one host owns the file, so no lease can be live).
+pub async fn release_all_leases(conn: &mut Conn) -> Result<u64, StoreError> {
+    Ok(
+        sqlx::query("UPDATE jobs SET locked_until = NULL WHERE locked_until IS NOT NULL")
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
+}

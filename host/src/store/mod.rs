@@ -12,6 +12,7 @@ pub mod audit;
 pub mod connection_types;
 pub mod connections;
 pub mod deliveries;
+pub mod endpoints;
 pub mod jobs;
 pub mod kv;
 pub mod sessions;
