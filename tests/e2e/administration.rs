@@ -35,12 +35,12 @@ async fn disabling_a_bot_stops_its_tokens_cancels_its_sessions_and_refuses_work(
         .patch(&format!("/tasks/{task_id}"), json!({"assigneeId": bot.id}))
         .await;
     let session = assigned["agentSessionIds"][0].as_str().unwrap().to_owned();
-    TestHost::wait_for(
-        &mut events,
-        "the session start",
-        |e| matches!(e, HostEvent::JobFinished { kind, .. } if kind == "start_session"),
-    )
-    .await;
+    events
+        .wait_for(
+            "the session start",
+            |e| matches!(e, HostEvent::JobFinished { kind, .. } if kind == "start_session"),
+        )
+        .await;
     let (status, _) = bot_api.get(&format!("/agent-sessions/{session}/context")).await;
     assert_eq!(status, StatusCode::OK, "the bot works before it is disabled");
 
@@ -52,7 +52,7 @@ async fn disabling_a_bot_stops_its_tokens_cancels_its_sessions_and_refuses_work(
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body["message"].as_str().unwrap().contains("disabled"));
     // Its unfinished session is canceled, and the plugin hears of it through on-event.
-    TestHost::wait_for(&mut events, "the cancel reaching the plugin", |e| {
+    events.wait_for( "the cancel reaching the plugin", |e| {
         matches!(e, HostEvent::JobFinished { kind, session_id: Some(s) } if kind == "session_event" && s.as_str() == session)
     })
     .await;

@@ -114,12 +114,12 @@ async fn fixture(host: &TestHost, admin: &Api, receiver: &str) -> Fixture {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let session_id = body["agentSessionIds"][0].as_str().unwrap().to_owned();
-    TestHost::wait_for(
-        &mut events,
-        "the fixture's first delivery attempt",
-        |e| matches!(e, HostEvent::DeliveryAttempted { session_id: Some(s), .. } if s.as_str() == session_id),
-    )
-    .await;
+    events
+        .wait_for(
+            "the fixture's first delivery attempt",
+            |e| matches!(e, HostEvent::DeliveryAttempted { session_id: Some(s), .. } if s.as_str() == session_id),
+        )
+        .await;
     let (_, deliveries) = admin.get(&format!("/agent-sessions/{session_id}/deliveries")).await;
     let delivery_id = deliveries["deliveries"][0]["id"].as_str().unwrap().to_owned();
     let (token_id, _) = mint(admin, &["read"], None).await;

@@ -9,6 +9,7 @@ mod audit_trail;
 mod authorization;
 mod bad_input;
 mod credentials;
+mod delivery;
 mod openapi;
 mod utils;
 mod walking_skeleton;

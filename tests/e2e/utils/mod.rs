@@ -2,6 +2,7 @@
 //! public API, and loopback fakes of outside services.
 
 pub mod db;
+pub mod receiver;
 pub mod wrapper;
 
 use std::time::Duration;
@@ -73,27 +74,11 @@ impl TestHost {
     }
 
     /// Subscribes to what the host's workers finish; subscribe before triggering the work.
-    pub fn events(&self) -> broadcast::Receiver<HostEvent> {
-        self.app().events.subscribe()
-    }
-
-    /// Waits for the first event matching `wanted` (a safety timeout only guards against hangs).
-    pub async fn wait_for(
-        events: &mut broadcast::Receiver<HostEvent>,
-        what: &str,
-        wanted: impl Fn(&HostEvent) -> bool,
-    ) -> HostEvent {
-        let found = tokio::time::timeout(EVENT_TIMEOUT, async {
-            loop {
-                match events.recv().await {
-                    Ok(event) if wanted(&event) => return event,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => panic!("the host stopped before {what}"),
-                }
-            }
-        })
-        .await;
-        found.unwrap_or_else(|_| panic!("{what} did not happen within {EVENT_TIMEOUT:?}"))
+    pub fn events(&self) -> Events {
+        Events {
+            receiver: self.app().events.subscribe(),
+            unclaimed: Vec::new(),
+        }
     }
 
     /// Whether the test runs on PostgreSQL.
@@ -176,6 +161,34 @@ impl TestHost {
         if let Some(host) = self.host.take() {
             host.shutdown().await;
         }
+    }
+}
+
+/// What the host's workers finished, in any order: an event a test is not waiting for yet is
+/// kept until it is.
+pub struct Events {
+    receiver: broadcast::Receiver<HostEvent>,
+    unclaimed: Vec<HostEvent>,
+}
+
+impl Events {
+    /// Waits for the first event matching `wanted` (a safety timeout only guards against hangs).
+    pub async fn wait_for(&mut self, what: &str, wanted: impl Fn(&HostEvent) -> bool) -> HostEvent {
+        if let Some(index) = self.unclaimed.iter().position(&wanted) {
+            return self.unclaimed.remove(index);
+        }
+        let found = tokio::time::timeout(EVENT_TIMEOUT, async {
+            loop {
+                match self.receiver.recv().await {
+                    Ok(event) if wanted(&event) => return event,
+                    Ok(event) => self.unclaimed.push(event),
+                    Err(broadcast::error::RecvError::Lagged(n)) => panic!("missed {n} host events"),
+                    Err(broadcast::error::RecvError::Closed) => panic!("the host stopped before {what}"),
+                }
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("{what} did not happen within {EVENT_TIMEOUT:?}"))
     }
 }
 
