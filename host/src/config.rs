@@ -140,6 +140,9 @@ pub struct ServeArgs {
     /// Disable an endpoint after this many deliveries in a row failed for good (0: never).
     #[arg(long, env = "LEADTIME_DELIVERY_AUTO_DISABLE_AFTER", default_value_t = 10)]
     pub delivery_auto_disable_after: u32,
+    /// Time one plugin call may take, in seconds.
+    #[arg(long, env = "LEADTIME_PLUGIN_TIMEOUT_SECS", default_value_t = 30)]
+    pub plugin_timeout_secs: u64,
     /// Requests per minute one API token may make; 0 turns the limit off.
     #[arg(long, env = "LEADTIME_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,
@@ -156,6 +159,7 @@ impl ServeArgs {
         config.delivery.retry_schedule = parse_schedule(&self.retry_schedule)?;
         config.delivery.attempt_timeout = Duration::from_secs(self.delivery_timeout_secs.max(1));
         config.outbound.allow_private_targets = self.allow_private_targets;
+        config.plugin_limits.timeout = Duration::from_secs(self.plugin_timeout_secs.max(1));
         config.delivery.max_in_flight = self.delivery_concurrency;
         config.delivery.per_endpoint_in_flight = self.delivery_per_endpoint;
         config.delivery.auto_disable_after_failed_deliveries = self.delivery_auto_disable_after;

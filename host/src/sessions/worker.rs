@@ -23,7 +23,7 @@ const CONCURRENCY: usize = 16;
 /// How long a claimed job is reserved for its worker (a plugin call's time limit plus a margin); a
 /// worker that dies releases it after this.
 fn lease_ms(app: &App) -> i64 {
-    app.config.plugin_limits.timeout.as_millis() as i64 + 15_000
+    app.config.plugin_limits.timeout.as_millis() as i64 + 5_000
 }
 /// Longest sleep between looks at the job table when nothing is due.
 const IDLE_POLL: Duration = Duration::from_secs(5);

@@ -236,6 +236,15 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client for the API at `base` (`…/api/public`).
+    pub fn new(base: &str, token: Option<&str>) -> Api {
+        Api {
+            base: base.to_owned(),
+            token: token.map(str::to_owned),
+            http: http_client(),
+        }
+    }
+
     /// Sends `method path` with an optional JSON body.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
         let reply = self.send(method, path, body).await;

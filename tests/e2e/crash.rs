@@ -1,0 +1,270 @@
+//! Crash test: the real `leadtime-host` binary as a child process, a burst of 1,000 sessions toward
+//! a loopback receiver, `kill -9` mid-burst, restart on the same database. Every delivery must
+//! arrive at least once, with its original id, and duplicates only for attempts that were in
+//! flight at the kill.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use crate::utils::db::TestDb;
+use crate::utils::{Api, EVENT_TIMEOUT};
+
+const SESSIONS: usize = 1_000;
+const PER_ENDPOINT: usize = 4;
+
+/// The receiver's record: how often each webhook id arrived, and which arrived before the kill.
+#[derive(Default)]
+struct Arrivals {
+    count: HashMap<String, usize>,
+    killed: bool,
+    before_kill: HashSet<String>,
+}
+
+/// Answers 200 after a short pause (so the burst lasts long enough to be interrupted).
+async fn receiver(arrivals: Arc<Mutex<Arrivals>>, distinct: watch::Sender<usize>) -> String {
+    let app = axum::Router::new().route(
+        "/leadtime/webhook",
+        axum::routing::post(move |headers: HeaderMap| {
+            let (arrivals, distinct) = (arrivals.clone(), distinct.clone());
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut a = arrivals.lock().unwrap();
+                if !a.killed {
+                    a.before_kill.insert(id.clone());
+                }
+                *a.count.entry(id).or_default() += 1;
+                distinct.send_replace(a.count.len());
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/leadtime/webhook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    url
+}
+
+/// A `leadtime-host serve` child process; dropping it kills it.
+struct HostProcess {
+    child: Child,
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the binary and waits until it says it is listening.
+async fn start_host(data_dir: &std::path::Path, database_url: &str, port: u16) -> HostProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leadtime-host"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "--database-url",
+            database_url,
+            "--allow-private-targets",
+            "--rate-limit-per-minute",
+            "0",
+        ])
+        .args(["--delivery-timeout-secs", "2", "--plugin-timeout-secs", "2"])
+        .args(["--delivery-per-endpoint", &PER_ENDPOINT.to_string()])
+        .env("LEADTIME_LOG", "info,sqlx=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start leadtime-host");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ready = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Some(line) = rx.recv().await {
+            if line.contains("leadtime host listening") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "the host did not start");
+    // Keep draining its log so the pipe never fills.
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    HostProcess { child }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_host_loses_no_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create(dir.path()).await;
+    let data_dir = dir.path().join("data");
+    let bootstrap = Command::new(env!("CARGO_BIN_EXE_leadtime-host"))
+        .args(["bootstrap", "--json", "--workspace", "Crash", "--database-url", &db.url])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env("LEADTIME_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        bootstrap.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bootstrap.stderr)
+    );
+    let admin_token = serde_json::from_slice::<Value>(&bootstrap.stdout).unwrap()["adminToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let arrivals = Arc::new(Mutex::new(Arrivals::default()));
+    let (distinct_tx, mut distinct) = watch::channel(0);
+    let webhook_url = receiver(arrivals.clone(), distinct_tx).await;
+
+    let port = free_port();
+    let host = start_host(&data_dir, &db.url, port).await;
+    let admin = Api::new(&format!("http://127.0.0.1:{port}/api/public"), Some(&admin_token));
+    let bot = admin.create_bot("Burst", "burst", &webhook_url).await;
+
+    // The burst: 1,000 tasks assigned to the bot, eight requests at a time.
+    let next = Arc::new(Mutex::new(0usize));
+    let mut creators = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (admin, next, bot_id) = (admin.clone(), next.clone(), bot.id.clone());
+        creators.spawn(async move {
+            loop {
+                let n = {
+                    let mut next = next.lock().unwrap();
+                    *next += 1;
+                    *next
+                };
+                if n > SESSIONS {
+                    break;
+                }
+                let (status, body) = admin
+                    .post("/tasks", json!({"title": format!("burst {n}"), "assigneeId": bot_id}))
+                    .await;
+                assert_eq!(status, StatusCode::CREATED, "{body}");
+            }
+        });
+    }
+    while let Some(done) = creators.join_next().await {
+        done.unwrap();
+    }
+    // Kill -9 once a third of the deliveries arrived: the rest are queued or in flight.
+    let third = tokio::time::timeout(EVENT_TIMEOUT, distinct.wait_for(|n| *n >= SESSIONS / 3))
+        .await
+        .map(|r| r.is_ok());
+    assert_eq!(third, Ok(true), "deliveries did not start");
+    drop(host);
+    let arrived_before_kill = {
+        let mut a = arrivals.lock().unwrap();
+        a.killed = true;
+        a.count.len()
+    };
+    assert!(
+        arrived_before_kill < SESSIONS,
+        "the kill came after the burst ({arrived_before_kill} delivered)"
+    );
+
+    // Restart on the same database: everything still arrives.
+    let _host = start_host(&data_dir, &db.url, free_port()).await;
+    let all = tokio::time::timeout(EVENT_TIMEOUT * 3, distinct.wait_for(|n| *n >= SESSIONS))
+        .await
+        .map(|r| r.is_ok());
+    assert_eq!(
+        all,
+        Ok(true),
+        "only {} of {SESSIONS} deliveries arrived after the restart",
+        *distinct.borrow()
+    );
+
+    let store = leadtime_host::store::Db::connect(&db.url).await.unwrap();
+    let mut conn = store.read().await.unwrap();
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT d.id, d.status, s.status FROM webhook_deliveries d JOIN agent_sessions s ON s.id = d.session_id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), SESSIONS, "exactly one delivery per session");
+    let arrivals = arrivals.lock().unwrap();
+    let stored: HashSet<&str> = rows.iter().map(|(id, _, _)| id.as_str()).collect();
+    let received: HashSet<&str> = arrivals.count.keys().map(String::as_str).collect();
+    assert_eq!(
+        stored, received,
+        "every delivery arrived, and only with its original id"
+    );
+    let duplicates: Vec<&String> = arrivals
+        .count
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    for id in &duplicates {
+        assert!(
+            arrivals.before_kill.contains(*id),
+            "{id} arrived twice but was not in flight at the kill"
+        );
+        assert_eq!(arrivals.count[*id], 2, "{id} arrived more than twice");
+    }
+    assert!(
+        duplicates.len() <= PER_ENDPOINT,
+        "{} duplicates; at most {PER_ENDPOINT} attempts were in flight",
+        duplicates.len()
+    );
+    eprintln!(
+        "crash test: {arrived_before_kill} of {SESSIONS} deliveries had arrived at the kill; {} arrived twice",
+        duplicates.len()
+    );
+    drop(arrivals);
+    // Eventually every delivery is recorded as delivered and its session running.
+    let all_recorded = tokio::time::timeout(EVENT_TIMEOUT, async {
+        loop {
+            let pending: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE status <> 'delivered'")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+            if pending == 0 {
+                break;
+            }
+            // The receiver has answered everything; the child process records the last answers
+            // within moments. It sends no event this test could await, so look again shortly.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(all_recorded.is_ok(), "deliveries stayed unrecorded");
+    let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_sessions WHERE status = 'running'")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(running as usize, SESSIONS);
+    drop(conn);
+    store.close().await;
+}
