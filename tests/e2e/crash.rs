@@ -212,9 +212,12 @@ async fn a_killed_host_loses_no_delivery() {
     .await
     .unwrap();
     assert_eq!(rows.len(), SESSIONS, "exactly one delivery per session");
-    let arrivals = arrivals.lock().unwrap();
+    let (count, before_kill) = {
+        let a = arrivals.lock().unwrap();
+        (a.count.clone(), a.before_kill.clone())
+    };
     let stored: HashSet<&str> = rows.iter().map(|(id, _, _)| id.as_str()).collect();
-    let received: HashSet<&str> = arrivals.count.keys().map(String::as_str).collect();
+    let received: HashSet<&str> = count.keys().map(String::as_str).collect();
     assert_eq!(
         stored, received,
         "every delivery arrived, and only with its original id"
@@ -227,10 +230,10 @@ async fn a_killed_host_loses_no_delivery() {
         .collect();
     for id in &duplicates {
         assert!(
-            arrivals.before_kill.contains(*id),
+            before_kill.contains(*id),
             "{id} arrived twice but was not in flight at the kill"
         );
-        assert_eq!(arrivals.count[*id], 2, "{id} arrived more than twice");
+        assert_eq!(count[*id], 2, "{id} arrived more than twice");
     }
     assert!(
         duplicates.len() <= PER_ENDPOINT,
@@ -241,7 +244,6 @@ async fn a_killed_host_loses_no_delivery() {
         "crash test: {arrived_before_kill} of {SESSIONS} deliveries had arrived at the kill; {} arrived twice",
         duplicates.len()
     );
-    drop(arrivals);
     // Eventually every delivery is recorded as delivered and its session running.
     let all_recorded = tokio::time::timeout(EVENT_TIMEOUT, async {
         loop {
