@@ -222,12 +222,7 @@ async fn a_killed_host_loses_no_delivery() {
         stored, received,
         "every delivery arrived, and only with its original id"
     );
-    let duplicates: Vec<&String> = arrivals
-        .count
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, _)| id)
-        .collect();
+    let duplicates: Vec<&String> = count.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id).collect();
     for id in &duplicates {
         assert!(
             before_kill.contains(*id),
