@@ -4,6 +4,7 @@
 
 pub mod manage;
 pub mod policy;
+pub mod record;
 pub mod sender;
 pub mod signing;
 pub mod worker;

@@ -4,24 +4,21 @@
 //! moves along with it: `running` once the wrapper accepted the start webhook, `failed` with a
 //! readable reason once the delivery failed for good.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
-use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, HostEvent};
-use crate::audit::{self, Actor, Entry};
-use crate::domain::ids::AttemptId;
+use crate::app::App;
+use crate::domain::ids::ConnectionId;
 use crate::domain::time::Timestamp;
 use crate::outbound;
-use crate::sessions;
-use crate::store::deliveries::{Attempt, Delivery};
-use crate::store::{self, Conn, StoreError, endpoints::Endpoint};
+use crate::store::deliveries::Delivery;
+use crate::store::{self, StoreError};
 
-use super::policy::{self, NextStep};
+use super::record::{self, Outcome, Recorder};
 use super::sender::{self, AttemptResult};
 
 /// Longest sleep between looks at the outbox when nothing is due.
@@ -41,62 +38,97 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
             return;
         }
     };
-    let slots = Arc::new(Semaphore::new(app.config.delivery.max_in_flight));
+    let (recorder, recorder_task) = record::start(app.clone());
+    let capacity = app.config.delivery.max_in_flight;
+    let slots = Arc::new(Semaphore::new(capacity));
     let mut in_flight = tokio::task::JoinSet::new();
+    // Whether there may be due work we have not claimed (new deliveries, a retry coming due).
+    let mut maybe_due = true;
     loop {
-        let free = slots.available_permits() as i64;
-        let claimed = if free > 0 {
-            claim(&app, free).await
-        } else {
-            Ok(Vec::new())
-        };
-        let batch = match claimed {
-            Ok(batch) => batch,
-            Err(error) => {
-                tracing::error!(%error, "claiming deliveries failed");
-                Vec::new()
-            }
-        };
-        let full_batch = !batch.is_empty() && batch.len() as i64 == free;
-        for delivery in batch {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                break;
-            };
-            let (app, client) = (app.clone(), client.clone());
-            in_flight.spawn(async move {
-                attempt(&app, &client, delivery).await;
-                drop(permit);
-            });
-        }
         while in_flight.try_join_next().is_some() {}
-        if full_batch {
-            continue;
+        let free = slots.available_permits();
+        // Claim in batches: when woken for new work, when idle, or once a quarter of the slots
+        // are free — not once per finished attempt, which would cost a claim query each.
+        let worth_claiming = free > 0 && (maybe_due || in_flight.is_empty() || free * 4 >= capacity);
+        let mut full_batch = false;
+        if worth_claiming {
+            maybe_due = false;
+            match claim(&app, free as i64).await {
+                Ok((batch, endpoints)) => {
+                    full_batch = batch.len() == free;
+                    for delivery in batch {
+                        let Ok(permit) = slots.clone().acquire_owned().await else {
+                            break;
+                        };
+                        let endpoint = endpoints.get(&delivery.connection_id).cloned();
+                        let (app, client, recorder) = (app.clone(), client.clone(), recorder.clone());
+                        in_flight.spawn(async move {
+                            attempt(&app, &client, &recorder, delivery, endpoint).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(error) => tracing::error!(%error, "claiming deliveries failed"),
+            }
         }
-        let wait = next_wait(&app).await;
+        // A full batch means the backlog may hold more; the next claim comes once a quarter of
+        // the slots are free again (or at once if everything finished).
+        let _ = full_batch;
+        let wait = if in_flight.is_empty() {
+            next_wait(&app).await
+        } else {
+            IDLE_POLL
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = app.deliveries_queued.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = app.deliveries_queued.notified() => maybe_due = true,
+            _ = tokio::time::sleep(wait) => maybe_due = true,
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
         }
     }
     while in_flight.join_next().await.is_some() {}
+    drop(recorder);
+    let _ = recorder_task.await;
 }
 
-async fn claim(app: &App, limit: i64) -> Result<Vec<Delivery>, StoreError> {
+/// What every attempt at one connection's endpoint needs, read once per claimed batch.
+#[derive(Debug, Clone)]
+struct EndpointContext {
+    /// The signing secrets, newest first.
+    secrets: Arc<Vec<String>>,
+    /// `(url, reason)` while the endpoint is disabled.
+    disabled: Option<(String, String)>,
+}
+
+async fn claim(app: &App, limit: i64) -> Result<(Vec<Delivery>, HashMap<ConnectionId, EndpointContext>), StoreError> {
     let mut tx = app.db.begin().await?;
     let per_endpoint = app.config.delivery.per_endpoint_in_flight as i64;
-    let batch = store::deliveries::claim_due(
-        &mut tx,
-        app.db.backend(),
-        app.clock.now(),
-        lease_ms(app),
-        limit,
-        per_endpoint,
-    )
-    .await?;
+    let now = app.clock.now();
+    let batch =
+        store::deliveries::claim_due(&mut tx, app.db.backend(), now, lease_ms(app), limit, per_endpoint).await?;
     tx.commit().await?;
-    Ok(batch)
+    let mut endpoints = HashMap::new();
+    if !batch.is_empty() {
+        let mut conn = app.db.read().await?;
+        for delivery in &batch {
+            if endpoints.contains_key(&delivery.connection_id) {
+                continue;
+            }
+            let secrets = store::connections::signing_secrets(&mut conn, &delivery.connection_id, now).await?;
+            let disabled = store::endpoints::get(&mut conn, &delivery.connection_id)
+                .await?
+                .filter(|e| e.disabled_at.is_some())
+                .map(|e| (e.url, e.disabled_reason.unwrap_or_default()));
+            endpoints.insert(
+                delivery.connection_id.clone(),
+                EndpointContext {
+                    secrets: Arc::new(secrets),
+                    disabled,
+                },
+            );
+        }
+    }
+    Ok((batch, endpoints))
 }
 
 async fn next_wait(app: &App) -> Duration {
@@ -113,9 +145,15 @@ async fn next_wait(app: &App) -> Duration {
 }
 
 /// Sends one attempt of `delivery` and records its outcome.
-async fn attempt(app: &App, client: &reqwest::Client, delivery: Delivery) {
+async fn attempt(
+    app: &App,
+    client: &reqwest::Client,
+    recorder: &Recorder,
+    delivery: Delivery,
+    endpoint: Option<EndpointContext>,
+) {
     let started = app.clock.now();
-    let result = match prepare(app, &delivery, started).await {
+    let result = match prepare(app, &delivery, endpoint.as_ref(), started) {
         Ok(Prepared::Send { headers, body }) => sender::send(client, &delivery.url, headers, body, started).await,
         Ok(Prepared::Refused(reason)) => sender::refused(reason),
         Ok(Prepared::EndpointDisabled(reason)) => AttemptResult {
@@ -136,15 +174,16 @@ async fn attempt(app: &App, client: &reqwest::Client, delivery: Delivery) {
             return;
         }
     };
-    let recorded = record(app, &delivery, started, &result).await;
-    app.announce(HostEvent::DeliveryAttempted {
-        delivery_id: delivery.id.clone(),
-        session_id: delivery.session_id.clone(),
-        delivered: recorded.is_ok() && result.succeeded(),
-    });
-    if let Err(error) = recorded {
-        // The lease runs out and the delivery is attempted again, with the same id.
-        tracing::error!(delivery = %delivery.id, %error, "could not record a delivery attempt");
+    // The slot stays taken until the outcome is committed: backpressure on a slow database.
+    let (recorded, committed) = oneshot::channel();
+    let outcome = Outcome {
+        delivery,
+        started,
+        result,
+        recorded,
+    };
+    if recorder.send(outcome).await.is_ok() {
+        let _ = committed.await;
     }
 }
 
@@ -160,15 +199,16 @@ enum Prepared {
     EndpointDisabled(String),
 }
 
-async fn prepare(app: &App, delivery: &Delivery, at: Timestamp) -> Result<Prepared, String> {
-    let mut conn = app.db.read().await.map_err(|e| e.to_string())?;
-    if let Some(endpoint) = store::endpoints::get(&mut conn, &delivery.connection_id)
-        .await
-        .map_err(|e| e.to_string())?
-        && endpoint.url == delivery.url
-        && endpoint.disabled_at.is_some()
+fn prepare(
+    app: &App,
+    delivery: &Delivery,
+    endpoint: Option<&EndpointContext>,
+    at: Timestamp,
+) -> Result<Prepared, String> {
+    let endpoint = endpoint.ok_or("the connection's endpoint was not loaded")?;
+    if let Some((url, reason)) = &endpoint.disabled
+        && *url == delivery.url
     {
-        let reason = endpoint.disabled_reason.unwrap_or_default();
         return Ok(Prepared::EndpointDisabled(format!(
             "the webhook endpoint is disabled ({reason})"
         )));
@@ -177,147 +217,10 @@ async fn prepare(app: &App, delivery: &Delivery, at: Timestamp) -> Result<Prepar
     if let Err(forbidden) = app.config.outbound.check_url(&url) {
         return Ok(Prepared::Refused(forbidden.to_string()));
     }
-    let secrets = store::connections::signing_secrets(&mut conn, &delivery.connection_id, at)
-        .await
-        .map_err(|e| e.to_string())?;
-    if secrets.is_empty() {
+    if endpoint.secrets.is_empty() {
         return Ok(Prepared::Refused("the connection has no webhook signing secret".into()));
     }
     let body = sender::stamped_body(&delivery.body, &at.to_iso());
-    let headers = sender::signed_headers(delivery.id.as_str(), at, &body, &secrets)?;
+    let headers = sender::signed_headers(delivery.id.as_str(), at, &body, &endpoint.secrets)?;
     Ok(Prepared::Send { headers, body })
-}
-
-async fn record(app: &App, delivery: &Delivery, started: Timestamp, result: &AttemptResult) -> Result<(), StoreError> {
-    let now = app.clock.now();
-    let attempt_no = delivery.attempts;
-    let mut tx = app.db.begin().await?;
-    store::deliveries::insert_attempt(
-        &mut tx,
-        &Attempt {
-            id: AttemptId::generate(),
-            delivery_id: delivery.id.clone(),
-            attempt: attempt_no,
-            started_at: started,
-            status_code: result.status_code.map(i64::from),
-            latency_ms: result.latency.as_millis() as i64,
-            response_body: result.response_body.clone(),
-            error: result.error.clone(),
-        },
-    )
-    .await?;
-    let endpoint = store::endpoints::record_attempt(
-        &mut tx,
-        &delivery.connection_id,
-        &delivery.url,
-        result.error.as_deref(),
-        now,
-    )
-    .await?;
-    let jitter = rand::rng().random_range(0.9..=1.1);
-    let schedule = &app.config.delivery.retry_schedule;
-    let step = if endpoint.disabled_at.is_some() {
-        NextStep::Fail
-    } else {
-        policy::next_step(result, attempt_no - delivery.retry_base, schedule, now, jitter)
-    };
-    let error = result.error.clone().unwrap_or_else(|| "unknown error".into());
-    match step {
-        NextStep::Delivered => {
-            store::deliveries::mark_delivered(&mut tx, &delivery.id, now).await?;
-            if let Some(session) = &delivery.session_id {
-                sessions::mark_delivered(&mut tx, session, now).await?;
-            }
-            tracing::info!(delivery = %delivery.id, attempt = attempt_no, status = ?result.status_code, "webhook delivered");
-        }
-        NextStep::RetryAt(next) => {
-            store::deliveries::schedule_retry(&mut tx, &delivery.id, next, &error).await?;
-            tracing::warn!(delivery = %delivery.id, attempt = attempt_no, %error, next_attempt = %next, "webhook attempt failed; will retry");
-        }
-        NextStep::Fail => {
-            let reason = give_up_reason(delivery, attempt_no, result, &error);
-            fail_delivery(&mut tx, app, delivery, &reason, now).await?;
-        }
-        NextStep::DisableEndpoint => {
-            let why = format!("the receiver at {} answered 410 Gone", delivery.url);
-            disable_endpoint(&mut tx, delivery, &why, now).await?;
-            let reason =
-                format!("The agent wrapper's endpoint is gone: {why}. An admin can re-enable it once it is back.");
-            fail_delivery(&mut tx, app, delivery, &reason, now).await?;
-        }
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-fn give_up_reason(delivery: &Delivery, attempt_no: i64, result: &AttemptResult, error: &str) -> String {
-    if result.refused.is_some() {
-        return format!("The session could not be sent to the agent wrapper: {error}.");
-    }
-    if error.starts_with("the webhook endpoint is disabled") {
-        return format!("The session could not be sent: {error}. An admin can re-enable the endpoint.");
-    }
-    format!(
-        "The agent wrapper at {} did not accept the session after {attempt_no} attempt{} (last: {error}). \
-         Check that the wrapper is running and reachable, then redeliver or assign the task again.",
-        delivery.url,
-        if attempt_no == 1 { "" } else { "s" }
-    )
-}
-
-/// Marks the delivery failed for good, fails its session, counts it against the endpoint (which
-/// may disable it), and records the failure in the audit trail.
-async fn fail_delivery(
-    tx: &mut Conn,
-    app: &App,
-    delivery: &Delivery,
-    reason: &str,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    store::deliveries::mark_failed(tx, &delivery.id, reason).await?;
-    if let Some(session) = &delivery.session_id {
-        sessions::fail(tx, session, reason.to_owned(), now).await?;
-    }
-    let actor = Actor::system(Some(delivery.workspace_id.clone()));
-    let details =
-        json!({"url": delivery.url, "attempts": delivery.attempts, "reason": reason, "sessionId": delivery.session_id});
-    audit::record(
-        tx,
-        &actor,
-        Entry::new("delivery.fail", "delivery", &delivery.id, details),
-        now,
-    )
-    .await?;
-    let endpoint: Endpoint = store::endpoints::record_failed_delivery(tx, &delivery.connection_id).await?;
-    let threshold = i64::from(app.config.delivery.auto_disable_after_failed_deliveries);
-    if threshold > 0 && endpoint.failed_deliveries >= threshold && endpoint.disabled_at.is_none() {
-        let why = format!(
-            "disabled automatically after {} deliveries in a row failed (last: {})",
-            endpoint.failed_deliveries,
-            endpoint.last_error.as_deref().unwrap_or("unknown error")
-        );
-        disable_endpoint(tx, delivery, &why, now).await?;
-    }
-    tracing::warn!(delivery = %delivery.id, attempts = delivery.attempts, %reason, "webhook delivery failed for good");
-    Ok(())
-}
-
-async fn disable_endpoint(tx: &mut Conn, delivery: &Delivery, why: &str, now: Timestamp) -> Result<(), StoreError> {
-    store::endpoints::disable(tx, &delivery.connection_id, why, now).await?;
-    let actor = Actor::system(Some(delivery.workspace_id.clone()));
-    let details = json!({"url": delivery.url, "reason": why});
-    audit::record(
-        tx,
-        &actor,
-        Entry::new(
-            "webhook_endpoint.disable",
-            "connection",
-            &delivery.connection_id,
-            details,
-        ),
-        now,
-    )
-    .await?;
-    tracing::warn!(connection = %delivery.connection_id, url = %delivery.url, %why, "webhook endpoint disabled");
-    Ok(())
 }

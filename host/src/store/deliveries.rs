@@ -85,24 +85,31 @@ pub async fn claim_due(
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
+    // Candidates are the earliest due deliveries (a bounded window, so a large backlog costs the
+    // same as a small one); each endpoint's place in line starts after its already leased ones.
     Ok(sqlx::query_as(&format!(
-        "UPDATE webhook_deliveries SET locked_until = $1, attempts = attempts + 1 WHERE id IN (\
+        "WITH due AS (\
+            SELECT id, connection_id, next_attempt_at FROM webhook_deliveries \
+            WHERE status = 'pending' AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until <= $2) \
+            ORDER BY next_attempt_at, id LIMIT $5), \
+         busy AS (\
+            SELECT connection_id, COUNT(*) AS leased FROM webhook_deliveries \
+            WHERE status = 'pending' AND locked_until > $2 GROUP BY connection_id), \
+         ranked AS (\
+            SELECT due.id, due.next_attempt_at, \
+                ROW_NUMBER() OVER (PARTITION BY due.connection_id ORDER BY due.next_attempt_at, due.id) \
+                    + COALESCE(busy.leased, 0) AS place \
+            FROM due LEFT JOIN busy ON busy.connection_id = due.connection_id) \
+         UPDATE webhook_deliveries SET locked_until = $1, attempts = attempts + 1 WHERE id IN (\
             SELECT id FROM webhook_deliveries WHERE id IN (\
-                SELECT id FROM (\
-                    SELECT d.id, d.next_attempt_at, \
-                        ROW_NUMBER() OVER (PARTITION BY d.connection_id ORDER BY d.next_attempt_at, d.id) AS place, \
-                        (SELECT COUNT(*) FROM webhook_deliveries f WHERE f.connection_id = d.connection_id \
-                            AND f.status = 'pending' AND f.locked_until > $2) AS busy \
-                    FROM webhook_deliveries d \
-                    WHERE d.status = 'pending' AND d.next_attempt_at <= $2 AND (d.locked_until IS NULL OR d.locked_until <= $2)\
-                ) ranked WHERE place + busy <= $4 ORDER BY next_attempt_at, id LIMIT $3\
-            ) {skip_locked}\
-        ) RETURNING {COLUMNS}"
+                SELECT id FROM ranked WHERE place <= $4 ORDER BY next_attempt_at, id LIMIT $3) {skip_locked}) \
+         RETURNING {COLUMNS}"
     ))
     .bind(now.plus_millis(lease_ms).millis())
     .bind(now.millis())
     .bind(limit)
     .bind(per_endpoint)
+    .bind(limit.saturating_mul(8).max(256))
     .fetch_all(conn)
     .await?)
 }
@@ -271,5 +278,65 @@ pub async fn release(conn: &mut Conn, id: &DeliveryId, next_attempt_at: Timestam
         .bind(next_attempt_at.millis())
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Records many attempts in one statement.
+pub async fn insert_attempts(conn: &mut Conn, attempts: &[Attempt]) -> Result<(), StoreError> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..attempts.len())
+        .map(|n| {
+            let p = n * 8;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO webhook_attempts (id, delivery_id, attempt, started_at, status_code, latency_ms, response_body, error) VALUES {}",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for a in attempts {
+        query = query
+            .bind(a.id.as_str())
+            .bind(a.delivery_id.as_str())
+            .bind(a.attempt)
+            .bind(a.started_at.millis())
+            .bind(a.status_code)
+            .bind(a.latency_ms)
+            .bind(a.response_body.as_deref())
+            .bind(a.error.as_deref());
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
+/// Marks many deliveries delivered in one statement.
+pub async fn mark_delivered_many(conn: &mut Conn, ids: &[&DeliveryId], at: Timestamp) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let placeholders: Vec<String> = (0..ids.len()).map(|n| format!("${}", n + 2)).collect();
+    let sql = format!(
+        "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = $1, locked_until = NULL, last_error = NULL \
+         WHERE id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql).bind(at.millis());
+    for id in ids {
+        query = query.bind(id.as_str());
+    }
+    query.execute(conn).await?;
     Ok(())
 }

@@ -94,7 +94,7 @@ impl Db {
                 let write = sqlite_pool(1).connect_with(options.clone()).await?;
                 // Migrate before the read pool opens, so readers never see a half-made schema.
                 sqlx::migrate!("../migrations/sqlite").run(&write).await?;
-                let read = sqlite_pool(4).connect_with(options).await?;
+                let read = sqlite_pool(8).connect_with(options).await?;
                 Db { backend, read, write }
             }
             Backend::Postgres => {
