@@ -5,10 +5,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{Admin, Json, Query};
+use super::extract::{Admin, Json, Query, iso_time_param};
 use crate::app::SharedApp;
 use crate::domain::audit::Record;
-use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorBody};
 use crate::store;
 
@@ -64,19 +63,6 @@ struct AuditRecordView {
     details_json: serde_json::Value,
 }
 
-fn time_param(field: &str, value: Option<&str>) -> Result<Option<i64>, AppError> {
-    value
-        .map(|text| {
-            Timestamp::parse_iso(text).map(Timestamp::millis).ok_or_else(|| {
-                AppError::invalid(
-                    field,
-                    format!("`{field}` must be an ISO-8601 time like 2026-05-23T12:00:00Z"),
-                )
-            })
-        })
-        .transpose()
-}
-
 /// List audit records
 ///
 /// Every change in the workspace — by people, bots, plugins acting as bots, and the host — with
@@ -102,8 +88,8 @@ async fn list_audit_records(
         action: query.action,
         target_id: query.target_id,
         session_id: query.session_id,
-        since: time_param("since", query.since.as_deref())?,
-        until: time_param("until", query.until.as_deref())?,
+        since: iso_time_param("since", query.since.as_deref())?,
+        until: iso_time_param("until", query.until.as_deref())?,
         before_seq: query.cursor,
     };
     let mut conn = app.db.read().await?;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{Admin, Json, JsonOrEmpty, Query};
+use super::extract::{Admin, Json, JsonOrEmpty, Query, iso_time_param};
 use crate::app::SharedApp;
 use crate::delivery::manage::{self, DeliveryLog};
 use crate::domain::time::Timestamp;
@@ -147,19 +147,6 @@ struct EndpointView {
     disabled_reason: Option<String>,
 }
 
-fn time(field: &str, value: Option<&str>) -> Result<Option<i64>, AppError> {
-    value
-        .map(|text| {
-            Timestamp::parse_iso(text).map(Timestamp::millis).ok_or_else(|| {
-                AppError::invalid(
-                    field,
-                    format!("`{field}` must be an ISO-8601 time like 2026-05-23T12:00:00Z"),
-                )
-            })
-        })
-        .transpose()
-}
-
 fn filter(query: &DeliveryQuery) -> Result<(Filter, i64), AppError> {
     if let Some(status) = query
         .status
@@ -180,8 +167,8 @@ fn filter(query: &DeliveryQuery) -> Result<(Filter, i64), AppError> {
     }
     let filter = Filter {
         status: query.status.clone(),
-        since: time("since", query.since.as_deref())?,
-        until: time("until", query.until.as_deref())?,
+        since: iso_time_param("since", query.since.as_deref())?,
+        until: iso_time_param("until", query.until.as_deref())?,
         before_id: query.cursor.clone(),
     };
     Ok((filter, page_size))
@@ -265,8 +252,8 @@ async fn redeliver_failed(
     Path(id): Path<String>,
     JsonOrEmpty(range): JsonOrEmpty<RedeliverRange>,
 ) -> Result<Json<Redelivered>, AppError> {
-    let since = time("since", range.since.as_deref())?;
-    let until = time("until", range.until.as_deref())?;
+    let since = iso_time_param("since", range.since.as_deref())?;
+    let until = iso_time_param("until", range.until.as_deref())?;
     let redelivered = manage::redeliver_failed(&app, &caller, &id, since, until).await?;
     Ok(Json(Redelivered { redelivered }))
 }

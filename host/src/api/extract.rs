@@ -172,3 +172,20 @@ where
             })
     }
 }
+
+/// An optional ISO-8601 time from a query or body field, as milliseconds; a 400 naming the field
+/// when it does not parse.
+pub fn iso_time_param(field: &str, value: Option<&str>) -> Result<Option<i64>, AppError> {
+    value
+        .map(|text| {
+            crate::domain::time::Timestamp::parse_iso(text)
+                .map(crate::domain::time::Timestamp::millis)
+                .ok_or_else(|| {
+                    AppError::invalid(
+                        field,
+                        format!("`{field}` must be an ISO-8601 time like 2026-05-23T12:00:00Z"),
+                    )
+                })
+        })
+        .transpose()
+}
