@@ -9,12 +9,12 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `(cargo package, crate file stem, env var the host reads)` for every built-in plugin.
-const BUILTIN_PLUGINS: &[(&str, &str, &str)] = &[(
-    "plugin-self-hosted",
-    "plugin_self_hosted",
-    "LEADTIME_BUILTIN_PLUGIN_SELF_HOSTED",
-)];
+/// `(cargo package, crate file stem, env var the host reads)` for every plugin built here: the
+/// built-ins the host embeds, and the test fixtures only the tests load.
+const BUILTIN_PLUGINS: &[(&str, &str, &str)] = &[
+    ("plugin-self-hosted", "plugin_self_hosted", "LEADTIME_BUILTIN_PLUGIN_SELF_HOSTED"),
+    ("fixture-hostile-plugin", "fixture_hostile_plugin", "LEADTIME_TEST_FIXTURE_HOSTILE"),
+];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
@@ -25,7 +25,7 @@ fn main() {
         .parent()
         .expect("host/ lives in the workspace root")
         .to_path_buf();
-    for watched in ["wit", "sdk-guest", "plugins", "Cargo.lock", "Cargo.toml"] {
+    for watched in ["wit", "sdk-guest", "plugins", "tests/fixtures", "Cargo.lock", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");

@@ -12,5 +12,6 @@ mod crash;
 mod credentials;
 mod delivery;
 mod openapi;
+mod sandbox;
 mod utils;
 mod walking_skeleton;

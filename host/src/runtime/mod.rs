@@ -34,6 +34,8 @@ pub use state::{CallContext, CallEffects, QueuedWebhook};
 pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
 /// The exported interface every plugin must provide (without the version).
 const PLUGIN_INTERFACE: &str = "leadtime:agent-runtime/plugin";
+/// Plugin calls that can run at once (the pooling allocator's slots); more wait and retry.
+const POOLED_CALLS: u32 = 128;
 /// How often the epoch advances; call deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -237,6 +239,18 @@ impl PluginRuntime {
     pub fn new(limits: CallLimits, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
+        // Pooling: instances come from pre-reserved slots (fast instantiation, no mmap per call),
+        // each memory reserved at exactly the per-call cap.
+        let mut pooling = wasmtime::PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(POOLED_CALLS)
+            .total_core_instances(POOLED_CALLS * 8)
+            .total_memories(POOLED_CALLS * 2)
+            .total_tables(POOLED_CALLS * 8)
+            .total_stacks(POOLED_CALLS)
+            .max_memory_size(limits.memory_bytes);
+        config.memory_reservation(limits.memory_bytes as u64);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(wasmtime_error)?;
 
         let mut linker = Linker::new(&engine);
@@ -456,6 +470,10 @@ impl PluginRuntime {
         let outcome = tokio::time::timeout(self.limits.timeout + EPOCH_TICK * 10, run).await;
         let returned = match outcome {
             Ok(Ok(value)) => value,
+            Ok(Err(trap)) if trap.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+                // Every pooled slot is busy: not the plugin's fault, so the caller retries later.
+                return Err(CallError::Transient(describe_trap(label, &trap, &store, &self.limits)));
+            }
             Ok(Err(trap)) => {
                 return Err(CallError::Crashed(describe_trap(label, &trap, &store, &self.limits)));
             }
@@ -634,6 +652,9 @@ fn plugin_error(error: PluginError) -> CallError {
 
 /// A reason a person can act on for a trap, naming the plugin.
 fn describe_trap(label: &str, error: &wasmtime::Error, store: &Store<PluginState>, limits: &CallLimits) -> String {
+    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        return format!("{label} could not start: the host is running as many plugin calls as it can; try again shortly");
+    }
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         return match trap {
             wasmtime::Trap::Interrupt => format!("{label} exceeded its {} s time limit", limits.timeout.as_secs()),

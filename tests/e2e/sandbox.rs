@@ -1,0 +1,116 @@
+//! The plugin sandbox holds: hostile plugins (the `hostile` fixture, compiled to wasm by the
+//! build) loop forever, hoard memory, panic, flood the host with activities, kv writes, webhooks
+//! and logs — each is stopped with a clear reason on its session, while a well-behaved plugin's
+//! sessions running at the same time complete normally.
+
+use std::time::Duration;
+
+use leadtime_host::app::HostEvent;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::utils::{Api, TestHost};
+
+/// The hostile fixture plugin, built from `tests/fixtures/hostile-plugin`.
+const HOSTILE: &[u8] = include_bytes!(env!("LEADTIME_TEST_FIXTURE_HOSTILE"));
+
+async fn hostile_host() -> TestHost {
+    let host = TestHost::start_with(
+        |config| {
+            config.plugin_limits.timeout = Duration::from_secs(2);
+            config.plugin_limits.activities = 50;
+        },
+        None,
+    )
+    .await;
+    host.app().runtime.load("test:hostile", HOSTILE).await.expect("the hostile fixture loads");
+    host
+}
+
+async fn hostile_bot(admin: &Api, behavior: &str) -> String {
+    let (status, body) = admin
+        .post(
+            "/bots",
+            json!({"name": behavior, "handle": behavior, "connection": {"type": "hostile", "config": {"behavior": behavior}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["bot"]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_are_contained_and_well_behaved_ones_are_not_disturbed() {
+    let host = hostile_host().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    // A plugin from outside the built-ins is off until an admin enables it.
+    let (status, body) = admin.post("/bots", json!({"name": "x", "handle": "early", "connection": {"type": "hostile", "config": {"behavior": "panic"}}})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, _) = admin.patch("/connection-types/hostile", json!({"enabled": true})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let expectations: &[(&str, &str)] = &[
+        ("infinite-loop", "plugin `hostile` 0.1.0 exceeded its 2 s time limit"),
+        ("memory-bomb", "plugin `hostile` 0.1.0 exceeded its 64 MiB memory limit"),
+        ("panic", "plugin `hostile` 0.1.0 crashed (it panicked or hit unreachable code)"),
+        ("giant-activity", "`body` is too long: at most 524288 bytes"),
+        ("activity-flood", "a plugin call may make at most 50 activity posts"),
+        ("kv-flood", "kv state would grow to"),
+        ("webhook-flood", "a plugin call may make at most 16 webhook deliveries"),
+    ];
+    let mut events = host.events();
+    let mut sessions = Vec::new();
+    for (behavior, _) in expectations.iter().copied().chain([("log-flood", ""), ("well-behaved", "")]) {
+        let bot = hostile_bot(&admin, behavior).await;
+        // Two sessions of the well-behaved plugin, opened among the hostile ones.
+        let runs = if behavior == "well-behaved" { 2 } else { 1 };
+        for n in 0..runs {
+            let task = admin.create_task(&format!("{behavior} {n}")).await;
+            let (_, assigned) = admin.patch(&format!("/tasks/{}", task["id"].as_str().unwrap()), json!({"assigneeId": bot})).await;
+            sessions.push((behavior, assigned["agentSessionIds"][0].as_str().unwrap().to_owned()));
+        }
+    }
+    for (behavior, session) in &sessions {
+        events
+            .wait_for(&format!("the {behavior} session's start"), |e| {
+                matches!(e, HostEvent::JobFinished { session_id: Some(s), .. } if s.as_str() == session)
+            })
+            .await;
+    }
+
+    let card = |session: String| {
+        let admin = admin.clone();
+        async move { admin.get(&format!("/agent-sessions/{session}")).await.1 }
+    };
+    for (behavior, session) in &sessions {
+        let card: Value = card(session.clone()).await;
+        match expectations.iter().find(|(b, _)| b == behavior) {
+            Some((_, reason)) => {
+                assert_eq!(card["status"], "failed", "{behavior}: {card}");
+                let message = card["statusMessage"].as_str().unwrap();
+                assert!(message.contains(reason), "{behavior}: expected {reason:?} in {message:?}");
+            }
+            None if *behavior == "well-behaved" => {
+                assert_eq!(card["status"], "done", "{card}");
+                assert_eq!(card["result"], format!("Done with #{}", card_task_number(&admin, &card).await));
+                let sources: Vec<&str> = card["activities"].as_array().unwrap().iter().map(|a| a["source"].as_str().unwrap()).collect();
+                assert_eq!(sources, ["plugin", "plugin"]);
+            }
+            None => {
+                // Logs past the per-call cap are dropped; the plugin still finishes.
+                assert_eq!(card["status"], "done", "{behavior}: {card}");
+            }
+        }
+    }
+    // The floods wrote no more than their budgets allowed.
+    let flood = sessions.iter().find(|(b, _)| *b == "activity-flood").unwrap();
+    let (_, flood_card) = admin.get(&format!("/agent-sessions/{}", flood.1)).await;
+    assert_eq!(flood_card["activities"].as_array().unwrap().len(), 50);
+    let webhook_flood = sessions.iter().find(|(b, _)| *b == "webhook-flood").unwrap();
+    let (_, deliveries) = admin.get(&format!("/agent-sessions/{}/deliveries", webhook_flood.1)).await;
+    assert!(deliveries["deliveries"].as_array().unwrap().is_empty(), "a failed call's webhooks are not sent");
+    host.stop().await;
+}
+
+async fn card_task_number(admin: &Api, card: &Value) -> i64 {
+    admin.get(&format!("/tasks/{}", card["taskId"].as_str().unwrap())).await.1["shortNumber"].as_i64().unwrap()
+}
