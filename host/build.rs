@@ -12,8 +12,16 @@ use std::process::Command;
 /// `(cargo package, crate file stem, env var the host reads)` for every plugin built here: the
 /// built-ins the host embeds, and the test fixtures only the tests load.
 const BUILTIN_PLUGINS: &[(&str, &str, &str)] = &[
-    ("plugin-self-hosted", "plugin_self_hosted", "LEADTIME_BUILTIN_PLUGIN_SELF_HOSTED"),
-    ("fixture-hostile-plugin", "fixture_hostile_plugin", "LEADTIME_TEST_FIXTURE_HOSTILE"),
+    (
+        "plugin-self-hosted",
+        "plugin_self_hosted",
+        "LEADTIME_BUILTIN_PLUGIN_SELF_HOSTED",
+    ),
+    (
+        "fixture-hostile-plugin",
+        "fixture_hostile_plugin",
+        "LEADTIME_TEST_FIXTURE_HOSTILE",
+    ),
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -25,7 +33,14 @@ fn main() {
         .parent()
         .expect("host/ lives in the workspace root")
         .to_path_buf();
-    for watched in ["wit", "sdk-guest", "plugins", "tests/fixtures", "Cargo.lock", "Cargo.toml"] {
+    for watched in [
+        "wit",
+        "sdk-guest",
+        "plugins",
+        "tests/fixtures",
+        "Cargo.lock",
+        "Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");

@@ -55,6 +55,21 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Plugin tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Check that a `.wasm` file is a plugin this host can load; print its manifest and what it
+    /// may do, or explain what is wrong (exit status 1).
+    Check {
+        /// The plugin's `.wasm` component.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +152,21 @@ async fn main() -> anyhow::Result<()> {
             }
             app.db.close().await;
             Ok(())
+        }
+        Command::Plugin {
+            command: PluginCommand::Check { file },
+        } => {
+            let wasm = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            match leadtime_host::runtime::check::check_plugin(&file.display().to_string(), &wasm).await {
+                Ok(report) => {
+                    println!("{report}");
+                    Ok(())
+                }
+                Err(problem) => {
+                    println!("{problem}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Audit {
             command: AuditCommand::Verify { data_dir, database_url },

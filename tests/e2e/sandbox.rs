@@ -23,7 +23,11 @@ async fn hostile_host() -> TestHost {
         None,
     )
     .await;
-    host.app().runtime.load("test:hostile", HOSTILE).await.expect("the hostile fixture loads");
+    host.app()
+        .runtime
+        .load("test:hostile", HOSTILE)
+        .await
+        .expect("the hostile fixture loads");
     host
 }
 
@@ -43,7 +47,12 @@ async fn hostile_plugins_are_contained_and_well_behaved_ones_are_not_disturbed()
     let host = hostile_host().await;
     let admin = host.api(&host.bootstrap("Acme").await.admin_token);
     // A plugin from outside the built-ins is off until an admin enables it.
-    let (status, body) = admin.post("/bots", json!({"name": "x", "handle": "early", "connection": {"type": "hostile", "config": {"behavior": "panic"}}})).await;
+    let (status, body) = admin
+        .post(
+            "/bots",
+            json!({"name": "x", "handle": "early", "connection": {"type": "hostile", "config": {"behavior": "panic"}}}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let (status, _) = admin.patch("/connection-types/hostile", json!({"enabled": true})).await;
     assert_eq!(status, StatusCode::OK);
@@ -51,7 +60,10 @@ async fn hostile_plugins_are_contained_and_well_behaved_ones_are_not_disturbed()
     let expectations: &[(&str, &str)] = &[
         ("infinite-loop", "plugin `hostile` 0.1.0 exceeded its 2 s time limit"),
         ("memory-bomb", "plugin `hostile` 0.1.0 exceeded its 64 MiB memory limit"),
-        ("panic", "plugin `hostile` 0.1.0 crashed (it panicked or hit unreachable code)"),
+        (
+            "panic",
+            "plugin `hostile` 0.1.0 crashed (it panicked or hit unreachable code)",
+        ),
         ("giant-activity", "`body` is too long: at most 524288 bytes"),
         ("activity-flood", "a plugin call may make at most 50 activity posts"),
         ("kv-flood", "kv state would grow to"),
@@ -59,21 +71,31 @@ async fn hostile_plugins_are_contained_and_well_behaved_ones_are_not_disturbed()
     ];
     let mut events = host.events();
     let mut sessions = Vec::new();
-    for (behavior, _) in expectations.iter().copied().chain([("log-flood", ""), ("well-behaved", "")]) {
+    for (behavior, _) in expectations
+        .iter()
+        .copied()
+        .chain([("log-flood", ""), ("well-behaved", "")])
+    {
         let bot = hostile_bot(&admin, behavior).await;
         // Two sessions of the well-behaved plugin, opened among the hostile ones.
         let runs = if behavior == "well-behaved" { 2 } else { 1 };
         for n in 0..runs {
             let task = admin.create_task(&format!("{behavior} {n}")).await;
-            let (_, assigned) = admin.patch(&format!("/tasks/{}", task["id"].as_str().unwrap()), json!({"assigneeId": bot})).await;
+            let (_, assigned) = admin
+                .patch(
+                    &format!("/tasks/{}", task["id"].as_str().unwrap()),
+                    json!({"assigneeId": bot}),
+                )
+                .await;
             sessions.push((behavior, assigned["agentSessionIds"][0].as_str().unwrap().to_owned()));
         }
     }
     for (behavior, session) in &sessions {
         events
-            .wait_for(&format!("the {behavior} session's start"), |e| {
-                matches!(e, HostEvent::JobFinished { session_id: Some(s), .. } if s.as_str() == session)
-            })
+            .wait_for(
+                &format!("the {behavior} session's start"),
+                |e| matches!(e, HostEvent::JobFinished { session_id: Some(s), .. } if s.as_str() == session),
+            )
             .await;
     }
 
@@ -87,12 +109,23 @@ async fn hostile_plugins_are_contained_and_well_behaved_ones_are_not_disturbed()
             Some((_, reason)) => {
                 assert_eq!(card["status"], "failed", "{behavior}: {card}");
                 let message = card["statusMessage"].as_str().unwrap();
-                assert!(message.contains(reason), "{behavior}: expected {reason:?} in {message:?}");
+                assert!(
+                    message.contains(reason),
+                    "{behavior}: expected {reason:?} in {message:?}"
+                );
             }
             None if *behavior == "well-behaved" => {
                 assert_eq!(card["status"], "done", "{card}");
-                assert_eq!(card["result"], format!("Done with #{}", card_task_number(&admin, &card).await));
-                let sources: Vec<&str> = card["activities"].as_array().unwrap().iter().map(|a| a["source"].as_str().unwrap()).collect();
+                assert_eq!(
+                    card["result"],
+                    format!("Done with #{}", card_task_number(&admin, &card).await)
+                );
+                let sources: Vec<&str> = card["activities"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a["source"].as_str().unwrap())
+                    .collect();
                 assert_eq!(sources, ["plugin", "plugin"]);
             }
             None => {
@@ -106,11 +139,70 @@ async fn hostile_plugins_are_contained_and_well_behaved_ones_are_not_disturbed()
     let (_, flood_card) = admin.get(&format!("/agent-sessions/{}", flood.1)).await;
     assert_eq!(flood_card["activities"].as_array().unwrap().len(), 50);
     let webhook_flood = sessions.iter().find(|(b, _)| *b == "webhook-flood").unwrap();
-    let (_, deliveries) = admin.get(&format!("/agent-sessions/{}/deliveries", webhook_flood.1)).await;
-    assert!(deliveries["deliveries"].as_array().unwrap().is_empty(), "a failed call's webhooks are not sent");
+    let (_, deliveries) = admin
+        .get(&format!("/agent-sessions/{}/deliveries", webhook_flood.1))
+        .await;
+    assert!(
+        deliveries["deliveries"].as_array().unwrap().is_empty(),
+        "a failed call's webhooks are not sent"
+    );
     host.stop().await;
 }
 
 async fn card_task_number(admin: &Api, card: &Value) -> i64 {
-    admin.get(&format!("/tasks/{}", card["taskId"].as_str().unwrap())).await.1["shortNumber"].as_i64().unwrap()
+    admin
+        .get(&format!("/tasks/{}", card["taskId"].as_str().unwrap()))
+        .await
+        .1["shortNumber"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Runs `leadtime-host plugin check` on `file`.
+fn plugin_check(file: &std::path::Path) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_leadtime-host"))
+        .args(["plugin", "check"])
+        .arg(file)
+        .env("LEADTIME_LOG", "error")
+        .output()
+        .expect("run leadtime-host");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn plugin_check_explains_what_a_file_is() {
+    let (ok, out) = plugin_check(std::path::Path::new(env!("LEADTIME_TEST_FIXTURE_HOSTILE")));
+    assert!(ok, "{out}");
+    for needle in [
+        "OK:",
+        "connection type: hostile",
+        "leadtime:agent-runtime@0.1.0",
+        "capabilities:    session, kv, log, webhook",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing from {out}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("notes.txt", b"hello", "not a WebAssembly file"),
+        (
+            "core.wasm",
+            b"\0asm\x01\0\0\0",
+            "core WebAssembly module, not a component",
+        ),
+        (
+            "empty-component.wasm",
+            b"\0asm\x0d\0\x01\0",
+            "does not export `leadtime:agent-runtime/plugin`",
+        ),
+    ];
+    for (name, bytes, reason) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let (ok, out) = plugin_check(&path);
+        assert!(!ok, "{name} must be refused: {out}");
+        assert!(out.contains(reason), "{name}: expected {reason:?} in {out}");
+    }
 }

@@ -10,6 +10,7 @@
 pub mod bindings;
 pub mod builtin;
 pub mod capabilities;
+pub mod check;
 mod state;
 
 use std::collections::HashMap;
@@ -653,7 +654,9 @@ fn plugin_error(error: PluginError) -> CallError {
 /// A reason a person can act on for a trap, naming the plugin.
 fn describe_trap(label: &str, error: &wasmtime::Error, store: &Store<PluginState>, limits: &CallLimits) -> String {
     if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
-        return format!("{label} could not start: the host is running as many plugin calls as it can; try again shortly");
+        return format!(
+            "{label} could not start: the host is running as many plugin calls as it can; try again shortly"
+        );
     }
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         return match trap {
