@@ -184,6 +184,21 @@ pub async fn update(
     }
     task.updated_at = now;
     store::tasks::update(&mut tx, &task).await?;
+    // The bot this task was taken from stops the work it was assigned (mentions keep going).
+    let mut canceled = Vec::new();
+    if let Some(previous) = before
+        .assignee_id
+        .as_ref()
+        .filter(|p| Some(*p) != task.assignee_id.as_ref())
+    {
+        let reason = format!("unassigned by {}", caller.user.name);
+        for mut session in store::sessions::open_for_bot(&mut tx, previous).await? {
+            if session.task_id == task.id && session.trigger_kind == TriggerKind::Assigned {
+                sessions::cancel(&mut tx, &mut session, reason.clone(), now).await?;
+                canceled.push(session.id.to_string());
+            }
+        }
+    }
     let mut opened = Vec::new();
     if let Some(bot) = &newly_assigned_bot {
         opened.push(sessions::open(&mut tx, app, &task, bot, assigned_by(caller)).await?);
@@ -197,8 +212,11 @@ pub async fn update(
     .into_iter()
     .filter_map(|(field, differs)| differs.then_some(field))
     .collect();
-    let details = json!({"changed": changed, "statusId": task.status_id, "assigneeId": task.assignee_id});
+    let details = json!({"changed": changed, "statusId": task.status_id, "assigneeId": task.assignee_id, "canceledSessions": canceled});
     finish(tx, app, caller, "task.update", &task.id, details, &opened, now).await?;
+    if !canceled.is_empty() {
+        app.jobs_queued.notify_one();
+    }
     Ok((task, opened))
 }
 

@@ -297,3 +297,49 @@ async fn the_assignee_picker_lists_people_and_bots() {
     assert_eq!(status, StatusCode::FORBIDDEN, "members cannot add people");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_a_task_from_a_bot_cancels_the_work_it_was_assigned() {
+    let host = TestHost::start().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let bot = admin.create_bot("Claw", "claw", NOWHERE).await;
+    let task = admin.create_task("Changed my mind").await;
+    let task_id = task["id"].as_str().unwrap();
+    let mut events = host.events();
+    let (_, assigned) = admin
+        .patch(&format!("/tasks/{task_id}"), json!({"assigneeId": bot.id}))
+        .await;
+    let assigned_session = assigned["agentSessionIds"][0].as_str().unwrap().to_owned();
+    let (_, comment) = admin
+        .post(
+            &format!("/tasks/{task_id}/comments"),
+            json!({"comment": "@claw also look at this"}),
+        )
+        .await;
+    let mentioned_session = comment["agentSessionIds"][0].as_str().unwrap().to_owned();
+
+    let (status, _) = admin
+        .patch(&format!("/tasks/{task_id}"), json!({"assigneeId": null}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    events
+        .wait_for("the cancel reaching the plugin", |e| {
+            matches!(e, HostEvent::JobFinished { kind, session_id: Some(s) } if kind == "session_event" && s.as_str() == assigned_session)
+        })
+        .await;
+    let (_, history) = admin.get(&format!("/tasks/{task_id}/history")).await;
+    let card = card_of(&history, &assigned_session);
+    assert_eq!(card["status"], "canceled", "{card}");
+    assert_eq!(card["statusMessage"], "unassigned by Ada Admin");
+    assert!(
+        card["activities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["source"] == "plugin"),
+        "the plugin heard of it: {card}"
+    );
+    // The session the mention opened is not about the assignment: it keeps going.
+    assert_eq!(card_of(&history, &mentioned_session)["status"], "queued");
+    host.stop().await;
+}

@@ -373,12 +373,7 @@ pub(crate) async fn reopen_for_redelivery(
 
 /// Cancels an unfinished session in `tx` and queues the cancel for its plugin's `on-event`. The
 /// caller's audit record names the session.
-pub(crate) async fn cancel(
-    tx: &mut Conn,
-    session: &mut Session,
-    reason: String,
-    now: Timestamp,
-) -> Result<(), StoreError> {
+pub async fn cancel(tx: &mut Conn, session: &mut Session, reason: String, now: Timestamp) -> Result<(), StoreError> {
     apply_status(
         tx,
         session,
