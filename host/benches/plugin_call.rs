@@ -132,11 +132,19 @@ async fn run() -> Result<()> {
 
     // Cold: compile the component; warm: load it from the compile cache a restart would find.
     let started = Instant::now();
-    let cold_runtime = PluginRuntime::new(CallLimits::default(), Some(cache.path().to_path_buf()))?;
+    let cold_runtime = PluginRuntime::new(
+        CallLimits::default(),
+        Default::default(),
+        Some(cache.path().to_path_buf()),
+    )?;
     cold_runtime.load(source, wasm).await?;
     let cold = started.elapsed();
     let started = Instant::now();
-    let runtime = PluginRuntime::new(CallLimits::default(), Some(cache.path().to_path_buf()))?;
+    let runtime = PluginRuntime::new(
+        CallLimits::default(),
+        Default::default(),
+        Some(cache.path().to_path_buf()),
+    )?;
     let plugin = runtime.load(source, wasm).await?;
     let warm = started.elapsed();
 

@@ -10,6 +10,7 @@ use crate::domain::ids::{DeliveryId, SessionId};
 use crate::domain::time::SharedClock;
 use crate::rate_limit::RateLimits;
 use crate::runtime::PluginRuntime;
+use crate::secrets::SecretBox;
 use crate::store::Db;
 
 /// Everything request handlers and workers share.
@@ -21,6 +22,8 @@ pub struct App {
     pub config: Config,
     /// Per-token request budgets.
     pub rate_limits: RateLimits,
+    /// The operator's key for connection secrets at rest.
+    pub secrets: SecretBox,
     /// Signals the session job worker that jobs were queued.
     pub jobs_queued: Notify,
     /// Signals the delivery worker that deliveries were queued.

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 
 use crate::outbound::OutboundPolicy;
 use crate::runtime::CallLimits;
+use crate::secrets::SecretValue;
 
 /// Everything the host needs to run.
 #[derive(Debug, Clone)]
@@ -33,6 +34,10 @@ pub struct Config {
     /// Where compiled plugins are cached across restarts (`data_dir/plugin-cache` by default);
     /// `None` compiles at every start.
     pub plugin_cache_dir: Option<PathBuf>,
+    /// The key sealing connection secrets, base64 of 32 bytes; when unset, the key file is used.
+    pub secrets_key: Option<SecretValue>,
+    /// Where the secrets key is kept when `secrets_key` is unset (created on first start).
+    pub secrets_key_file: PathBuf,
 }
 
 /// How webhooks are delivered.
@@ -71,6 +76,8 @@ impl Config {
         Self {
             database_url,
             plugin_cache_dir: Some(data_dir.join("plugin-cache")),
+            secrets_key: None,
+            secrets_key_file: data_dir.join("secrets.key"),
             data_dir,
             public_url: public_url.trim_end_matches('/').to_owned(),
             delivery: DeliveryConfig::default(),
@@ -146,6 +153,14 @@ pub struct ServeArgs {
     /// Requests per minute one API token may make; 0 turns the limit off.
     #[arg(long, env = "LEADTIME_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,
+    /// The key that seals connection secrets at rest: base64 of 32 random bytes
+    /// (`openssl rand -base64 32`). Keep it out of the database's backups.
+    #[arg(long, env = "LEADTIME_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<SecretValue>,
+    /// File holding the secrets key when `--secrets-key` is not given; created with a random key
+    /// on first start. Defaults to `<data dir>/secrets.key`.
+    #[arg(long, env = "LEADTIME_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
     /// Requests one API token may make in a burst above the per-minute rate.
     #[arg(long, env = "LEADTIME_RATE_LIMIT_BURST", default_value_t = 120)]
     pub rate_limit_burst: u32,
@@ -165,6 +180,10 @@ impl ServeArgs {
         config.delivery.auto_disable_after_failed_deliveries = self.delivery_auto_disable_after;
         config.rate_limit_per_minute = self.rate_limit_per_minute;
         config.rate_limit_burst = self.rate_limit_burst;
+        config.secrets_key = self.secrets_key;
+        if let Some(file) = self.secrets_key_file {
+            config.secrets_key_file = file;
+        }
         config.validate()?;
         Ok(config)
     }

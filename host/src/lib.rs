@@ -16,6 +16,7 @@ pub mod error;
 pub mod outbound;
 pub mod rate_limit;
 pub mod runtime;
+pub mod secrets;
 pub mod sessions;
 pub mod store;
 pub mod tasks;
@@ -73,8 +74,13 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
     let db = Db::connect(&config.database_url)
         .await
         .with_context(|| format!("cannot open the database {}", store::redact_url(&config.database_url)))?;
+    let secrets = match &config.secrets_key {
+        Some(key) => secrets::SecretBox::from_base64(key.expose()).context("LEADTIME_SECRETS_KEY")?,
+        None => secrets::SecretBox::from_key_file(&config.secrets_key_file)?,
+    };
     let runtime = Arc::new(PluginRuntime::new(
         config.plugin_limits.clone(),
+        config.outbound,
         config.plugin_cache_dir.clone(),
     )?);
     for (source, wasm) in runtime::builtin::BUILTIN_PLUGINS {
@@ -90,6 +96,7 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         runtime,
         config,
         rate_limits,
+        secrets,
         jobs_queued: Notify::new(),
         deliveries_queued: Notify::new(),
         events: tokio::sync::broadcast::channel(1024).0,

@@ -4,7 +4,7 @@
 //! assigned to the bot (or the bot is @mentioned), the host opens an agent session and calls the
 //! plugin's [`Plugin::start_session`]. The plugin then reports progress on the session, delivers a
 //! signed webhook, or calls a provider — through the host capabilities in [`session`],
-//! [`webhook`], [`kv`] and [`log`]. Nothing else is reachable from the sandbox.
+//! [`webhook`], [`kv`], [`log`] and [`http`]. Nothing else is reachable from the sandbox.
 //!
 //! ```
 //! use leadtime_plugin_sdk::{export_plugin, Plugin, PluginError, PluginManifest, SessionStart};
@@ -31,6 +31,7 @@
 #[doc(hidden)]
 pub mod bindings;
 mod capabilities;
+pub mod http;
 mod types;
 
 pub use capabilities::{kv, log, session, webhook};

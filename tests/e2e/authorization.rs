@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use leadtime_host::app::HostEvent;
 
-use crate::utils::{Api, Reply, TestHost};
+use crate::utils::{Api, HOSTILE_PLUGIN, Reply, TestHost};
 
 static UNIQUE: AtomicUsize = AtomicUsize::new(0);
 
@@ -133,6 +133,29 @@ async fn fixture(host: &TestHost, admin: &Api, receiver: &str) -> Fixture {
     }
 }
 
+/// A bot whose connection type declares the secret `api-key`, set when `with_secret`.
+async fn secret_bot(admin: &Api, with_secret: bool) -> String {
+    let (status, body) = admin
+        .post(
+            "/bots",
+            json!({"name": "Keyed", "handle": unique("keyed"), "connection": {"type": "hostile", "config": {"behavior": "well-behaved"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["bot"]["id"].as_str().unwrap().to_owned();
+    if with_secret {
+        let (status, body) = admin
+            .call(
+                Method::PUT,
+                &format!("/bots/{id}/secrets/api-key"),
+                Some(&json!({"value": "sk-matrix"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+    id
+}
+
 /// A receiver answering `410 Gone`: a delivery to it fails at once and disables its endpoint.
 async fn gone_receiver() -> String {
     let app = axum::Router::new().route("/leadtime/webhook", axum::routing::post(|| async { StatusCode::GONE }));
@@ -157,7 +180,10 @@ fn concrete_path(template: &str, f: &Fixture) -> String {
     } else {
         String::new()
     };
-    template.replace("{identifier}", &f.task_id).replace("{id}", &id)
+    template
+        .replace("{identifier}", &f.task_id)
+        .replace("{id}", &id)
+        .replace("{name}", "api-key")
 }
 
 /// A valid body for each operation that takes one.
@@ -174,6 +200,7 @@ fn sample_body(operation_id: &str) -> Option<Value> {
         "updateBot" => json!({"name": "Renamed"}),
         "createBotSetupCode" => json!({"expiresInMinutes": 30}),
         "rotateBotWebhookSecret" => json!({"graceSeconds": 60}),
+        "setBotSecret" => json!({"value": "sk-matrix"}),
         "updateConnectionType" => json!({"enabled": true}),
         "addPerson" => json!({"name": "Pat", "handle": unique("pat")}),
         "createToken" => json!({"name": "made", "scopes": ["read"]}),
@@ -220,6 +247,17 @@ impl Case<'_> {
 async fn every_route_enforces_its_policy() {
     let host = TestHost::start().await;
     let c = callers(&host).await;
+    // Connection secrets need a connection type that declares one: the hostile fixture does.
+    host.app()
+        .runtime
+        .load("test:hostile", HOSTILE_PLUGIN)
+        .await
+        .expect("the hostile fixture loads");
+    let (status, body) = c
+        .admin
+        .patch("/connection-types/hostile", json!({"enabled": true}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (_, document) = c.anonymous.get("/docs/json").await;
     let gone = gone_receiver().await;
 
@@ -255,7 +293,7 @@ async fn every_route_enforces_its_policy() {
             operation_id.as_str(),
             "redeliverDelivery" | "redeliverFailedDeliveries" | "enableWebhookEndpoint"
         );
-        let f = fixture(
+        let mut f = fixture(
             &host,
             &c.admin,
             if needs_failure {
@@ -265,6 +303,9 @@ async fn every_route_enforces_its_policy() {
             },
         )
         .await;
+        if template.starts_with("/bots/{id}/secrets") {
+            f.bot_id = secret_bot(&c.admin, operation_id == "deleteBotSecret").await;
+        }
         if operation_id == "enableBot" {
             let (status, body) = c.admin.post(&format!("/bots/{}/disable", f.bot_id), json!({})).await;
             assert_eq!(status, StatusCode::OK, "{body}");

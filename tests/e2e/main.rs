@@ -12,6 +12,7 @@ mod crash;
 mod credentials;
 mod delivery;
 mod openapi;
+mod plugin_http;
 mod sandbox;
 mod utils;
 mod walking_skeleton;

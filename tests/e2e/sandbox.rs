@@ -9,10 +9,7 @@ use leadtime_host::app::HostEvent;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::utils::{Api, TestHost};
-
-/// The hostile fixture plugin, built from `tests/fixtures/hostile-plugin`.
-const HOSTILE: &[u8] = include_bytes!(env!("LEADTIME_TEST_FIXTURE_HOSTILE"));
+use crate::utils::{Api, HOSTILE_PLUGIN, TestHost};
 
 async fn hostile_host() -> TestHost {
     let host = TestHost::start_with(
@@ -25,7 +22,7 @@ async fn hostile_host() -> TestHost {
     .await;
     host.app()
         .runtime
-        .load("test:hostile", HOSTILE)
+        .load("test:hostile", HOSTILE_PLUGIN)
         .await
         .expect("the hostile fixture loads");
     host

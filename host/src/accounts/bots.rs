@@ -254,7 +254,12 @@ pub async fn delete(app: &App, caller: &Caller, id: &str) -> Result<(), AppError
     store::users::set_disabled(&mut tx, &bot).await?;
     store::users::mark_deleted(&mut tx, &bot.id, now).await?;
     let revoked = store::tokens::revoke_all_of(&mut tx, &bot.id, now).await?;
-    let details = json!({"handle": handle, "canceledSessions": canceled, "revokedTokens": revoked});
+    let secrets = match store::connections::for_bot(&mut tx, &bot.id).await? {
+        Some(connection) => store::connection_secrets::delete_all(&mut tx, &connection.id).await?,
+        None => 0,
+    };
+    let details =
+        json!({"handle": handle, "canceledSessions": canceled, "revokedTokens": revoked, "deletedSecrets": secrets});
     audit::record(
         &mut tx,
         &caller.actor(),

@@ -2,6 +2,7 @@
 //! bots and their connections, connector setup codes, and resolving a bearer token to its caller.
 
 pub mod bots;
+pub mod connection_secrets;
 pub mod connection_types;
 pub mod setup;
 pub mod tokens;

@@ -12,7 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::extract::{Admin, Json, JsonOrEmpty, Reader};
 use super::views::UserView;
 use crate::accounts::bots::{self, BotPatch, NewBot};
-use crate::accounts::{connection_types, setup};
+use crate::accounts::{connection_secrets, connection_types, setup};
 use crate::app::SharedApp;
 use crate::domain::sessions::Connection;
 use crate::domain::users::{User, UserKind};
@@ -29,6 +29,8 @@ pub fn router() -> OpenApiRouter<SharedApp> {
         .routes(routes!(validate_connection))
         .routes(routes!(create_setup_code))
         .routes(routes!(rotate_webhook_secret))
+        .routes(routes!(list_bot_secrets))
+        .routes(routes!(set_bot_secret, delete_bot_secret))
         .routes(routes!(list_connection_types))
         .routes(routes!(update_connection_type))
 }
@@ -167,6 +169,32 @@ struct RotatedSecret {
     webhook_secret: String,
     /// When the previous secrets stop signing.
     previous_secrets_retire_at: String,
+}
+
+/// A secret value to store. It is sealed at once and never shown again, not even to admins.
+#[derive(Debug, Deserialize, ToSchema)]
+struct SecretInput {
+    /// The value, e.g. a provider API key: one line, at most 8 KiB.
+    value: String,
+}
+
+/// A secret the bot's connection type declares (never its value).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct SecretStatusView {
+    /// The name plugins refer to as `{{secret:NAME}}`.
+    name: String,
+    /// What to paste, from the connection type's manifest.
+    description: String,
+    /// Whether a value is stored.
+    set: bool,
+    /// When the value was last set.
+    updated_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct SecretList {
+    secrets: Vec<SecretStatusView>,
 }
 
 /// An installed connection type and whether the caller's workspace may use it.
@@ -400,6 +428,65 @@ async fn rotate_webhook_secret(
         webhook_secret,
         previous_secrets_retire_at: retire_at.to_iso(),
     }))
+}
+
+/// List a bot's connection secrets
+///
+/// The secrets its connection type declares, each with whether it is set — never a value.
+/// Admins only.
+#[utoipa::path(get, path = "/bots/{id}/secrets", tag = "bots", operation_id = "listBotSecrets",
+    params(("id" = String, Path, description = "Bot id")),
+    responses((status = 200, body = SecretList), (status = 404, body = ErrorBody)))]
+async fn list_bot_secrets(
+    State(app): State<SharedApp>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<SecretList>, AppError> {
+    let secrets = connection_secrets::list(&app, &caller, &id)
+        .await?
+        .into_iter()
+        .map(|s| SecretStatusView {
+            name: s.spec.name,
+            description: s.spec.description,
+            set: s.updated_at.is_some(),
+            updated_at: s.updated_at.map(|t| t.to_iso()),
+        })
+        .collect();
+    Ok(Json(SecretList { secrets }))
+}
+
+/// Set a connection secret
+///
+/// Stores (or replaces) a secret the bot's connection type declares, e.g. its provider API key.
+/// The value is encrypted at rest, is never returned by any call, and never enters the plugin:
+/// the host inserts it into the plugin's outbound requests to allowed hosts. Admins only.
+#[utoipa::path(put, path = "/bots/{id}/secrets/{name}", tag = "bots", operation_id = "setBotSecret",
+    request_body = SecretInput,
+    params(("id" = String, Path, description = "Bot id"), ("name" = String, Path, description = "Secret name from the connection type's manifest")),
+    responses((status = 204, description = "Stored"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_bot_secret(
+    State(app): State<SharedApp>,
+    Admin(caller): Admin,
+    Path((id, name)): Path<(String, String)>,
+    Json(body): Json<SecretInput>,
+) -> Result<StatusCode, AppError> {
+    connection_secrets::set(&app, &caller, &id, &name, body.value).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Remove a connection secret
+///
+/// Requests that refer to it are refused from now on. Admins only.
+#[utoipa::path(delete, path = "/bots/{id}/secrets/{name}", tag = "bots", operation_id = "deleteBotSecret",
+    params(("id" = String, Path, description = "Bot id"), ("name" = String, Path, description = "Secret name")),
+    responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody)))]
+async fn delete_bot_secret(
+    State(app): State<SharedApp>,
+    Admin(caller): Admin,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<StatusCode, AppError> {
+    connection_secrets::remove(&app, &caller, &id, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// List connection types

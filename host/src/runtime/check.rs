@@ -24,7 +24,7 @@ pub async fn check_plugin(source: &str, wasm: &[u8]) -> Result<String, String> {
              module with `wasm-tools component new`."
         ));
     }
-    let runtime = PluginRuntime::new(CallLimits::default(), None)
+    let runtime = PluginRuntime::new(CallLimits::default(), Default::default(), None)
         .map_err(|e| format!("{source}: the host failed to start its engine: {e:#}"))?;
     let plugin = runtime.load(source, wasm).await.map_err(|error| explain(&error))?;
     let m = &plugin.manifest;

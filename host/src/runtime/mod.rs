@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::outbound::OutboundPolicy;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -27,6 +29,8 @@ use wasmtime::{Engine, Store};
 
 use bindings::types::{FieldError, PluginError, SessionEvent, SessionRef, SessionStart};
 use bindings::{ConnectionPlugin, ConnectionPluginPre};
+pub use capabilities::http::HttpLimits;
+use capabilities::http::{OutboundHooks, OutboundSetup};
 pub use capabilities::{CallServices, CapabilityError};
 use state::PluginState;
 pub use state::{CallContext, CallEffects, QueuedWebhook};
@@ -65,6 +69,8 @@ pub struct CallLimits {
     pub kv_value_bytes: usize,
     /// Bytes of kv state one connection may keep.
     pub kv_connection_bytes: i64,
+    /// Outbound HTTP (`wasi:http`) budgets and timeouts.
+    pub http: HttpLimits,
 }
 
 impl Default for CallLimits {
@@ -81,6 +87,7 @@ impl Default for CallLimits {
             kv_key_bytes: 256,
             kv_value_bytes: 64 << 10,
             kv_connection_bytes: 1 << 20,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -101,7 +108,7 @@ pub struct Manifest {
     pub secrets: Vec<SecretSpec>,
     /// Hosts the plugin may call.
     pub outbound_hosts: Vec<String>,
-    /// Host capabilities the plugin uses (`session`, `webhook`, `kv`, `log`).
+    /// Host capabilities the plugin uses (`session`, `webhook`, `kv`, `log`, `http`).
     pub capabilities: Vec<String>,
     /// The contract version the plugin was built against.
     pub wit_version: String,
@@ -217,6 +224,7 @@ pub struct PluginRuntime {
     linker: Linker<PluginState>,
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     limits: CallLimits,
+    outbound: OutboundSetup,
     cache_dir: Option<PathBuf>,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -236,8 +244,9 @@ impl Drop for PluginRuntime {
 }
 
 impl PluginRuntime {
-    /// An engine with no plugins loaded. `cache_dir` keeps compiled plugins across restarts.
-    pub fn new(limits: CallLimits, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+    /// An engine with no plugins loaded. Plugins' outbound requests follow `outbound` (the same
+    /// SSRF policy as webhook delivery); `cache_dir` keeps compiled plugins across restarts.
+    pub fn new(limits: CallLimits, outbound: OutboundPolicy, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
         // Pooling: instances come from pre-reserved slots (fast instantiation, no mmap per call),
@@ -256,8 +265,14 @@ impl PluginRuntime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasmtime_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(wasmtime_error)?;
         bindings::ConnectionPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(wasmtime_error)?;
+        let outbound = OutboundSetup {
+            client: crate::outbound::client(outbound, limits.http.total_timeout)?,
+            policy: outbound,
+            limits: limits.http.clone(),
+        };
 
         // The epoch advances on a plain thread so deadlines hold even when the async runtime is busy.
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -280,6 +295,7 @@ impl PluginRuntime {
             linker,
             plugins: RwLock::new(HashMap::new()),
             limits,
+            outbound,
             cache_dir,
             ticker_stop,
         })
@@ -398,7 +414,9 @@ impl PluginRuntime {
             )
             .await?
         {
-            (Returned::Unit(result), effects) => result.map_err(plugin_error).map(|()| effects),
+            (Returned::Unit(result), effects) => result
+                .map_err(|e| plugin_error(e, &effects.http_problems))
+                .map(|()| effects),
             _ => Err(CallError::Crashed("unexpected result from start-session".into())),
         }
     }
@@ -422,7 +440,9 @@ impl PluginRuntime {
             )
             .await?
         {
-            (Returned::Unit(result), effects) => result.map_err(plugin_error).map(|()| effects),
+            (Returned::Unit(result), effects) => result
+                .map_err(|e| plugin_error(e, &effects.http_problems))
+                .map(|()| effects),
             _ => Err(CallError::Crashed("unexpected result from on-event".into())),
         }
     }
@@ -457,7 +477,13 @@ impl PluginRuntime {
         services: Arc<dyn CallServices>,
         export: Export,
     ) -> Result<(Returned, CallEffects), CallError> {
-        let mut store = Store::new(&self.engine, PluginState::new(context, services, &self.limits));
+        let hooks = OutboundHooks::new(
+            &self.outbound,
+            &context.plugin_id,
+            http_grant(&context),
+            services.clone(),
+        );
+        let mut store = Store::new(&self.engine, PluginState::new(context, services, hooks, &self.limits));
         store.limiter(|state| &mut state.limiter);
         let ticks = (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
@@ -476,13 +502,15 @@ impl PluginRuntime {
                 return Err(CallError::Transient(describe_trap(label, &trap, &store, &self.limits)));
             }
             Ok(Err(trap)) => {
-                return Err(CallError::Crashed(describe_trap(label, &trap, &store, &self.limits)));
+                let reason = describe_trap(label, &trap, &store, &self.limits);
+                return Err(CallError::Crashed(with_problems(reason, &store.data().http_problems())));
             }
             Err(_) => {
-                return Err(CallError::Crashed(format!(
+                let reason = format!(
                     "{label} did not finish within its {} s time limit",
                     self.limits.timeout.as_secs()
-                )));
+                );
+                return Err(CallError::Crashed(with_problems(reason, &store.data().http_problems())));
             }
         };
         Ok((returned, store.into_data().into_effects()))
@@ -614,9 +642,17 @@ fn check_manifest(raw: bindings::types::PluginManifest, wit_version: String) -> 
     if !config_schema.is_object() {
         return Err("config-schema must be a JSON Schema object".into());
     }
-    const KNOWN: [&str; 4] = ["session", "webhook", "kv", "log"];
+    const KNOWN: [&str; 5] = ["session", "webhook", "kv", "log", "http"];
     if let Some(unknown) = raw.capabilities.iter().find(|c| !KNOWN.contains(&c.as_str())) {
         return Err(format!("unknown capability `{unknown}`; known: {}", KNOWN.join(", ")));
+    }
+    if let Some(bad) = raw.outbound_hosts.iter().find(|h| !is_host_pattern(h)) {
+        return Err(format!(
+            "outbound host `{bad}` must be a host name, an IP address or `*.example.com` — no scheme, port or path"
+        ));
+    }
+    if !raw.outbound_hosts.is_empty() && !raw.capabilities.iter().any(|c| c == "http") {
+        return Err("it lists outbound-hosts but not the `http` capability; add `http` to capabilities".into());
     }
     Ok(Manifest {
         id: raw.id,
@@ -638,16 +674,66 @@ fn check_manifest(raw: bindings::types::PluginManifest, wit_version: String) -> 
     })
 }
 
+/// A manifest `outbound-hosts` entry: a host name, an IP address, or `*.` and a host name.
+fn is_host_pattern(pattern: &str) -> bool {
+    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return !pattern.starts_with("*.");
+    }
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
 /// wasmtime's error type as an `anyhow` error, keeping its whole chain of causes.
 fn wasmtime_error(error: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{error:#}")
 }
 
-fn plugin_error(error: PluginError) -> CallError {
+/// The plugin's error, with what the host refused during the call (the plugin only hears an
+/// error code; people should read why).
+fn plugin_error(error: PluginError, http_problems: &[String]) -> CallError {
     match error {
         PluginError::InvalidConfig(errors) => CallError::InvalidConfig(errors.into_iter().map(Into::into).collect()),
-        PluginError::Failed(message) => CallError::Plugin(message),
-        PluginError::Transient(message) => CallError::Transient(message),
+        PluginError::Failed(message) => CallError::Plugin(with_problems(message, http_problems)),
+        PluginError::Transient(message) => CallError::Transient(with_problems(message, http_problems)),
+    }
+}
+
+/// `message`, followed by the outbound requests the host refused or saw fail in the call.
+fn with_problems(message: String, http_problems: &[String]) -> String {
+    match http_problems {
+        [] => message,
+        [one] => format!("{message} (outbound request {one})"),
+        [first, .., last] => format!(
+            "{message} (outbound request {first}; {} more, the last: {last})",
+            http_problems.len() - 1
+        ),
+    }
+}
+
+/// Whether a call may use outbound HTTP, and with which hosts and secrets: only calls about a
+/// session of a plugin that declared the `http` capability.
+fn http_grant(context: &CallContext) -> Result<(Vec<String>, Vec<String>, crate::domain::ids::ConnectionId), String> {
+    if !context.capabilities.iter().any(|c| c == "http") {
+        return Err(format!(
+            "plugin `{}` did not declare the `http` capability in its manifest (or it is not available in this call)",
+            context.plugin_id
+        ));
+    }
+    match (&context.connection_id, &context.session_id) {
+        (Some(connection), Some(_)) => Ok((
+            context.outbound_hosts.clone(),
+            context.secrets.clone(),
+            connection.clone(),
+        )),
+        _ => Err("outbound HTTP is only available in calls about a session".into()),
     }
 }
 

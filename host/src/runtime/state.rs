@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::domain::ids::{ConnectionId, DeliveryId, SessionId, WorkspaceId};
 
+use super::capabilities::http::OutboundHooks;
 use super::capabilities::{CallServices, CapabilityError};
 use super::{CallLimits, Manifest};
 
@@ -18,6 +20,10 @@ pub struct CallContext {
     pub plugin_id: String,
     /// Capabilities granted: those the manifest declares. Empty while reading the manifest.
     pub capabilities: Vec<String>,
+    /// Hosts outbound requests may reach (the manifest's `outbound-hosts`).
+    pub outbound_hosts: Vec<String>,
+    /// Secret names header values may refer to (the manifest's `secrets`).
+    pub secrets: Vec<String>,
     pub workspace_id: Option<WorkspaceId>,
     pub connection_id: Option<ConnectionId>,
     /// The session the call is about; `session` capabilities act on it alone.
@@ -35,6 +41,8 @@ impl CallContext {
         Self {
             plugin_id: manifest.id.clone(),
             capabilities: manifest.capabilities.clone(),
+            outbound_hosts: manifest.outbound_hosts.clone(),
+            secrets: manifest.secrets.iter().map(|s| s.name.clone()).collect(),
             workspace_id: Some(workspace),
             connection_id: Some(connection),
             session_id: Some(session),
@@ -46,6 +54,8 @@ impl CallContext {
         Self {
             plugin_id: manifest.id.clone(),
             capabilities: manifest.capabilities.iter().filter(|c| *c == "log").cloned().collect(),
+            outbound_hosts: Vec::new(),
+            secrets: Vec::new(),
             workspace_id: None,
             connection_id: None,
             session_id: None,
@@ -57,6 +67,8 @@ impl CallContext {
         Self {
             plugin_id: "(loading)".into(),
             capabilities: Vec::new(),
+            outbound_hosts: Vec::new(),
+            secrets: Vec::new(),
             workspace_id: None,
             connection_id: None,
             session_id: None,
@@ -77,6 +89,8 @@ pub struct QueuedWebhook {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallEffects {
     pub webhooks: Vec<QueuedWebhook>,
+    /// Outbound requests the host refused or saw fail, each with its reason.
+    pub http_problems: Vec<String>,
 }
 
 /// Counts of host calls still allowed in this call.
@@ -113,6 +127,8 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    http_hooks: OutboundHooks,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) context: CallContext,
     pub(crate) services: Arc<dyn CallServices>,
@@ -122,9 +138,14 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    pub(crate) fn new(context: CallContext, services: Arc<dyn CallServices>, limits: &CallLimits) -> Self {
-        // No arguments, environment, preopened directories, stdin, or network: a plugin reaches
-        // the outside world only through the host capabilities.
+    pub(crate) fn new(
+        context: CallContext,
+        services: Arc<dyn CallServices>,
+        http_hooks: OutboundHooks,
+        limits: &CallLimits,
+    ) -> Self {
+        // No arguments, environment, preopened directories, stdin, or sockets: a plugin reaches
+        // the outside world only through the host capabilities (HTTP through `http_hooks`).
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
@@ -133,6 +154,8 @@ impl PluginState {
         Self {
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_hooks,
             limiter: MemoryLimiter {
                 max_memory: limits.memory_bytes,
                 hit: false,
@@ -156,7 +179,14 @@ impl PluginState {
     }
 
     pub(crate) fn into_effects(self) -> CallEffects {
-        self.effects
+        let mut effects = self.effects;
+        effects.http_problems = self.http_hooks.problems();
+        effects
+    }
+
+    /// Why outbound requests of this call were refused or failed.
+    pub(crate) fn http_problems(&self) -> Vec<String> {
+        self.http_hooks.problems()
     }
 
     /// Refuses a capability the manifest did not declare.
@@ -185,6 +215,16 @@ impl PluginState {
             .connection_id
             .as_ref()
             .ok_or_else(|| CapabilityError::NotAllowed("this call is not about a connection".into()))
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use crate::domain::ids::{ConnectionId, SessionId};
 use crate::domain::sessions::{NewActivity, RecordSource, Session, SessionStatus};
 use crate::error::AppError;
 use crate::runtime::{CallServices, CapabilityError};
+use crate::secrets::SecretValue;
 use crate::store;
 
 /// [`CallServices`] backed by the host's database.
@@ -125,5 +126,29 @@ impl CallServices for PluginServices {
         let mut tx = self.app.db.begin().await.map_err(unavailable)?;
         store::kv::delete(&mut tx, connection, key).await.map_err(unavailable)?;
         tx.commit().await.map_err(|e| unavailable(e.into()))
+    }
+
+    async fn connection_secret(
+        &self,
+        connection: &ConnectionId,
+        name: &str,
+    ) -> Result<Option<SecretValue>, CapabilityError> {
+        let mut conn = self.app.db.read().await.map_err(unavailable)?;
+        let Some(sealed) = store::connection_secrets::get(&mut conn, connection, name)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        self.app
+            .secrets
+            .open(connection.as_str(), name, &sealed)
+            .map(Some)
+            .map_err(|e| {
+                tracing::error!(connection = %connection.as_str(), secret = name, "{e}");
+                CapabilityError::Unavailable(format!(
+                    "secret `{name}` could not be read by the host; an operator must check the secrets key"
+                ))
+            })
     }
 }

@@ -9,6 +9,7 @@
 //! On PostgreSQL both share one pool.
 
 pub mod audit;
+pub mod connection_secrets;
 pub mod connection_types;
 pub mod connections;
 pub mod deliveries;

@@ -2,6 +2,7 @@
 //! public API, and loopback fakes of outside services.
 
 pub mod db;
+pub mod provider;
 pub mod receiver;
 pub mod wrapper;
 
@@ -16,6 +17,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use db::TestDb;
+
+/// The hostile fixture plugin (connection type `hostile`), built from `tests/fixtures/hostile-plugin`.
+pub const HOSTILE_PLUGIN: &[u8] = include_bytes!(env!("LEADTIME_TEST_FIXTURE_HOSTILE"));
 
 /// Longest a test waits for something the host does in the background. Only a safety net
 /// against hangs: tests wait on events, never on time.
@@ -65,6 +69,33 @@ impl TestHost {
             base_url: format!("http://{addr}"),
             _db: db,
             _dir: dir,
+        }
+    }
+
+    /// Scans every text column of every table for each of `secrets`.
+    pub async fn assert_absent_from_database(&self, secrets: &[String]) {
+        let columns_sql = if self.is_postgres() {
+            "SELECT CAST(table_name AS TEXT), CAST(column_name AS TEXT) FROM information_schema.columns WHERE table_schema = 'public'"
+        } else {
+            "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p WHERE m.type = 'table'"
+        };
+        let mut conn = self.app().db.read().await.unwrap();
+        let columns: Vec<(String, String)> = sqlx::query_as(columns_sql).fetch_all(&mut *conn).await.unwrap();
+        assert!(
+            columns.len() > 50,
+            "expected to scan the whole schema, found {} columns",
+            columns.len()
+        );
+        for (table, column) in &columns {
+            for secret in secrets {
+                let sql = format!("SELECT COUNT(*) FROM {table} WHERE CAST({column} AS TEXT) LIKE $1");
+                let found: i64 = sqlx::query_scalar(&sql)
+                    .bind(format!("%{secret}%"))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                assert_eq!(found, 0, "a plaintext secret is stored in {table}.{column}");
+            }
         }
     }
 

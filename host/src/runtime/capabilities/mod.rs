@@ -1,4 +1,5 @@
-//! Host capabilities, one module per WIT interface: `session`, `webhook`, `kv`, `log`.
+//! Host capabilities, one module per WIT interface: `session`, `webhook`, `kv`, `log`, and
+//! `wasi:http/outgoing-handler` (`http`).
 //!
 //! Each module implements the generated `Host` trait for [`PluginState`](super::state::PluginState):
 //! it checks the grant (the manifest must declare the capability), the call's budget and the
@@ -6,6 +7,7 @@
 //! runtime knowing about SQL. Refusals are returned to the guest as its WIT `host-error`; only host
 //! bugs become traps.
 
+pub mod http;
 mod kv;
 mod log;
 mod session;
@@ -15,6 +17,7 @@ use async_trait::async_trait;
 
 use crate::domain::ids::{ConnectionId, SessionId};
 use crate::domain::sessions::{NewActivity, SessionStatus};
+use crate::secrets::SecretValue;
 
 use super::bindings::types::HostError;
 use super::state::PluginState;
@@ -74,6 +77,13 @@ pub trait CallServices: Send + Sync {
     ) -> Result<(), CapabilityError>;
     /// Removes a kv entry of `connection`.
     async fn kv_delete(&self, connection: &ConnectionId, key: &str) -> Result<(), CapabilityError>;
+    /// The value of secret `name` of `connection`, for the outbound request being sent; never
+    /// handed to the plugin.
+    async fn connection_secret(
+        &self,
+        connection: &ConnectionId,
+        name: &str,
+    ) -> Result<Option<SecretValue>, CapabilityError>;
 }
 
 /// Services for calls that may touch no records (`manifest`, `validate-config`).
@@ -97,6 +107,9 @@ impl CallServices for NoServices {
         Err(none())
     }
     async fn kv_delete(&self, _: &ConnectionId, _: &str) -> Result<(), CapabilityError> {
+        Err(none())
+    }
+    async fn connection_secret(&self, _: &ConnectionId, _: &str) -> Result<Option<SecretValue>, CapabilityError> {
         Err(none())
     }
 }

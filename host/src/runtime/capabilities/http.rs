@@ -1,0 +1,480 @@
+//! `wasi:http/outgoing-handler`: a plugin's calls to its provider, on the host's terms.
+//!
+//! wasmtime-wasi-http parses the guest's request; [`OutboundHooks::send_request`] decides and
+//! sends it. A request goes out only when
+//! - the plugin declared the `http` capability, the call is about a session, and the call's
+//!   request budget is not used up;
+//! - its host matches one of the manifest's `outbound-hosts` (exact, or `*.example.com`), which a
+//!   workspace admin saw and accepted when enabling the connection type;
+//! - every address it connects to passes the same SSRF guard as webhook delivery
+//!   ([`crate::outbound`]: checked after DNS resolution, no redirects, no proxy).
+//!
+//! Header values may hold `{{secret:NAME}}`; the host replaces each with the connection's secret
+//! `NAME` (declared in the manifest, set by an admin) after the host check, so a secret only ever
+//! travels to hosts the plugin is allowed to call and its value never enters plugin memory.
+//! References anywhere else (URL, body) are sent as written.
+//!
+//! Responses are read whole, up to the response-size cap, within the call's timeouts. Every
+//! refusal and failure is remembered with a reason, so a plugin call that fails because of one says
+//! why on the session.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::domain::ids::ConnectionId;
+use crate::outbound::{OutboundPolicy, forbidden_in};
+
+use super::{CallServices, CapabilityError};
+
+/// The prefix of a secret reference in a header value: `{{secret:NAME}}`.
+const SECRET_OPEN: &str = "{{secret:";
+const SECRET_CLOSE: &str = "}}";
+
+/// How one call may use outbound HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Requests one call may send.
+    pub requests: u32,
+    /// Largest request body, in bytes.
+    pub request_body_bytes: usize,
+    /// Largest response body, in bytes.
+    pub response_body_bytes: usize,
+    /// Time to the response's headers, unless the plugin asks for less.
+    pub first_byte_timeout: Duration,
+    /// Time one request may take in all, body included.
+    pub total_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            requests: 32,
+            request_body_bytes: 1 << 20,
+            response_body_bytes: 4 << 20,
+            first_byte_timeout: Duration::from_secs(15),
+            total_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What a call's outbound requests may reach, and the reasons its refused or failed requests give.
+pub(crate) struct OutboundHooks {
+    shared: Arc<Outbound>,
+    remaining: u32,
+}
+
+/// The parts of [`OutboundHooks`] a request's future needs after the hook returned.
+struct Outbound {
+    plugin_id: String,
+    /// `None` when the call may not use HTTP at all, with the reason.
+    grant: Result<Grant, String>,
+    client: reqwest::Client,
+    policy: OutboundPolicy,
+    limits: HttpLimits,
+    services: Arc<dyn CallServices>,
+    problems: Mutex<Vec<String>>,
+}
+
+/// What the manifest and call allow.
+struct Grant {
+    hosts: Vec<String>,
+    secrets: Vec<String>,
+    connection: ConnectionId,
+}
+
+/// The shared pieces every call's hooks are made from.
+#[derive(Clone)]
+pub(crate) struct OutboundSetup {
+    pub client: reqwest::Client,
+    pub policy: OutboundPolicy,
+    pub limits: HttpLimits,
+}
+
+impl OutboundHooks {
+    /// Hooks for a call by `plugin_id`. `grant` is `Err(reason)` when the call may not use HTTP.
+    pub(crate) fn new(
+        setup: &OutboundSetup,
+        plugin_id: &str,
+        grant: Result<(Vec<String>, Vec<String>, ConnectionId), String>,
+        services: Arc<dyn CallServices>,
+    ) -> Self {
+        Self {
+            remaining: setup.limits.requests,
+            shared: Arc::new(Outbound {
+                plugin_id: plugin_id.to_owned(),
+                grant: grant.map(|(hosts, secrets, connection)| Grant {
+                    hosts,
+                    secrets,
+                    connection,
+                }),
+                client: setup.client.clone(),
+                policy: setup.policy,
+                limits: setup.limits.clone(),
+                services,
+                problems: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Why requests of this call were refused or failed, in order.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        self.shared
+            .problems
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundHooks {
+    // reqwest sets `Host` from the URL it was asked to reach.
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_done: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> ResponseFuture {
+        let shared = self.shared.clone();
+        let budget = if self.remaining == 0 {
+            Err(Refusal::denied(format!(
+                "a plugin call may send at most {} HTTP requests",
+                shared.limits.requests
+            )))
+        } else {
+            self.remaining -= 1;
+            Ok(())
+        };
+        Box::new(async move {
+            let target = format!("{} {}", request.method(), redact_query(request.uri()));
+            let outcome = match budget {
+                Ok(()) => shared.send(request, options).await,
+                Err(refusal) => Err(refusal),
+            };
+            match outcome {
+                Ok(response) => Ok((
+                    response,
+                    Box::new(async { Ok(()) }) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                )),
+                Err(refusal) => {
+                    let message = format!("{target}: {}", refusal.reason);
+                    tracing::warn!(target: "plugin", plugin = %shared.plugin_id, "outbound request refused or failed: {message}");
+                    if let Ok(mut problems) = shared.problems.lock() {
+                        problems.push(message);
+                    }
+                    Err(refusal.code)
+                }
+            }
+        })
+    }
+}
+
+/// Why a request did not get a response: the code the guest sees and the reason people see.
+struct Refusal {
+    code: HttpError,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(code: HttpError, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    fn denied(reason: impl Into<String>) -> Self {
+        Self::new(HttpError::HttpRequestDenied, reason)
+    }
+}
+
+impl Outbound {
+    async fn send(
+        &self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Result<http::Response<WasiBody>, Refusal> {
+        let grant = self.grant.as_ref().map_err(|reason| Refusal::denied(reason.clone()))?;
+        let (parts, body) = request.into_parts();
+        let url = url::Url::parse(&parts.uri.to_string())
+            .map_err(|e| Refusal::new(HttpError::HttpRequestUriInvalid, format!("not a usable URL: {e}")))?;
+        let host = url
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
+            .ok_or_else(|| Refusal::new(HttpError::HttpRequestUriInvalid, "the URL has no host"))?;
+        if !host_allowed(&grant.hosts, &host) {
+            let declared = if grant.hosts.is_empty() {
+                "it declares none".to_owned()
+            } else {
+                format!("it declares: {}", grant.hosts.join(", "))
+            };
+            return Err(Refusal::denied(format!(
+                "host `{host}` is not in the plugin's manifest outbound-hosts ({declared})"
+            )));
+        }
+        if let Err(forbidden) = self.policy.check_url(&url) {
+            return Err(Refusal::new(HttpError::DestinationIpProhibited, forbidden.to_string()));
+        }
+
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &parts.headers {
+            let value = match value.to_str() {
+                Ok(text) if text.contains(SECRET_OPEN) => self.with_secrets(grant, name.as_str(), text).await?,
+                _ => value.clone(),
+            };
+            headers.append(name.clone(), value);
+        }
+
+        let body = Limited::new(body, self.limits.request_body_bytes)
+            .collect()
+            .await
+            .map_err(|_| {
+                Refusal::new(
+                    HttpError::HttpRequestBodySize(None),
+                    format!(
+                        "the request body is larger than the {} KiB limit (or could not be read)",
+                        self.limits.request_body_bytes >> 10
+                    ),
+                )
+            })?
+            .to_bytes();
+
+        let first_byte = options
+            .and_then(|o| o.first_byte_timeout)
+            .map_or(self.limits.first_byte_timeout, |t| {
+                t.min(self.limits.first_byte_timeout)
+            });
+        let send = self
+            .client
+            .request(parts.method, url)
+            .headers(headers)
+            .body(body)
+            .timeout(self.limits.total_timeout)
+            .send();
+        let mut response = tokio::time::timeout(first_byte, send)
+            .await
+            .map_err(|_| {
+                Refusal::new(
+                    HttpError::ConnectionReadTimeout,
+                    format!("no response within {} s", first_byte.as_secs_f32()),
+                )
+            })?
+            .map_err(send_error)?;
+
+        let mut builder = http::Response::builder().status(response.status().as_u16());
+        for (name, value) in response.headers() {
+            builder = builder.header(name, value);
+        }
+        let mut received = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(send_error)? {
+            if received.len() + chunk.len() > self.limits.response_body_bytes {
+                return Err(Refusal::new(
+                    HttpError::HttpResponseBodySize(None),
+                    format!(
+                        "the response body is larger than the {} MiB limit",
+                        self.limits.response_body_bytes >> 20
+                    ),
+                ));
+            }
+            received.extend_from_slice(&chunk);
+        }
+        let body = Full::new(Bytes::from(received))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        builder
+            .body(body)
+            .map_err(|e| Refusal::new(HttpError::HttpProtocolError, format!("unusable response: {e}")))
+    }
+
+    /// `text` with every `{{secret:NAME}}` replaced by the connection's secret, as a sensitive
+    /// header value (never printed).
+    async fn with_secrets(
+        &self,
+        grant: &Grant,
+        header: &str,
+        text: &str,
+    ) -> Result<reqwest::header::HeaderValue, Refusal> {
+        let mut out = String::new();
+        for piece in secret_references(text) {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Secret(name) => {
+                    if !grant.secrets.iter().any(|s| s == name) {
+                        return Err(Refusal::denied(format!(
+                            "header `{header}` refers to secret `{name}`, which the plugin's manifest does not declare"
+                        )));
+                    }
+                    let value = self
+                        .services
+                        .connection_secret(&grant.connection, name)
+                        .await
+                        .map_err(|e| Refusal::new(HttpError::InternalError(None), e.to_string()))?
+                        .ok_or_else(|| {
+                            Refusal::denied(format!(
+                                "header `{header}` refers to secret `{name}`, which is not set on this connection; \
+                                 a workspace admin sets it with PUT /api/public/bots/{{id}}/secrets/{name}"
+                            ))
+                        })?;
+                    out.push_str(value.expose());
+                }
+            }
+        }
+        let mut value = reqwest::header::HeaderValue::from_str(&out)
+            .map_err(|_| Refusal::denied(format!("header `{header}` is not a valid header value")))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// A part of a header value: literal text or a secret reference.
+#[derive(Debug, PartialEq, Eq)]
+enum Piece<'a> {
+    Text(&'a str),
+    Secret(&'a str),
+}
+
+/// Splits `text` at `{{secret:NAME}}` references (NAME: `a-z0-9-_.`, 1–64 characters); anything
+/// that only looks like one stays text.
+fn secret_references(text: &str) -> Vec<Piece<'_>> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(SECRET_OPEN) {
+        let after = &rest[start + SECRET_OPEN.len()..];
+        let name_end = after.find(SECRET_CLOSE);
+        match name_end.map(|end| &after[..end]) {
+            Some(name) if is_secret_name(name) => {
+                if start > 0 {
+                    pieces.push(Piece::Text(&rest[..start]));
+                }
+                pieces.push(Piece::Secret(name));
+                rest = &after[name.len() + SECRET_CLOSE.len()..];
+            }
+            _ => {
+                pieces.push(Piece::Text(&rest[..start + SECRET_OPEN.len()]));
+                rest = after;
+            }
+        }
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest));
+    }
+    pieces
+}
+
+fn is_secret_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Whether `host` (lowercase, no brackets) matches a manifest pattern: the exact name, or
+/// `*.example.com` for any name below `example.com` (not `example.com` itself).
+pub(crate) fn host_allowed(patterns: &[String], host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    patterns.iter().any(|pattern| {
+        let pattern = pattern.trim().trim_end_matches('.').to_ascii_lowercase();
+        match pattern.strip_prefix("*.") {
+            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+            None => host == pattern.trim_start_matches('[').trim_end_matches(']'),
+        }
+    })
+}
+
+/// The URI without its query (which may carry tokens), for messages and logs.
+fn redact_query(uri: &http::Uri) -> String {
+    let mut text = String::new();
+    if let Some(scheme) = uri.scheme_str() {
+        text.push_str(scheme);
+        text.push_str("://");
+    }
+    if let Some(authority) = uri.authority() {
+        text.push_str(authority.as_str());
+    }
+    text.push_str(uri.path());
+    text
+}
+
+fn send_error(error: reqwest::Error) -> Refusal {
+    if let Some(forbidden) = forbidden_in(&error) {
+        return Refusal::new(HttpError::DestinationIpProhibited, forbidden.to_string());
+    }
+    let error = error.without_url();
+    if error.is_timeout() {
+        Refusal::new(HttpError::ConnectionReadTimeout, "timed out")
+    } else if error.is_connect() {
+        Refusal::new(HttpError::ConnectionRefused, format!("could not connect: {error}"))
+    } else {
+        Refusal::new(HttpError::HttpProtocolError, format!("failed: {error}"))
+    }
+}
+
+impl From<CapabilityError> for Refusal {
+    fn from(error: CapabilityError) -> Self {
+        Refusal::new(HttpError::InternalError(None), error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn hosts_match_exactly_or_below_a_wildcard() {
+        let allowed = hosts(&["api.cursor.com", "*.anthropic.com", "127.0.0.1"]);
+        assert!(host_allowed(&allowed, "api.cursor.com"));
+        assert!(host_allowed(&allowed, "api.cursor.com."));
+        assert!(host_allowed(&allowed, "api.anthropic.com"));
+        assert!(host_allowed(&allowed, "a.b.anthropic.com"));
+        assert!(host_allowed(&allowed, "127.0.0.1"));
+        assert!(!host_allowed(&allowed, "anthropic.com"));
+        assert!(!host_allowed(&allowed, "evilanthropic.com"));
+        assert!(!host_allowed(&allowed, "cursor.com"));
+        assert!(!host_allowed(&allowed, "api.cursor.com.evil.net"));
+        assert!(!host_allowed(&[], "api.cursor.com"));
+    }
+
+    #[test]
+    fn secret_references_are_found_and_lookalikes_left_alone() {
+        assert_eq!(
+            secret_references("Bearer {{secret:api-key}}"),
+            vec![Piece::Text("Bearer "), Piece::Secret("api-key")]
+        );
+        assert_eq!(
+            secret_references("{{secret:a}}:{{secret:b}}"),
+            vec![Piece::Secret("a"), Piece::Text(":"), Piece::Secret("b")]
+        );
+        assert_eq!(
+            secret_references("{{secret:not valid}} x"),
+            vec![Piece::Text("{{secret:"), Piece::Text("not valid}} x")]
+        );
+        assert_eq!(secret_references("plain"), vec![Piece::Text("plain")]);
+        assert_eq!(
+            secret_references("{{secret:unclosed"),
+            vec![Piece::Text("{{secret:"), Piece::Text("unclosed")]
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! A loopback fake of a provider API that plugins call over outbound HTTP. Its contract:
+//! - `GET /v1/me` needs `Authorization: Bearer <the key>` and answers `{"id":"me"}`;
+//! - `POST /v1/echo` answers with the body it got;
+//! - `GET /v1/huge` answers 5 MiB;
+//! - `GET /v1/ping` answers `pong`.
+//!
+//! Every request is recorded; one that breaks the contract (wrong key, unknown route) is recorded
+//! as a violation too, so tests can assert there were none.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// One request the provider got.
+#[derive(Debug, Clone)]
+pub struct ProviderRequest {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+struct Shared {
+    api_key: String,
+    requests: Mutex<Vec<ProviderRequest>>,
+    violations: Mutex<Vec<String>>,
+}
+
+/// A running fake provider.
+#[derive(Clone)]
+pub struct FakeProvider {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    shared: Arc<Shared>,
+}
+
+impl FakeProvider {
+    /// Starts the fake on a loopback port; `/v1/me` accepts `api_key` only.
+    pub async fn start(api_key: &str) -> FakeProvider {
+        let shared = Arc::new(Shared {
+            api_key: api_key.to_owned(),
+            requests: Mutex::default(),
+            violations: Mutex::default(),
+        });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind provider");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        FakeProvider { base, shared }
+    }
+
+    /// Requests received on `path`, in order.
+    pub fn requests(&self, path: &str) -> Vec<ProviderRequest> {
+        self.shared
+            .requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Every request received.
+    pub fn all_requests(&self) -> Vec<ProviderRequest> {
+        self.shared.requests.lock().expect("lock").clone()
+    }
+
+    /// Requests that broke the contract, described.
+    pub fn violations(&self) -> Vec<String> {
+        self.shared.violations.lock().expect("lock").clone()
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    shared.requests.lock().expect("lock").push(ProviderRequest {
+        method: parts.method.clone(),
+        path: path.clone(),
+        headers: parts.headers.clone(),
+        body: body.to_vec(),
+    });
+    let violation = |what: String| {
+        shared.violations.lock().expect("lock").push(what);
+    };
+    match (parts.method.as_str(), path.as_str()) {
+        ("GET", "/v1/me") => {
+            let expected = format!("Bearer {}", shared.api_key);
+            let got = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
+            if got == Some(expected.as_str()) {
+                ([("content-type", "application/json")], r#"{"id":"me"}"#).into_response()
+            } else {
+                violation(format!("GET /v1/me with authorization {got:?}"));
+                StatusCode::UNAUTHORIZED.into_response()
+            }
+        }
+        ("POST", "/v1/echo") => Bytes::from(body.to_vec()).into_response(),
+        ("GET", "/v1/huge") => vec![b'x'; 5 << 20].into_response(),
+        ("GET", "/v1/ping") => "pong".into_response(),
+        (method, path) => {
+            violation(format!("{method} {path} is not part of the provider's API"));
+            StatusCode::NOT_FOUND.into_response()
+        }
+    }
+}
