@@ -22,6 +22,11 @@ const BUILTIN_PLUGINS: &[(&str, &str, &str)] = &[
         "fixture_hostile_plugin",
         "LEADTIME_TEST_FIXTURE_HOSTILE",
     ),
+    (
+        "fixture-legacy-plugin",
+        "fixture_legacy_plugin",
+        "LEADTIME_TEST_FIXTURE_LEGACY",
+    ),
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip2";

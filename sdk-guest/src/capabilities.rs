@@ -67,6 +67,24 @@ pub mod kv {
     }
 }
 
+/// Durable timers: `on_event` gets `SessionEvent::TimerFired(payload)` after the delay, even
+/// across host restarts. Declare the `timers` capability to use them.
+pub mod timers {
+    use crate::HostError;
+    use crate::bindings::leadtime::agent_runtime::timers as wit;
+
+    /// Schedules a timer for the current session `delay_ms` from now (1 s to 7 days) with a JSON
+    /// `payload`; returns its id.
+    pub fn schedule(delay_ms: u64, payload: &serde_json::Value) -> Result<String, HostError> {
+        wit::schedule(delay_ms, &payload.to_string())
+    }
+
+    /// Cancels a pending timer of the current session.
+    pub fn cancel(timer_id: &str) -> Result<(), HostError> {
+        wit::cancel(timer_id)
+    }
+}
+
 /// Structured logs, tagged by the host with plugin, connection and session.
 pub mod log {
     use crate::bindings::leadtime::agent_runtime::log as wit;

@@ -4,7 +4,7 @@
 //! assigned to the bot (or the bot is @mentioned), the host opens an agent session and calls the
 //! plugin's [`Plugin::start_session`]. The plugin then reports progress on the session, delivers a
 //! signed webhook, or calls a provider — through the host capabilities in [`session`],
-//! [`webhook`], [`kv`], [`log`] and [`http`]. Nothing else is reachable from the sandbox.
+//! [`webhook`], [`kv`], [`timers`], [`log`] and [`http`]. Nothing else is reachable from the sandbox.
 //!
 //! ```
 //! use leadtime_plugin_sdk::{export_plugin, Plugin, PluginError, PluginManifest, SessionStart};
@@ -26,7 +26,7 @@
 //! ```
 //!
 //! Build with `cargo build --target wasm32-wasip2 --release`; the `.wasm` it produces is the
-//! component the host loads. The contract is `leadtime:agent-runtime@0.1.0` (see `wit/`).
+//! component the host loads. The contract is `leadtime:agent-runtime@0.1.1` (see `wit/`).
 
 #[doc(hidden)]
 pub mod bindings;
@@ -34,7 +34,7 @@ mod capabilities;
 pub mod http;
 mod types;
 
-pub use capabilities::{kv, log, session, webhook};
+pub use capabilities::{kv, log, session, timers, webhook};
 pub use types::{FieldErrors, WIT_VERSION};
 
 pub use bindings::leadtime::agent_runtime::types::{

@@ -3,13 +3,15 @@
 //! and logs — each is stopped with a clear reason on its session, while a well-behaved plugin's
 //! sessions running at the same time complete normally.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use leadtime_host::app::HostEvent;
+use leadtime_host::domain::time::{Clock, ManualClock, SystemClock};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::utils::{Api, HOSTILE_PLUGIN, TestHost};
+use crate::utils::{Api, HOSTILE_PLUGIN, LEGACY_PLUGIN, TestHost};
 
 async fn hostile_host() -> TestHost {
     let host = TestHost::start_with(
@@ -65,6 +67,7 @@ async fn hostile_plugins_are_contained_and_well_behaved_ones_are_not_disturbed()
         ("activity-flood", "a plugin call may make at most 50 activity posts"),
         ("kv-flood", "kv state would grow to"),
         ("webhook-flood", "a plugin call may make at most 16 webhook deliveries"),
+        ("timer-flood", "a plugin call may make at most 10 timer schedules"),
     ];
     let mut events = host.events();
     let mut sessions = Vec::new();
@@ -143,6 +146,11 @@ async fn hostile_plugins_are_contained_and_well_behaved_ones_are_not_disturbed()
         deliveries["deliveries"].as_array().unwrap().is_empty(),
         "a failed call's webhooks are not sent"
     );
+    assert_eq!(
+        timers_pending(&host).await,
+        0,
+        "a failed call's timers are not scheduled"
+    );
     host.stop().await;
 }
 
@@ -176,8 +184,10 @@ fn plugin_check_explains_what_a_file_is() {
     for needle in [
         "OK:",
         "connection type: hostile",
-        "leadtime:agent-runtime@0.1.0",
-        "capabilities:    session, kv, log, webhook",
+        "leadtime:agent-runtime@0.1.1",
+        "capabilities:    session, kv, log, webhook, timers, http",
+        "outbound hosts:  127.0.0.1, localhost, 169.254.169.254",
+        "secrets:         api-key (Key the fake provider expects)",
     ] {
         assert!(out.contains(needle), "{needle:?} missing from {out}");
     }
@@ -202,4 +212,120 @@ fn plugin_check_explains_what_a_file_is() {
         assert!(!ok, "{name} must be refused: {out}");
         assert!(out.contains(reason), "{name}: expected {reason:?} in {out}");
     }
+}
+
+async fn timers_pending(host: &TestHost) -> i64 {
+    let mut conn = host.app().db.read().await.unwrap();
+    sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE kind = 'timer'")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_scheduled_before_a_restart_fires_after_it() {
+    let clock = ManualClock::new(SystemClock.now());
+    let mut host = TestHost::start_with(|_| {}, Some(Arc::new(clock.clone()))).await;
+    host.app()
+        .runtime
+        .load("test:hostile", HOSTILE_PLUGIN)
+        .await
+        .expect("the hostile fixture loads");
+    let admin_token = host.bootstrap("Acme").await.admin_token;
+    let admin = host.api(&admin_token);
+    let (status, _) = admin.patch("/connection-types/hostile", json!({"enabled": true})).await;
+    assert_eq!(status, StatusCode::OK);
+    let bot = hostile_bot(&admin, "timer").await;
+    let task = admin.create_task("poll later").await;
+    let mut events = host.events();
+    let (_, assigned) = admin
+        .patch(
+            &format!("/tasks/{}", task["id"].as_str().unwrap()),
+            json!({"assigneeId": bot}),
+        )
+        .await;
+    let session = assigned["agentSessionIds"][0].as_str().unwrap().to_owned();
+    events
+        .wait_for("the start that schedules the timer", |e| {
+            matches!(e, HostEvent::JobFinished { kind, session_id: Some(s) } if kind == "start_session" && s.as_str() == session)
+        })
+        .await;
+    let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
+    assert_eq!(card["status"], "running", "{card}");
+    assert_eq!(timers_pending(&host).await, 1);
+
+    host.restart().await;
+    host.app()
+        .runtime
+        .load("test:hostile", HOSTILE_PLUGIN)
+        .await
+        .expect("the hostile fixture loads again");
+    let admin = host.api(&admin_token);
+    let mut events = host.events();
+    // Not due yet: 59 s later nothing has fired.
+    clock.advance(59_000);
+    host.app().jobs_queued.notify_one();
+    assert_eq!(timers_pending(&host).await, 1);
+    let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
+    assert_eq!(card["status"], "running", "{card}");
+
+    clock.advance(1_000);
+    host.app().jobs_queued.notify_one();
+    events
+        .wait_for("the timer firing after the restart", |e| {
+            matches!(e, HostEvent::JobFinished { kind, session_id: Some(s) } if kind == "timer" && s.as_str() == session)
+        })
+        .await;
+    let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
+    assert_eq!(card["status"], "done", "{card}");
+    assert_eq!(card["result"], r#"timer fired with {"poll":1}"#);
+    assert_eq!(timers_pending(&host).await, 0);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_against_the_first_contract_still_loads_and_works() {
+    let host = TestHost::start().await;
+    let plugin = host
+        .app()
+        .runtime
+        .load("test:legacy", LEGACY_PLUGIN)
+        .await
+        .expect("a 0.1.0 plugin loads in a 0.1.1 host");
+    assert_eq!(plugin.manifest.wit_version, "0.1.0");
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let (status, _) = admin.patch("/connection-types/legacy", json!({"enabled": true})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = admin
+        .post(
+            "/bots",
+            json!({"name": "Old", "handle": "old", "connection": {"type": "legacy", "config": {}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let task = admin.create_task("old contract").await;
+    let mut events = host.events();
+    let (_, assigned) = admin
+        .patch(
+            &format!("/tasks/{}", task["id"].as_str().unwrap()),
+            json!({"assigneeId": body["bot"]["id"]}),
+        )
+        .await;
+    let session = assigned["agentSessionIds"][0].as_str().unwrap().to_owned();
+    events
+        .wait_for(
+            "the legacy session's start",
+            |e| matches!(e, HostEvent::JobFinished { session_id: Some(s), .. } if s.as_str() == session),
+        )
+        .await;
+    let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
+    assert_eq!(card["status"], "done", "{card}");
+    assert_eq!(
+        card["result"],
+        format!("Handled #{} with the 0.1.0 contract", task["shortNumber"])
+    );
+    let (ok, out) = plugin_check(std::path::Path::new(env!("LEADTIME_TEST_FIXTURE_LEGACY")));
+    assert!(ok, "{out}");
+    assert!(out.contains("leadtime:agent-runtime@0.1.0"), "{out}");
+    host.stop().await;
 }

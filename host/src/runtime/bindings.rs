@@ -1,5 +1,9 @@
 //! The host side of `leadtime:agent-runtime`, generated in exactly one place from the top-level
 //! `wit/`. Everything else in the host uses these types through `runtime`.
+//!
+//! Plugins built against an older `0.1.x` of the contract link against these same bindings:
+//! wasmtime resolves their imports and exports to the semver-compatible `0.1.x` ones here, and
+//! the interfaces they do not import are simply left unused.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -9,4 +13,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::leadtime::agent_runtime::plugin as exported;
-pub use leadtime::agent_runtime::{kv, log, session, types, webhook};
+pub use leadtime::agent_runtime::{kv, log, session, timers, types, webhook};

@@ -33,10 +33,10 @@ pub use capabilities::http::HttpLimits;
 use capabilities::http::{OutboundHooks, OutboundSetup};
 pub use capabilities::{CallServices, CapabilityError};
 use state::PluginState;
-pub use state::{CallContext, CallEffects, QueuedWebhook};
+pub use state::{CallContext, CallEffects, QueuedTimer, QueuedWebhook};
 
 /// The contract versions this host can load, newest first.
-pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
+pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.1", "0.1.0"];
 /// The exported interface every plugin must provide (without the version).
 const PLUGIN_INTERFACE: &str = "leadtime:agent-runtime/plugin";
 /// Plugin calls that can run at once (the pooling allocator's slots); more wait and retry.
@@ -71,6 +71,12 @@ pub struct CallLimits {
     pub kv_connection_bytes: i64,
     /// Outbound HTTP (`wasi:http`) budgets and timeouts.
     pub http: HttpLimits,
+    /// Timers one call may schedule.
+    pub timers: u32,
+    /// Timers one session may have pending.
+    pub pending_timers_per_session: u64,
+    /// Largest timer payload, in bytes.
+    pub timer_payload_bytes: usize,
 }
 
 impl Default for CallLimits {
@@ -88,6 +94,9 @@ impl Default for CallLimits {
             kv_value_bytes: 64 << 10,
             kv_connection_bytes: 1 << 20,
             http: HttpLimits::default(),
+            timers: 10,
+            pending_timers_per_session: 20,
+            timer_payload_bytes: 16 << 10,
         }
     }
 }
@@ -108,7 +117,7 @@ pub struct Manifest {
     pub secrets: Vec<SecretSpec>,
     /// Hosts the plugin may call.
     pub outbound_hosts: Vec<String>,
-    /// Host capabilities the plugin uses (`session`, `webhook`, `kv`, `log`, `http`).
+    /// Host capabilities the plugin uses (`session`, `webhook`, `kv`, `log`, `timers`, `http`).
     pub capabilities: Vec<String>,
     /// The contract version the plugin was built against.
     pub wit_version: String,
@@ -642,7 +651,7 @@ fn check_manifest(raw: bindings::types::PluginManifest, wit_version: String) -> 
     if !config_schema.is_object() {
         return Err("config-schema must be a JSON Schema object".into());
     }
-    const KNOWN: [&str; 5] = ["session", "webhook", "kv", "log", "http"];
+    const KNOWN: [&str; 6] = ["session", "webhook", "kv", "log", "timers", "http"];
     if let Some(unknown) = raw.capabilities.iter().find(|c| !KNOWN.contains(&c.as_str())) {
         return Err(format!("unknown capability `{unknown}`; known: {}", KNOWN.join(", ")));
     }

@@ -7,7 +7,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::domain::ids::{ConnectionId, DeliveryId, SessionId, WorkspaceId};
+use crate::domain::ids::{ConnectionId, DeliveryId, JobId, SessionId, WorkspaceId};
 
 use super::capabilities::http::OutboundHooks;
 use super::capabilities::{CallServices, CapabilityError};
@@ -85,10 +85,23 @@ pub struct QueuedWebhook {
     pub body: String,
 }
 
+/// A timer a call scheduled; it is committed only if the call succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedTimer {
+    /// The timer id returned to the plugin (the id of the job that fires it).
+    pub id: JobId,
+    pub delay_ms: u64,
+    /// JSON handed back in `timer-fired`.
+    pub payload: String,
+}
+
 /// What a successful call leaves for the host to commit.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallEffects {
     pub webhooks: Vec<QueuedWebhook>,
+    pub timers: Vec<QueuedTimer>,
+    /// Ids of earlier timers the call canceled.
+    pub canceled_timers: Vec<String>,
     /// Outbound requests the host refused or saw fail, each with its reason.
     pub http_problems: Vec<String>,
 }
@@ -100,6 +113,7 @@ pub(crate) struct Budget {
     pub webhooks: u32,
     pub log_lines: u32,
     pub kv_operations: u32,
+    pub timers: u32,
 }
 
 /// Caps linear memory and tables, and remembers whether the cap was hit so the failure can say so.
@@ -168,6 +182,7 @@ impl PluginState {
                 webhooks: limits.webhooks,
                 log_lines: limits.log_lines,
                 kv_operations: limits.kv_operations,
+                timers: limits.timers,
             },
             effects: CallEffects::default(),
         }

@@ -29,6 +29,8 @@ use crate::store::{self, Conn, StoreError};
 pub const START_SESSION_JOB: &str = "start_session";
 /// Job kind that tells a session's plugin about an event (e.g. a cancel).
 pub const SESSION_EVENT_JOB: &str = "session_event";
+/// Job kind of a plugin's timer: fires `on-event(timer-fired)` at its `run_at`.
+pub const TIMER_JOB: &str = "timer";
 
 /// What opens a session.
 #[derive(Debug, Clone)]

@@ -128,6 +128,14 @@ impl CallServices for PluginServices {
         tx.commit().await.map_err(|e| unavailable(e.into()))
     }
 
+    async fn pending_timers(&self, session: &SessionId) -> Result<u64, CapabilityError> {
+        let mut conn = self.app.db.read().await.map_err(unavailable)?;
+        let count = store::jobs::count_for_session(&mut conn, super::TIMER_JOB, session)
+            .await
+            .map_err(unavailable)?;
+        Ok(count.max(0) as u64)
+    }
+
     async fn connection_secret(
         &self,
         connection: &ConnectionId,

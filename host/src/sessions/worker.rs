@@ -1,5 +1,5 @@
-//! The session job worker: claims due jobs (a session to start) and runs them through the bot's
-//! connection plugin. A job row is deleted only in the transaction that commits its outcome, so a
+//! The session job worker: claims due jobs (a session to start, an event or a plugin's timer to
+//! deliver) and runs them through the bot's connection plugin. A job row is deleted only in the transaction that commits its outcome, so a
 //! crash at any point leaves the job to be claimed again once its lease ends.
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use crate::runtime::bindings::types::SessionEvent;
 use crate::runtime::{CallContext, CallEffects, CallError};
 use crate::store::{self, StoreError, deliveries::Delivery, jobs::Job};
 
-use super::{PluginServices, SESSION_EVENT_JOB, START_SESSION_JOB, fail, snapshot};
+use super::{PluginServices, SESSION_EVENT_JOB, START_SESSION_JOB, TIMER_JOB, fail, snapshot};
 
 /// Jobs run at once.
 const CONCURRENCY: usize = 16;
@@ -100,6 +100,7 @@ async fn run_job(app: &Arc<App>, job: Job) {
     let outcome = match job.kind.as_str() {
         START_SESSION_JOB => start_session(app, &job).await,
         SESSION_EVENT_JOB => session_event(app, &job).await,
+        TIMER_JOB => timer_fired(app, &job).await,
         other => Err(anyhow::anyhow!("unknown job kind `{other}`")),
     };
     if let Err(error) = outcome {
@@ -206,12 +207,25 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
 
 /// Tells the session's plugin about an event (a cancel), through `on-event`.
 async fn session_event(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
-    let session_id: SessionId = job.session_id.clone().context("session_event job without a session")?;
     let payload: serde_json::Value = serde_json::from_str(&job.payload).context("session_event payload is not JSON")?;
     let event = match payload["event"]["type"].as_str() {
         Some("cancel") => SessionEvent::CancelRequested(payload["event"]["reason"].as_str().map(str::to_owned)),
         other => anyhow::bail!("unknown session event {other:?}"),
     };
+    deliver_event(app, job, event).await
+}
+
+/// Fires a plugin's timer: `on-event(timer-fired(payload))`, unless its session has finished.
+async fn timer_fired(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
+    let payload: serde_json::Value = serde_json::from_str(&job.payload).context("timer payload is not JSON")?;
+    let scheduled = payload["payload"].as_str().context("timer job without its payload")?;
+    deliver_event(app, job, SessionEvent::TimerFired(scheduled.to_owned())).await
+}
+
+/// Calls the session plugin's `on-event`. A timer of a finished session is dropped; a plugin
+/// that fails to handle an event of an unfinished session fails the session with its reason.
+async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow::Result<()> {
+    let session_id: SessionId = job.session_id.clone().context("session event job without a session")?;
     let (session, session_ref) = {
         let mut conn = app.db.read().await?;
         let session: Session = store::sessions::get_any(&mut conn, &session_id)
@@ -222,6 +236,9 @@ async fn session_event(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         (session, session_ref)
     };
+    if matches!(event, SessionEvent::TimerFired(_)) && session.status.is_terminal() {
+        return complete(app, job).await;
+    }
     let Some(plugin) = app.runtime.plugin(&session.connection_type) else {
         // Nobody to tell: the plugin is gone.
         return complete(app, job).await;
@@ -251,7 +268,11 @@ async fn session_event(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
         }
         Err(error) => {
             tracing::warn!(session = %session.id, plugin = %plugin.manifest.id, %error, "plugin failed to handle a session event");
-            complete(app, job).await
+            if session.status.is_terminal() {
+                complete(app, job).await
+            } else {
+                finish_failed(app, job, &session, format!("The session failed: {error}")).await
+            }
         }
     }
 }
@@ -261,6 +282,15 @@ async fn commit_effects(app: &App, job: &Job, session: &Session, effects: CallEf
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
     let queued = !effects.webhooks.is_empty();
+    let timers = !effects.timers.is_empty();
+    for timer in effects.timers {
+        let payload = serde_json::json!({"payload": timer.payload}).to_string();
+        let due = now.plus_millis(timer.delay_ms as i64);
+        store::jobs::insert_with_id(&mut tx, &timer.id, TIMER_JOB, &session.id, &payload, due, now).await?;
+    }
+    for timer in &effects.canceled_timers {
+        store::jobs::delete_pending(&mut tx, timer, TIMER_JOB, &session.id, now).await?;
+    }
     for webhook in effects.webhooks {
         let delivery = Delivery {
             id: webhook.id,
@@ -283,6 +313,9 @@ async fn commit_effects(app: &App, job: &Job, session: &Session, effects: CallEf
     tx.commit().await?;
     if queued {
         app.deliveries_queued.notify_one();
+    }
+    if timers {
+        app.jobs_queued.notify_one();
     }
     Ok(())
 }

@@ -39,6 +39,59 @@ pub async fn insert(
     Ok(id)
 }
 
+/// Queues a job with a chosen `id` (a plugin's timer id), created at `now` and due at `run_at`.
+pub async fn insert_with_id(
+    conn: &mut Conn,
+    id: &JobId,
+    kind: &str,
+    session: &SessionId,
+    payload: &str,
+    run_at: Timestamp,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO jobs (id, kind, session_id, payload, run_at, attempts, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6)")
+        .bind(id.as_str())
+        .bind(kind)
+        .bind(session.as_str())
+        .bind(payload)
+        .bind(run_at.millis())
+        .bind(now.millis())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Removes the pending job `id` of `kind` for `session`, unless a worker holds it; whether one was removed.
+pub async fn delete_pending(
+    conn: &mut Conn,
+    id: &str,
+    kind: &str,
+    session: &SessionId,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM jobs WHERE id = $1 AND kind = $2 AND session_id = $3          AND (locked_until IS NULL OR locked_until < $4)",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(session.as_str())
+    .bind(now.millis())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Jobs of `kind` pending for `session`.
+pub async fn count_for_session(conn: &mut Conn, kind: &str, session: &SessionId) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE kind = $1 AND session_id = $2")
+            .bind(kind)
+            .bind(session.as_str())
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// Leases up to `limit` due jobs until `now + lease_ms` and returns them.
 pub async fn claim_due(
     conn: &mut Conn,

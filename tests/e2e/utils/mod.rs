@@ -21,6 +21,9 @@ use db::TestDb;
 /// The hostile fixture plugin (connection type `hostile`), built from `tests/fixtures/hostile-plugin`.
 pub const HOSTILE_PLUGIN: &[u8] = include_bytes!(env!("LEADTIME_TEST_FIXTURE_HOSTILE"));
 
+/// A plugin built against `leadtime:agent-runtime@0.1.0` (`tests/fixtures/legacy-plugin`).
+pub const LEGACY_PLUGIN: &[u8] = include_bytes!(env!("LEADTIME_TEST_FIXTURE_LEGACY"));
+
 /// Longest a test waits for something the host does in the background. Only a safety net
 /// against hangs: tests wait on events, never on time.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -29,6 +32,8 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct TestHost {
     pub host: Option<RunningHost>,
     pub base_url: String,
+    config: Config,
+    clock: SharedClock,
     /// Kept alive until the host stops; dropping it removes a PostgreSQL test database.
     _db: TestDb,
     _dir: tempfile::TempDir,
@@ -61,12 +66,14 @@ impl TestHost {
         config.outbound.allow_private_targets = true;
         configure(&mut config);
         let clock = clock.unwrap_or_else(|| std::sync::Arc::new(SystemClock));
-        let host = leadtime_host::start_with_clock(config, listener, clock)
+        let host = leadtime_host::start_with_clock(config.clone(), listener, clock.clone())
             .await
             .expect("host starts");
         TestHost {
             host: Some(host),
             base_url: format!("http://{addr}"),
+            config,
+            clock,
             _db: db,
             _dir: dir,
         }
@@ -185,6 +192,22 @@ impl TestHost {
             .fetch_one(&mut *conn)
             .await
             .expect("count")
+    }
+
+    /// Stops the host gracefully and starts a new one on the same database, data directory and
+    /// clock (on a new port: make new API clients). Plugins loaded by hand must be loaded again.
+    pub async fn restart(&mut self) {
+        if let Some(host) = self.host.take() {
+            host.shutdown().await;
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        self.config.public_url = format!("http://{addr}");
+        let host = leadtime_host::start_with_clock(self.config.clone(), listener, self.clock.clone())
+            .await
+            .expect("host restarts");
+        self.host = Some(host);
+        self.base_url = format!("http://{addr}");
     }
 
     /// Stops the host and waits for its workers.

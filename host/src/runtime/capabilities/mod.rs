@@ -1,4 +1,4 @@
-//! Host capabilities, one module per WIT interface: `session`, `webhook`, `kv`, `log`, and
+//! Host capabilities, one module per WIT interface: `session`, `webhook`, `kv`, `log`, `timers`, and
 //! `wasi:http/outgoing-handler` (`http`).
 //!
 //! Each module implements the generated `Host` trait for [`PluginState`](super::state::PluginState):
@@ -11,6 +11,7 @@ pub mod http;
 mod kv;
 mod log;
 mod session;
+mod timers;
 mod webhook;
 
 use async_trait::async_trait;
@@ -84,6 +85,8 @@ pub trait CallServices: Send + Sync {
         connection: &ConnectionId,
         name: &str,
     ) -> Result<Option<SecretValue>, CapabilityError>;
+    /// Timers of `session` scheduled and not yet fired.
+    async fn pending_timers(&self, session: &SessionId) -> Result<u64, CapabilityError>;
 }
 
 /// Services for calls that may touch no records (`manifest`, `validate-config`).
@@ -110,6 +113,9 @@ impl CallServices for NoServices {
         Err(none())
     }
     async fn connection_secret(&self, _: &ConnectionId, _: &str) -> Result<Option<SecretValue>, CapabilityError> {
+        Err(none())
+    }
+    async fn pending_timers(&self, _: &SessionId) -> Result<u64, CapabilityError> {
         Err(none())
     }
 }

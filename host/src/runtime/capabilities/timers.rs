@@ -1,0 +1,72 @@
+//! `leadtime:agent-runtime/timers` (0.1.1): durable per-session timers. A timer becomes a job row
+//! (`crate::sessions::TIMER_JOB`) committed only when the call succeeds, so it survives restarts
+//! and a failed call schedules nothing; the session worker delivers it through `on-event`.
+
+use crate::domain::ids::JobId;
+use crate::runtime::bindings::timers::Host;
+use crate::runtime::bindings::types::HostError;
+use crate::runtime::state::{PluginState, QueuedTimer};
+
+use super::{CapabilityError, spend};
+
+/// Shortest and longest delay a plugin may ask for.
+const MIN_DELAY_MS: u64 = 1_000;
+const MAX_DELAY_MS: u64 = 7 * 24 * 3_600 * 1_000;
+
+impl Host for PluginState {
+    async fn schedule(&mut self, delay_ms: u64, payload: String) -> wasmtime::Result<Result<String, HostError>> {
+        Ok(self.schedule_timer(delay_ms, payload).await.map_err(Into::into))
+    }
+
+    async fn cancel(&mut self, timer_id: String) -> wasmtime::Result<Result<(), HostError>> {
+        Ok(self.cancel_timer(timer_id).map_err(Into::into))
+    }
+}
+
+impl PluginState {
+    async fn schedule_timer(&mut self, delay_ms: u64, payload: String) -> Result<String, CapabilityError> {
+        self.require("timers")?;
+        let session = self.session()?.clone();
+        let limit = self.limits.timers;
+        spend(&mut self.budget.timers, "timer schedules", limit)?;
+        if !(MIN_DELAY_MS..=MAX_DELAY_MS).contains(&delay_ms) {
+            return Err(CapabilityError::Invalid(format!(
+                "a timer's delay is {MIN_DELAY_MS} to {MAX_DELAY_MS} ms, not {delay_ms}"
+            )));
+        }
+        if payload.len() > self.limits.timer_payload_bytes {
+            return Err(CapabilityError::LimitExceeded(format!(
+                "a timer's payload is at most {} bytes, not {}",
+                self.limits.timer_payload_bytes,
+                payload.len()
+            )));
+        }
+        serde_json::from_str::<serde::de::IgnoredAny>(&payload)
+            .map_err(|e| CapabilityError::Invalid(format!("a timer's payload must be JSON: {e}")))?;
+        let pending = self.services.pending_timers(&session).await? + self.effects.timers.len() as u64;
+        if pending >= self.limits.pending_timers_per_session {
+            return Err(CapabilityError::LimitExceeded(format!(
+                "a session may have at most {} timers pending",
+                self.limits.pending_timers_per_session
+            )));
+        }
+        let id = JobId::generate();
+        self.effects.timers.push(QueuedTimer {
+            id: id.clone(),
+            delay_ms,
+            payload,
+        });
+        Ok(id.to_string())
+    }
+
+    fn cancel_timer(&mut self, timer_id: String) -> Result<(), CapabilityError> {
+        self.require("timers")?;
+        self.session()?;
+        let before = self.effects.timers.len();
+        self.effects.timers.retain(|t| t.id.as_str() != timer_id);
+        if self.effects.timers.len() == before && !self.effects.canceled_timers.contains(&timer_id) {
+            self.effects.canceled_timers.push(timer_id);
+        }
+        Ok(())
+    }
+}
