@@ -10,6 +10,7 @@ use crate::domain::ids::{DeliveryId, SessionId};
 use crate::domain::time::SharedClock;
 use crate::rate_limit::RateLimits;
 use crate::runtime::PluginRuntime;
+use crate::runtime::directory::PluginDirectory;
 use crate::secrets::SecretBox;
 use crate::store::Db;
 
@@ -24,6 +25,8 @@ pub struct App {
     pub rate_limits: RateLimits,
     /// The operator's key for connection secrets at rest.
     pub secrets: SecretBox,
+    /// Where plugins beyond the built-in ones are loaded from, if anywhere.
+    pub plugin_directory: Option<PluginDirectory>,
     /// Signals the session job worker that jobs were queued.
     pub jobs_queued: Notify,
     /// Signals the delivery worker that deliveries were queued.
@@ -40,7 +43,20 @@ pub enum HostEvent {
     JobFinished {
         kind: String,
         session_id: Option<SessionId>,
+        /// The plugin version (wasm SHA-256) that ran it, if a plugin was called.
+        plugin_sha256: Option<String>,
     },
+    /// A plugin from the plugins directory was loaded (new, or a new version).
+    PluginLoaded {
+        source: String,
+        id: String,
+        version: String,
+        sha256: String,
+    },
+    /// A plugin file could not be loaded; the host runs on without it.
+    PluginRejected { source: String, message: String },
+    /// A plugin file was removed; its connection type takes no new sessions.
+    PluginRemoved { source: String },
     /// A webhook delivery attempt was recorded.
     DeliveryAttempted {
         delivery_id: DeliveryId,

@@ -38,6 +38,10 @@ pub struct Config {
     pub secrets_key: Option<SecretValue>,
     /// Where the secrets key is kept when `secrets_key` is unset (created on first start).
     pub secrets_key_file: PathBuf,
+    /// Directory of extra plugins (`*.wasm`); `None`: built-in plugins only.
+    pub plugins_dir: Option<PathBuf>,
+    /// How often the plugins directory is rescanned for new or changed files (zero: never).
+    pub plugin_reload_interval: Duration,
 }
 
 /// How webhooks are delivered.
@@ -78,6 +82,8 @@ impl Config {
             plugin_cache_dir: Some(data_dir.join("plugin-cache")),
             secrets_key: None,
             secrets_key_file: data_dir.join("secrets.key"),
+            plugins_dir: Some(data_dir.join("plugins")),
+            plugin_reload_interval: Duration::from_secs(2),
             data_dir,
             public_url: public_url.trim_end_matches('/').to_owned(),
             delivery: DeliveryConfig::default(),
@@ -161,6 +167,13 @@ pub struct ServeArgs {
     /// on first start. Defaults to `<data dir>/secrets.key`.
     #[arg(long, env = "LEADTIME_SECRETS_KEY_FILE")]
     pub secrets_key_file: Option<PathBuf>,
+    /// Directory of extra plugins (`*.wasm`), loaded at start and reloaded when a file changes.
+    /// Defaults to `<data dir>/plugins`.
+    #[arg(long, env = "LEADTIME_PLUGINS_DIR")]
+    pub plugins_dir: Option<PathBuf>,
+    /// Seconds between looks at the plugins directory for new or changed files (0: only at start).
+    #[arg(long, env = "LEADTIME_PLUGIN_RELOAD_SECS", default_value_t = 2)]
+    pub plugin_reload_secs: u64,
     /// Requests one API token may make in a burst above the per-minute rate.
     #[arg(long, env = "LEADTIME_RATE_LIMIT_BURST", default_value_t = 120)]
     pub rate_limit_burst: u32,
@@ -184,6 +197,10 @@ impl ServeArgs {
         if let Some(file) = self.secrets_key_file {
             config.secrets_key_file = file;
         }
+        if let Some(dir) = self.plugins_dir {
+            config.plugins_dir = Some(dir);
+        }
+        config.plugin_reload_interval = Duration::from_secs(self.plugin_reload_secs);
         config.validate()?;
         Ok(config)
     }

@@ -34,6 +34,7 @@ pub use app::{App, SharedApp};
 pub use config::Config;
 use domain::time::{SharedClock, SystemClock};
 use runtime::PluginRuntime;
+use runtime::directory::{DirectoryChange, PluginDirectory};
 use store::Db;
 
 /// A running host.
@@ -89,6 +90,15 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
             tracing::error!(%error, "built-in plugin failed to load");
         }
     }
+    let plugin_directory = match &config.plugins_dir {
+        Some(dir) => {
+            let directory = PluginDirectory::new(dir.clone())
+                .with_context(|| format!("cannot create the plugins directory {}", dir.display()))?;
+            directory.scan(&runtime).await;
+            Some(directory)
+        }
+        None => None,
+    };
     let rate_limits = rate_limit::RateLimits::new(config.rate_limit_per_minute, config.rate_limit_burst);
     Ok(Arc::new(App {
         db,
@@ -97,6 +107,7 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         config,
         rate_limits,
         secrets,
+        plugin_directory,
         jobs_queued: Notify::new(),
         deliveries_queued: Notify::new(),
         events: tokio::sync::broadcast::channel(1024).0,
@@ -132,6 +143,9 @@ pub async fn start_with_clock(
     tasks.spawn(sessions::worker::run(app.clone(), shutdown.clone()));
     tasks.spawn(delivery::worker::run(app.clone(), shutdown.clone()));
     tasks.spawn(forget_idle_rate_limits(app.clone(), shutdown.clone()));
+    if app.plugin_directory.is_some() && !app.config.plugin_reload_interval.is_zero() {
+        tasks.spawn(watch_plugin_directory(app.clone(), shutdown.clone()));
+    }
 
     let router = api::router(app.clone());
     let stop = shutdown.clone();
@@ -151,6 +165,52 @@ pub async fn start_with_clock(
         shutdown,
         tasks,
     })
+}
+
+/// Rescans the plugins directory every `plugin_reload_interval`, so new and changed plugins load
+/// without a restart (a scan is a directory listing; files are read only when they changed).
+async fn watch_plugin_directory(app: SharedApp, shutdown: CancellationToken) {
+    let Some(directory) = &app.plugin_directory else {
+        return;
+    };
+    let mut tick = tokio::time::interval(app.config.plugin_reload_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                let changes = directory.scan(&app.runtime).await;
+                if !changes.is_empty() {
+                    forget_unused_plugin_versions(&app).await;
+                }
+                for change in changes {
+                    app.announce(match change {
+                        DirectoryChange::Loaded { source, id, version, sha256 } => {
+                            app::HostEvent::PluginLoaded { source, id, version, sha256 }
+                        }
+                        DirectoryChange::Rejected { source, message } => app::HostEvent::PluginRejected { source, message },
+                        DirectoryChange::Removed { source } => app::HostEvent::PluginRemoved { source },
+                    });
+                }
+            }
+        }
+    }
+}
+
+async fn forget_unused_plugin_versions(app: &App) {
+    let in_use = match app.db.read().await {
+        Ok(mut conn) => store::sessions::plugin_versions_in_use(&mut conn).await,
+        Err(error) => Err(error),
+    };
+    match in_use {
+        Ok(shas) => {
+            let forgotten = app.runtime.forget_unused_versions(&shas.into_iter().collect());
+            if forgotten > 0 {
+                tracing::info!(forgotten, "dropped plugin versions no unfinished session uses");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot tell which plugin versions are in use; keeping them all"),
+    }
 }
 
 /// Drops full rate-limit buckets now and then, so memory stays bounded however many tokens call.

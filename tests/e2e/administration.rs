@@ -53,7 +53,7 @@ async fn disabling_a_bot_stops_its_tokens_cancels_its_sessions_and_refuses_work(
     assert!(body["message"].as_str().unwrap().contains("disabled"));
     // Its unfinished session is canceled, and the plugin hears of it through on-event.
     events.wait_for( "the cancel reaching the plugin", |e| {
-        matches!(e, HostEvent::JobFinished { kind, session_id: Some(s) } if kind == "session_event" && s.as_str() == session)
+        matches!(e, HostEvent::JobFinished { kind, session_id: Some(s), .. } if kind == "session_event" && s.as_str() == session)
     })
     .await;
     let (_, history) = admin.get(&format!("/tasks/{task_id}/history")).await;
@@ -324,7 +324,7 @@ async fn taking_a_task_from_a_bot_cancels_the_work_it_was_assigned() {
     assert_eq!(status, StatusCode::OK);
     events
         .wait_for("the cancel reaching the plugin", |e| {
-            matches!(e, HostEvent::JobFinished { kind, session_id: Some(s) } if kind == "session_event" && s.as_str() == assigned_session)
+            matches!(e, HostEvent::JobFinished { kind, session_id: Some(s), .. } if kind == "session_event" && s.as_str() == assigned_session)
         })
         .await;
     let (_, history) = admin.get(&format!("/tasks/{task_id}/history")).await;

@@ -13,6 +13,7 @@ mod credentials;
 mod delivery;
 mod openapi;
 mod plugin_http;
+mod plugin_reload;
 mod sandbox;
 mod utils;
 mod walking_skeleton;

@@ -247,7 +247,7 @@ async fn a_timer_scheduled_before_a_restart_fires_after_it() {
     let session = assigned["agentSessionIds"][0].as_str().unwrap().to_owned();
     events
         .wait_for("the start that schedules the timer", |e| {
-            matches!(e, HostEvent::JobFinished { kind, session_id: Some(s) } if kind == "start_session" && s.as_str() == session)
+            matches!(e, HostEvent::JobFinished { kind, session_id: Some(s), .. } if kind == "start_session" && s.as_str() == session)
         })
         .await;
     let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
@@ -273,7 +273,7 @@ async fn a_timer_scheduled_before_a_restart_fires_after_it() {
     host.app().jobs_queued.notify_one();
     events
         .wait_for("the timer firing after the restart", |e| {
-            matches!(e, HostEvent::JobFinished { kind, session_id: Some(s) } if kind == "timer" && s.as_str() == session)
+            matches!(e, HostEvent::JobFinished { kind, session_id: Some(s), .. } if kind == "timer" && s.as_str() == session)
         })
         .await;
     let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;

@@ -17,6 +17,7 @@ use crate::app::SharedApp;
 use crate::domain::sessions::Connection;
 use crate::domain::users::{User, UserKind};
 use crate::error::{AppError, ErrorBody};
+use crate::runtime::directory::PluginProblem;
 use crate::runtime::{ConfigFieldError, Manifest};
 use crate::store;
 
@@ -213,6 +214,9 @@ struct ConnectionTypeView {
 #[serde(rename_all = "camelCase")]
 struct ConnectionTypeList {
     connection_types: Vec<ConnectionTypeView>,
+    /// Plugin files in the host's plugins directory that failed to load, with why (admins only;
+    /// empty for others).
+    plugin_problems: Vec<PluginProblem>,
 }
 
 /// Whether the workspace may use a connection type.
@@ -511,7 +515,14 @@ async fn list_connection_types(
             enabled: connection_types::is_enabled(plugin, &choices),
         })
         .collect();
-    Ok(Json(ConnectionTypeList { connection_types }))
+    let plugin_problems = match &app.plugin_directory {
+        Some(directory) if caller.is_admin() => directory.problems(),
+        _ => Vec::new(),
+    };
+    Ok(Json(ConnectionTypeList {
+        connection_types,
+        plugin_problems,
+    }))
 }
 
 /// Enable or disable a connection type

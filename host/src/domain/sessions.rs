@@ -363,6 +363,8 @@ pub struct Session {
     pub started_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
     pub updated_at: Timestamp,
+    /// The plugin version (wasm SHA-256) the session started on, once it started.
+    pub plugin_sha256: Option<String>,
 }
 
 /// Who recorded something on a session.

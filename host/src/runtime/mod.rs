@@ -11,6 +11,7 @@ pub mod bindings;
 pub mod builtin;
 pub mod capabilities;
 pub mod check;
+pub mod directory;
 mod state;
 
 use std::collections::HashMap;
@@ -231,7 +232,11 @@ impl From<FieldError> for ConfigFieldError {
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<PluginState>,
+    /// The current version of each connection type, by id: what new sessions start on.
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
+    /// Every version loaded since start, by wasm SHA-256: sessions keep running on the version
+    /// they started with after a newer one replaces it.
+    versions: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     limits: CallLimits,
     outbound: OutboundSetup,
     cache_dir: Option<PathBuf>,
@@ -303,6 +308,7 @@ impl PluginRuntime {
             engine,
             linker,
             plugins: RwLock::new(HashMap::new()),
+            versions: RwLock::new(HashMap::new()),
             limits,
             outbound,
             cache_dir,
@@ -362,8 +368,50 @@ impl PluginRuntime {
             });
         }
         plugins.insert(plugin.manifest.id.clone(), plugin.clone());
-        tracing::info!(plugin = %plugin.manifest.id, version = %plugin.manifest.version, source, "plugin loaded");
+        drop(plugins);
+        self.versions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(plugin.wasm_sha256.clone(), plugin.clone());
+        tracing::info!(plugin = %plugin.manifest.id, version = %plugin.manifest.version, source, sha256 = %plugin.wasm_sha256, "plugin loaded");
         Ok(plugin)
+    }
+
+    /// Stops offering the plugin loaded from `source` to new sessions (its file was removed);
+    /// sessions already running on it keep it. Returns what was unloaded.
+    pub fn unload(&self, source: &str) -> Option<Arc<LoadedPlugin>> {
+        let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
+        let id = plugins.values().find(|p| p.source == source)?.manifest.id.clone();
+        let removed = plugins.remove(&id);
+        if let Some(plugin) = &removed {
+            tracing::info!(plugin = %plugin.manifest.id, source, "plugin unloaded");
+        }
+        removed
+    }
+
+    /// Forgets replaced versions no unfinished session needs (`in_use`: their SHA-256s), so
+    /// reloading a plugin many times does not keep every old build in memory.
+    pub fn forget_unused_versions(&self, in_use: &std::collections::HashSet<String>) -> usize {
+        let current: std::collections::HashSet<String> = self
+            .plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|p| p.wasm_sha256.clone())
+            .collect();
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        let before = versions.len();
+        versions.retain(|sha, _| current.contains(sha) || in_use.contains(sha));
+        before - versions.len()
+    }
+
+    /// The plugin version with wasm SHA-256 `sha256`, if it was loaded since start.
+    pub fn plugin_version(&self, sha256: &str) -> Option<Arc<LoadedPlugin>> {
+        self.versions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sha256)
+            .cloned()
     }
 
     /// The plugin providing connection type `id`.

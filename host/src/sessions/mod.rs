@@ -80,6 +80,7 @@ pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Tr
         started_at: None,
         ended_at: None,
         updated_at: now,
+        plugin_sha256: None,
     };
     store::sessions::insert(tx, &session).await?;
     insert_change(

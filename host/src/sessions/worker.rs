@@ -103,24 +103,26 @@ async fn run_job(app: &Arc<App>, job: Job) {
         TIMER_JOB => timer_fired(app, &job).await,
         other => Err(anyhow::anyhow!("unknown job kind `{other}`")),
     };
-    if let Err(error) = outcome {
-        // A host-side failure (database down, bug): retry with backoff, then give up on the session.
-        tracing::error!(job = %job.id, kind = %job.kind, error = format!("{error:#}"), "session job failed");
-        if let Err(e) = retry_or_fail(
-            app,
-            &job,
-            &format!("{error:#}"),
-            "the host could not start this session",
-        )
-        .await
-        {
-            tracing::error!(job = %job.id, error = %e, "could not record the job failure; it will be retried after its lease");
+    let plugin_sha256 = match outcome {
+        Ok(ran_on) => ran_on,
+        Err(error) => {
+            host_failure(app, &job, error).await;
+            None
         }
-    }
+    };
     app.announce(HostEvent::JobFinished {
         kind: job.kind.clone(),
         session_id: job.session_id.clone(),
+        plugin_sha256,
     });
+}
+
+/// A host-side failure (database down, bug): retry with backoff, then give up on the session.
+async fn host_failure(app: &App, job: &Job, error: anyhow::Error) {
+    tracing::error!(job = %job.id, kind = %job.kind, error = format!("{error:#}"), "session job failed");
+    if let Err(e) = retry_or_fail(app, job, &format!("{error:#}"), "the host could not start this session").await {
+        tracing::error!(job = %job.id, error = %e, "could not record the job failure; it will be retried after its lease");
+    }
 }
 
 /// Backoff between job attempts: 2 s, 8 s, 32 s, …
@@ -149,7 +151,9 @@ async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str) -> Resul
     Ok(())
 }
 
-async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
+/// Starts a session on its connection type's current plugin version, pinning the session to it
+/// (a retried start stays on the version it was pinned to). Returns the version that ran.
+async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<String>> {
     let session_id: SessionId = job.session_id.clone().context("start_session job without a session")?;
     let (session, start) = {
         let mut conn = app.db.read().await?;
@@ -158,7 +162,7 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
             .context("the session is gone")?;
         if session.status.is_terminal() {
             drop(conn);
-            return complete(app, job).await;
+            return complete(app, job).await.map(|()| None);
         }
         let start = snapshot::session_start(&mut conn, &session, &app.config.api_base_url())
             .await
@@ -166,18 +170,19 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
         (session, start)
     };
 
-    let Some(plugin) = app.runtime.plugin(&session.connection_type) else {
-        return finish_failed(
-            app,
-            job,
-            &session,
-            format!(
-                "connection type `{}` is not installed on this host",
-                session.connection_type
-            ),
-        )
-        .await;
+    let Some(plugin) = plugin_for(app, &session) else {
+        let reason = format!(
+            "connection type `{}` is not installed on this host",
+            session.connection_type
+        );
+        return finish_failed(app, job, &session, reason).await.map(|()| None);
     };
+    if session.plugin_sha256.as_deref() != Some(plugin.wasm_sha256.as_str()) {
+        let mut tx = app.db.begin().await?;
+        store::sessions::set_plugin(&mut tx, &session.id, &plugin.wasm_sha256).await?;
+        tx.commit().await?;
+    }
+    let ran_on = Some(plugin.wasm_sha256.clone());
     let context = CallContext::for_session(
         &plugin.manifest,
         session.workspace_id.clone(),
@@ -186,11 +191,10 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
     );
     let services = Arc::new(PluginServices::new(app.clone()));
     match app.runtime.start_session(&plugin, context, services, start).await {
-        Ok(effects) => commit_effects(app, job, &session, effects).await,
+        Ok(effects) => commit_effects(app, job, &session, effects).await?,
         Err(CallError::Transient(message)) => {
             let reason = format!("{} could not start the session", plugin.label());
             retry_or_fail(app, job, &message, &reason).await?;
-            Ok(())
         }
         Err(error) => {
             let reason = match &error {
@@ -200,13 +204,25 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
                 _ => format!("The session could not start: {error}"),
             };
             tracing::warn!(session = %session.id, plugin = %plugin.manifest.id, %reason, "session start failed");
-            finish_failed(app, job, &session, reason).await
+            finish_failed(app, job, &session, reason).await?;
         }
     }
+    Ok(ran_on)
+}
+
+/// The plugin version a session runs on: the one it was pinned to when that version is still
+/// loaded, else its connection type's current version.
+fn plugin_for(app: &App, session: &Session) -> Option<Arc<crate::runtime::LoadedPlugin>> {
+    session
+        .plugin_sha256
+        .as_deref()
+        .and_then(|sha| app.runtime.plugin_version(sha))
+        .filter(|plugin| plugin.manifest.id == session.connection_type)
+        .or_else(|| app.runtime.plugin(&session.connection_type))
 }
 
 /// Tells the session's plugin about an event (a cancel), through `on-event`.
-async fn session_event(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
+async fn session_event(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<String>> {
     let payload: serde_json::Value = serde_json::from_str(&job.payload).context("session_event payload is not JSON")?;
     let event = match payload["event"]["type"].as_str() {
         Some("cancel") => SessionEvent::CancelRequested(payload["event"]["reason"].as_str().map(str::to_owned)),
@@ -216,15 +232,16 @@ async fn session_event(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
 }
 
 /// Fires a plugin's timer: `on-event(timer-fired(payload))`, unless its session has finished.
-async fn timer_fired(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
+async fn timer_fired(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<String>> {
     let payload: serde_json::Value = serde_json::from_str(&job.payload).context("timer payload is not JSON")?;
     let scheduled = payload["payload"].as_str().context("timer job without its payload")?;
     deliver_event(app, job, SessionEvent::TimerFired(scheduled.to_owned())).await
 }
 
-/// Calls the session plugin's `on-event`. A timer of a finished session is dropped; a plugin
-/// that fails to handle an event of an unfinished session fails the session with its reason.
-async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow::Result<()> {
+/// Calls `on-event` on the plugin version the session runs on. A timer of a finished session is
+/// dropped; a plugin that fails to handle an event of an unfinished session fails the session
+/// with its reason. Returns the version that ran.
+async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow::Result<Option<String>> {
     let session_id: SessionId = job.session_id.clone().context("session event job without a session")?;
     let (session, session_ref) = {
         let mut conn = app.db.read().await?;
@@ -237,12 +254,13 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
         (session, session_ref)
     };
     if matches!(event, SessionEvent::TimerFired(_)) && session.status.is_terminal() {
-        return complete(app, job).await;
+        return complete(app, job).await.map(|()| None);
     }
-    let Some(plugin) = app.runtime.plugin(&session.connection_type) else {
+    let Some(plugin) = plugin_for(app, &session) else {
         // Nobody to tell: the plugin is gone.
-        return complete(app, job).await;
+        return complete(app, job).await.map(|()| None);
     };
+    let ran_on = Some(plugin.wasm_sha256.clone());
     let context = CallContext::for_session(
         &plugin.manifest,
         session.workspace_id.clone(),
@@ -255,7 +273,7 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
         .on_event(&plugin, context, services, session_ref, event)
         .await
     {
-        Ok(effects) => commit_effects(app, job, &session, effects).await,
+        Ok(effects) => commit_effects(app, job, &session, effects).await?,
         Err(CallError::Transient(message)) => {
             retry_or_fail(
                 app,
@@ -264,17 +282,17 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
                 &format!("{} could not handle the event", plugin.label()),
             )
             .await?;
-            Ok(())
         }
         Err(error) => {
             tracing::warn!(session = %session.id, plugin = %plugin.manifest.id, %error, "plugin failed to handle a session event");
             if session.status.is_terminal() {
-                complete(app, job).await
+                complete(app, job).await?;
             } else {
-                finish_failed(app, job, &session, format!("The session failed: {error}")).await
+                finish_failed(app, job, &session, format!("The session failed: {error}")).await?;
             }
         }
     }
+    Ok(ran_on)
 }
 
 /// Commits what a successful start queued, together with the job's completion.

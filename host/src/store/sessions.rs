@@ -7,7 +7,7 @@ use crate::domain::time::Timestamp;
 use super::{Conn, StoreError, conflict_or};
 
 const SESSION_COLUMNS: &str = "id, workspace_id, task_id, bot_id, connection_id, connection_type, trigger_kind, \
-     trigger_actor_id, comment_id, status, status_message, external_url, external_label, created_at, started_at, ended_at, updated_at";
+     trigger_actor_id, comment_id, status, status_message, external_url, external_label, created_at, started_at, ended_at, updated_at, plugin_sha256";
 const ACTIVITY_COLUMNS: &str = "id, session_id, activity_type, body, action, parameter, result, provider_event_id, \
      provider_event_type, raw, idempotency_key, source, created_at";
 const STATUS_CHANGE_COLUMNS: &str = "id, session_id, status, message, idempotency_key, source, created_at";
@@ -15,7 +15,7 @@ const STATUS_CHANGE_COLUMNS: &str = "id, session_id, status, message, idempotenc
 /// Inserts a session.
 pub async fn insert(conn: &mut Conn, s: &Session) -> Result<(), StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO agent_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        "INSERT INTO agent_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
     ))
     .bind(s.id.as_str())
     .bind(s.workspace_id.as_str())
@@ -34,8 +34,28 @@ pub async fn insert(conn: &mut Conn, s: &Session) -> Result<(), StoreError> {
     .bind(s.started_at.map(Timestamp::millis))
     .bind(s.ended_at.map(Timestamp::millis))
     .bind(s.updated_at.millis())
+    .bind(s.plugin_sha256.as_deref())
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// The plugin versions (wasm SHA-256) unfinished sessions run on.
+pub async fn plugin_versions_in_use(conn: &mut Conn) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT plugin_sha256 FROM agent_sessions          WHERE status IN ('queued', 'running') AND plugin_sha256 IS NOT NULL",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Records the plugin version (wasm SHA-256) `session` runs on.
+pub async fn set_plugin(conn: &mut Conn, session: &SessionId, sha256: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE agent_sessions SET plugin_sha256 = $2 WHERE id = $1")
+        .bind(session.as_str())
+        .bind(sha256)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
