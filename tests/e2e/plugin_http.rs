@@ -262,3 +262,65 @@ async fn allowed_host_names_do_not_open_the_private_network() {
     assert!(provider.all_requests().is_empty(), "nothing reached loopback");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_narrows_the_hosts_a_plugin_may_call() {
+    let (host, admin) = host_with_hostile(true).await;
+    let provider = FakeProvider::start(API_KEY).await;
+    let caller = bot(&admin, "caller", "provider-call", &provider.base).await;
+    let (status, _) = admin
+        .call(
+            Method::PUT,
+            &format!("/bots/{caller}/secrets/api-key"),
+            Some(&json!({"value": API_KEY})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    // Only hosts the manifest lists can be allowed, written as hosts.
+    let (status, body) = admin
+        .patch("/connection-types/hostile", json!({"outboundHosts": ["example.org"]}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("its manifest lists: 127.0.0.1, localhost, 169.254.169.254"),
+        "{body}"
+    );
+    let (status, body) = admin
+        .patch(
+            "/connection-types/hostile",
+            json!({"outboundHosts": ["https://localhost/"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = admin.patch("/connection-types/hostile", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let (status, body) = admin
+        .patch("/connection-types/hostile", json!({"outboundHosts": ["localhost"]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["enabled"], true, "narrowing keeps the type enabled");
+    assert_eq!(body["allowedOutboundHosts"], json!(["localhost"]));
+    let cards = run_sessions(&host, &admin, &[("caller", caller.clone())]).await;
+    assert_failed_with(
+        &cards,
+        "caller",
+        "host `127.0.0.1` is not among the hosts this workspace lets connection type `hostile` call (localhost)",
+    );
+    assert!(provider.all_requests().is_empty());
+
+    let (status, body) = admin
+        .patch("/connection-types/hostile", json!({"outboundHosts": null}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["allowedOutboundHosts"], Value::Null);
+    let cards = run_sessions(&host, &admin, &[("caller", caller)]).await;
+    assert_eq!(cards["caller"]["status"], "done", "{}", cards["caller"]);
+    let (_, audit) = admin.get("/audit?action=connection_type.outbound_hosts").await;
+    assert_eq!(audit["records"].as_array().unwrap().len(), 2, "{audit}");
+    host.stop().await;
+}

@@ -7,7 +7,8 @@ use crate::app::App;
 use crate::audit::{self, Entry};
 use crate::domain::ids::WorkspaceId;
 use crate::error::AppError;
-use crate::runtime::LoadedPlugin;
+use crate::runtime::capabilities::http::within;
+use crate::runtime::{LoadedPlugin, is_host_pattern};
 use crate::store::{self, Conn, StoreError};
 
 use super::Caller;
@@ -50,26 +51,108 @@ pub async fn ensure_usable(
     Ok(())
 }
 
-/// Enables or disables `connection_type` for the caller's workspace.
-pub async fn set_enabled(app: &App, caller: &Caller, connection_type: &str, enabled: bool) -> Result<(), AppError> {
-    if app.runtime.plugin(connection_type).is_none() {
-        return Err(AppError::not_found("connection type", connection_type));
+/// A change to a workspace's setting of one connection type; absent fields stay.
+#[derive(Debug, Clone, Default)]
+pub struct SettingChange {
+    pub enabled: Option<bool>,
+    /// `Some(None)` lets the plugin call every host its manifest lists again.
+    pub outbound_hosts: Option<Option<Vec<String>>>,
+}
+
+/// A workspace's setting of one connection type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub enabled: bool,
+    /// Hosts the plugin may call in this workspace; `None`: all its manifest lists.
+    pub outbound_hosts: Option<Vec<String>>,
+}
+
+/// The caller's workspace's setting of `plugin`.
+pub async fn setting(conn: &mut Conn, workspace: &WorkspaceId, plugin: &LoadedPlugin) -> Result<Setting, StoreError> {
+    Ok(Setting {
+        enabled: is_enabled(plugin, &choices(conn, workspace).await?),
+        outbound_hosts: store::connection_types::outbound_hosts(conn, workspace, &plugin.manifest.id).await?,
+    })
+}
+
+/// Enables or disables `connection_type` for the caller's workspace and/or narrows the hosts its
+/// plugin may call there (each must be one the plugin's manifest lists, or below one of its
+/// wildcards).
+pub async fn update(
+    app: &App,
+    caller: &Caller,
+    connection_type: &str,
+    change: SettingChange,
+) -> Result<Setting, AppError> {
+    let plugin = app
+        .runtime
+        .plugin(connection_type)
+        .ok_or_else(|| AppError::not_found("connection type", connection_type))?;
+    if change.enabled.is_none() && change.outbound_hosts.is_none() {
+        return Err(AppError::invalid("enabled", "give `enabled`, `outboundHosts`, or both"));
+    }
+    if let Some(Some(hosts)) = &change.outbound_hosts {
+        check_hosts(&plugin, hosts)?;
     }
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
-    store::connection_types::set(&mut tx, caller.workspace_id(), connection_type, enabled, now).await?;
-    let action = if enabled {
-        "connection_type.enable"
-    } else {
-        "connection_type.disable"
+    let current = setting(&mut tx, caller.workspace_id(), &plugin).await?;
+    let updated = Setting {
+        enabled: change.enabled.unwrap_or(current.enabled),
+        outbound_hosts: change.outbound_hosts.clone().unwrap_or(current.outbound_hosts),
+    };
+    store::connection_types::set(
+        &mut tx,
+        caller.workspace_id(),
+        connection_type,
+        updated.enabled,
+        updated.outbound_hosts.as_deref(),
+        now,
+    )
+    .await?;
+    let action = match change.enabled {
+        Some(true) => "connection_type.enable",
+        Some(false) => "connection_type.disable",
+        None => "connection_type.outbound_hosts",
+    };
+    let details = match &change.outbound_hosts {
+        Some(hosts) => serde_json::json!({"outboundHosts": hosts}),
+        None => serde_json::json!({}),
     };
     audit::record(
         &mut tx,
         &caller.actor(),
-        Entry::new(action, "connection_type", connection_type, serde_json::json!({})),
+        Entry::new(action, "connection_type", connection_type, details),
         now,
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
+    Ok(updated)
+}
+
+fn check_hosts(plugin: &LoadedPlugin, hosts: &[String]) -> Result<(), AppError> {
+    let manifest = &plugin.manifest.outbound_hosts;
+    for host in hosts {
+        if !is_host_pattern(host) {
+            return Err(AppError::invalid(
+                "outboundHosts",
+                format!("`{host}` is not a host name, an IP address or `*.example.com`"),
+            ));
+        }
+        if !within(manifest, &host.to_ascii_lowercase()) {
+            let listed = if manifest.is_empty() {
+                "none".to_owned()
+            } else {
+                manifest.join(", ")
+            };
+            return Err(AppError::invalid(
+                "outboundHosts",
+                format!(
+                    "`{host}` is not a host connection type `{}` may call; its manifest lists: {listed}",
+                    plugin.manifest.id
+                ),
+            ));
+        }
+    }
     Ok(())
 }

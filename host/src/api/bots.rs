@@ -18,7 +18,7 @@ use crate::domain::sessions::Connection;
 use crate::domain::users::{User, UserKind};
 use crate::error::{AppError, ErrorBody};
 use crate::runtime::directory::PluginProblem;
-use crate::runtime::{ConfigFieldError, Manifest};
+use crate::runtime::{ConfigFieldError, LoadedPlugin, Manifest};
 use crate::store;
 
 pub fn router() -> OpenApiRouter<SharedApp> {
@@ -208,6 +208,20 @@ struct ConnectionTypeView {
     builtin: bool,
     /// Whether bots of this workspace may use it.
     enabled: bool,
+    /// The hosts this workspace lets the plugin call, when an admin narrowed them; `null`: every
+    /// host in `outboundHosts`.
+    allowed_outbound_hosts: Option<Vec<String>>,
+}
+
+impl ConnectionTypeView {
+    fn new(plugin: &LoadedPlugin, setting: connection_types::Setting) -> Self {
+        Self {
+            manifest: plugin.manifest.clone(),
+            builtin: plugin.is_builtin(),
+            enabled: setting.enabled,
+            allowed_outbound_hosts: setting.outbound_hosts,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -219,10 +233,20 @@ struct ConnectionTypeList {
     plugin_problems: Vec<PluginProblem>,
 }
 
-/// Whether the workspace may use a connection type.
+/// How the workspace may use a connection type; absent fields stay as they are.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 struct UpdateConnectionType {
-    enabled: bool,
+    enabled: Option<bool>,
+    /// Narrows the hosts the plugin may call in this workspace to these (each listed in, or below a
+    /// wildcard of, the manifest's `outboundHosts`); `null` allows all of them again.
+    #[serde(default, deserialize_with = "present_list")]
+    #[schema(value_type = Option<Vec<String>>, nullable)]
+    outbound_hosts: Option<Option<Vec<String>>>,
+}
+
+fn present_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<Vec<String>>>, D::Error> {
+    Option::<Vec<String>>::deserialize(deserializer).map(Some)
 }
 
 async fn bot_view(conn: &mut store::Conn, bot: &User) -> Result<BotView, AppError> {
@@ -504,17 +528,11 @@ async fn list_connection_types(
     Reader(caller): Reader,
 ) -> Result<Json<ConnectionTypeList>, AppError> {
     let mut conn = app.db.read().await?;
-    let choices = connection_types::choices(&mut conn, caller.workspace_id()).await?;
-    let connection_types = app
-        .runtime
-        .plugins()
-        .iter()
-        .map(|plugin| ConnectionTypeView {
-            manifest: plugin.manifest.clone(),
-            builtin: plugin.is_builtin(),
-            enabled: connection_types::is_enabled(plugin, &choices),
-        })
-        .collect();
+    let mut connection_types = Vec::new();
+    for plugin in app.runtime.plugins() {
+        let setting = connection_types::setting(&mut conn, caller.workspace_id(), &plugin).await?;
+        connection_types.push(ConnectionTypeView::new(&plugin, setting));
+    }
     let plugin_problems = match &app.plugin_directory {
         Some(directory) if caller.is_admin() => directory.problems(),
         _ => Vec::new(),
@@ -525,28 +543,29 @@ async fn list_connection_types(
     }))
 }
 
-/// Enable or disable a connection type
+/// Enable, disable or restrict a connection type
 ///
 /// Decides whether this workspace's bots may use a connection type. While disabled, no bot can be
-/// given a connection of that type and new sessions of its bots fail with a clear reason. Admins only.
+/// given a connection of that type and new sessions of its bots fail with a clear reason. An admin
+/// may also narrow the hosts the plugin may call in this workspace. Admins only.
 #[utoipa::path(patch, path = "/connection-types/{id}", tag = "bots", operation_id = "updateConnectionType",
     request_body = UpdateConnectionType,
     params(("id" = String, Path, description = "Connection type id, e.g. `self-hosted`")),
-    responses((status = 200, body = ConnectionTypeView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ConnectionTypeView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn update_connection_type(
     State(app): State<SharedApp>,
     Admin(caller): Admin,
     Path(id): Path<String>,
     Json(body): Json<UpdateConnectionType>,
 ) -> Result<Json<ConnectionTypeView>, AppError> {
-    connection_types::set_enabled(&app, &caller, &id, body.enabled).await?;
+    let change = connection_types::SettingChange {
+        enabled: body.enabled,
+        outbound_hosts: body.outbound_hosts,
+    };
+    let setting = connection_types::update(&app, &caller, &id, change).await?;
     let plugin = app
         .runtime
         .plugin(&id)
         .ok_or_else(|| AppError::not_found("connection type", &id))?;
-    Ok(Json(ConnectionTypeView {
-        manifest: plugin.manifest.clone(),
-        builtin: plugin.is_builtin(),
-        enabled: body.enabled,
-    }))
+    Ok(Json(ConnectionTypeView::new(&plugin, setting)))
 }

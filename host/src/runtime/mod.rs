@@ -732,7 +732,7 @@ fn check_manifest(raw: bindings::types::PluginManifest, wit_version: String) -> 
 }
 
 /// A manifest `outbound-hosts` entry: a host name, an IP address, or `*.` and a host name.
-fn is_host_pattern(pattern: &str) -> bool {
+pub fn is_host_pattern(pattern: &str) -> bool {
     let name = pattern.strip_prefix("*.").unwrap_or(pattern);
     if name.parse::<std::net::IpAddr>().is_ok() {
         return !pattern.starts_with("*.");
@@ -777,7 +777,7 @@ fn with_problems(message: String, http_problems: &[String]) -> String {
 
 /// Whether a call may use outbound HTTP, and with which hosts and secrets: only calls about a
 /// session of a plugin that declared the `http` capability.
-fn http_grant(context: &CallContext) -> Result<(Vec<String>, Vec<String>, crate::domain::ids::ConnectionId), String> {
+fn http_grant(context: &CallContext) -> Result<capabilities::http::Grant, String> {
     if !context.capabilities.iter().any(|c| c == "http") {
         return Err(format!(
             "plugin `{}` did not declare the `http` capability in its manifest (or it is not available in this call)",
@@ -785,11 +785,12 @@ fn http_grant(context: &CallContext) -> Result<(Vec<String>, Vec<String>, crate:
         ));
     }
     match (&context.connection_id, &context.session_id) {
-        (Some(connection), Some(_)) => Ok((
-            context.outbound_hosts.clone(),
-            context.secrets.clone(),
-            connection.clone(),
-        )),
+        (Some(connection), Some(_)) => Ok(capabilities::http::Grant {
+            hosts: context.outbound_hosts.clone(),
+            workspace_hosts: context.workspace_outbound_hosts.clone(),
+            secrets: context.secrets.clone(),
+            connection: connection.clone(),
+        }),
         _ => Err("outbound HTTP is only available in calls about a session".into()),
     }
 }

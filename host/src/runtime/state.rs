@@ -22,6 +22,8 @@ pub struct CallContext {
     pub capabilities: Vec<String>,
     /// Hosts outbound requests may reach (the manifest's `outbound-hosts`).
     pub outbound_hosts: Vec<String>,
+    /// The workspace's narrowing of `outbound_hosts`, if its admins set one.
+    pub workspace_outbound_hosts: Option<Vec<String>>,
     /// Secret names header values may refer to (the manifest's `secrets`).
     pub secrets: Vec<String>,
     pub workspace_id: Option<WorkspaceId>,
@@ -42,11 +44,18 @@ impl CallContext {
             plugin_id: manifest.id.clone(),
             capabilities: manifest.capabilities.clone(),
             outbound_hosts: manifest.outbound_hosts.clone(),
+            workspace_outbound_hosts: None,
             secrets: manifest.secrets.iter().map(|s| s.name.clone()).collect(),
             workspace_id: Some(workspace),
             connection_id: Some(connection),
             session_id: Some(session),
         }
+    }
+
+    /// This context with the workspace's narrowing of the plugin's outbound hosts.
+    pub fn with_workspace_outbound_hosts(mut self, hosts: Option<Vec<String>>) -> Self {
+        self.workspace_outbound_hosts = hosts;
+        self
     }
 
     /// A call outside any session (`validate-config`): only `log` is usable.
@@ -55,6 +64,7 @@ impl CallContext {
             plugin_id: manifest.id.clone(),
             capabilities: manifest.capabilities.iter().filter(|c| *c == "log").cloned().collect(),
             outbound_hosts: Vec::new(),
+            workspace_outbound_hosts: None,
             secrets: Vec::new(),
             workspace_id: None,
             connection_id: None,
@@ -68,6 +78,7 @@ impl CallContext {
             plugin_id: "(loading)".into(),
             capabilities: Vec::new(),
             outbound_hosts: Vec::new(),
+            workspace_outbound_hosts: None,
             secrets: Vec::new(),
             workspace_id: None,
             connection_id: None,

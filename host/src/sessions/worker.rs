@@ -155,7 +155,7 @@ async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str) -> Resul
 /// (a retried start stays on the version it was pinned to). Returns the version that ran.
 async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<String>> {
     let session_id: SessionId = job.session_id.clone().context("start_session job without a session")?;
-    let (session, start) = {
+    let (session, start, workspace_hosts) = {
         let mut conn = app.db.read().await?;
         let session: Session = store::sessions::get_any(&mut conn, &session_id)
             .await?
@@ -167,7 +167,9 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
         let start = snapshot::session_start(&mut conn, &session, &app.config.api_base_url())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        (session, start)
+        let hosts =
+            store::connection_types::outbound_hosts(&mut conn, &session.workspace_id, &session.connection_type).await?;
+        (session, start, hosts)
     };
 
     let Some(plugin) = plugin_for(app, &session) else {
@@ -188,7 +190,8 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
         session.workspace_id.clone(),
         session.connection_id.clone(),
         session.id.clone(),
-    );
+    )
+    .with_workspace_outbound_hosts(workspace_hosts);
     let services = Arc::new(PluginServices::new(app.clone()));
     match app.runtime.start_session(&plugin, context, services, start).await {
         Ok(effects) => commit_effects(app, job, &session, effects).await?,
@@ -243,7 +246,7 @@ async fn timer_fired(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<String>
 /// with its reason. Returns the version that ran.
 async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow::Result<Option<String>> {
     let session_id: SessionId = job.session_id.clone().context("session event job without a session")?;
-    let (session, session_ref) = {
+    let (session, session_ref, workspace_hosts) = {
         let mut conn = app.db.read().await?;
         let session: Session = store::sessions::get_any(&mut conn, &session_id)
             .await?
@@ -251,7 +254,9 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
         let session_ref = snapshot::session_ref(&mut conn, &session)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        (session, session_ref)
+        let hosts =
+            store::connection_types::outbound_hosts(&mut conn, &session.workspace_id, &session.connection_type).await?;
+        (session, session_ref, hosts)
     };
     if matches!(event, SessionEvent::TimerFired(_)) && session.status.is_terminal() {
         return complete(app, job).await.map(|()| None);
@@ -266,7 +271,8 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
         session.workspace_id.clone(),
         session.connection_id.clone(),
         session.id.clone(),
-    );
+    )
+    .with_workspace_outbound_hosts(workspace_hosts);
     let services = Arc::new(PluginServices::new(app.clone()));
     match app
         .runtime

@@ -17,23 +17,47 @@ pub async fn choices(conn: &mut Conn, workspace: &WorkspaceId) -> Result<HashMap
     Ok(rows.into_iter().map(|(t, state)| (t, state == "enabled")).collect())
 }
 
-/// Records the workspace's choice for `connection_type`.
+/// Records the workspace's choice for `connection_type`: whether it is enabled, and the hosts
+/// its plugin may call (`None`: all its manifest lists).
 pub async fn set(
     conn: &mut Conn,
     workspace: &WorkspaceId,
     connection_type: &str,
     enabled: bool,
+    outbound_hosts: Option<&[String]>,
     at: Timestamp,
 ) -> Result<(), StoreError> {
+    let hosts = outbound_hosts.map(|h| serde_json::Value::from(h.to_vec()).to_string());
     sqlx::query(
-        "INSERT INTO workspace_connection_types (workspace_id, connection_type, state, updated_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (workspace_id, connection_type) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+        "INSERT INTO workspace_connection_types (workspace_id, connection_type, state, outbound_hosts, updated_at) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (workspace_id, connection_type) DO UPDATE SET state = excluded.state, \
+         outbound_hosts = excluded.outbound_hosts, updated_at = excluded.updated_at",
     )
     .bind(workspace.as_str())
     .bind(connection_type)
     .bind(if enabled { "enabled" } else { "disabled" })
+    .bind(hosts)
     .bind(at.millis())
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The hosts `workspace` lets `connection_type`'s plugin call, when it narrowed them.
+pub async fn outbound_hosts(
+    conn: &mut Conn,
+    workspace: &WorkspaceId,
+    connection_type: &str,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let text: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT outbound_hosts FROM workspace_connection_types WHERE workspace_id = $1 AND connection_type = $2",
+    )
+    .bind(workspace.as_str())
+    .bind(connection_type)
+    .fetch_optional(conn)
+    .await?;
+    Ok(text
+        .flatten()
+        .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok()))
 }

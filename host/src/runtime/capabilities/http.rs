@@ -70,7 +70,7 @@ pub(crate) struct OutboundHooks {
 /// The parts of [`OutboundHooks`] a request's future needs after the hook returned.
 struct Outbound {
     plugin_id: String,
-    /// `None` when the call may not use HTTP at all, with the reason.
+    /// `Err(reason)` when the call may not use HTTP at all.
     grant: Result<Grant, String>,
     client: reqwest::Client,
     policy: OutboundPolicy,
@@ -79,11 +79,15 @@ struct Outbound {
     problems: Mutex<Vec<String>>,
 }
 
-/// What the manifest and call allow.
-struct Grant {
-    hosts: Vec<String>,
-    secrets: Vec<String>,
-    connection: ConnectionId,
+/// What the manifest, the workspace and the call allow.
+pub(crate) struct Grant {
+    /// The manifest's `outbound-hosts`.
+    pub hosts: Vec<String>,
+    /// The workspace's narrowing of them, if any.
+    pub workspace_hosts: Option<Vec<String>>,
+    /// Secret names the manifest declares.
+    pub secrets: Vec<String>,
+    pub connection: ConnectionId,
 }
 
 /// The shared pieces every call's hooks are made from.
@@ -99,18 +103,14 @@ impl OutboundHooks {
     pub(crate) fn new(
         setup: &OutboundSetup,
         plugin_id: &str,
-        grant: Result<(Vec<String>, Vec<String>, ConnectionId), String>,
+        grant: Result<Grant, String>,
         services: Arc<dyn CallServices>,
     ) -> Self {
         Self {
             remaining: setup.limits.requests,
             shared: Arc::new(Outbound {
                 plugin_id: plugin_id.to_owned(),
-                grant: grant.map(|(hosts, secrets, connection)| Grant {
-                    hosts,
-                    secrets,
-                    connection,
-                }),
+                grant,
                 client: setup.client.clone(),
                 policy: setup.policy,
                 limits: setup.limits.clone(),
@@ -229,6 +229,20 @@ impl Outbound {
             };
             return Err(Refusal::denied(format!(
                 "host `{host}` is not in the plugin's manifest outbound-hosts ({declared})"
+            )));
+        }
+        if let Some(narrowed) = &grant.workspace_hosts
+            && !host_allowed(narrowed, &host)
+        {
+            let listed = if narrowed.is_empty() {
+                "none".to_owned()
+            } else {
+                narrowed.join(", ")
+            };
+            return Err(Refusal::denied(format!(
+                "host `{host}` is not among the hosts this workspace lets connection type `{id}` call ({listed}); \
+                 an admin changes them with PATCH /api/public/connection-types/{id}",
+                id = self.plugin_id
             )));
         }
         if let Err(forbidden) = self.policy.check_url(&url) {
@@ -400,6 +414,17 @@ pub(crate) fn host_allowed(patterns: &[String], host: &str) -> bool {
     })
 }
 
+/// Whether `pattern` (an exact host or `*.example.com`) allows nothing `patterns` does not.
+pub fn within(patterns: &[String], pattern: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => patterns.iter().any(|p| {
+            let p = p.trim().to_ascii_lowercase();
+            p == pattern || p.strip_prefix("*.").is_some_and(|s| suffix.ends_with(&format!(".{s}")))
+        }),
+        None => host_allowed(patterns, pattern),
+    }
+}
+
 /// The URI without its query (which may carry tokens), for messages and logs.
 fn redact_query(uri: &http::Uri) -> String {
     let mut text = String::new();
@@ -455,6 +480,19 @@ mod tests {
         assert!(!host_allowed(&allowed, "cursor.com"));
         assert!(!host_allowed(&allowed, "api.cursor.com.evil.net"));
         assert!(!host_allowed(&[], "api.cursor.com"));
+    }
+
+    #[test]
+    fn a_narrowing_stays_within_the_manifest() {
+        let manifest = hosts(&["api.cursor.com", "*.anthropic.com"]);
+        assert!(within(&manifest, "api.cursor.com"));
+        assert!(within(&manifest, "api.anthropic.com"));
+        assert!(within(&manifest, "*.anthropic.com"));
+        assert!(within(&manifest, "*.eu.anthropic.com"));
+        assert!(!within(&manifest, "*.cursor.com"));
+        assert!(!within(&manifest, "anthropic.com"));
+        assert!(!within(&manifest, "example.org"));
+        assert!(!within(&manifest, "*.com"));
     }
 
     #[test]
