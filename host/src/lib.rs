@@ -99,6 +99,7 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         }
         None => None,
     };
+    seal_plaintext_webhook_secrets(&db, &secrets).await?;
     let rate_limits = rate_limit::RateLimits::new(config.rate_limit_per_minute, config.rate_limit_burst);
     Ok(Arc::new(App {
         db,
@@ -112,6 +113,28 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         deliveries_queued: Notify::new(),
         events: tokio::sync::broadcast::channel(1024).0,
     }))
+}
+
+/// Seals webhook signing secrets stored in plaintext by hosts from before sealing existed.
+async fn seal_plaintext_webhook_secrets(db: &Db, vault: &secrets::SecretBox) -> anyhow::Result<()> {
+    let mut tx = db.begin().await?;
+    let plaintext = store::connections::plaintext_secrets(&mut tx).await?;
+    for (id, connection, secret) in &plaintext {
+        let sealed = vault.seal(
+            connection,
+            secrets::WEBHOOK_SIGNING_SECRET,
+            &secrets::SecretValue::new(secret.clone()),
+        );
+        store::connections::seal_secret(&mut tx, id, &sealed).await?;
+    }
+    tx.commit().await.map_err(store::StoreError::from)?;
+    if !plaintext.is_empty() {
+        tracing::info!(
+            count = plaintext.len(),
+            "sealed webhook signing secrets stored in plaintext"
+        );
+    }
+    Ok(())
 }
 
 /// Starts a host on `listener` with the system clock.

@@ -17,6 +17,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rand::RngCore;
 
+/// The name a webhook signing secret is sealed under, with its connection's id.
+pub const WEBHOOK_SIGNING_SECRET: &str = "webhook-signing-secret";
+
 /// Bytes of an AES-GCM nonce.
 const NONCE_BYTES: usize = 12;
 

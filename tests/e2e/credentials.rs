@@ -121,6 +121,7 @@ async fn tokens_are_minted_revoked_rotated_and_never_escalated() {
         rotated["secret"].as_str().unwrap().to_owned(),
         for_bot["secret"].as_str().unwrap().to_owned(),
         bot.token.clone(),
+        bot.webhook_secret.clone(),
         code["setupToken"].as_str().unwrap().to_owned(),
     ];
     host.assert_absent_from_database(&shown).await;
@@ -402,5 +403,40 @@ async fn each_token_has_a_request_budget() {
     // Another token is unaffected.
     let (status, _) = host.api(other["token"].as_str().unwrap()).get("/tasks/statuses").await;
     assert_eq!(status, StatusCode::OK);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_secrets_stored_in_plaintext_are_sealed_at_start_and_still_sign() {
+    let mut host = TestHost::start().await;
+    let admin_token = host.bootstrap("Acme").await.admin_token;
+    let admin = host.api(&admin_token);
+    let mut wrapper = FakeWrapper::start(&host.base_url).await;
+    let bot = admin.create_bot("Claw", "claw", &wrapper.webhook_url).await;
+    wrapper.configure(&bot);
+    host.assert_absent_from_database(std::slice::from_ref(&bot.webhook_secret))
+        .await;
+    // What a host from before sealing left behind: the secret in plaintext.
+    host.execute(&format!(
+        "UPDATE webhook_secrets SET secret = '{}', nonce = NULL, ciphertext = NULL",
+        bot.webhook_secret
+    ))
+    .await
+    .unwrap();
+
+    host.restart().await;
+    host.assert_absent_from_database(std::slice::from_ref(&bot.webhook_secret))
+        .await;
+    let admin = host.api(&admin_token);
+    let task = admin.create_task("signed after sealing").await;
+    let (status, _) = admin
+        .patch(
+            &format!("/tasks/{}", task["id"].as_str().unwrap()),
+            json!({"assigneeId": bot.id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The wrapper checks both signatures against the secret it was given at creation.
+    wrapper.next_run().await;
     host.stop().await;
 }

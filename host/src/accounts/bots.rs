@@ -9,13 +9,14 @@ use crate::app::App;
 use crate::audit::{self, Entry};
 use crate::delivery::signing;
 use crate::domain::bounded_text;
-use crate::domain::ids::{ConnectionId, UserId};
+use crate::domain::ids::{ConnectionId, SecretId, UserId};
 use crate::domain::sessions::Connection;
 use crate::domain::time::Timestamp;
 use crate::domain::tokens::{Scope, Scopes};
 use crate::domain::users::{Role, User, UserKind, normalize_handle};
 use crate::error::AppError;
 use crate::runtime::{CallError, ConfigFieldError, LoadedPlugin};
+use crate::secrets::{SecretValue, WEBHOOK_SIGNING_SECRET};
 use crate::sessions;
 use crate::store::{self, Conn, StoreError};
 
@@ -90,7 +91,7 @@ pub async fn create(app: &App, caller: &Caller, request: NewBot) -> Result<Creat
     store::connections::insert(&mut tx, &connection).await?;
     let webhook_secret = if delivers_webhooks(&plugin) {
         let secret = signing::generate_secret();
-        store::connections::insert_secret(&mut tx, &connection.id, &secret, now).await?;
+        add_webhook_secret(&mut tx, app, &connection.id, &secret, now).await?;
         Some(secret)
     } else {
         None
@@ -320,7 +321,7 @@ pub async fn rotate_webhook_secret(
     }
     let retired = store::connections::retire_secrets(&mut tx, &connection.id, retire_at).await?;
     let secret = signing::generate_secret();
-    let secret_id = store::connections::insert_secret(&mut tx, &connection.id, &secret, now).await?;
+    let secret_id = add_webhook_secret(&mut tx, app, &connection.id, &secret, now).await?;
     let details = json!({"secretId": secret_id, "previousSecretsRetireAt": retire_at, "previousSecrets": retired});
     audit::record(
         &mut tx,
@@ -331,6 +332,22 @@ pub async fn rotate_webhook_secret(
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok((secret, retire_at))
+}
+
+/// Stores a new webhook signing secret of `connection`, sealed under the operator's key.
+pub(crate) async fn add_webhook_secret(
+    conn: &mut Conn,
+    app: &App,
+    connection: &ConnectionId,
+    secret: &str,
+    now: Timestamp,
+) -> Result<SecretId, StoreError> {
+    let sealed = app.secrets.seal(
+        connection.as_str(),
+        WEBHOOK_SIGNING_SECRET,
+        &SecretValue::new(secret.to_owned()),
+    );
+    store::connections::insert_secret(conn, connection, &sealed, now).await
 }
 
 /// The bot `id` of the caller's workspace (not deleted), or 404.

@@ -170,7 +170,7 @@ pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claim
     store::connections::update_config(&mut tx, &connection).await?;
     store::connections::retire_secrets(&mut tx, &connection.id, now).await?;
     let webhook_secret = signing::generate_secret();
-    store::connections::insert_secret(&mut tx, &connection.id, &webhook_secret, now).await?;
+    super::bots::add_webhook_secret(&mut tx, app, &connection.id, &webhook_secret, now).await?;
     let name = format!(
         "setup claim{}",
         request

@@ -15,6 +15,8 @@ use crate::app::App;
 use crate::domain::ids::ConnectionId;
 use crate::domain::time::Timestamp;
 use crate::outbound;
+use crate::secrets::WEBHOOK_SIGNING_SECRET;
+use crate::store::connections::StoredSecret;
 use crate::store::deliveries::Delivery;
 use crate::store::{self, StoreError};
 
@@ -114,7 +116,23 @@ async fn claim(app: &App, limit: i64) -> Result<(Vec<Delivery>, HashMap<Connecti
             if endpoints.contains_key(&delivery.connection_id) {
                 continue;
             }
-            let secrets = store::connections::signing_secrets(&mut conn, &delivery.connection_id, now).await?;
+            let secrets = store::connections::signing_secrets(&mut conn, &delivery.connection_id, now)
+                .await?
+                .into_iter()
+                .filter_map(|stored| match stored {
+                    StoredSecret::Plaintext(secret) => Some(secret),
+                    StoredSecret::Sealed(sealed) => {
+                        let key = delivery.connection_id.as_str();
+                        match app.secrets.open(key, WEBHOOK_SIGNING_SECRET, &sealed) {
+                            Ok(secret) => Some(secret.expose().to_owned()),
+                            Err(error) => {
+                                tracing::error!(connection = key, "{error}; this secret cannot sign");
+                                None
+                            }
+                        }
+                    }
+                })
+                .collect::<Vec<_>>();
             let disabled = store::endpoints::get(&mut conn, &delivery.connection_id)
                 .await?
                 .filter(|e| e.disabled_at.is_some())

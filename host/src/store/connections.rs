@@ -3,6 +3,8 @@
 use crate::domain::ids::{ConnectionId, SecretId, UserId};
 use crate::domain::sessions::Connection;
 use crate::domain::time::Timestamp;
+use crate::secrets::Sealed;
+use sqlx::Row;
 
 use super::{Conn, StoreError};
 
@@ -46,22 +48,33 @@ pub async fn get(conn: &mut Conn, id: &ConnectionId) -> Result<Option<Connection
     )
 }
 
-/// Adds a signing secret to a connection.
+/// Adds a sealed signing secret to a connection.
 pub async fn insert_secret(
     conn: &mut Conn,
     connection: &ConnectionId,
-    secret: &str,
+    sealed: &Sealed,
     created_at: Timestamp,
 ) -> Result<SecretId, StoreError> {
     let id = SecretId::generate();
-    sqlx::query("INSERT INTO webhook_secrets (id, connection_id, secret, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(id.as_str())
-        .bind(connection.as_str())
-        .bind(secret)
-        .bind(created_at.millis())
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO webhook_secrets (id, connection_id, secret, nonce, ciphertext, created_at) VALUES ($1, $2, '', $3, $4, $5)",
+    )
+    .bind(id.as_str())
+    .bind(connection.as_str())
+    .bind(sealed.nonce.clone())
+    .bind(sealed.ciphertext.clone())
+    .bind(created_at.millis())
+    .execute(conn)
+    .await?;
     Ok(id)
+}
+
+/// A signing secret as stored: sealed, or (rows from before sealing, until the host seals them
+/// at start) plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredSecret {
+    Sealed(Sealed),
+    Plaintext(String),
 }
 
 /// The secrets that sign deliveries of `connection` at `now`, newest first.
@@ -69,15 +82,45 @@ pub async fn signing_secrets(
     conn: &mut Conn,
     connection: &ConnectionId,
     now: Timestamp,
-) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT secret FROM webhook_secrets WHERE connection_id = $1 AND (expires_at IS NULL OR expires_at > $2) \
-         ORDER BY created_at DESC, id DESC",
+) -> Result<Vec<StoredSecret>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT secret, nonce, ciphertext FROM webhook_secrets WHERE connection_id = $1 \
+         AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at DESC, id DESC",
     )
     .bind(connection.as_str())
     .bind(now.millis())
     .fetch_all(conn)
+    .await?;
+    rows.iter().map(stored_secret).collect()
+}
+
+fn stored_secret(row: &sqlx::any::AnyRow) -> Result<StoredSecret, StoreError> {
+    let nonce: Option<Vec<u8>> = row.try_get("nonce")?;
+    let ciphertext: Option<Vec<u8>> = row.try_get("ciphertext")?;
+    Ok(match (nonce, ciphertext) {
+        (Some(nonce), Some(ciphertext)) => StoredSecret::Sealed(Sealed { nonce, ciphertext }),
+        _ => StoredSecret::Plaintext(row.try_get("secret")?),
+    })
+}
+
+/// Signing secrets still stored in plaintext: `(secret id, connection id, secret)`.
+pub async fn plaintext_secrets(conn: &mut Conn) -> Result<Vec<(String, String, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, connection_id, secret FROM webhook_secrets WHERE ciphertext IS NULL AND secret <> ''",
+    )
+    .fetch_all(conn)
     .await?)
+}
+
+/// Replaces a plaintext signing secret by its sealed form.
+pub async fn seal_secret(conn: &mut Conn, id: &str, sealed: &Sealed) -> Result<(), StoreError> {
+    sqlx::query("UPDATE webhook_secrets SET secret = '', nonce = $2, ciphertext = $3 WHERE id = $1")
+        .bind(id)
+        .bind(sealed.nonce.clone())
+        .bind(sealed.ciphertext.clone())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Writes a connection's config.

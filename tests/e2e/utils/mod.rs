@@ -194,13 +194,17 @@ impl TestHost {
             .expect("count")
     }
 
-    /// Stops the host gracefully and starts a new one on the same database, data directory and
-    /// clock (on a new port: make new API clients). Plugins loaded by hand must be loaded again.
+    /// Stops the host gracefully and starts a new one on the same database, data directory, clock
+    /// and (when it is still free) port. Plugins loaded by hand must be loaded again.
     pub async fn restart(&mut self) {
+        let old: std::net::SocketAddr = self.base_url.trim_start_matches("http://").parse().expect("addr");
         if let Some(host) = self.host.take() {
             host.shutdown().await;
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = match tokio::net::TcpListener::bind(old).await {
+            Ok(listener) => listener,
+            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        };
         let addr = listener.local_addr().expect("addr");
         self.config.public_url = format!("http://{addr}");
         let host = leadtime_host::start_with_clock(self.config.clone(), listener, self.clock.clone())
