@@ -242,7 +242,10 @@ async fn forget_idle_rate_limits(app: SharedApp, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = every_minute.tick() => app.rate_limits.forget_idle(),
+            _ = every_minute.tick() => {
+                app.rate_limits.forget_idle();
+                app.runtime.forget_idle_log_buckets();
+            }
         }
     }
 }

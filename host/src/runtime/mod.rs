@@ -32,6 +32,7 @@ use bindings::types::{FieldError, PluginError, SessionEvent, SessionRef, Session
 use bindings::{ConnectionPlugin, ConnectionPluginPre};
 pub use capabilities::http::HttpLimits;
 use capabilities::http::{OutboundHooks, OutboundSetup};
+use capabilities::log::LogRate;
 pub use capabilities::{CallServices, CapabilityError};
 use state::PluginState;
 pub use state::{CallContext, CallEffects, QueuedTimer, QueuedWebhook};
@@ -62,6 +63,10 @@ pub struct CallLimits {
     pub log_lines: u32,
     /// Longest log line kept, in bytes.
     pub log_line_bytes: usize,
+    /// Log lines one connection may write per second across calls, sustained.
+    pub log_lines_per_second: u32,
+    /// Log lines one connection may write in a burst above that rate.
+    pub log_lines_burst: u32,
     /// kv operations one call may make.
     pub kv_operations: u32,
     /// Longest kv key, in bytes.
@@ -90,6 +95,8 @@ impl Default for CallLimits {
             webhook_body_bytes: 1 << 20,
             log_lines: 500,
             log_line_bytes: 4 << 10,
+            log_lines_per_second: 50,
+            log_lines_burst: 500,
             kv_operations: 1_000,
             kv_key_bytes: 256,
             kv_value_bytes: 64 << 10,
@@ -239,6 +246,7 @@ pub struct PluginRuntime {
     versions: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     limits: CallLimits,
     outbound: OutboundSetup,
+    log_rate: Arc<LogRate>,
     cache_dir: Option<PathBuf>,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -304,6 +312,7 @@ impl PluginRuntime {
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)?;
         }
+        let log_rate = Arc::new(LogRate::new(limits.log_lines_per_second, limits.log_lines_burst));
         Ok(Self {
             engine,
             linker,
@@ -311,6 +320,7 @@ impl PluginRuntime {
             versions: RwLock::new(HashMap::new()),
             limits,
             outbound,
+            log_rate,
             cache_dir,
             ticker_stop,
         })
@@ -319,6 +329,11 @@ impl PluginRuntime {
     /// The per-call limits.
     pub fn limits(&self) -> &CallLimits {
         &self.limits
+    }
+
+    /// Forgets idle per-connection log buckets.
+    pub fn forget_idle_log_buckets(&self) {
+        self.log_rate.forget_idle();
     }
 
     /// Compiles (or loads from cache), checks and registers a plugin. The plugin's `manifest()`
@@ -540,7 +555,8 @@ impl PluginRuntime {
             http_grant(&context),
             services.clone(),
         );
-        let mut store = Store::new(&self.engine, PluginState::new(context, services, hooks, &self.limits));
+        let state = PluginState::new(context, services, hooks, self.log_rate.clone(), &self.limits);
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         let ticks = (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);

@@ -10,6 +10,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::domain::ids::{ConnectionId, DeliveryId, JobId, SessionId, WorkspaceId};
 
 use super::capabilities::http::OutboundHooks;
+use super::capabilities::log::LogRate;
 use super::capabilities::{CallServices, CapabilityError};
 use super::{CallLimits, Manifest};
 
@@ -160,6 +161,9 @@ pub struct PluginState {
     pub(crate) limits: CallLimits,
     pub(crate) budget: Budget,
     pub(crate) effects: CallEffects,
+    pub(crate) log_rate: Arc<LogRate>,
+    /// Log lines the per-connection rate limit dropped in this call.
+    pub(crate) log_lines_dropped: u32,
 }
 
 impl PluginState {
@@ -167,6 +171,7 @@ impl PluginState {
         context: CallContext,
         services: Arc<dyn CallServices>,
         http_hooks: OutboundHooks,
+        log_rate: Arc<LogRate>,
         limits: &CallLimits,
     ) -> Self {
         // No arguments, environment, preopened directories, stdin, or sockets: a plugin reaches
@@ -196,6 +201,8 @@ impl PluginState {
                 timers: limits.timers,
             },
             effects: CallEffects::default(),
+            log_rate,
+            log_lines_dropped: 0,
         }
     }
 
@@ -205,6 +212,17 @@ impl PluginState {
     }
 
     pub(crate) fn into_effects(self) -> CallEffects {
+        if self.log_lines_dropped > 0 {
+            let context = &self.context;
+            tracing::warn!(
+                target: "plugin",
+                plugin = %context.plugin_id,
+                connection = context.connection_id.as_ref().map(|c| c.as_str()).unwrap_or("-"),
+                session = context.session_id.as_ref().map(|s| s.as_str()).unwrap_or("-"),
+                dropped = self.log_lines_dropped,
+                "plugin log lines dropped by the per-connection rate limit"
+            );
+        }
         let mut effects = self.effects;
         effects.http_problems = self.http_hooks.problems();
         effects

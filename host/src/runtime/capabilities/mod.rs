@@ -9,7 +9,7 @@
 
 pub mod http;
 mod kv;
-mod log;
+pub mod log;
 mod session;
 mod timers;
 mod webhook;
