@@ -271,7 +271,7 @@ async fn every_route_enforces_its_policy() {
         }
     }
     assert!(
-        operations.len() >= 36,
+        operations.len() >= 45,
         "only {} operations documented",
         operations.len()
     );
