@@ -177,3 +177,52 @@ async fn plugins_load_and_reload_from_the_directory_without_a_restart() {
     assert_eq!(types["pluginProblems"], json!([]), "{types}");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_session_keeps_its_plugin_version_across_a_restart() {
+    let clock = ManualClock::new(SystemClock.now());
+    let mut host = TestHost::start_with(
+        |config| config.plugin_reload_interval = Duration::from_millis(50),
+        Some(Arc::new(clock.clone())),
+    )
+    .await;
+    let dir = host.app().plugin_directory.as_ref().unwrap().path().to_owned();
+    let admin_token = host.bootstrap("Acme").await.admin_token;
+    let admin = host.api(&admin_token);
+    let mut events = host.events();
+    install(&dir, "hostile.wasm", HOSTILE_PLUGIN);
+    let v1 = loaded(&mut events, "file:hostile.wasm").await;
+    let (status, _) = admin.patch("/connection-types/hostile", json!({"enabled": true})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = admin
+        .post(
+            "/bots",
+            json!({"name": "Poller", "handle": "poller", "connection": {"type": "hostile", "config": {"behavior": "timer"}}}),
+        )
+        .await;
+    let bot = body["bot"]["id"].as_str().unwrap().to_owned();
+    let first = assign(&admin, &bot, "first").await;
+    assert_eq!(ran_on(&mut events, "start_session", &first).await, Some(v1.clone()));
+
+    // v2 replaces v1, then the host restarts: only v2 is in the directory now.
+    install(
+        &dir,
+        "hostile.wasm",
+        &with_custom_section(HOSTILE_PLUGIN, "build", b"v2"),
+    );
+    let v2 = loaded(&mut events, "file:hostile.wasm").await;
+    host.restart().await;
+    let admin = host.api(&admin_token);
+    let mut events = host.events();
+    let second = assign(&admin, &bot, "second").await;
+    assert_eq!(ran_on(&mut events, "start_session", &second).await, Some(v2.clone()));
+
+    // The first session's timer still runs on v1, brought back from the compile cache.
+    clock.advance(60_000);
+    host.app().jobs_queued.notify_one();
+    assert_eq!(ran_on(&mut events, "timer", &first).await, Some(v1));
+    assert_eq!(ran_on(&mut events, "timer", &second).await, Some(v2));
+    let (_, card) = admin.get(&format!("/agent-sessions/{first}")).await;
+    assert_eq!(card["status"], "done", "{card}");
+    host.stop().await;
+}

@@ -341,6 +341,30 @@ impl PluginRuntime {
     pub async fn load(&self, source: &str, wasm: &[u8]) -> Result<Arc<LoadedPlugin>, LoadError> {
         let sha = hex::encode(Sha256::digest(wasm));
         let component = self.compile(source, wasm, &sha).await?;
+        let plugin = self.prepare(source, sha, component).await?;
+        let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = plugins.get(&plugin.manifest.id)
+            && existing.source != plugin.source
+        {
+            return Err(LoadError::Duplicate {
+                origin: source.to_owned(),
+                id: plugin.manifest.id.clone(),
+                existing: existing.source.clone(),
+            });
+        }
+        plugins.insert(plugin.manifest.id.clone(), plugin.clone());
+        drop(plugins);
+        self.versions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(plugin.wasm_sha256.clone(), plugin.clone());
+        tracing::info!(plugin = %plugin.manifest.id, version = %plugin.manifest.version, source, sha256 = %plugin.wasm_sha256, "plugin loaded");
+        Ok(plugin)
+    }
+
+    /// Checks a compiled component against the contract, pre-instantiates it and reads its
+    /// manifest.
+    async fn prepare(&self, source: &str, sha: String, component: Component) -> Result<Arc<LoadedPlugin>, LoadError> {
         let wit_version = contract_version(&self.engine, &component).map_err(|message| LoadError::Contract {
             origin: source.to_owned(),
             message,
@@ -366,30 +390,48 @@ impl PluginRuntime {
             message,
         })?;
 
-        let plugin = Arc::new(LoadedPlugin {
+        Ok(Arc::new(LoadedPlugin {
             manifest,
             wasm_sha256: sha,
             source: source.to_owned(),
             pre,
-        });
-        let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = plugins.get(&plugin.manifest.id)
-            && existing.source != plugin.source
-        {
-            return Err(LoadError::Duplicate {
-                origin: source.to_owned(),
-                id: plugin.manifest.id.clone(),
-                existing: existing.source.clone(),
-            });
+        }))
+    }
+
+    /// The plugin version with wasm SHA-256 `sha256` for a session pinned to it: loaded since
+    /// start, or else brought back from the compile cache (a version replaced before a restart).
+    /// It serves that session only; new sessions keep starting on the current version.
+    pub async fn pinned_version(&self, sha256: &str) -> Option<Arc<LoadedPlugin>> {
+        if let Some(plugin) = self.plugin_version(sha256) {
+            return Some(plugin);
         }
-        plugins.insert(plugin.manifest.id.clone(), plugin.clone());
-        drop(plugins);
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let path = self.cache_path(sha256)?;
+        if !path.is_file() {
+            return None;
+        }
+        let engine = self.engine.clone();
+        // SAFETY: as in `compile_cached`: a file this host wrote into its own cache directory,
+        // named by the wasm's SHA-256 and this engine's compatibility hash.
+        let component = tokio::task::spawn_blocking(move || unsafe { Component::deserialize_file(&engine, &path) })
+            .await
+            .ok()?
+            .map_err(|e| tracing::warn!(sha256, error = %e, "cannot bring back a pinned plugin version"))
+            .ok()?;
+        let source = format!("cache:{sha256}");
+        let plugin = self
+            .prepare(&source, sha256.to_owned(), component)
+            .await
+            .map_err(|e| tracing::warn!(sha256, error = %e, "cannot bring back a pinned plugin version"))
+            .ok()?;
+        tracing::info!(plugin = %plugin.manifest.id, sha256, "brought back a replaced plugin version for the sessions pinned to it");
         self.versions
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(plugin.wasm_sha256.clone(), plugin.clone());
-        tracing::info!(plugin = %plugin.manifest.id, version = %plugin.manifest.version, source, sha256 = %plugin.wasm_sha256, "plugin loaded");
-        Ok(plugin)
+            .insert(sha256.to_owned(), plugin.clone());
+        Some(plugin)
     }
 
     /// Stops offering the plugin loaded from `source` to new sessions (its file was removed);
@@ -589,13 +631,18 @@ impl PluginRuntime {
         Ok((returned, store.into_data().into_effects()))
     }
 
+    /// Where the compiled form of the wasm with SHA-256 `sha` is cached for this engine.
+    fn cache_path(&self, sha: &str) -> Option<PathBuf> {
+        self.cache_dir.as_ref().map(|dir| {
+            let mut hasher = DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut hasher);
+            dir.join(format!("{sha}-{:016x}.cwasm", hasher.finish()))
+        })
+    }
+
     async fn compile(&self, source: &str, wasm: &[u8], sha: &str) -> Result<Component, LoadError> {
         let engine = self.engine.clone();
-        let cache_path = self.cache_dir.as_ref().map(|dir| {
-            let mut hasher = DefaultHasher::new();
-            engine.precompile_compatibility_hash().hash(&mut hasher);
-            dir.join(format!("{sha}-{:016x}.cwasm", hasher.finish()))
-        });
+        let cache_path = self.cache_path(sha);
         let wasm = wasm.to_vec();
         let source_name = source.to_owned();
         tokio::task::spawn_blocking(move || compile_cached(&engine, &wasm, cache_path.as_deref()))

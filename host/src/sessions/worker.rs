@@ -172,7 +172,7 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
         (session, start, hosts)
     };
 
-    let Some(plugin) = plugin_for(app, &session) else {
+    let Some(plugin) = plugin_for(app, &session).await else {
         let reason = format!(
             "connection type `{}` is not installed on this host",
             session.connection_type
@@ -213,15 +213,16 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
     Ok(ran_on)
 }
 
-/// The plugin version a session runs on: the one it was pinned to when that version is still
-/// loaded, else its connection type's current version.
-fn plugin_for(app: &App, session: &Session) -> Option<Arc<crate::runtime::LoadedPlugin>> {
-    session
-        .plugin_sha256
-        .as_deref()
-        .and_then(|sha| app.runtime.plugin_version(sha))
-        .filter(|plugin| plugin.manifest.id == session.connection_type)
-        .or_else(|| app.runtime.plugin(&session.connection_type))
+/// The plugin version a session runs on: the one it was pinned to while that version can be had
+/// (loaded, or in the compile cache), else its connection type's current version.
+async fn plugin_for(app: &App, session: &Session) -> Option<Arc<crate::runtime::LoadedPlugin>> {
+    if let Some(sha) = session.plugin_sha256.as_deref()
+        && let Some(plugin) = app.runtime.pinned_version(sha).await
+        && plugin.manifest.id == session.connection_type
+    {
+        return Some(plugin);
+    }
+    app.runtime.plugin(&session.connection_type)
 }
 
 /// Tells the session's plugin about an event (a cancel), through `on-event`.
@@ -261,7 +262,7 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
     if matches!(event, SessionEvent::TimerFired(_)) && session.status.is_terminal() {
         return complete(app, job).await.map(|()| None);
     }
-    let Some(plugin) = plugin_for(app, &session) else {
+    let Some(plugin) = plugin_for(app, &session).await else {
         // Nobody to tell: the plugin is gone.
         return complete(app, job).await.map(|()| None);
     };
