@@ -6,6 +6,8 @@
 //! show the others keep flowing. Run with `./dev bench` (or `cargo bench -p leadtime-host --bench
 //! delivery`); `LEADTIME_BENCH_DATABASE_URL=postgres://…` runs it on PostgreSQL.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,6 +92,7 @@ async fn bare_client(base: &str) -> Result<f64> {
 
 struct Bench {
     host: RunningHost,
+    db: common::BenchDb,
     _dir: tempfile::TempDir,
     admin: String,
     base: String,
@@ -99,8 +102,8 @@ async fn start_host() -> Result<Bench> {
     let dir = tempfile::tempdir()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let public = format!("http://{}", listener.local_addr()?);
-    let database_url = std::env::var("LEADTIME_BENCH_DATABASE_URL").ok();
-    let mut config = Config::new(dir.path().join("data"), database_url, public.clone());
+    let db = common::BenchDb::create(dir.path(), "delivery").await?;
+    let mut config = Config::new(dir.path().join("data"), Some(db.url.clone()), public.clone());
     config.outbound.allow_private_targets = true;
     config.rate_limit_per_minute = 0;
     config.delivery.max_in_flight = CONCURRENCY;
@@ -118,6 +121,7 @@ async fn start_host() -> Result<Bench> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Bench {
         host,
+        db,
         _dir: dir,
         admin: workspace.admin_token,
         base: format!("{public}/api/public"),
@@ -262,6 +266,7 @@ async fn run() -> Result<()> {
     let (mixed_fast_rate, mixed_total_rate) = host_deliveries(&bench, &mixed).await?;
     let backend = format!("{:?}", bench.host.app.db.backend());
     bench.host.shutdown().await;
+    bench.db.drop_database().await?;
 
     println!(
         "delivery throughput ({DELIVERIES} deliveries of ~1.7 KB to {RECEIVERS} loopback receivers, {CONCURRENCY} in flight, {backend})"

@@ -1,0 +1,412 @@
+//! Trigger throughput and latency: assigning tasks to a bot through the public API until each
+//! session is committed **and** its first webhook is enqueued in the outbox (the session worker
+//! ran the real self-hosted plugin's `start-session` and committed what it queued).
+//!
+//! Baseline, measured in the same run on the same kind of database: a bare axum endpoint that
+//! writes one row per request through the host's own `Db` (sqlx, SQLite's single writer) — the
+//! least a durable write per HTTP request costs on this machine.
+//!
+//! Run with `./dev bench --bench trigger`; `LEADTIME_BENCH_DATABASE_URL=postgres://…` runs it on
+//! PostgreSQL.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::StatusCode;
+use leadtime_host::accounts::{self, Bootstrap};
+use leadtime_host::app::HostEvent;
+use leadtime_host::store::Db;
+use leadtime_host::{Config, RunningHost};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+/// Assignments in the throughput run.
+const TRIGGERS: usize = 2_000;
+/// Requests in flight at once in the throughput run.
+const CONCURRENCY: usize = 32;
+/// Requests per second, and how many, in the latency run.
+const LATENCY_RATE: u64 = 500;
+const LATENCY_REQUESTS: usize = 1_000;
+
+fn main() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run())
+}
+
+/// A loopback receiver that accepts every webhook at once.
+async fn receiver() -> Result<String> {
+    let app = axum::Router::new().route("/hook", axum::routing::post(|| async { StatusCode::OK }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    Ok(url)
+}
+
+/// The baseline server: `POST /rows` writes one row in its own transaction.
+async fn baseline_server(database_url: String) -> Result<(String, Db)> {
+    let db = Db::connect(&database_url).await?;
+    {
+        let mut tx = db.begin().await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS bench_rows (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    async fn write(State(db): State<Db>, body: String) -> StatusCode {
+        let id = ulid::Ulid::new().to_string();
+        let done = async {
+            let mut tx = db.begin().await?;
+            sqlx::query("INSERT INTO bench_rows (id, body) VALUES ($1, $2)")
+                .bind(id)
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            anyhow::Ok(())
+        }
+        .await;
+        if done.is_ok() {
+            StatusCode::OK
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+    let app = axum::Router::new()
+        .route("/rows", axum::routing::post(write))
+        .with_state(db.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/rows", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    Ok((url, db))
+}
+
+/// Baseline throughput: `TRIGGERS` writes, `CONCURRENCY` at a time.
+async fn baseline_throughput(client: &reqwest::Client, url: &str) -> Result<f64> {
+    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let started = Instant::now();
+    let mut all = tokio::task::JoinSet::new();
+    for n in 0..TRIGGERS {
+        let permit = slots.clone().acquire_owned().await?;
+        let (client, url) = (client.clone(), url.to_owned());
+        all.spawn(async move {
+            let ok = client
+                .post(url)
+                .body(format!(r#"{{"assigneeId":"usr_{n}"}}"#))
+                .send()
+                .await
+                .map(|r| r.status().is_success());
+            drop(permit);
+            ok
+        });
+    }
+    while let Some(done) = all.join_next().await {
+        anyhow::ensure!(done??, "the baseline refused a write");
+    }
+    Ok(TRIGGERS as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Baseline latency: `LATENCY_REQUESTS` writes at `LATENCY_RATE` per second; (p50, p99).
+async fn baseline_latency(client: &reqwest::Client, url: &str) -> Result<(Duration, Duration)> {
+    let latencies = paced(LATENCY_REQUESTS, |n| {
+        let (client, url) = (client.clone(), url.to_owned());
+        async move {
+            let started = Instant::now();
+            let response = client.post(url).body(format!("row {n}")).send().await?;
+            anyhow::ensure!(response.status().is_success(), "the baseline refused a write");
+            Ok(started.elapsed())
+        }
+    })
+    .await?;
+    Ok(percentiles(latencies))
+}
+
+/// Runs `request(n)` for `count` requests started at `LATENCY_RATE` per second, whatever the
+/// answers' pace (an open-loop load), and returns what each returned.
+async fn paced<F, Fut>(count: usize, request: F) -> Result<Vec<Duration>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<Duration>> + Send + 'static,
+{
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut all = tokio::task::JoinSet::new();
+    for n in 0..count {
+        tick.tick().await;
+        all.spawn(request(n));
+    }
+    let mut latencies = Vec::with_capacity(count);
+    while let Some(done) = all.join_next().await {
+        latencies.push(done??);
+    }
+    Ok(latencies)
+}
+
+fn percentiles(mut latencies: Vec<Duration>) -> (Duration, Duration) {
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+struct Bench {
+    host: RunningHost,
+    client: reqwest::Client,
+    base: String,
+    admin: String,
+    bot: String,
+}
+
+impl Bench {
+    async fn start(database_url: Option<String>, dir: &std::path::Path) -> Result<Bench> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let public = format!("http://{}", listener.local_addr()?);
+        let mut config = Config::new(dir.join("data"), database_url, public.clone());
+        config.outbound.allow_private_targets = true;
+        config.rate_limit_per_minute = 0;
+        let host = leadtime_host::start(config, listener).await?;
+        let workspace = accounts::bootstrap(
+            &host.app,
+            Bootstrap {
+                workspace_name: "Bench".into(),
+                admin_name: "Bench".into(),
+                admin_handle: "bench".into(),
+                admin_email: None,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        let base = format!("{public}/api/public");
+        let hook = receiver().await?;
+        let created: Value = client
+            .post(format!("{base}/bots"))
+            .bearer_auth(&workspace.admin_token)
+            .json(&json!({"name": "Bench bot", "handle": "benchbot", "connection": {"type": "self-hosted", "config": {"webhookUrl": hook}}}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let bot = created["bot"]["id"].as_str().context("a bot id")?.to_owned();
+        Ok(Bench {
+            host,
+            client,
+            base,
+            admin: workspace.admin_token,
+            bot,
+        })
+    }
+
+    /// Creates `count` tasks (not measured) and returns their ids.
+    async fn tasks(&self, count: usize) -> Result<Vec<String>> {
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        let mut all = tokio::task::JoinSet::new();
+        for n in 0..count {
+            let permit = slots.clone().acquire_owned().await?;
+            let (client, url, token) = (self.client.clone(), format!("{}/tasks", self.base), self.admin.clone());
+            all.spawn(async move {
+                let task: Value = client
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&json!({"title": format!("Bench task {n}")}))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                drop(permit);
+                task["id"].as_str().map(str::to_owned).context("a task id")
+            });
+        }
+        let mut ids = Vec::with_capacity(count);
+        while let Some(done) = all.join_next().await {
+            ids.push(done??);
+        }
+        Ok(ids)
+    }
+
+    /// Assigns `task` to the bot; returns the session it opened.
+    async fn assign(client: reqwest::Client, base: String, token: String, bot: String, task: String) -> Result<String> {
+        let response: Value = client
+            .patch(format!("{base}/tasks/{task}"))
+            .bearer_auth(token)
+            .json(&json!({"assigneeId": bot}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        response["agentSessionIds"][0]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no session opened: {response}"))
+    }
+
+    fn assignment(&self, task: String) -> impl Future<Output = Result<String>> + Send + 'static {
+        Self::assign(
+            self.client.clone(),
+            self.base.clone(),
+            self.admin.clone(),
+            self.bot.clone(),
+            task,
+        )
+    }
+
+    /// Assigns every task, `CONCURRENCY` at a time; the rate at which sessions were committed with
+    /// their first webhook enqueued.
+    async fn throughput(&self, tasks: Vec<String>) -> Result<f64> {
+        let count = tasks.len();
+        let app = self.host.app.clone();
+        let before = enqueued_deliveries(&app).await?;
+        let mut events = app.events.subscribe();
+        let started = Instant::now();
+        let done = tokio::spawn(async move {
+            let mut enqueued = 0;
+            while enqueued < count {
+                match tokio::time::timeout(Duration::from_secs(120), events.recv()).await? {
+                    Ok(HostEvent::JobFinished { kind, .. }) if kind == "start_session" => enqueued += 1,
+                    Ok(_) => {}
+                    // Too many events to keep up with: count the outbox instead.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        enqueued = (enqueued_deliveries(&app).await? - before) as usize;
+                    }
+                    Err(closed) => return Err(closed.into()),
+                }
+            }
+            anyhow::Ok(started.elapsed())
+        });
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        let mut all = tokio::task::JoinSet::new();
+        for task in tasks {
+            let permit = slots.clone().acquire_owned().await?;
+            let assignment = self.assignment(task);
+            all.spawn(async move {
+                let session = assignment.await;
+                drop(permit);
+                session
+            });
+        }
+        while let Some(done) = all.join_next().await {
+            done??;
+        }
+        let elapsed = done.await??;
+        Ok(count as f64 / elapsed.as_secs_f64())
+    }
+
+    /// Assigns tasks at `LATENCY_RATE` per second; (p50, p99) of the API answer (session
+    /// committed) and of the first webhook being enqueued, both from the request's start.
+    async fn latency(&self, tasks: Vec<String>) -> Result<((Duration, Duration), (Duration, Duration))> {
+        let count = tasks.len();
+        let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+        let mut events = self.host.app.events.subscribe();
+        let watcher = tokio::spawn(async move {
+            let mut started: HashMap<String, Instant> = HashMap::new();
+            let mut finished: HashMap<String, Instant> = HashMap::new();
+            let mut enqueue = Vec::with_capacity(count);
+            while enqueue.len() < count {
+                tokio::select! {
+                    Some((session, at)) = started_rx.recv() => match finished.remove(&session) {
+                        Some(done) => enqueue.push(done.saturating_duration_since(at)),
+                        None => { started.insert(session, at); }
+                    },
+                    event = events.recv() => match event {
+                        Ok(HostEvent::JobFinished { kind, session_id: Some(session), .. }) if kind == "start_session" => {
+                            let (session, now) = (session.to_string(), Instant::now());
+                            match started.remove(&session) {
+                                Some(at) => enqueue.push(now.saturating_duration_since(at)),
+                                None => { finished.insert(session, now); }
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(error) => anyhow::bail!("lost host events ({error}); lower LATENCY_RATE"),
+                    },
+                }
+            }
+            anyhow::Ok(enqueue)
+        });
+        let tasks = Arc::new(tasks);
+        let api = paced(count, |n| {
+            let assignment = self.assignment(tasks[n].clone());
+            let started_tx = started_tx.clone();
+            async move {
+                let started = Instant::now();
+                let session = assignment.await?;
+                let elapsed = started.elapsed();
+                let _ = started_tx.send((session, started));
+                Ok(elapsed)
+            }
+        })
+        .await?;
+        let enqueue = tokio::time::timeout(Duration::from_secs(120), watcher).await???;
+        Ok((percentiles(api), percentiles(enqueue)))
+    }
+}
+
+/// Webhook deliveries in the outbox (every state).
+async fn enqueued_deliveries(app: &leadtime_host::App) -> Result<i64> {
+    let mut conn = app.db.read().await?;
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries")
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+async fn run() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let baseline_db = common::BenchDb::create(dir.path(), "baseline").await?;
+    let (baseline, baseline_pool) = baseline_server(baseline_db.url.clone()).await?;
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let baseline_rate = baseline_throughput(&client, &baseline).await?;
+    let (baseline_p50, baseline_p99) = baseline_latency(&client, &baseline).await?;
+    baseline_pool.close().await;
+    baseline_db.drop_database().await?;
+
+    let host_db = common::BenchDb::create(dir.path(), "trigger").await?;
+    let bench = Bench::start(Some(host_db.url.clone()), dir.path()).await?;
+    let tasks = bench.tasks(TRIGGERS + LATENCY_REQUESTS).await?;
+    let (throughput_tasks, latency_tasks) = tasks.split_at(TRIGGERS);
+    let rate = bench.throughput(throughput_tasks.to_vec()).await?;
+    let ((api_p50, api_p99), (enqueue_p50, enqueue_p99)) = bench.latency(latency_tasks.to_vec()).await?;
+    let backend = format!("{:?}", bench.host.app.db.backend());
+    bench.host.shutdown().await;
+    host_db.drop_database().await?;
+
+    let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
+    println!(
+        "trigger → session committed + first webhook enqueued ({backend}; {TRIGGERS} assignments, {CONCURRENCY} in flight)"
+    );
+    println!("{:<62} {:>10} {:>8}", "throughput", "per sec", "ratio");
+    println!(
+        "{:<62} {:>10.0} {:>8.2}",
+        "baseline: bare axum endpoint, one row per request", baseline_rate, 1.0
+    );
+    println!(
+        "{:<62} {:>10.0} {:>8.2}",
+        "host: PATCH /tasks/{id} assignee → session + plugin + outbox",
+        rate,
+        rate / baseline_rate
+    );
+    println!("latency at {LATENCY_RATE} requests/s ({LATENCY_REQUESTS} requests)      p50 ms   p99 ms  p99 ratio");
+    println!(
+        "{:<56} {:>8.1} {:>8.1} {:>10.2}",
+        "baseline: one row per request",
+        ms(baseline_p50),
+        ms(baseline_p99),
+        1.0
+    );
+    println!(
+        "{:<56} {:>8.1} {:>8.1} {:>10.2}",
+        "host: API answer (session committed)",
+        ms(api_p50),
+        ms(api_p99),
+        ms(api_p99) / ms(baseline_p99)
+    );
+    println!(
+        "{:<56} {:>8.1} {:>8.1} {:>10.2}",
+        "host: first webhook enqueued (plugin ran, outbox row)",
+        ms(enqueue_p50),
+        ms(enqueue_p99),
+        ms(enqueue_p99) / ms(baseline_p99)
+    );
+    Ok(())
+}
