@@ -75,10 +75,7 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
     let db = Db::connect(&config.database_url)
         .await
         .with_context(|| format!("cannot open the database {}", store::redact_url(&config.database_url)))?;
-    let secrets = match &config.secrets_key {
-        Some(key) => secrets::SecretBox::from_base64(key.expose()).context("LEADTIME_SECRETS_KEY")?,
-        None => secrets::SecretBox::from_key_file(&config.secrets_key_file)?,
-    };
+    let secrets = secrets_key(&config, &db, clock.now()).await?;
     let runtime = Arc::new(PluginRuntime::new(
         config.plugin_limits.clone(),
         config.outbound,
@@ -113,6 +110,42 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         deliveries_queued: Notify::new(),
         events: tokio::sync::broadcast::channel(1024).0,
     }))
+}
+
+/// The operator's secrets key: `LEADTIME_SECRETS_KEY`, else the key file (created on the first
+/// start of a database). Refuses a key other than the one the database's secrets were sealed with,
+/// and refuses to invent a new one for a database that already has secrets.
+async fn secrets_key(config: &Config, db: &Db, now: domain::time::Timestamp) -> anyhow::Result<secrets::SecretBox> {
+    const NAME: &str = "secrets";
+    let recorded = {
+        let mut conn = db.read().await?;
+        store::host_keys::fingerprint(&mut conn, NAME).await?
+    };
+    let file = &config.secrets_key_file;
+    let vault = match &config.secrets_key {
+        Some(key) => secrets::SecretBox::from_base64(key.expose()).context("LEADTIME_SECRETS_KEY")?,
+        None if !file.exists() && recorded.is_some() => anyhow::bail!(
+            "the secrets key file {} is missing, but this database's secrets were sealed with a key; \
+             restore the file or set LEADTIME_SECRETS_KEY to that key (a new key could not open them)",
+            file.display()
+        ),
+        None => secrets::SecretBox::from_key_file(file)?,
+    };
+    match recorded {
+        Some(fingerprint) if fingerprint != vault.fingerprint() => anyhow::bail!(
+            "the secrets key given (fingerprint {}…) is not the one this database's secrets were sealed with \
+             (fingerprint {}…); start with that key (LEADTIME_SECRETS_KEY or LEADTIME_SECRETS_KEY_FILE)",
+            &vault.fingerprint()[..12],
+            fingerprint.get(..12).unwrap_or_default()
+        ),
+        Some(_) => {}
+        None => {
+            let mut tx = db.begin().await?;
+            store::host_keys::record(&mut tx, NAME, vault.fingerprint(), now).await?;
+            tx.commit().await.map_err(store::StoreError::from)?;
+        }
+    }
+    Ok(vault)
 }
 
 /// Seals webhook signing secrets stored in plaintext by hosts from before sealing existed.

@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rand::RngCore;
+use sha2::{Digest, Sha256};
 
 /// The name a webhook signing secret is sealed under, with its connection's id.
 pub const WEBHOOK_SIGNING_SECRET: &str = "webhook-signing-secret";
@@ -71,6 +72,7 @@ pub struct OpenError;
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: Aes256Gcm,
+    fingerprint: String,
 }
 
 impl fmt::Debug for SecretBox {
@@ -82,9 +84,19 @@ impl fmt::Debug for SecretBox {
 impl SecretBox {
     /// A box over a 32-byte key.
     pub fn from_key(key: &[u8; 32]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(b"leadtime secrets key fingerprint v1\0");
+        hasher.update(key);
         Self {
             cipher: Aes256Gcm::new(key.into()),
+            fingerprint: hex::encode(hasher.finalize()),
         }
+    }
+
+    /// A one-way fingerprint of the key (SHA-256, domain-separated): stored in the database so a
+    /// host started with another key refuses to start instead of failing to open every secret.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// A box over a key written as base64 (32 bytes once decoded).
@@ -242,6 +254,8 @@ mod tests {
         let again = SecretBox::from_key_file(&path).unwrap();
         assert_eq!(again.open("c", "n", &sealed).unwrap(), secret("v"));
         assert_eq!(format!("{again:?}"), "SecretBox(<key redacted>)");
+        assert_eq!(again.fingerprint(), first.fingerprint());
+        assert_ne!(SecretBox::from_key(&[1; 32]).fingerprint(), first.fingerprint());
         assert_eq!(format!("{:?}", secret("v")), "SecretValue(<redacted>)");
     }
 }

@@ -440,3 +440,42 @@ async fn webhook_secrets_stored_in_plaintext_are_sealed_at_start_and_still_sign(
     wrapper.next_run().await;
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_refuses_to_start_with_another_secrets_key_than_its_secrets_were_sealed_with() {
+    let mut host = TestHost::start().await;
+    let admin_token = host.bootstrap("Acme").await.admin_token;
+    let admin = host.api(&admin_token);
+    admin.create_bot("Claw", "claw", "http://127.0.0.1:9/x").await;
+    let key_file = host.config().secrets_key_file.clone();
+    let key = std::fs::read_to_string(&key_file).unwrap();
+
+    // Another key: refused, naming both fingerprints' prefixes.
+    let other = leadtime_host::secrets::SecretValue::new("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into());
+    let error = host
+        .try_restart(|config| config.secrets_key = Some(other))
+        .await
+        .expect_err("a wrong key is refused");
+    assert!(
+        format!("{error:#}").contains("is not the one this database's secrets were sealed with"),
+        "{error:#}"
+    );
+
+    // The key file lost: refused rather than replaced by a new key.
+    std::fs::remove_file(&key_file).unwrap();
+    let error = host
+        .try_restart(|config| config.secrets_key = None)
+        .await
+        .expect_err("a lost key file is not replaced");
+    assert!(format!("{error:#}").contains("is missing"), "{error:#}");
+    assert!(!key_file.exists(), "no new key was written");
+
+    // The right key, given in the environment's place, works.
+    let right = leadtime_host::secrets::SecretValue::new(key.trim().to_owned());
+    host.try_restart(|config| config.secrets_key = Some(right))
+        .await
+        .expect("the right key starts the host");
+    let (status, _) = host.api(&admin_token).get("/bots").await;
+    assert_eq!(status, StatusCode::OK);
+    host.stop().await;
+}

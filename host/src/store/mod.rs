@@ -14,6 +14,7 @@ pub mod connection_types;
 pub mod connections;
 pub mod deliveries;
 pub mod endpoints;
+pub mod host_keys;
 pub mod jobs;
 pub mod kv;
 pub mod sessions;

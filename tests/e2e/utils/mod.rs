@@ -197,21 +197,32 @@ impl TestHost {
     /// Stops the host gracefully and starts a new one on the same database, data directory, clock
     /// and (when it is still free) port. Plugins loaded by hand must be loaded again.
     pub async fn restart(&mut self) {
+        self.try_restart(|_| {}).await.expect("host restarts");
+    }
+
+    /// Like [`TestHost::restart`], after `configure` changed the configuration; returns why the
+    /// new host did not start, if it did not (the test host is then stopped).
+    pub async fn try_restart(&mut self, configure: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
         let old: std::net::SocketAddr = self.base_url.trim_start_matches("http://").parse().expect("addr");
         if let Some(host) = self.host.take() {
             host.shutdown().await;
         }
+        configure(&mut self.config);
         let listener = match tokio::net::TcpListener::bind(old).await {
             Ok(listener) => listener,
             Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         };
         let addr = listener.local_addr().expect("addr");
         self.config.public_url = format!("http://{addr}");
-        let host = leadtime_host::start_with_clock(self.config.clone(), listener, self.clock.clone())
-            .await
-            .expect("host restarts");
+        let host = leadtime_host::start_with_clock(self.config.clone(), listener, self.clock.clone()).await?;
         self.host = Some(host);
         self.base_url = format!("http://{addr}");
+        Ok(())
+    }
+
+    /// The configuration the host runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Stops the host and waits for its workers.
