@@ -83,6 +83,9 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         s if s & 0xffc0 == 0xfec0 => "site-local (fec0::/10)",
         s if s & 0xff00 == 0xff00 => "multicast",
         0x2001 if segments[1] == 0x0db8 => "documentation (2001:db8::/32)",
+        0x2001 if segments[1] == 0 => "Teredo (2001::/32)",
+        0x0064 if segments[1] == 0xff9b && segments[2] == 1 => "local-use NAT64 (64:ff9b:1::/48)",
+        0x0100 if segments[1..4] == [0, 0, 0] => "discard-only (100::/64)",
         _ => return None,
     })
 }
@@ -234,6 +237,9 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
             "::127.0.0.1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "64:ff9b:1::a00:1",
+            "100::1",
         ] {
             assert!(refused(ip), "{ip} must be refused");
         }

@@ -195,19 +195,27 @@ mod wasi_client {
             .body()
             .map_err(|()| HttpError::Invalid("body taken twice".into()))?;
         let pending = outgoing_handler::handle(outgoing, None).map_err(error_code)?;
-        {
-            let stream = body
-                .write()
-                .map_err(|()| HttpError::Invalid("body stream unavailable".into()))?;
-            for chunk in request.body.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|e| HttpError::Transport(format!("sending the body: {e:?}")))?;
+        let sent = (|| {
+            {
+                let stream = body
+                    .write()
+                    .map_err(|()| HttpError::Invalid("body stream unavailable".into()))?;
+                for chunk in request.body.chunks(4096) {
+                    stream
+                        .blocking_write_and_flush(chunk)
+                        .map_err(|e| HttpError::Transport(format!("sending the body: {e:?}")))?;
+                }
             }
-        }
-        OutgoingBody::finish(body, None).map_err(error_code)?;
-
+            OutgoingBody::finish(body, None).map_err(error_code)
+        })();
         pending.subscribe().block();
+        if let Err(error) = sent {
+            // The host may have refused the request before reading its body: its answer says why.
+            return Err(match pending.get() {
+                Some(Ok(Err(code))) => error_code(code),
+                _ => error,
+            });
+        }
         let response = pending
             .get()
             .ok_or_else(|| HttpError::Transport("no response".into()))?

@@ -249,7 +249,25 @@ async fn allowed_host_names_do_not_open_the_private_network() {
             "bystander",
             bot(&admin, "bystander", "well-behaved", &provider.base).await,
         ),
+        (
+            "cleartext",
+            bot(
+                &admin,
+                "cleartext",
+                "provider-call",
+                &provider.base.replace("127.0.0.1", "localhost"),
+            )
+            .await,
+        ),
     ];
+    let (status, _) = admin
+        .call(
+            Method::PUT,
+            &format!("/bots/{}/secrets/api-key", bots[3].1),
+            Some(&json!({"value": API_KEY})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let cards = run_sessions(&host, &admin, &bots).await;
     assert_failed_with(&cards, "loopback", "refused to connect to localhost: it resolves to");
     assert_failed_with(&cards, "loopback", "(loopback address)");
@@ -259,6 +277,12 @@ async fn allowed_host_names_do_not_open_the_private_network() {
         "refused to connect to 169.254.169.254 (link-local / cloud metadata address)",
     );
     assert_eq!(cards["bystander"]["status"], "done", "{}", cards["bystander"]);
+    // A secret is never sent in cleartext, even to a listed host.
+    assert_failed_with(
+        &cards,
+        "cleartext",
+        "header `authorization` refers to a secret, which is only sent over https",
+    );
     assert!(provider.all_requests().is_empty(), "nothing reached loopback");
     host.stop().await;
 }

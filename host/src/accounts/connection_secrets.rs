@@ -128,10 +128,10 @@ fn check_value(value: &str) -> Result<(), AppError> {
             format!("`value` is at most {MAX_SECRET_BYTES} bytes"),
         ));
     }
-    if value.chars().any(|c| c.is_control()) {
+    if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return Err(AppError::invalid(
             "value",
-            "`value` must be one line without control characters (it is sent in an HTTP header)",
+            "`value` must be one line of printable ASCII (it is sent in an HTTP header)",
         ));
     }
     Ok(())

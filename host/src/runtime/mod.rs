@@ -30,7 +30,7 @@ use wasmtime::{Engine, Store};
 
 use bindings::types::{FieldError, PluginError, SessionEvent, SessionRef, SessionStart};
 use bindings::{ConnectionPlugin, ConnectionPluginPre};
-pub use capabilities::http::HttpLimits;
+pub use capabilities::http::{HttpLimits, HttpProblems};
 use capabilities::http::{OutboundHooks, OutboundSetup};
 use capabilities::log::LogRate;
 pub use capabilities::{CallServices, CapabilityError};
@@ -352,6 +352,8 @@ impl PluginRuntime {
                 existing: existing.source.clone(),
             });
         }
+        // A new build of a file may have changed its id: the old id no longer comes from it.
+        plugins.retain(|id, existing| existing.source != plugin.source || *id == plugin.manifest.id);
         plugins.insert(plugin.manifest.id.clone(), plugin.clone());
         drop(plugins);
         self.versions
@@ -818,7 +820,7 @@ fn wasmtime_error(error: wasmtime::Error) -> anyhow::Error {
 
 /// The plugin's error, with what the host refused during the call (the plugin only hears an
 /// error code; people should read why).
-fn plugin_error(error: PluginError, http_problems: &[String]) -> CallError {
+fn plugin_error(error: PluginError, http_problems: &HttpProblems) -> CallError {
     match error {
         PluginError::InvalidConfig(errors) => CallError::InvalidConfig(errors.into_iter().map(Into::into).collect()),
         PluginError::Failed(message) => CallError::Plugin(with_problems(message, http_problems)),
@@ -826,14 +828,15 @@ fn plugin_error(error: PluginError, http_problems: &[String]) -> CallError {
     }
 }
 
-/// `message`, followed by the outbound requests the host refused or saw fail in the call.
-fn with_problems(message: String, http_problems: &[String]) -> String {
-    match http_problems {
-        [] => message,
-        [one] => format!("{message} (outbound request {one})"),
-        [first, .., last] => format!(
-            "{message} (outbound request {first}; {} more, the last: {last})",
-            http_problems.len() - 1
+/// `message`, followed by the first outbound request the host refused or saw fail in the call
+/// (and how many more there were).
+fn with_problems(message: String, http_problems: &HttpProblems) -> String {
+    match (http_problems.first.first(), http_problems.total) {
+        (None, _) => message,
+        (Some(first), 1) => format!("{message} (outbound request {first})"),
+        (Some(first), total) => format!(
+            "{message} (outbound request {first}; {} more refused or failed, see the host log)",
+            total - 1
         ),
     }
 }

@@ -9,7 +9,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::domain::ids::{ConnectionId, DeliveryId, JobId, SessionId, WorkspaceId};
 
-use super::capabilities::http::OutboundHooks;
+use super::capabilities::http::{HttpProblems, OutboundHooks};
 use super::capabilities::log::LogRate;
 use super::capabilities::{CallServices, CapabilityError};
 use super::{CallLimits, Manifest};
@@ -115,7 +115,7 @@ pub struct CallEffects {
     /// Ids of earlier timers the call canceled.
     pub canceled_timers: Vec<String>,
     /// Outbound requests the host refused or saw fail, each with its reason.
-    pub http_problems: Vec<String>,
+    pub http_problems: HttpProblems,
 }
 
 /// Counts of host calls still allowed in this call.
@@ -126,6 +126,7 @@ pub(crate) struct Budget {
     pub log_lines: u32,
     pub kv_operations: u32,
     pub timers: u32,
+    pub timer_cancels: u32,
 }
 
 /// Caps linear memory and tables, and remembers whether the cap was hit so the failure can say so.
@@ -199,6 +200,7 @@ impl PluginState {
                 log_lines: limits.log_lines,
                 kv_operations: limits.kv_operations,
                 timers: limits.timers,
+                timer_cancels: limits.timers,
             },
             effects: CallEffects::default(),
             log_rate,
@@ -229,7 +231,7 @@ impl PluginState {
     }
 
     /// Why outbound requests of this call were refused or failed.
-    pub(crate) fn http_problems(&self) -> Vec<String> {
+    pub(crate) fn http_problems(&self) -> HttpProblems {
         self.http_hooks.problems()
     }
 

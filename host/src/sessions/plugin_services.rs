@@ -130,7 +130,7 @@ impl CallServices for PluginServices {
 
     async fn pending_timers(&self, session: &SessionId) -> Result<u64, CapabilityError> {
         let mut conn = self.app.db.read().await.map_err(unavailable)?;
-        let count = store::jobs::count_for_session(&mut conn, super::TIMER_JOB, session)
+        let count = store::jobs::count_waiting(&mut conn, super::TIMER_JOB, session, self.app.clock.now())
             .await
             .map_err(unavailable)?;
         Ok(count.max(0) as u64)

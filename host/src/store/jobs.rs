@@ -81,15 +81,22 @@ pub async fn delete_pending(
     Ok(done.rows_affected() > 0)
 }
 
-/// Jobs of `kind` pending for `session`.
-pub async fn count_for_session(conn: &mut Conn, kind: &str, session: &SessionId) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE kind = $1 AND session_id = $2")
-            .bind(kind)
-            .bind(session.as_str())
-            .fetch_one(conn)
-            .await?,
+/// Jobs of `kind` waiting for `session` (not counting one a worker runs now, such as the timer
+/// firing in the current call).
+pub async fn count_waiting(
+    conn: &mut Conn,
+    kind: &str,
+    session: &SessionId,
+    now: Timestamp,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND session_id = $2 AND (locked_until IS NULL OR locked_until <= $3)",
     )
+    .bind(kind)
+    .bind(session.as_str())
+    .bind(now.millis())
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Leases up to `limit` due jobs until `now + lease_ms` and returns them.
@@ -104,10 +111,19 @@ pub async fn claim_due(
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
+    // One job per session at a time, in order: a session's start, events and timers never run
+    // side by side (e.g. a cancel waits for the start it cancels).
     Ok(sqlx::query_as(&format!(
         "UPDATE jobs SET locked_until = $1, attempts = attempts + 1 WHERE id IN (\
-            SELECT id FROM jobs WHERE run_at <= $2 AND (locked_until IS NULL OR locked_until <= $2) \
-            ORDER BY run_at, id LIMIT $3 {skip_locked}) \
+            SELECT id FROM jobs WHERE id IN (\
+                SELECT id FROM (\
+                    SELECT j.id, j.run_at, ROW_NUMBER() OVER (\
+                        PARTITION BY COALESCE(j.session_id, j.id) ORDER BY j.run_at, j.id) AS place \
+                    FROM jobs j \
+                    WHERE j.run_at <= $2 AND (j.locked_until IS NULL OR j.locked_until <= $2) \
+                    AND NOT EXISTS (SELECT 1 FROM jobs busy \
+                        WHERE busy.session_id = j.session_id AND busy.locked_until > $2)) ranked \
+                WHERE place = 1 ORDER BY run_at, id LIMIT $3) {skip_locked}) \
          RETURNING id, kind, session_id, payload, attempts"
     ))
     .bind(now.plus_millis(lease_ms).millis())

@@ -27,8 +27,17 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 
 use crate::domain::ids::ConnectionId;
 use crate::outbound::{OutboundPolicy, forbidden_in};
+use crate::secrets::SecretValue;
 
 use super::{CallServices, CapabilityError};
+
+/// Problems kept (and logged) per call; past it they are only counted, so a plugin looping on
+/// refused requests cannot grow the host's memory or logs.
+const KEPT_PROBLEMS: usize = 8;
+/// Secret references one request may hold.
+const MAX_SECRET_REFERENCES: usize = 8;
+/// Longest URL shown in a problem.
+const SHOWN_URL_CHARS: usize = 200;
 
 /// The prefix of a secret reference in a header value: `{{secret:NAME}}`.
 const SECRET_OPEN: &str = "{{secret:";
@@ -43,6 +52,9 @@ pub struct HttpLimits {
     pub request_body_bytes: usize,
     /// Largest response body, in bytes.
     pub response_body_bytes: usize,
+    /// Response bytes one call may receive in all (responses wait in host memory until the
+    /// plugin reads them).
+    pub call_response_bytes: usize,
     /// Time to the response's headers, unless the plugin asks for less.
     pub first_byte_timeout: Duration,
     /// Time one request may take in all, body included.
@@ -55,6 +67,7 @@ impl Default for HttpLimits {
             requests: 32,
             request_body_bytes: 1 << 20,
             response_body_bytes: 4 << 20,
+            call_response_bytes: 16 << 20,
             first_byte_timeout: Duration::from_secs(15),
             total_timeout: Duration::from_secs(20),
         }
@@ -76,7 +89,27 @@ struct Outbound {
     policy: OutboundPolicy,
     limits: HttpLimits,
     services: Arc<dyn CallServices>,
-    problems: Mutex<Vec<String>>,
+    problems: Mutex<Problems>,
+    /// Response bytes received so far in this call.
+    received: std::sync::atomic::AtomicUsize,
+    /// Secret values already opened in this call, by name (one database read each).
+    opened: tokio::sync::Mutex<std::collections::HashMap<String, SecretValue>>,
+}
+
+/// Why a call's outbound requests were refused or failed, as the host reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpProblems {
+    /// The first few, in order.
+    pub first: Vec<String>,
+    /// How many there were in all.
+    pub total: usize,
+}
+
+/// The first few problems of a call, and how many there were.
+#[derive(Default)]
+struct Problems {
+    kept: Vec<String>,
+    total: usize,
 }
 
 /// What the manifest, the workspace and the call allow.
@@ -115,18 +148,21 @@ impl OutboundHooks {
                 policy: setup.policy,
                 limits: setup.limits.clone(),
                 services,
-                problems: Mutex::new(Vec::new()),
+                problems: Mutex::new(Problems::default()),
+                received: std::sync::atomic::AtomicUsize::new(0),
+                opened: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
 
-    /// Why requests of this call were refused or failed, in order.
-    pub(crate) fn problems(&self) -> Vec<String> {
-        self.shared
-            .problems
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+    /// Why requests of this call were refused or failed: the first few, in order, and how many
+    /// there were in all.
+    pub(crate) fn problems(&self) -> HttpProblems {
+        let problems = self.shared.problems.lock().unwrap_or_else(|p| p.into_inner());
+        HttpProblems {
+            first: problems.kept.clone(),
+            total: problems.total,
+        }
     }
 }
 
@@ -165,7 +201,7 @@ impl WasiHttpHooks for OutboundHooks {
             Ok(())
         };
         Box::new(async move {
-            let target = format!("{} {}", request.method(), redact_query(request.uri()));
+            let target = format!("{} {}", request.method(), shown_url(request.uri()));
             let outcome = match budget {
                 Ok(()) => shared.send(request, options).await,
                 Err(refusal) => Err(refusal),
@@ -176,10 +212,12 @@ impl WasiHttpHooks for OutboundHooks {
                     Box::new(async { Ok(()) }) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
                 )),
                 Err(refusal) => {
-                    let message = format!("{target}: {}", refusal.reason);
-                    tracing::warn!(target: "plugin", plugin = %shared.plugin_id, "outbound request refused or failed: {message}");
-                    if let Ok(mut problems) = shared.problems.lock() {
-                        problems.push(message);
+                    let mut problems = shared.problems.lock().unwrap_or_else(|p| p.into_inner());
+                    problems.total += 1;
+                    if problems.kept.len() < KEPT_PROBLEMS {
+                        let message = format!("{target}: {}", refusal.reason);
+                        tracing::warn!(target: "plugin", plugin = %shared.plugin_id, "outbound request refused or failed: {message}");
+                        problems.kept.push(message);
                     }
                     Err(refusal.code)
                 }
@@ -250,9 +288,27 @@ impl Outbound {
         }
 
         let mut headers = reqwest::header::HeaderMap::new();
+        let mut references = 0;
         for (name, value) in &parts.headers {
             let value = match value.to_str() {
-                Ok(text) if text.contains(SECRET_OPEN) => self.with_secrets(grant, name.as_str(), text).await?,
+                Ok(text) if text.contains(SECRET_OPEN) => {
+                    // A secret never travels in cleartext (loopback fakes in development aside).
+                    if url.scheme() != "https" && !self.policy.allow_private_targets {
+                        return Err(Refusal::denied(format!(
+                            "header `{name}` refers to a secret, which is only sent over https"
+                        )));
+                    }
+                    references += secret_references(text)
+                        .iter()
+                        .filter(|p| matches!(p, Piece::Secret(_)))
+                        .count();
+                    if references > MAX_SECRET_REFERENCES {
+                        return Err(Refusal::denied(format!(
+                            "a request may refer to at most {MAX_SECRET_REFERENCES} secrets"
+                        )));
+                    }
+                    self.with_secrets(grant, name.as_str(), text).await?
+                }
                 _ => value.clone(),
             };
             headers.append(name.clone(), value);
@@ -309,6 +365,19 @@ impl Outbound {
                     ),
                 ));
             }
+            let call_total = self
+                .received
+                .fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed)
+                + chunk.len();
+            if call_total > self.limits.call_response_bytes {
+                return Err(Refusal::new(
+                    HttpError::HttpResponseBodySize(None),
+                    format!(
+                        "the call's responses add up to more than the {} MiB limit",
+                        self.limits.call_response_bytes >> 20
+                    ),
+                ));
+            }
             received.extend_from_slice(&chunk);
         }
         let body = Full::new(Bytes::from(received))
@@ -337,18 +406,24 @@ impl Outbound {
                             "header `{header}` refers to secret `{name}`, which the plugin's manifest does not declare"
                         )));
                     }
-                    let value = self
-                        .services
-                        .connection_secret(&grant.connection, name)
-                        .await
-                        .map_err(|e| Refusal::new(HttpError::InternalError(None), e.to_string()))?
-                        .ok_or_else(|| {
-                            Refusal::denied(format!(
-                                "header `{header}` refers to secret `{name}`, which is not set on this connection; \
-                                 a workspace admin sets it with PUT /api/public/bots/{{id}}/secrets/{name}"
-                            ))
-                        })?;
-                    out.push_str(value.expose());
+                    let mut opened = self.opened.lock().await;
+                    if !opened.contains_key(name) {
+                        let value = self
+                            .services
+                            .connection_secret(&grant.connection, name)
+                            .await
+                            .map_err(|e| Refusal::new(HttpError::InternalError(None), e.to_string()))?
+                            .ok_or_else(|| {
+                                Refusal::denied(format!(
+                                    "header `{header}` refers to secret `{name}`, which is not set on this connection; \
+                                     a workspace admin sets it with PUT /api/public/bots/{{id}}/secrets/{name}"
+                                ))
+                            })?;
+                        opened.insert(name.to_owned(), value);
+                    }
+                    if let Some(value) = opened.get(name) {
+                        out.push_str(value.expose());
+                    }
                 }
             }
         }
@@ -425,17 +500,22 @@ pub fn within(patterns: &[String], pattern: &str) -> bool {
     }
 }
 
-/// The URI without its query (which may carry tokens), for messages and logs.
-fn redact_query(uri: &http::Uri) -> String {
+/// The URI as messages and logs show it: no user info or query (either may carry credentials),
+/// and not too long.
+fn shown_url(uri: &http::Uri) -> String {
     let mut text = String::new();
     if let Some(scheme) = uri.scheme_str() {
         text.push_str(scheme);
         text.push_str("://");
     }
     if let Some(authority) = uri.authority() {
-        text.push_str(authority.as_str());
+        let host_and_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+        text.push_str(host_and_port);
     }
     text.push_str(uri.path());
+    if text.chars().count() > SHOWN_URL_CHARS {
+        text = text.chars().take(SHOWN_URL_CHARS).collect::<String>() + "…";
+    }
     text
 }
 

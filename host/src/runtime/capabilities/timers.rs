@@ -9,6 +9,13 @@ use crate::runtime::state::{PluginState, QueuedTimer};
 
 use super::{CapabilityError, spend};
 
+/// Whether `id` looks like an id `schedule` returns (`job_` and a ULID).
+fn is_timer_id(id: &str) -> bool {
+    id.strip_prefix(JobId::PREFIX)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|ulid| ulid.len() == 26 && ulid.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// Shortest and longest delay a plugin may ask for.
 const MIN_DELAY_MS: u64 = 1_000;
 const MAX_DELAY_MS: u64 = 7 * 24 * 3_600 * 1_000;
@@ -62,11 +69,30 @@ impl PluginState {
     fn cancel_timer(&mut self, timer_id: String) -> Result<(), CapabilityError> {
         self.require("timers")?;
         self.session()?;
+        let limit = self.limits.timers;
+        spend(&mut self.budget.timer_cancels, "timer cancels", limit)?;
+        if !is_timer_id(&timer_id) {
+            // Not an id `schedule` ever returned, so no timer to cancel.
+            return Ok(());
+        }
         let before = self.effects.timers.len();
         self.effects.timers.retain(|t| t.id.as_str() != timer_id);
         if self.effects.timers.len() == before && !self.effects.canceled_timers.contains(&timer_id) {
             self.effects.canceled_timers.push(timer_id);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ids_schedule_returns_can_be_canceled() {
+        assert!(is_timer_id(JobId::generate().as_str()));
+        assert!(!is_timer_id("job_"));
+        assert!(!is_timer_id("ses_01hzz0000000000000000000000"));
+        assert!(!is_timer_id(&format!("job_{}", "x".repeat(10_000))));
     }
 }
