@@ -177,13 +177,11 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
             "connection type `{}` is not installed on this host",
             session.connection_type
         );
-        return finish_failed(app, job, &session, reason).await.map(|()| None);
+        return finish_failed(app, job, &session, reason, None).await.map(|()| None);
     };
-    if session.plugin_sha256.as_deref() != Some(plugin.wasm_sha256.as_str()) {
-        let mut tx = app.db.begin().await?;
-        store::sessions::set_plugin(&mut tx, &session.id, &plugin.wasm_sha256).await?;
-        tx.commit().await?;
-    }
+    // The session is pinned to this version with the start's outcome (no transaction of its own).
+    let pin =
+        (session.plugin_sha256.as_deref() != Some(plugin.wasm_sha256.as_str())).then_some(plugin.wasm_sha256.as_str());
     let ran_on = Some(plugin.wasm_sha256.clone());
     let context = CallContext::for_session(
         &plugin.manifest,
@@ -194,8 +192,14 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
     .with_workspace_outbound_hosts(workspace_hosts);
     let services = Arc::new(PluginServices::new(app.clone()));
     match app.runtime.start_session(&plugin, context, services, start).await {
-        Ok(effects) => commit_effects(app, job, &session, effects).await?,
+        Ok(effects) => commit_effects(app, job, &session, effects, pin).await?,
         Err(CallError::Transient(message)) => {
+            if let Some(sha) = pin {
+                // A retried start stays on this version.
+                let mut tx = app.db.begin().await?;
+                store::sessions::set_plugin(&mut tx, &session.id, sha).await?;
+                tx.commit().await?;
+            }
             let reason = format!("{} could not start the session", plugin.label());
             retry_or_fail(app, job, &message, &reason).await?;
         }
@@ -207,7 +211,7 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
                 _ => format!("The session could not start: {error}"),
             };
             tracing::warn!(session = %session.id, plugin = %plugin.manifest.id, %reason, "session start failed");
-            finish_failed(app, job, &session, reason).await?;
+            finish_failed(app, job, &session, reason, pin).await?;
         }
     }
     Ok(ran_on)
@@ -280,7 +284,7 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
         .on_event(&plugin, context, services, session_ref, event)
         .await
     {
-        Ok(effects) => commit_effects(app, job, &session, effects).await?,
+        Ok(effects) => commit_effects(app, job, &session, effects, None).await?,
         Err(CallError::Transient(message)) => {
             retry_or_fail(
                 app,
@@ -295,7 +299,7 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
             if session.status.is_terminal() {
                 complete(app, job).await?;
             } else {
-                finish_failed(app, job, &session, format!("The session failed: {error}")).await?;
+                finish_failed(app, job, &session, format!("The session failed: {error}"), None).await?;
             }
         }
     }
@@ -303,9 +307,18 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
 }
 
 /// Commits what a successful start queued, together with the job's completion.
-async fn commit_effects(app: &App, job: &Job, session: &Session, effects: CallEffects) -> anyhow::Result<()> {
+async fn commit_effects(
+    app: &App,
+    job: &Job,
+    session: &Session,
+    effects: CallEffects,
+    pin: Option<&str>,
+) -> anyhow::Result<()> {
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
+    if let Some(sha) = pin {
+        store::sessions::set_plugin(&mut tx, &session.id, sha).await?;
+    }
     let queued = !effects.webhooks.is_empty();
     let timers = !effects.timers.is_empty();
     for timer in effects.timers {
@@ -345,8 +358,17 @@ async fn commit_effects(app: &App, job: &Job, session: &Session, effects: CallEf
     Ok(())
 }
 
-async fn finish_failed(app: &App, job: &Job, session: &Session, reason: String) -> anyhow::Result<()> {
+async fn finish_failed(
+    app: &App,
+    job: &Job,
+    session: &Session,
+    reason: String,
+    pin: Option<&str>,
+) -> anyhow::Result<()> {
     let mut tx = app.db.begin().await?;
+    if let Some(sha) = pin {
+        store::sessions::set_plugin(&mut tx, &session.id, sha).await?;
+    }
     fail(&mut tx, &session.id, reason, app.clock.now()).await?;
     store::jobs::complete(&mut tx, &job.id).await?;
     tx.commit().await?;

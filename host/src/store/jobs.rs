@@ -112,23 +112,27 @@ pub async fn claim_due(
         Backend::Sqlite => "",
     };
     // One job per session at a time, in order: a session's start, events and timers never run
-    // side by side (e.g. a cancel waits for the start it cancels).
+    // side by side (e.g. a cancel waits for the start it cancels). Candidates are the earliest
+    // due jobs (a bounded window, so a large backlog costs the same as a small one).
     Ok(sqlx::query_as(&format!(
-        "UPDATE jobs SET locked_until = $1, attempts = attempts + 1 WHERE id IN (\
+        "WITH due AS (\
+            SELECT id, session_id, run_at FROM jobs \
+            WHERE run_at <= $2 AND (locked_until IS NULL OR locked_until <= $2) \
+            ORDER BY run_at, id LIMIT $4), \
+         ranked AS (\
+            SELECT due.id, due.run_at, ROW_NUMBER() OVER (\
+                PARTITION BY COALESCE(due.session_id, due.id) ORDER BY due.run_at, due.id) AS place \
+            FROM due WHERE NOT EXISTS (\
+                SELECT 1 FROM jobs busy WHERE busy.session_id = due.session_id AND busy.locked_until > $2)) \
+         UPDATE jobs SET locked_until = $1, attempts = attempts + 1 WHERE id IN (\
             SELECT id FROM jobs WHERE id IN (\
-                SELECT id FROM (\
-                    SELECT j.id, j.run_at, ROW_NUMBER() OVER (\
-                        PARTITION BY COALESCE(j.session_id, j.id) ORDER BY j.run_at, j.id) AS place \
-                    FROM jobs j \
-                    WHERE j.run_at <= $2 AND (j.locked_until IS NULL OR j.locked_until <= $2) \
-                    AND NOT EXISTS (SELECT 1 FROM jobs busy \
-                        WHERE busy.session_id = j.session_id AND busy.locked_until > $2)) ranked \
-                WHERE place = 1 ORDER BY run_at, id LIMIT $3) {skip_locked}) \
+                SELECT id FROM ranked WHERE place = 1 ORDER BY run_at, id LIMIT $3) {skip_locked}) \
          RETURNING id, kind, session_id, payload, attempts"
     ))
     .bind(now.plus_millis(lease_ms).millis())
     .bind(now.millis())
     .bind(limit)
+    .bind(limit.saturating_mul(8).max(256))
     .fetch_all(conn)
     .await?)
 }
