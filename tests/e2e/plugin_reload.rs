@@ -107,6 +107,13 @@ async fn plugins_load_and_reload_from_the_directory_without_a_restart() {
     assert_eq!(types["pluginProblems"][0]["file"], "broken.wasm", "{types}");
     let problem = types["pluginProblems"][0]["message"].as_str().unwrap();
     assert!(problem.contains("not a valid WebAssembly component"), "{problem}");
+    install(&dir, "notes.wasm", b"not wasm at all");
+    events
+        .wait_for("notes.wasm to be rejected", |e| {
+            matches!(e, HostEvent::PluginRejected { source, message } if source == "file:notes.wasm"
+                && message.contains("not a WebAssembly file (it does not start with `\\0asm`)"))
+        })
+        .await;
 
     // A new file loads; its connection type is off until an admin enables it.
     install(&dir, "hostile.wasm", HOSTILE_PLUGIN);
@@ -157,6 +164,7 @@ async fn plugins_load_and_reload_from_the_directory_without_a_restart() {
     // Removing the files: no new sessions of the type; the problem report goes with the file.
     std::fs::remove_file(dir.join("hostile.wasm")).unwrap();
     std::fs::remove_file(dir.join("broken.wasm")).unwrap();
+    std::fs::remove_file(dir.join("notes.wasm")).unwrap();
     events
         .wait_for(
             "hostile.wasm to be removed",

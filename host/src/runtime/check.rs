@@ -5,24 +5,12 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-use super::{CallLimits, LoadError, PluginRuntime, SUPPORTED_WIT_VERSIONS};
-
-const WASM_MAGIC: &[u8] = b"\0asm";
+use super::{CallLimits, LoadError, PluginRuntime, SUPPORTED_WIT_VERSIONS, not_a_component};
 
 /// Checks `wasm` (named `source` in messages). `Ok` holds the report, `Err` the explanation.
 pub async fn check_plugin(source: &str, wasm: &[u8]) -> Result<String, String> {
-    if !wasm.starts_with(WASM_MAGIC) {
-        return Err(format!(
-            "{source}: not a WebAssembly file (it does not start with `\\0asm`)."
-        ));
-    }
-    // Byte 6 is the layer: 0 for a core module, 1 for a component.
-    if wasm.get(6) == Some(&0) {
-        return Err(format!(
-            "{source}: this is a core WebAssembly module, not a component. Build the plugin with \
-             `cargo build --target wasm32-wasip2` (leadtime-plugin-sdk does the rest), or wrap a core \
-             module with `wasm-tools component new`."
-        ));
+    if let Some(reason) = not_a_component(wasm) {
+        return Err(format!("{source}: {reason}."));
     }
     let runtime = PluginRuntime::new(CallLimits::default(), Default::default(), None)
         .map_err(|e| format!("{source}: the host failed to start its engine: {e:#}"))?;

@@ -339,6 +339,12 @@ impl PluginRuntime {
     /// Compiles (or loads from cache), checks and registers a plugin. The plugin's `manifest()`
     /// gives its connection-type id.
     pub async fn load(&self, source: &str, wasm: &[u8]) -> Result<Arc<LoadedPlugin>, LoadError> {
+        if let Some(message) = not_a_component(wasm) {
+            return Err(LoadError::Compile {
+                origin: source.to_owned(),
+                message: message.to_owned(),
+            });
+        }
         let sha = hex::encode(Sha256::digest(wasm));
         let component = self.compile(source, wasm, &sha).await?;
         let plugin = self.prepare(source, sha, component).await?;
@@ -794,6 +800,23 @@ fn check_manifest(raw: bindings::types::PluginManifest, wit_version: String) -> 
         capabilities: raw.capabilities,
         wit_version,
     })
+}
+
+/// Why `wasm` is plainly not a component, in words a plugin author can act on (wasmtime's own
+/// parse errors cover the rest).
+pub fn not_a_component(wasm: &[u8]) -> Option<&'static str> {
+    if !wasm.starts_with(b"\0asm") {
+        return Some("not a WebAssembly file (it does not start with `\\0asm`)");
+    }
+    // Byte 6 is the layer: 0 for a core module, 1 for a component.
+    if wasm.get(6) == Some(&0) {
+        return Some(
+            "a core WebAssembly module, not a component: build the plugin with \
+             `cargo build --target wasm32-wasip2` (leadtime-plugin-sdk does the rest), or wrap a core \
+             module with `wasm-tools component new`",
+        );
+    }
+    None
 }
 
 /// A manifest `outbound-hosts` entry: a host name, an IP address, or `*.` and a host name.
