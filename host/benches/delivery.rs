@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use axum::extract::Path;
 use axum::http::StatusCode;
-use leadtime_host::accounts::{self, Bootstrap};
 use leadtime_host::app::HostEvent;
 use leadtime_host::domain::ids::DeliveryId;
 use leadtime_host::store::deliveries::Delivery;
-use leadtime_host::{Config, RunningHost, store};
+use leadtime_host::{RunningHost, store};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -100,31 +99,17 @@ struct Bench {
 
 async fn start_host() -> Result<Bench> {
     let dir = tempfile::tempdir()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let public = format!("http://{}", listener.local_addr()?);
     let db = common::BenchDb::create(dir.path(), "delivery").await?;
-    let mut config = Config::new(dir.path().join("data"), Some(db.url.clone()), public.clone());
-    config.outbound.allow_private_targets = true;
-    config.rate_limit_per_minute = 0;
-    config.delivery.max_in_flight = CONCURRENCY;
-    let host = leadtime_host::start(config, listener).await?;
-    let workspace = accounts::bootstrap(
-        &host.app,
-        Bootstrap {
-            workspace_name: "Bench".into(),
-            admin_name: "Bench".into(),
-            admin_handle: "bench".into(),
-            admin_email: None,
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (host, base, admin) = common::start_host(&dir.path().join("data"), &db.url, |config| {
+        config.delivery.max_in_flight = CONCURRENCY;
+    })
+    .await?;
     Ok(Bench {
         host,
         db,
         _dir: dir,
-        admin: workspace.admin_token,
-        base: format!("{public}/api/public"),
+        admin,
+        base,
     })
 }
 

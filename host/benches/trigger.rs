@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use axum::extract::State;
 use axum::http::StatusCode;
-use leadtime_host::accounts::{self, Bootstrap};
+use leadtime_host::RunningHost;
 use leadtime_host::app::HostEvent;
 use leadtime_host::store::Db;
-use leadtime_host::{Config, RunningHost};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -161,30 +160,13 @@ struct Bench {
 }
 
 impl Bench {
-    async fn start(database_url: Option<String>, dir: &std::path::Path) -> Result<Bench> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let public = format!("http://{}", listener.local_addr()?);
-        let mut config = Config::new(dir.join("data"), database_url, public.clone());
-        config.outbound.allow_private_targets = true;
-        config.rate_limit_per_minute = 0;
-        let host = leadtime_host::start(config, listener).await?;
-        let workspace = accounts::bootstrap(
-            &host.app,
-            Bootstrap {
-                workspace_name: "Bench".into(),
-                admin_name: "Bench".into(),
-                admin_handle: "bench".into(),
-                admin_email: None,
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    async fn start(database_url: &str, dir: &std::path::Path) -> Result<Bench> {
+        let (host, base, admin) = common::start_host(&dir.join("data"), database_url, |_| {}).await?;
         let client = reqwest::Client::builder().no_proxy().build()?;
-        let base = format!("{public}/api/public");
         let hook = receiver().await?;
         let created: Value = client
             .post(format!("{base}/bots"))
-            .bearer_auth(&workspace.admin_token)
+            .bearer_auth(&admin)
             .json(&json!({"name": "Bench bot", "handle": "benchbot", "connection": {"type": "self-hosted", "config": {"webhookUrl": hook}}}))
             .send()
             .await?
@@ -195,7 +177,7 @@ impl Bench {
             host,
             client,
             base,
-            admin: workspace.admin_token,
+            admin,
             bot,
         })
     }
@@ -362,7 +344,7 @@ async fn run() -> Result<()> {
     baseline_db.drop_database().await?;
 
     let host_db = common::BenchDb::create(dir.path(), "trigger").await?;
-    let bench = Bench::start(Some(host_db.url.clone()), dir.path()).await?;
+    let bench = Bench::start(&host_db.url, dir.path()).await?;
     let tasks = bench.tasks(TRIGGERS + LATENCY_REQUESTS).await?;
     let (throughput_tasks, latency_tasks) = tasks.split_at(TRIGGERS);
     let rate = bench.throughput(throughput_tasks.to_vec()).await?;

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use leadtime_host::app::HostEvent;
 
-use crate::utils::{Api, HOSTILE_PLUGIN, Reply, TestHost};
+use crate::utils::{Api, Reply, TestHost};
 
 static UNIQUE: AtomicUsize = AtomicUsize::new(0);
 
@@ -248,16 +248,8 @@ async fn every_route_enforces_its_policy() {
     let host = TestHost::start().await;
     let c = callers(&host).await;
     // Connection secrets need a connection type that declares one: the hostile fixture does.
-    host.app()
-        .runtime
-        .load("test:hostile", HOSTILE_PLUGIN)
-        .await
-        .expect("the hostile fixture loads");
-    let (status, body) = c
-        .admin
-        .patch("/connection-types/hostile", json!({"enabled": true}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    host.load_hostile_plugin().await;
+    c.admin.enable_connection_type("hostile").await;
     let (_, document) = c.anonymous.get("/docs/json").await;
     let gone = gone_receiver().await;
 

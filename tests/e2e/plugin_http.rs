@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::utils::provider::FakeProvider;
-use crate::utils::{Api, HOSTILE_PLUGIN, TestHost};
+use crate::utils::{Api, TestHost};
 
 const API_KEY: &str = "sk-test-4f9a2c71e0b84d36a5c1";
 
@@ -25,14 +25,9 @@ async fn host_with_hostile(allow_private_targets: bool) -> (TestHost, Api) {
         None,
     )
     .await;
-    host.app()
-        .runtime
-        .load("test:hostile", HOSTILE_PLUGIN)
-        .await
-        .expect("the hostile fixture loads");
+    host.load_hostile_plugin().await;
     let admin = host.api(&host.bootstrap("Acme").await.admin_token);
-    let (status, body) = admin.patch("/connection-types/hostile", json!({"enabled": true})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    admin.enable_connection_type("hostile").await;
     (host, admin)
 }
 

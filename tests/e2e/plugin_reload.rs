@@ -57,6 +57,28 @@ async fn loaded(events: &mut Events, source: &str) -> String {
     }
 }
 
+/// A bot of the hostile type whose sessions wait for a timer (a minute) before finishing.
+async fn poller(admin: &Api) -> String {
+    let (status, body) = admin
+        .post(
+            "/bots",
+            json!({"name": "Poller", "handle": "poller", "connection": {"type": "hostile", "config": {"behavior": "timer"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["bot"]["id"].as_str().unwrap().to_owned()
+}
+
+/// Replaces `hostile.wasm` with the same code in other bytes; returns the new version's SHA-256.
+async fn install_v2(dir: &Path, events: &mut Events) -> String {
+    install(
+        dir,
+        "hostile.wasm",
+        &with_custom_section(HOSTILE_PLUGIN, "build", b"v2"),
+    );
+    loaded(events, "file:hostile.wasm").await
+}
+
 /// Assigns a new task to `bot`; returns the session id.
 async fn assign(admin: &Api, bot: &str, title: &str) -> String {
     let task = admin.create_task(title).await;
@@ -127,27 +149,15 @@ async fn plugins_load_and_reload_from_the_directory_without_a_restart() {
         .expect("the new type is listed");
     assert_eq!(hostile["enabled"], false);
     assert_eq!(hostile["builtin"], false);
-    let (status, _) = admin.patch("/connection-types/hostile", json!({"enabled": true})).await;
-    assert_eq!(status, StatusCode::OK);
-    let (_, body) = admin
-        .post(
-            "/bots",
-            json!({"name": "Poller", "handle": "poller", "connection": {"type": "hostile", "config": {"behavior": "timer"}}}),
-        )
-        .await;
-    let bot = body["bot"]["id"].as_str().unwrap().to_owned();
+    admin.enable_connection_type("hostile").await;
+    let bot = poller(&admin).await;
 
     // A session starts on v1 and waits for its timer.
     let first = assign(&admin, &bot, "first").await;
     assert_eq!(ran_on(&mut events, "start_session", &first).await, Some(v1.clone()));
 
     // The file changes: new sessions start on v2, the running one stays on v1.
-    install(
-        &dir,
-        "hostile.wasm",
-        &with_custom_section(HOSTILE_PLUGIN, "build", b"v2"),
-    );
-    let v2 = loaded(&mut events, "file:hostile.wasm").await;
+    let v2 = install_v2(&dir, &mut events).await;
     assert_ne!(v1, v2);
     let second = assign(&admin, &bot, "second").await;
     assert_eq!(ran_on(&mut events, "start_session", &second).await, Some(v2.clone()));
@@ -200,25 +210,13 @@ async fn a_running_session_keeps_its_plugin_version_across_a_restart() {
     let mut events = host.events();
     install(&dir, "hostile.wasm", HOSTILE_PLUGIN);
     let v1 = loaded(&mut events, "file:hostile.wasm").await;
-    let (status, _) = admin.patch("/connection-types/hostile", json!({"enabled": true})).await;
-    assert_eq!(status, StatusCode::OK);
-    let (_, body) = admin
-        .post(
-            "/bots",
-            json!({"name": "Poller", "handle": "poller", "connection": {"type": "hostile", "config": {"behavior": "timer"}}}),
-        )
-        .await;
-    let bot = body["bot"]["id"].as_str().unwrap().to_owned();
+    admin.enable_connection_type("hostile").await;
+    let bot = poller(&admin).await;
     let first = assign(&admin, &bot, "first").await;
     assert_eq!(ran_on(&mut events, "start_session", &first).await, Some(v1.clone()));
 
     // v2 replaces v1, then the host restarts: only v2 is in the directory now.
-    install(
-        &dir,
-        "hostile.wasm",
-        &with_custom_section(HOSTILE_PLUGIN, "build", b"v2"),
-    );
-    let v2 = loaded(&mut events, "file:hostile.wasm").await;
+    let v2 = install_v2(&dir, &mut events).await;
     host.restart().await;
     let admin = host.api(&admin_token);
     let mut events = host.events();

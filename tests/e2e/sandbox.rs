@@ -11,7 +11,7 @@ use leadtime_host::domain::time::{Clock, ManualClock, SystemClock};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::utils::{Api, HOSTILE_PLUGIN, LEGACY_PLUGIN, TestHost};
+use crate::utils::{Api, LEGACY_PLUGIN, TestHost};
 
 async fn hostile_host() -> TestHost {
     let host = TestHost::start_with(
@@ -22,11 +22,7 @@ async fn hostile_host() -> TestHost {
         None,
     )
     .await;
-    host.app()
-        .runtime
-        .load("test:hostile", HOSTILE_PLUGIN)
-        .await
-        .expect("the hostile fixture loads");
+    host.load_hostile_plugin().await;
     host
 }
 
@@ -53,8 +49,7 @@ async fn hostile_plugins_are_contained_and_well_behaved_ones_are_not_disturbed()
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let (status, _) = admin.patch("/connection-types/hostile", json!({"enabled": true})).await;
-    assert_eq!(status, StatusCode::OK);
+    admin.enable_connection_type("hostile").await;
 
     let expectations: &[(&str, &str)] = &[
         ("infinite-loop", "plugin `hostile` 0.1.0 exceeded its 2 s time limit"),
@@ -226,15 +221,10 @@ async fn timers_pending(host: &TestHost) -> i64 {
 async fn a_timer_scheduled_before_a_restart_fires_after_it() {
     let clock = ManualClock::new(SystemClock.now());
     let mut host = TestHost::start_with(|_| {}, Some(Arc::new(clock.clone()))).await;
-    host.app()
-        .runtime
-        .load("test:hostile", HOSTILE_PLUGIN)
-        .await
-        .expect("the hostile fixture loads");
+    host.load_hostile_plugin().await;
     let admin_token = host.bootstrap("Acme").await.admin_token;
     let admin = host.api(&admin_token);
-    let (status, _) = admin.patch("/connection-types/hostile", json!({"enabled": true})).await;
-    assert_eq!(status, StatusCode::OK);
+    admin.enable_connection_type("hostile").await;
     let bot = hostile_bot(&admin, "timer").await;
     let task = admin.create_task("poll later").await;
     let mut events = host.events();
@@ -255,11 +245,7 @@ async fn a_timer_scheduled_before_a_restart_fires_after_it() {
     assert_eq!(timers_pending(&host).await, 1);
 
     host.restart().await;
-    host.app()
-        .runtime
-        .load("test:hostile", HOSTILE_PLUGIN)
-        .await
-        .expect("the hostile fixture loads again");
+    host.load_hostile_plugin().await;
     let admin = host.api(&admin_token);
     let mut events = host.events();
     // Not due yet: 59 s later nothing has fired.

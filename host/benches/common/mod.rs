@@ -1,9 +1,40 @@
-//! What the benchmarks share: the database a run uses.
+//! What the benchmarks share: the database a run uses, and a host with one workspace.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use leadtime_host::accounts::{self, Bootstrap};
+use leadtime_host::{Config, RunningHost};
 use sqlx::Connection;
+
+/// A host on a loopback port with one workspace: the host, its public API base URL and the
+/// workspace admin's token. `configure` adjusts the benchmark's configuration (private targets
+/// allowed, no rate limit) before the start.
+pub async fn start_host(
+    data_dir: &Path,
+    database_url: &str,
+    configure: impl FnOnce(&mut Config),
+) -> Result<(RunningHost, String, String)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let public = format!("http://{}", listener.local_addr()?);
+    let mut config = Config::new(data_dir.to_path_buf(), Some(database_url.to_owned()), public.clone());
+    config.outbound.allow_private_targets = true;
+    config.rate_limit_per_minute = 0;
+    configure(&mut config);
+    let host = leadtime_host::start(config, listener).await?;
+    let workspace = accounts::bootstrap(
+        &host.app,
+        Bootstrap {
+            workspace_name: "Bench".into(),
+            admin_name: "Bench".into(),
+            admin_handle: "bench".into(),
+            admin_email: None,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((host, format!("{public}/api/public"), workspace.admin_token))
+}
 
 /// The environment variable naming a PostgreSQL server to benchmark on (SQLite if unset).
 pub const BENCH_DATABASE_URL: &str = "LEADTIME_BENCH_DATABASE_URL";

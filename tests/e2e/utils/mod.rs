@@ -220,6 +220,16 @@ impl TestHost {
         Ok(())
     }
 
+    /// Loads the hostile fixture plugin (connection type `hostile`; off in every workspace until
+    /// an admin enables it). Loaded by hand, it must be loaded again after a restart.
+    pub async fn load_hostile_plugin(&self) {
+        self.app()
+            .runtime
+            .load("test:hostile", HOSTILE_PLUGIN)
+            .await
+            .expect("the hostile fixture loads");
+    }
+
     /// The configuration the host runs with.
     pub fn config(&self) -> &Config {
         &self.config
@@ -399,6 +409,14 @@ impl Api {
     }
 
     /// Creates a task and returns its JSON.
+    /// Lets this workspace's bots use connection type `id`.
+    pub async fn enable_connection_type(&self, id: &str) {
+        let (status, body) = self
+            .patch(&format!("/connection-types/{id}"), json!({"enabled": true}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
     pub async fn create_task(&self, title: &str) -> Value {
         let (status, body) = self
             .post(
