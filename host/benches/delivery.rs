@@ -159,25 +159,17 @@ async fn host_deliveries(bench: &Bench, connections: &[(String, bool)]) -> Resul
         if *slow {
             slow_ids.insert(id.clone());
         }
-        store::deliveries::insert(
-            &mut tx,
-            &Delivery {
-                id,
-                workspace_id: workspace_id.clone(),
-                connection_id: connection.as_str().into(),
-                session_id: None,
-                url: url["webhookUrl"].as_str().context("a webhook URL")?.to_owned(),
-                body: body(n),
-                status: "pending".into(),
-                attempts: 0,
-                retry_base: 0,
-                next_attempt_at: Some(now),
-                last_error: None,
-                delivered_at: None,
-                created_at: now,
-            },
-        )
-        .await?;
+        let url = url["webhookUrl"].as_str().context("a webhook URL")?.to_owned();
+        let delivery = Delivery::pending(
+            id,
+            workspace_id.clone(),
+            connection.as_str().into(),
+            None,
+            url,
+            body(n),
+            now,
+        );
+        store::deliveries::insert(&mut tx, &delivery).await?;
     }
     let mut events = app.events.subscribe();
     tx.commit().await?;

@@ -9,20 +9,28 @@ use crate::domain::ids::WorkspaceId;
 use crate::error::AppError;
 use crate::runtime::capabilities::http::within;
 use crate::runtime::{LoadedPlugin, is_host_pattern};
+use crate::store::connection_types::Choice;
 use crate::store::{self, Conn, StoreError};
 
 use super::Caller;
 
-/// Whether `plugin` is enabled given the workspace's explicit choices.
-pub fn is_enabled(plugin: &LoadedPlugin, choices: &HashMap<String, bool>) -> bool {
-    choices
-        .get(&plugin.manifest.id)
-        .copied()
-        .unwrap_or_else(|| plugin.is_builtin())
+/// The workspace's setting of `plugin`, given its explicit choices: built-in types are enabled and
+/// directory types disabled until an admin chooses otherwise.
+pub fn setting(plugin: &LoadedPlugin, choices: &HashMap<String, Choice>) -> Setting {
+    match choices.get(&plugin.manifest.id) {
+        Some(choice) => Setting {
+            enabled: choice.enabled,
+            outbound_hosts: choice.outbound_hosts.clone(),
+        },
+        None => Setting {
+            enabled: plugin.is_builtin(),
+            outbound_hosts: None,
+        },
+    }
 }
 
 /// The workspace's explicit choices, by connection type.
-pub async fn choices(conn: &mut Conn, workspace: &WorkspaceId) -> Result<HashMap<String, bool>, StoreError> {
+pub async fn choices(conn: &mut Conn, workspace: &WorkspaceId) -> Result<HashMap<String, Choice>, StoreError> {
     store::connection_types::choices(conn, workspace).await
 }
 
@@ -43,7 +51,7 @@ pub async fn ensure_usable(
             ),
         )
     })?;
-    if !is_enabled(&plugin, &choices(conn, workspace).await?) {
+    if !setting(&plugin, &choices(conn, workspace).await?).enabled {
         return Err(AppError::Conflict(format!(
             "connection type `{connection_type}` is disabled in this workspace; an admin can enable it (PATCH /api/public/connection-types/{connection_type})"
         )));
@@ -67,14 +75,6 @@ pub struct Setting {
     pub outbound_hosts: Option<Vec<String>>,
 }
 
-/// The caller's workspace's setting of `plugin`.
-pub async fn setting(conn: &mut Conn, workspace: &WorkspaceId, plugin: &LoadedPlugin) -> Result<Setting, StoreError> {
-    Ok(Setting {
-        enabled: is_enabled(plugin, &choices(conn, workspace).await?),
-        outbound_hosts: store::connection_types::outbound_hosts(conn, workspace, &plugin.manifest.id).await?,
-    })
-}
-
 /// Enables or disables `connection_type` for the caller's workspace and/or narrows the hosts its
 /// plugin may call there (each must be one the plugin's manifest lists, or below one of its
 /// wildcards).
@@ -96,7 +96,7 @@ pub async fn update(
     }
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
-    let current = setting(&mut tx, caller.workspace_id(), &plugin).await?;
+    let current = setting(&plugin, &choices(&mut tx, caller.workspace_id()).await?);
     let updated = Setting {
         enabled: change.enabled.unwrap_or(current.enabled),
         outbound_hosts: change.outbound_hosts.clone().unwrap_or(current.outbound_hosts),

@@ -528,11 +528,13 @@ async fn list_connection_types(
     Reader(caller): Reader,
 ) -> Result<Json<ConnectionTypeList>, AppError> {
     let mut conn = app.db.read().await?;
-    let mut connection_types = Vec::new();
-    for plugin in app.runtime.plugins() {
-        let setting = connection_types::setting(&mut conn, caller.workspace_id(), &plugin).await?;
-        connection_types.push(ConnectionTypeView::new(&plugin, setting));
-    }
+    let choices = connection_types::choices(&mut conn, caller.workspace_id()).await?;
+    let connection_types = app
+        .runtime
+        .plugins()
+        .iter()
+        .map(|plugin| ConnectionTypeView::new(plugin, connection_types::setting(plugin, &choices)))
+        .collect();
     let plugin_problems = match &app.plugin_directory {
         Some(directory) if caller.is_admin() => directory.problems(),
         _ => Vec::new(),

@@ -13,7 +13,7 @@ use crate::app::{App, HostEvent};
 use crate::domain::ids::SessionId;
 use crate::domain::sessions::Session;
 use crate::runtime::bindings::types::SessionEvent;
-use crate::runtime::{CallContext, CallEffects, CallError};
+use crate::runtime::{CallContext, CallEffects, CallError, LoadedPlugin};
 use crate::store::{self, StoreError, deliveries::Delivery, jobs::Job};
 
 use super::{PluginServices, SESSION_EVENT_JOB, START_SESSION_JOB, TIMER_JOB, fail, snapshot};
@@ -183,14 +183,7 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
     let pin =
         (session.plugin_sha256.as_deref() != Some(plugin.wasm_sha256.as_str())).then_some(plugin.wasm_sha256.as_str());
     let ran_on = Some(plugin.wasm_sha256.clone());
-    let context = CallContext::for_session(
-        &plugin.manifest,
-        session.workspace_id.clone(),
-        session.connection_id.clone(),
-        session.id.clone(),
-    )
-    .with_workspace_outbound_hosts(workspace_hosts);
-    let services = Arc::new(PluginServices::new(app.clone()));
+    let (context, services) = call_for(app, &session, &plugin, workspace_hosts);
     match app.runtime.start_session(&plugin, context, services, start).await {
         Ok(effects) => commit_effects(app, job, &session, effects, pin).await?,
         Err(CallError::Transient(message)) => {
@@ -217,9 +210,27 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
     Ok(ran_on)
 }
 
+/// What a plugin call about `session` gets: its identity and grants (narrowed by the workspace's
+/// `workspace_hosts`), and the host records it may touch.
+fn call_for(
+    app: &Arc<App>,
+    session: &Session,
+    plugin: &LoadedPlugin,
+    workspace_hosts: Option<Vec<String>>,
+) -> (CallContext, Arc<PluginServices>) {
+    let context = CallContext::for_session(
+        &plugin.manifest,
+        session.workspace_id.clone(),
+        session.connection_id.clone(),
+        session.id.clone(),
+    )
+    .with_workspace_outbound_hosts(workspace_hosts);
+    (context, Arc::new(PluginServices::new(app.clone())))
+}
+
 /// The plugin version a session runs on: the one it was pinned to while that version can be had
 /// (loaded, or in the compile cache), else its connection type's current version.
-async fn plugin_for(app: &App, session: &Session) -> Option<Arc<crate::runtime::LoadedPlugin>> {
+async fn plugin_for(app: &App, session: &Session) -> Option<Arc<LoadedPlugin>> {
     if let Some(sha) = session.plugin_sha256.as_deref()
         && let Some(plugin) = app.runtime.pinned_version(sha).await
         && plugin.manifest.id == session.connection_type
@@ -271,14 +282,7 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
         return complete(app, job).await.map(|()| None);
     };
     let ran_on = Some(plugin.wasm_sha256.clone());
-    let context = CallContext::for_session(
-        &plugin.manifest,
-        session.workspace_id.clone(),
-        session.connection_id.clone(),
-        session.id.clone(),
-    )
-    .with_workspace_outbound_hosts(workspace_hosts);
-    let services = Arc::new(PluginServices::new(app.clone()));
+    let (context, services) = call_for(app, &session, &plugin, workspace_hosts);
     match app
         .runtime
         .on_event(&plugin, context, services, session_ref, event)
@@ -330,21 +334,15 @@ async fn commit_effects(
         store::jobs::delete_pending(&mut tx, timer, TIMER_JOB, &session.id, now).await?;
     }
     for webhook in effects.webhooks {
-        let delivery = Delivery {
-            id: webhook.id,
-            workspace_id: session.workspace_id.clone(),
-            connection_id: session.connection_id.clone(),
-            session_id: Some(session.id.clone()),
-            url: webhook.url,
-            body: webhook.body,
-            status: "pending".into(),
-            attempts: 0,
-            retry_base: 0,
-            next_attempt_at: Some(now),
-            last_error: None,
-            delivered_at: None,
-            created_at: now,
-        };
+        let delivery = Delivery::pending(
+            webhook.id,
+            session.workspace_id.clone(),
+            session.connection_id.clone(),
+            Some(session.id.clone()),
+            webhook.url,
+            webhook.body,
+            now,
+        );
         store::deliveries::insert(&mut tx, &delivery).await?;
     }
     store::jobs::complete(&mut tx, &job.id).await?;

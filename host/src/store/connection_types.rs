@@ -7,14 +7,37 @@ use crate::domain::time::Timestamp;
 
 use super::{Conn, StoreError};
 
-/// The workspace's explicit choices: connection type → enabled.
-pub async fn choices(conn: &mut Conn, workspace: &WorkspaceId) -> Result<HashMap<String, bool>, StoreError> {
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT connection_type, state FROM workspace_connection_types WHERE workspace_id = $1")
-            .bind(workspace.as_str())
-            .fetch_all(conn)
-            .await?;
-    Ok(rows.into_iter().map(|(t, state)| (t, state == "enabled")).collect())
+/// A workspace's explicit choice for one connection type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub enabled: bool,
+    /// The hosts its plugin may call, when narrowed.
+    pub outbound_hosts: Option<Vec<String>>,
+}
+
+/// The workspace's explicit choices, by connection type.
+pub async fn choices(conn: &mut Conn, workspace: &WorkspaceId) -> Result<HashMap<String, Choice>, StoreError> {
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT connection_type, state, outbound_hosts FROM workspace_connection_types WHERE workspace_id = $1",
+    )
+    .bind(workspace.as_str())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(t, state, hosts)| {
+            let choice = Choice {
+                enabled: state == "enabled",
+                outbound_hosts: hosts.map(|h| parse_hosts(&h)),
+            };
+            (t, choice)
+        })
+        .collect())
+}
+
+/// A stored narrowing; one that cannot be read allows nothing rather than everything.
+fn parse_hosts(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// Records the workspace's choice for `connection_type`: whether it is enabled, and the hosts
@@ -57,8 +80,5 @@ pub async fn outbound_hosts(
     .bind(connection_type)
     .fetch_optional(conn)
     .await?;
-    // A narrowing that cannot be read allows nothing rather than everything.
-    Ok(text
-        .flatten()
-        .map(|t| serde_json::from_str::<Vec<String>>(&t).unwrap_or_default()))
+    Ok(text.flatten().map(|t| parse_hosts(&t)))
 }

@@ -30,6 +30,35 @@ pub struct Delivery {
     pub created_at: Timestamp,
 }
 
+impl Delivery {
+    /// A new delivery of `body` to `url`, due at once.
+    pub fn pending(
+        id: DeliveryId,
+        workspace_id: WorkspaceId,
+        connection_id: ConnectionId,
+        session_id: Option<SessionId>,
+        url: String,
+        body: String,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            workspace_id,
+            connection_id,
+            session_id,
+            url,
+            body,
+            status: "pending".into(),
+            attempts: 0,
+            retry_base: 0,
+            next_attempt_at: Some(now),
+            last_error: None,
+            delivered_at: None,
+            created_at: now,
+        }
+    }
+}
+
 /// One attempt at sending a delivery.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Attempt {
