@@ -204,7 +204,7 @@ pub async fn change_status(
     actor: &Actor,
 ) -> Result<StatusOutcome, AppError> {
     let mut tx = app.db.begin().await?;
-    let mut session = store::sessions::get_any(&mut tx, session_id)
+    let mut session = store::sessions::get_locked(&mut tx, session_id)
         .await?
         .ok_or_else(|| AppError::not_found("agent session", session_id.as_str()))?;
     if let Some(key) = &request.idempotency_key
@@ -320,7 +320,7 @@ async fn host_status(
 
 /// Marks a session running after its start webhook was accepted, if it is still queued.
 pub(crate) async fn mark_delivered(tx: &mut Conn, session_id: &SessionId, now: Timestamp) -> Result<(), StoreError> {
-    if let Some(mut session) = store::sessions::get_any(tx, session_id).await?
+    if let Some(mut session) = store::sessions::get_locked(tx, session_id).await?
         && session.status == SessionStatus::Queued
     {
         host_status(tx, &mut session, SessionStatus::Running, None, now).await?;
@@ -335,7 +335,7 @@ pub(crate) async fn fail(
     reason: String,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    if let Some(mut session) = store::sessions::get_any(tx, session_id).await?
+    if let Some(mut session) = store::sessions::get_locked(tx, session_id).await?
         && !session.status.is_terminal()
     {
         host_status(tx, &mut session, SessionStatus::Failed, Some(reason), now).await?;
@@ -351,7 +351,7 @@ pub(crate) async fn reopen_for_redelivery(
     why: String,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
-    let Some(mut session) = store::sessions::get_any(tx, session_id).await? else {
+    let Some(mut session) = store::sessions::get_locked(tx, session_id).await? else {
         return Ok(false);
     };
     let changes = store::sessions::status_changes(tx, session_id).await?;

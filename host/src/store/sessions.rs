@@ -70,6 +70,17 @@ pub async fn get(conn: &mut Conn, workspace: &WorkspaceId, id: &str) -> Result<O
     .await?)
 }
 
+/// The session `id`, locked for the rest of `tx` so concurrent status changes (the wrapper's and
+/// the host's) apply one after the other instead of both starting from the same status. A no-op
+/// update takes the row lock on PostgreSQL; on SQLite the single writer already serialises.
+pub async fn get_locked(tx: &mut Conn, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    sqlx::query("UPDATE agent_sessions SET updated_at = updated_at WHERE id = $1")
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    get_any(tx, id).await
+}
+
 /// The session `id` whatever its workspace (workers, which hold a trusted id).
 pub async fn get_any(conn: &mut Conn, id: &SessionId) -> Result<Option<Session>, StoreError> {
     Ok(
