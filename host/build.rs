@@ -43,6 +43,7 @@ fn main() {
         "sdk-guest",
         "plugins",
         "tests/fixtures",
+        "migrations",
         "Cargo.lock",
         "Cargo.toml",
     ] {

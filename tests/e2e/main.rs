@@ -8,6 +8,7 @@ mod administration;
 mod audit_trail;
 mod authorization;
 mod bad_input;
+mod connector_conformance;
 mod crash;
 mod credentials;
 mod delivery;

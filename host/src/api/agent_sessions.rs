@@ -294,21 +294,13 @@ async fn set_status(
         idempotency_key: key,
     };
     let outcome = sessions::change_status(&app, &session.id, request, RecordSource::Api, &caller.actor()).await?;
-    let result = match outcome.change {
-        Some(change) => StatusResult {
-            session_id: session.id.to_string(),
-            status: change.status,
-            message: change.message,
-            changed: true,
-            at: change.created_at.to_iso(),
-        },
-        None => StatusResult {
-            session_id: session.id.to_string(),
-            status: outcome.session.status,
-            message: outcome.session.status_message,
-            changed: false,
-            at: outcome.session.updated_at.to_iso(),
-        },
+    let answer = outcome.answer;
+    let result = StatusResult {
+        session_id: session.id.to_string(),
+        status: answer.status,
+        message: answer.message,
+        changed: answer.changed,
+        at: answer.at.to_iso(),
     };
     Ok(Json(result))
 }

@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::ids::UserId;
+use crate::domain::ids::{SessionId, UserId};
 use crate::domain::sessions::{
     Activity, ActivityType, RecordSource, Session, SessionStatus, StatusChange, TriggerKind,
 };
 use crate::domain::tasks::{Comment, StatusCategory, Task, TaskEvent, TaskStatus};
 use crate::domain::time::Timestamp;
 use crate::domain::users::{Role, User, UserKind};
+use crate::store::deliveries::DeliverySummary;
 use crate::store::{self, Conn, StoreError};
 
 /// A person or bot, as named in other objects.
@@ -210,8 +211,44 @@ pub struct SessionView {
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
     pub updated_at: String,
+    /// The session's start webhook (self-hosted connections): whether and when it was delivered.
+    /// The wrapper, not the delivery, moves the session to `running`.
+    pub delivery: Option<SessionDeliveryView>,
     pub activities: Vec<ActivityView>,
     pub status_history: Vec<StatusChangeView>,
+}
+
+/// Where a session's latest webhook delivery stands (its attempts are at
+/// `GET /agent-sessions/{id}/deliveries`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionDeliveryView {
+    /// The webhook id (`Leadtime-Webhook-Id`).
+    pub id: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+    pub delivered_at: Option<String>,
+    /// When the next attempt is due, while pending.
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+impl From<&DeliverySummary> for SessionDeliveryView {
+    fn from(d: &DeliverySummary) -> Self {
+        Self {
+            id: d.id.to_string(),
+            status: d.status.clone(),
+            attempts: d.attempts,
+            delivered_at: d.delivered_at.map(Timestamp::to_iso),
+            next_attempt_at: d
+                .next_attempt_at
+                .filter(|_| d.status == "pending")
+                .map(Timestamp::to_iso),
+            last_error: d.last_error.clone(),
+        }
+    }
 }
 
 /// One entry of a task's history, oldest first. `type` says which fields are set:
@@ -301,27 +338,34 @@ pub fn comment_view(comment: &Comment, people: &People) -> CommentView {
     }
 }
 
-/// Loads the feed and status history of `session` and builds its card.
+/// Loads the feed, status history and delivery of `session` and builds its card.
 pub async fn load_session_view(conn: &mut Conn, session: &Session) -> Result<SessionView, StoreError> {
     let people = People::load(
         conn,
         session.trigger_actor_id.iter().cloned().chain([session.bot_id.clone()]),
     )
     .await?;
-    session_view(conn, session, &people).await
-}
-
-/// Builds `session`'s card, loading its feed and status history; `people` must know its bot and
-/// trigger actor.
-pub async fn session_view(conn: &mut Conn, session: &Session, people: &People) -> Result<SessionView, StoreError> {
     let activities = store::sessions::activities(conn, &session.id).await?;
     let changes = store::sessions::status_changes(conn, &session.id).await?;
+    let deliveries = store::deliveries::summaries_of_session(conn, &session.id).await?;
+    Ok(session_view(session, &people, &activities, &changes, deliveries.last()))
+}
+
+/// Builds `session`'s card from its feed, status history and latest delivery; `people` must know
+/// its bot and trigger actor.
+pub fn session_view(
+    session: &Session,
+    people: &People,
+    activities: &[Activity],
+    changes: &[StatusChange],
+    delivery: Option<&DeliverySummary>,
+) -> SessionView {
     let result = activities
         .iter()
         .rev()
         .find(|a| a.activity_type == ActivityType::Response)
         .map(|a| a.body.clone());
-    Ok(SessionView {
+    SessionView {
         id: session.id.to_string(),
         task_id: session.task_id.to_string(),
         bot: people.user_ref(&session.bot_id),
@@ -342,17 +386,31 @@ pub async fn session_view(conn: &mut Conn, session: &Session, people: &People) -
         started_at: session.started_at.map(Timestamp::to_iso),
         ended_at: session.ended_at.map(Timestamp::to_iso),
         updated_at: session.updated_at.to_iso(),
+        delivery: delivery.map(SessionDeliveryView::from),
         activities: activities.iter().map(ActivityView::from).collect(),
         status_history: changes.iter().map(StatusChangeView::from).collect(),
-    })
+    }
 }
 
-/// The task's whole history, oldest first: its own events, comments, and one card per session.
+/// The task's whole history, oldest first: its own events, comments, and one card per session —
+/// in a fixed number of queries, however many sessions the task has.
 pub async fn task_history(conn: &mut Conn, task: &Task) -> Result<Vec<HistoryEntry>, StoreError> {
     let events = store::tasks::events(conn, &task.id).await?;
     let comments = store::tasks::comments(conn, &task.id).await?;
     let sessions = store::sessions::for_task(conn, &task.id).await?;
     let statuses = store::tasks::statuses(conn, &task.workspace_id).await?;
+    let mut activities = group_by_session(store::sessions::activities_of_task(conn, &task.id).await?, |a| {
+        &a.session_id
+    });
+    let mut changes = group_by_session(store::sessions::status_changes_of_task(conn, &task.id).await?, |c| {
+        &c.session_id
+    });
+    // The latest delivery of each session (summaries come oldest first).
+    let deliveries: HashMap<SessionId, DeliverySummary> = store::deliveries::summaries_of_task(conn, &task.id)
+        .await?
+        .into_iter()
+        .map(|d| (d.session_id.clone(), d))
+        .collect();
 
     let mut ids: Vec<UserId> = events.iter().filter_map(|e| e.actor_id.clone()).collect();
     ids.extend(comments.iter().map(|c| c.author_id.clone()));
@@ -393,7 +451,13 @@ pub async fn task_history(conn: &mut Conn, task: &Task) -> Result<Vec<HistoryEnt
         entries.push((comment.created_at, comment.id.to_string(), entry));
     }
     for session in &sessions {
-        let view = session_view(conn, session, &people).await?;
+        let view = session_view(
+            session,
+            &people,
+            &activities.remove(&session.id).unwrap_or_default(),
+            &changes.remove(&session.id).unwrap_or_default(),
+            deliveries.get(&session.id),
+        );
         let entry = HistoryEntry {
             kind: "agentSession",
             at: session.created_at.to_iso(),
@@ -408,6 +472,15 @@ pub async fn task_history(conn: &mut Conn, task: &Task) -> Result<Vec<HistoryEnt
     // Same-millisecond entries keep their creation order: ids of one process increase.
     entries.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| ulid_part(&a.1).cmp(ulid_part(&b.1))));
     Ok(entries.into_iter().map(|(_, _, e)| e).collect())
+}
+
+/// Splits rows by their session, keeping their order.
+fn group_by_session<T>(rows: Vec<T>, session: impl Fn(&T) -> &SessionId) -> HashMap<SessionId, Vec<T>> {
+    let mut groups: HashMap<SessionId, Vec<T>> = HashMap::new();
+    for row in rows {
+        groups.entry(session(&row).clone()).or_default().push(row);
+    }
+    groups
 }
 
 fn ulid_part(id: &str) -> &str {

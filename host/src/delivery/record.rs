@@ -99,10 +99,9 @@ async fn record_batch(app: &App, batch: &[Outcome]) -> Result<(), StoreError> {
         let error = result.error.clone().unwrap_or_else(|| "unknown error".into());
         match step {
             NextStep::Delivered => {
+                // The session stays as it is: the wrapper moves it to `running` (wire contract
+                // §2); the card shows the delivery.
                 delivered.push(&delivery.id);
-                if let Some(session) = &delivery.session_id {
-                    sessions::mark_delivered(&mut tx, session, now).await?;
-                }
             }
             NextStep::RetryAt(next) => {
                 store::deliveries::schedule_retry(&mut tx, &delivery.id, next, &error).await?;

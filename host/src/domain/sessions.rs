@@ -437,6 +437,19 @@ pub struct StatusChange {
     pub created_at: Timestamp,
 }
 
+/// The answer to a status request. Kept under the request's idempotency key, so a repeated key
+/// answers exactly as the first request did, whatever happened to the session since.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusAnswer {
+    /// The status the request set or, if it changed nothing, the session's status then.
+    pub status: SessionStatus,
+    pub message: Option<String>,
+    /// Whether the request changed the status.
+    pub changed: bool,
+    /// When the status was set (or, if nothing changed, when the session last changed).
+    pub at: Timestamp,
+}
+
 /// A bot's agent connection.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Connection {

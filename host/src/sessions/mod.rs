@@ -17,7 +17,7 @@ use crate::app::App;
 use crate::audit::{self, Actor, Entry};
 use crate::domain::ids::{ActivityId, CommentId, SessionId, StatusChangeId, UserId};
 use crate::domain::sessions::{
-    Activity, NewActivity, RecordSource, Session, SessionStatus, StatusChange, Transition, TriggerKind,
+    Activity, NewActivity, RecordSource, Session, SessionStatus, StatusAnswer, StatusChange, Transition, TriggerKind,
 };
 use crate::domain::tasks::Task;
 use crate::domain::time::Timestamp;
@@ -189,13 +189,17 @@ pub async fn record_activity(
 pub struct StatusOutcome {
     /// The session after the request.
     pub session: Session,
-    /// The change recorded (now, or originally for a repeated key); `None` if the session already
-    /// had the status.
-    pub change: Option<StatusChange>,
+    /// The answer: this request's, or the original one's for a repeated idempotency key.
+    pub answer: StatusAnswer,
 }
 
-/// Moves a session to `status` on behalf of `actor`. Repeating the current status changes nothing;
-/// a repeated idempotency key answers with the original change; a finished session refuses to change.
+/// Moves a session to `status` on behalf of `actor`.
+///
+/// Repeating the current status changes nothing; a finished session refuses to change. A request
+/// with an idempotency key records its answer, whether or not it changed anything, and a repeat of
+/// the key gets that answer back — even after the session finished, was canceled or failed since
+/// (connectors re-send their keys whenever a webhook is redelivered). A new key asking for a
+/// transition the session cannot make is refused.
 pub async fn change_status(
     app: &App,
     session_id: &SessionId,
@@ -208,15 +212,17 @@ pub async fn change_status(
         .await?
         .ok_or_else(|| AppError::not_found("agent session", session_id.as_str()))?;
     if let Some(key) = &request.idempotency_key
-        && let Some(original) = store::sessions::status_change_by_key(&mut tx, session_id, key).await?
+        && let Some(answer) = store::sessions::status_answer_by_key(&mut tx, session_id, key).await?
     {
-        return Ok(StatusOutcome {
-            session,
-            change: Some(original),
-        });
+        return Ok(StatusOutcome { session, answer });
     }
-    match session.status.transition_to(request.status)? {
-        Transition::Unchanged => Ok(StatusOutcome { session, change: None }),
+    let answer = match session.status.transition_to(request.status)? {
+        Transition::Unchanged => StatusAnswer {
+            status: session.status,
+            message: session.status_message.clone(),
+            changed: false,
+            at: session.updated_at,
+        },
         Transition::Changed => {
             let now = app.clock.now();
             let from = session.status;
@@ -225,7 +231,7 @@ pub async fn change_status(
                 &mut session,
                 request.status,
                 request.message,
-                request.idempotency_key,
+                request.idempotency_key.clone(),
                 source,
                 now,
             )
@@ -233,13 +239,23 @@ pub async fn change_status(
             let details = json!({"from": from.as_str(), "to": change.status.as_str(), "message": change.message});
             let entry = Entry::new("session.status.change", "agent_session", &session.id, details);
             audit::record(&mut tx, &actor.clone().in_session(&session.id), entry, now).await?;
-            tx.commit().await.map_err(StoreError::from)?;
-            Ok(StatusOutcome {
-                session,
-                change: Some(change),
-            })
+            StatusAnswer {
+                status: change.status,
+                message: change.message,
+                changed: true,
+                at: change.created_at,
+            }
         }
+    };
+    match &request.idempotency_key {
+        Some(key) => {
+            store::sessions::insert_status_answer(&mut tx, &session.id, key, &answer).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        None if answer.changed => tx.commit().await.map_err(StoreError::from)?,
+        None => {}
     }
+    Ok(StatusOutcome { session, answer })
 }
 
 /// A requested status change.
@@ -316,16 +332,6 @@ async fn host_status(
         now,
     )
     .await
-}
-
-/// Marks a session running after its start webhook was accepted, if it is still queued.
-pub(crate) async fn mark_delivered(tx: &mut Conn, session_id: &SessionId, now: Timestamp) -> Result<(), StoreError> {
-    if let Some(mut session) = store::sessions::get_locked(tx, session_id).await?
-        && session.status == SessionStatus::Queued
-    {
-        host_status(tx, &mut session, SessionStatus::Running, None, now).await?;
-    }
-    Ok(())
 }
 
 /// Fails a session (unless it already finished) with a reason a person understands.

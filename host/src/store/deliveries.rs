@@ -1,6 +1,6 @@
 //! The webhook outbox: deliveries and their attempts.
 
-use crate::domain::ids::{AttemptId, ConnectionId, DeliveryId, SessionId, WorkspaceId};
+use crate::domain::ids::{AttemptId, ConnectionId, DeliveryId, SessionId, TaskId, WorkspaceId};
 use crate::domain::time::Timestamp;
 
 use super::{Backend, Conn, StoreError};
@@ -227,6 +227,44 @@ pub async fn for_session(conn: &mut Conn, session: &SessionId) -> Result<Vec<Del
         "SELECT {COLUMNS} FROM webhook_deliveries WHERE session_id = $1 ORDER BY created_at, id"
     ))
     .bind(session.as_str())
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Where a session's webhook delivery stands, without its body (for session cards).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct DeliverySummary {
+    pub id: DeliveryId,
+    pub session_id: SessionId,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+const SUMMARY_COLUMNS: &str =
+    "d.id, d.session_id, d.status, d.attempts, d.next_attempt_at, d.last_error, d.delivered_at, d.created_at";
+
+/// The delivery summaries of `session`, oldest first.
+pub async fn summaries_of_session(conn: &mut Conn, session: &SessionId) -> Result<Vec<DeliverySummary>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SUMMARY_COLUMNS} FROM webhook_deliveries d WHERE d.session_id = $1 ORDER BY d.created_at, d.id"
+    ))
+    .bind(session.as_str())
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The delivery summaries of every session of `task`, oldest first.
+pub async fn summaries_of_task(conn: &mut Conn, task: &TaskId) -> Result<Vec<DeliverySummary>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SUMMARY_COLUMNS} FROM webhook_deliveries d JOIN agent_sessions s ON s.id = d.session_id \
+         WHERE s.task_id = $1 ORDER BY d.created_at, d.id"
+    ))
+    .bind(task.as_str())
     .fetch_all(conn)
     .await?)
 }

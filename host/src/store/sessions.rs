@@ -1,7 +1,7 @@
 //! Agent sessions, their activities and status changes.
 
 use crate::domain::ids::{SessionId, TaskId, UserId, WorkspaceId};
-use crate::domain::sessions::{Activity, Session, StatusChange};
+use crate::domain::sessions::{Activity, Session, SessionStatus, StatusAnswer, StatusChange};
 use crate::domain::time::Timestamp;
 
 use super::{Conn, StoreError, conflict_or};
@@ -170,6 +170,39 @@ pub async fn activity_by_key(conn: &mut Conn, session: &SessionId, key: &str) ->
     .await?)
 }
 
+/// `columns` of `table`, each qualified with `alias.` (for joins).
+fn qualified(columns: &str, alias: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The activities of every session of `task`, by session, in the order they were recorded.
+pub async fn activities_of_task(conn: &mut Conn, task: &TaskId) -> Result<Vec<Activity>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {} FROM session_activities a JOIN agent_sessions s ON s.id = a.session_id \
+         WHERE s.task_id = $1 ORDER BY a.session_id, a.id",
+        qualified(ACTIVITY_COLUMNS, "a")
+    ))
+    .bind(task.as_str())
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The status changes of every session of `task`, by session, oldest first.
+pub async fn status_changes_of_task(conn: &mut Conn, task: &TaskId) -> Result<Vec<StatusChange>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {} FROM session_status_changes c JOIN agent_sessions s ON s.id = c.session_id \
+         WHERE s.task_id = $1 ORDER BY c.session_id, c.id",
+        qualified(STATUS_CHANGE_COLUMNS, "c")
+    ))
+    .bind(task.as_str())
+    .fetch_all(conn)
+    .await?)
+}
+
 /// The activities of `session`, in the order they were recorded.
 pub async fn activities(conn: &mut Conn, session: &SessionId) -> Result<Vec<Activity>, StoreError> {
     Ok(sqlx::query_as(&format!(
@@ -197,19 +230,50 @@ pub async fn insert_status_change(conn: &mut Conn, c: &StatusChange) -> Result<(
     Ok(())
 }
 
-/// The status change recorded on `session` under `key`.
-pub async fn status_change_by_key(
+/// The answer recorded for `session`'s status request with idempotency `key`.
+pub async fn status_answer_by_key(
     conn: &mut Conn,
     session: &SessionId,
     key: &str,
-) -> Result<Option<StatusChange>, StoreError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {STATUS_CHANGE_COLUMNS} FROM session_status_changes WHERE session_id = $1 AND idempotency_key = $2"
-    ))
+) -> Result<Option<StatusAnswer>, StoreError> {
+    let row: Option<(String, Option<String>, i64, Timestamp)> = sqlx::query_as(
+        "SELECT status, message, changed, at FROM session_status_requests WHERE session_id = $1 AND idempotency_key = $2",
+    )
     .bind(session.as_str())
     .bind(key)
     .fetch_optional(conn)
-    .await?)
+    .await?;
+    row.map(|(status, message, changed, at)| {
+        Ok(StatusAnswer {
+            status: SessionStatus::parse(&status).map_err(|e| StoreError::Database(sqlx::Error::Decode(e.into())))?,
+            message,
+            changed: changed != 0,
+            at,
+        })
+    })
+    .transpose()
+}
+
+/// Records the answer to `session`'s status request with idempotency `key`.
+pub async fn insert_status_answer(
+    conn: &mut Conn,
+    session: &SessionId,
+    key: &str,
+    answer: &StatusAnswer,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO session_status_requests (session_id, idempotency_key, status, message, changed, at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(session.as_str())
+    .bind(key)
+    .bind(answer.status.as_str())
+    .bind(answer.message.as_deref())
+    .bind(i64::from(answer.changed))
+    .bind(answer.at.millis())
+    .execute(conn)
+    .await
+    .map_err(conflict_or)?;
+    Ok(())
 }
 
 /// The status changes of `session`, oldest first.

@@ -131,66 +131,10 @@ async fn receive(
         );
     };
 
-    // One connector reads exactly Content-Length bytes: the header must be there and be right.
-    match header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
-        Some(length) if length == body.len() => {}
-        other => {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                format!("Content-Length {other:?} does not match a {}-byte body", body.len()),
-            );
-        }
-    }
-    if header(&headers, "content-type") != Some("application/json") {
-        return reject(
-            StatusCode::BAD_REQUEST,
-            format!("content-type is {:?}", header(&headers, "content-type")),
-        );
-    }
-    let now = chrono::Utc::now().timestamp();
-    let webhook_id = header(&headers, "leadtime-webhook-id").unwrap_or_default().to_owned();
-    if webhook_id.is_empty() {
-        return reject(StatusCode::UNAUTHORIZED, "missing Leadtime-Webhook-Id".into());
-    }
-    let timestamp = header(&headers, "leadtime-webhook-timestamp");
-    if timestamp.is_some_and(|t| t.parse::<i64>().is_ok()) {
-        return reject(
-            StatusCode::UNAUTHORIZED,
-            "Leadtime-Webhook-Timestamp is unix seconds; connectors require ISO-8601".into(),
-        );
-    }
-    if let Err(e) = signing::verify_leadtime(
-        &bot.webhook_secret,
-        timestamp,
-        header(&headers, "leadtime-signature"),
-        &body,
-        now,
-    ) {
-        return reject(StatusCode::UNAUTHORIZED, format!("Leadtime signature: {e}"));
-    }
-    if header(&headers, "webhook-id") != Some(webhook_id.as_str()) {
-        return reject(
-            StatusCode::UNAUTHORIZED,
-            "webhook-id differs from Leadtime-Webhook-Id".into(),
-        );
-    }
-    if let Err(e) = signing::verify_standard(
-        &bot.webhook_secret,
-        header(&headers, "webhook-id"),
-        header(&headers, "webhook-timestamp"),
-        header(&headers, "webhook-signature"),
-        &body,
-        now,
-    ) {
-        return reject(StatusCode::UNAUTHORIZED, format!("Standard Webhooks signature: {e}"));
-    }
-
-    let Ok(value) = serde_json::from_slice::<Value>(&body) else {
-        return reject(StatusCode::BAD_REQUEST, "body is not JSON".into());
+    let (webhook_id, value) = match check_delivery(&bot, &headers, &body) {
+        Ok(accepted) => accepted,
+        Err((status, reason)) => return reject(status, reason),
     };
-    if let Err(reason) = check_body(&value, timestamp.unwrap_or_default()) {
-        return reject(StatusCode::BAD_REQUEST, reason);
-    }
     if !shared.seen.lock().expect("lock").insert(webhook_id.clone()) {
         return (StatusCode::ACCEPTED, axum::Json(json!({"ok": true, "duplicate": true})));
     }
@@ -217,6 +161,73 @@ async fn receive(
         let _ = shared.events.send(event);
     });
     (StatusCode::ACCEPTED, axum::Json(json!({"ok": true, "runId": run_id})))
+}
+
+/// Checks a delivery as connectors do (wire contract §1 and Standard Webhooks): `Content-Length`,
+/// content type, both signatures with `bot`'s secret, and the body's required fields. Returns the
+/// webhook id and the body, or the answer a connector gives and why.
+pub fn check_delivery(bot: &Bot, headers: &HeaderMap, body: &[u8]) -> Result<(String, Value), (StatusCode, String)> {
+    // One connector reads exactly Content-Length bytes: the header must be there and be right.
+    match header(headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Some(length) if length == body.len() => {}
+        other => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("Content-Length {other:?} does not match a {}-byte body", body.len()),
+            ));
+        }
+    }
+    if header(headers, "content-type") != Some("application/json") {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("content-type is {:?}", header(headers, "content-type")),
+        ));
+    }
+    let now = chrono::Utc::now().timestamp();
+    let webhook_id = header(headers, "leadtime-webhook-id").unwrap_or_default().to_owned();
+    if webhook_id.is_empty() {
+        return Err((StatusCode::UNAUTHORIZED, "missing Leadtime-Webhook-Id".into()));
+    }
+    let timestamp = header(headers, "leadtime-webhook-timestamp");
+    if timestamp.is_some_and(|t| t.parse::<i64>().is_ok()) {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "Leadtime-Webhook-Timestamp is unix seconds; connectors require ISO-8601".into(),
+        ));
+    }
+    if let Err(e) = signing::verify_leadtime(
+        &bot.webhook_secret,
+        timestamp,
+        header(headers, "leadtime-signature"),
+        body,
+        now,
+    ) {
+        return Err((StatusCode::UNAUTHORIZED, format!("Leadtime signature: {e}")));
+    }
+    if header(headers, "webhook-id") != Some(webhook_id.as_str()) {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "webhook-id differs from Leadtime-Webhook-Id".into(),
+        ));
+    }
+    if let Err(e) = signing::verify_standard(
+        &bot.webhook_secret,
+        header(headers, "webhook-id"),
+        header(headers, "webhook-timestamp"),
+        header(headers, "webhook-signature"),
+        body,
+        now,
+    ) {
+        return Err((StatusCode::UNAUTHORIZED, format!("Standard Webhooks signature: {e}")));
+    }
+
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return Err((StatusCode::BAD_REQUEST, "body is not JSON".into()));
+    };
+    if let Err(reason) = check_body(&value, timestamp.unwrap_or_default()) {
+        return Err((StatusCode::BAD_REQUEST, reason));
+    }
+    Ok((webhook_id, value))
 }
 
 /// The body fields connectors read (wire contract §1).
