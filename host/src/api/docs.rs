@@ -100,13 +100,14 @@ fn render_page(document: &OpenApi) -> String {
             body {
                 h1 { (document.info.title) " " small { (document.info.version) } }
                 @if let Some(description) = &document.info.description { p { (description) } }
-                p { "Machine-readable: " a href="/api/public/docs/json" { code { "/api/public/docs/json" } } }
+                p { "Machine-readable: " a href="/api/public/docs/json" { code { "/api/public/docs/json" } }
+                    ". Every path below is relative to " code { (super::PUBLIC_BASE) } "." }
                 @for (tag, about) in &tags {
                     h2 { (tag) }
                     p { (about) }
                     @for (path, method, operation) in operations.iter().filter(|(_, _, o)| o.tags.iter().flatten().any(|t| t == tag)) {
                         section id=(operation.operation_id.clone().unwrap_or_default()) {
-                            h3 { span.m { (method) } code { (path) } }
+                            h3 { span.m { (method) } code { (super::PUBLIC_BASE) (path) } }
                             @if let Some(summary) = &operation.summary { p { strong { (summary) } } }
                             @if let Some(description) = &operation.description { p { (description) } }
                             p.access {

@@ -71,7 +71,7 @@ impl utoipa::Modify for BearerAuth {
 /// The public API's routes with their OpenAPI description, before state is attached.
 pub fn public_api() -> OpenApiRouter<SharedApp> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
-        "/api/public",
+        PUBLIC_BASE,
         OpenApiRouter::new()
             .merge(tasks::router())
             .merge(agent_sessions::router())
@@ -85,11 +85,30 @@ pub fn public_api() -> OpenApiRouter<SharedApp> {
     )
 }
 
+/// Where the public API lives; the OpenAPI document's paths are relative to it.
+pub const PUBLIC_BASE: &str = "/api/public";
+
 /// The OpenAPI document, as served at `/api/public/docs/json`.
+///
+/// Its paths are relative to [`PUBLIC_BASE`] (`/tasks/{identifier}/comments`), and `servers` says
+/// so: connectors in "full" mode and Leadtime's API skill append a listed path to their
+/// `…/api/public` base as it is (wire contract §3).
 pub fn openapi(public_url: &str) -> utoipa::openapi::OpenApi {
     let (_, mut document) = public_api().split_for_parts();
     document.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    document.servers = Some(vec![utoipa::openapi::Server::new(public_url)]);
+    let paths = std::mem::take(&mut document.paths.paths);
+    document.paths.paths = paths
+        .into_iter()
+        .map(|(path, item)| match path.strip_prefix(PUBLIC_BASE) {
+            Some(relative) => (relative.to_owned(), item),
+            None => (path, item),
+        })
+        .collect();
+    let mut absolute = utoipa::openapi::Server::new(format!("{}{PUBLIC_BASE}", public_url.trim_end_matches('/')));
+    absolute.description = Some("This host's public URL".into());
+    let mut relative = utoipa::openapi::Server::new(PUBLIC_BASE);
+    relative.description = Some("Relative to the host serving this document; paths below are relative to it".into());
+    document.servers = Some(vec![relative, absolute]);
     access::annotate(&mut document);
     document
 }
