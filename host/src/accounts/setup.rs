@@ -103,6 +103,7 @@ pub struct Claimed {
     pub mode: String,
     pub instructions: String,
     pub webhook_path: &'static str,
+    pub expose_raw_api_credential_to_agent: bool,
 }
 
 /// Claims a setup code: stores the webhook URL on the bot's connection, mints a fresh bot token and
@@ -220,5 +221,6 @@ pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claim
         mode: config["mode"].as_str().unwrap_or("basic").to_owned(),
         instructions: config["guidance"].as_str().unwrap_or_default().to_owned(),
         webhook_path: WEBHOOK_PATH,
+        expose_raw_api_credential_to_agent: config["exposeRawApiCredentialToAgent"].as_bool().unwrap_or(false),
     })
 }

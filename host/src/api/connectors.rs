@@ -49,6 +49,8 @@ struct ClaimResponse {
     mode: String,
     guidance: Guidance,
     webhook_path: &'static str,
+    /// Whether the wrapper may hand the bot token itself to its agent (the connection's
+    /// `exposeRawApiCredentialToAgent` setting, off unless an admin turned it on).
     expose_raw_api_credential_to_agent: bool,
 }
 
@@ -82,6 +84,6 @@ async fn claim_setup(
             instructions: claimed.instructions,
         },
         webhook_path: claimed.webhook_path,
-        expose_raw_api_credential_to_agent: false,
+        expose_raw_api_credential_to_agent: claimed.expose_raw_api_credential_to_agent,
     }))
 }

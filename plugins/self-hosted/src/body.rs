@@ -152,31 +152,30 @@ pub fn prompt_context(session: &SessionStart, config: &Config) -> String {
         out.push('\n');
     }
 
-    out.push_str("\n## How to report back\n");
+    // Connectors report the session themselves (running, the prompt, the final answer, done or
+    // failed), so the brief tells the agent what to do about the task, not how to run the session.
+    out.push_str("\n## What to do\n");
     let _ = writeln!(
         out,
-        "This is agent session {} (agentRunId). Report through the Leadtime session API at {}/public/agent-sessions/{}: \
-         post activities as you work (thoughts, tool calls, results), post your final answer as a `response` activity, \
-         then set the status to `done` — or `failed` with a message saying why.",
-        session.session_id, session.api_base_url, session.session_id
+        "Work on task #{n} as asked above. This is agent session {id}: your connector reports its progress \
+         and your final answer to Leadtime for you, so end with a short answer saying what you did or found.",
+        n = task.short_number,
+        id = session.session_id,
     );
-    match config.mode {
-        Mode::Basic => {
-            let _ = writeln!(
-                out,
-                "You may use the task tools: read task #{n} (GET {base}/public/tasks/{n}), comment on it, \
-                 list the workspace's statuses and change the task's status.",
-                n = task.short_number,
-                base = session.api_base_url
-            );
-        }
-        Mode::Full => {
-            let _ = writeln!(
-                out,
-                "You may use any operation of the public API; its OpenAPI document is at {}/public/docs/json.",
-                session.api_base_url
-            );
-        }
+    let base = format!("{}/public", session.api_base_url);
+    let _ = writeln!(
+        out,
+        "Act on the task with the task tools: read it (GET {base}/tasks/{n}), comment on it \
+         (POST {base}/tasks/{n}/comments with {{\"comment\": \"…\"}}), list the workspace's statuses \
+         (GET {base}/tasks/statuses) and move it to one (PATCH {base}/tasks/{n} with {{\"statusId\": \"…\"}}).",
+        n = task.short_number,
+    );
+    if config.mode == Mode::Full {
+        let _ = writeln!(
+            out,
+            "You may also use any other operation of the public API: its OpenAPI document is at {base}/docs/json, \
+             and its paths are relative to {base}."
+        );
     }
     out
 }
@@ -246,6 +245,7 @@ mod tests {
             webhook_url: "https://w.example/leadtime/webhook".into(),
             mode: Mode::Basic,
             guidance: guidance.map(Into::into),
+            expose_raw_api_credential_to_agent: false,
         }
     }
 
@@ -317,11 +317,27 @@ mod tests {
             "First!",
             "Never push to main.",
             "agent session ses_1",
-            "http://127.0.0.1:8080/api/public/agent-sessions/ses_1",
-            "`response`",
+            "POST http://127.0.0.1:8080/api/public/tasks/943/comments with {\"comment\": \"…\"}",
+            "PATCH http://127.0.0.1:8080/api/public/tasks/943 with {\"statusId\": \"…\"}",
         ] {
             assert!(prompt.contains(needle), "prompt lacks {needle:?}:\n{prompt}");
         }
+        // Connectors set the session status themselves; the brief must not ask the agent to.
+        for absent in ["set the status to", "agent-sessions/", "`done`", "docs/json"] {
+            assert!(!prompt.contains(absent), "prompt should not say {absent:?}:\n{prompt}");
+        }
+    }
+
+    #[test]
+    fn full_mode_points_at_the_openapi_document_and_its_base() {
+        let mut full = config(None);
+        full.mode = Mode::Full;
+        let prompt = prompt_context(&session(Trigger::Assigned(actor("Ada")), vec![]), &full);
+        assert!(
+            prompt.contains("http://127.0.0.1:8080/api/public/docs/json")
+                && prompt.contains("its paths are relative to http://127.0.0.1:8080/api/public"),
+            "{prompt}"
+        );
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! The connection config: `{webhookUrl, mode: basic|full, guidance?}`.
+//! The connection config: `{webhookUrl, mode: basic|full, guidance?, exposeRawApiCredentialToAgent?}`.
 
 use leadtime_plugin_sdk::{FieldError, FieldErrors};
 use serde_json::Value;
 
 /// JSON Schema of the config, shown to admins and served in the connection-type list.
-pub const SCHEMA: &str = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","additionalProperties":false,"required":["webhookUrl"],"properties":{"webhookUrl":{"type":"string","format":"uri","description":"Where the wrapper listens, e.g. https://agent.example.com/leadtime/webhook"},"mode":{"enum":["basic","full"],"default":"basic","description":"basic: task tools only; full: the wrapper may call the whole public API"},"guidance":{"type":"string","maxLength":20000,"description":"Standing instructions for the agent, added to every prompt"}}}"#;
+pub const SCHEMA: &str = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","additionalProperties":false,"required":["webhookUrl"],"properties":{"webhookUrl":{"type":"string","format":"uri","description":"Where the wrapper listens, e.g. https://agent.example.com/leadtime/webhook"},"mode":{"enum":["basic","full"],"default":"basic","description":"basic: task tools only; full: the wrapper may call the whole public API"},"guidance":{"type":"string","maxLength":20000,"description":"Standing instructions for the agent, added to every prompt"},"exposeRawApiCredentialToAgent":{"type":"boolean","default":false,"description":"Let the wrapper hand the bot's API token itself to its agent (needed by some full-mode agents); off keeps the token inside the wrapper"}}}"#;
 
 /// Longest accepted guidance, in characters.
 const MAX_GUIDANCE_CHARS: usize = 20_000;
@@ -36,6 +36,8 @@ pub struct Config {
     pub mode: Mode,
     /// Standing instructions, trimmed; `None` when absent or blank.
     pub guidance: Option<String>,
+    /// Whether the wrapper may give the bot token itself to its agent (told at setup claim).
+    pub expose_raw_api_credential_to_agent: bool,
 }
 
 impl Config {
@@ -49,10 +51,15 @@ impl Config {
         };
         let mut errors = FieldErrors::new();
         for key in object.keys() {
-            if !matches!(key.as_str(), "webhookUrl" | "mode" | "guidance") {
+            if !matches!(
+                key.as_str(),
+                "webhookUrl" | "mode" | "guidance" | "exposeRawApiCredentialToAgent"
+            ) {
                 errors.add(
                     key,
-                    format!("unknown field `{key}`; allowed: webhookUrl, mode, guidance"),
+                    format!(
+                        "unknown field `{key}`; allowed: webhookUrl, mode, guidance, exposeRawApiCredentialToAgent"
+                    ),
                 );
             }
         }
@@ -97,11 +104,20 @@ impl Config {
                 None
             }
         };
+        let expose_raw_api_credential_to_agent = match object.get("exposeRawApiCredentialToAgent") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                errors.add("exposeRawApiCredentialToAgent", "must be true or false");
+                false
+            }
+        };
         errors.finish()?;
         Ok(Config {
             webhook_url: webhook_url.unwrap_or_default(),
             mode,
             guidance,
+            expose_raw_api_credential_to_agent,
         })
     }
 }
@@ -143,6 +159,7 @@ mod tests {
         assert_eq!(config.mode, Mode::Basic);
         assert_eq!(config.guidance, None);
         assert_eq!(config.webhook_url, "https://a.example/leadtime/webhook");
+        assert!(!config.expose_raw_api_credential_to_agent);
     }
 
     #[test]
@@ -152,14 +169,26 @@ mod tests {
                 .unwrap();
         assert_eq!(config.mode, Mode::Full);
         assert_eq!(config.guidance.as_deref(), Some("Be brief."));
+        let config =
+            Config::parse(&json!({"webhookUrl": "http://127.0.0.1:9/x", "exposeRawApiCredentialToAgent": true}))
+                .unwrap();
+        assert!(config.expose_raw_api_credential_to_agent);
     }
 
     #[test]
     fn every_bad_field_is_reported() {
         assert_eq!(fields(json!({})), ["webhookUrl"]);
         assert_eq!(
-            fields(json!({"webhookUrl": "ftp://x", "mode": "turbo", "guidance": 3, "extra": 1})),
-            ["extra", "webhookUrl", "mode", "guidance"]
+            fields(
+                json!({"webhookUrl": "ftp://x", "mode": "turbo", "guidance": 3, "extra": 1, "exposeRawApiCredentialToAgent": "yes"})
+            ),
+            [
+                "extra",
+                "webhookUrl",
+                "mode",
+                "guidance",
+                "exposeRawApiCredentialToAgent"
+            ]
         );
         assert_eq!(fields(json!({"webhookUrl": "not a url"})), ["webhookUrl"]);
         assert_eq!(
