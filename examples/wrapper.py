@@ -3,17 +3,22 @@
 
 It does what Leadtime's OpenClaw and Hermes connectors do, minus the agent: verify each webhook
 (Leadtime signature, ISO timestamp within 300 s), answer 202, then report through the session API —
-running, a response activity, done — with idempotency keys derived from the webhook id.
+running, the prompt, a response activity, done — with idempotency keys derived from the webhook id,
+so a redelivered webhook repeats the same calls and changes nothing.
 
     LEADTIME_BASE_URL=http://127.0.0.1:8080/api BOT_TOKEN=lt_pat_... WEBHOOK_SECRET=whsec_... \
         python3 examples/wrapper.py            # listens on 127.0.0.1:8787/leadtime/webhook
+
+With --hold it only accepts each session (running, the prompt) and leaves it open, for you to
+report on it by hand with curl.
 """
-import datetime, hashlib, hmac, http.server, json, os, threading, urllib.request
+import datetime, hashlib, hmac, http.server, json, os, sys, threading, urllib.request
 
 BASE = os.environ["LEADTIME_BASE_URL"].rstrip("/")
 TOKEN = os.environ["BOT_TOKEN"]
 SECRET = os.environ["WEBHOOK_SECRET"]
 PORT = int(os.environ.get("PORT", "8787"))
+HOLD = "--hold" in sys.argv[1:]
 seen = set()
 
 
@@ -27,11 +32,20 @@ def call(method, path, body):
 def work(webhook_id, event):
     session = event["agentRunId"]
     task = event["context"]["task"]
-    call("PATCH", f"/agent-sessions/{session}/status", {"status": "running", "idempotencyKey": f"{webhook_id}:running"})
+    call("PATCH", f"/agent-sessions/{session}/status",
+         {"status": "running", "message": "The example wrapper accepted the Leadtime session",
+          "idempotencyKey": f"status-running-{webhook_id}"})
+    call("POST", f"/agent-sessions/{session}/activities",
+         {"activityType": "prompt", "body": event["context"]["promptContext"], "providerEventId": webhook_id,
+          "providerEventType": event["eventType"], "idempotencyKey": f"webhook-accepted-{webhook_id}"})
+    if HOLD:
+        print(f"session {session} is running; report on it by hand", flush=True)
+        return
     call("POST", f"/agent-sessions/{session}/activities",
          {"activityType": "response", "body": f"Hello from the example wrapper: I read #{task['shortNumber']} \"{task['title']}\".",
-          "idempotencyKey": f"{webhook_id}:response"})
-    call("PATCH", f"/agent-sessions/{session}/status", {"status": "done", "message": "Finished", "idempotencyKey": f"{webhook_id}:done"})
+          "idempotencyKey": f"example-response-{webhook_id}"})
+    call("PATCH", f"/agent-sessions/{session}/status",
+         {"status": "done", "message": "Finished", "idempotencyKey": f"status-done-{webhook_id}"})
     print(f"session {session} done", flush=True)
 
 

@@ -15,6 +15,7 @@ mod delivery;
 mod openapi;
 mod plugin_http;
 mod plugin_reload;
+mod readme_walkthrough;
 mod sandbox;
 mod utils;
 mod walking_skeleton;
