@@ -205,6 +205,66 @@ async fn a_wrapper_claims_a_setup_code_once() {
     host.stop().await;
 }
 
+/// The claim answers with the mode and the credential exposure the admin chose for the bot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_returns_the_settings_an_admin_chose() {
+    let host = TestHost::start().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let (status, created) = admin
+        .post(
+            "/bots",
+            json!({"name": "Full", "handle": "full", "connection": {"type": "self-hosted", "config": {
+                "webhookUrl": "https://agent.example.com/leadtime/webhook", "mode": "full",
+                "guidance": "Use the whole API.", "exposeRawApiCredentialToAgent": true}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let bot_id = created["bot"]["id"].as_str().unwrap().to_owned();
+    let claim = |config_note: &'static str| {
+        let admin = admin.clone();
+        let anonymous = host.anonymous();
+        let bot_id = bot_id.clone();
+        async move {
+            let (_, code) = admin
+                .post(&format!("/bots/{bot_id}/setup-codes"), json!({"expiresInMinutes": 5}))
+                .await;
+            let (status, claimed) = anonymous
+                .post(
+                    "/agent-connectors/setup/claim",
+                    json!({"setupToken": code["setupToken"], "gatewayPublicUrl": "https://agent.example.com",
+                           "agentId": config_note, "runtimeVersion": "hermes-leadtime-plugin@0.1.0"}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{claimed}");
+            claimed
+        }
+    };
+    let claimed = claim("exposed").await;
+    assert_eq!(claimed["mode"], "full");
+    assert_eq!(claimed["guidance"]["instructions"], "Use the whole API.");
+    assert_eq!(claimed["exposeRawApiCredentialToAgent"], true);
+
+    // Off again: the next claim says so. A value that is not a boolean is refused, naming the field.
+    let (status, body) = admin
+        .patch(
+            &format!("/bots/{bot_id}"),
+            json!({"connection": {"config": {"webhookUrl": "https://agent.example.com/leadtime/webhook", "mode": "full"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(claim("default").await["exposeRawApiCredentialToAgent"], false);
+    let (status, body) = admin
+        .patch(
+            &format!("/bots/{bot_id}"),
+            json!({"connection": {"config": {"webhookUrl": "https://agent.example.com/leadtime/webhook",
+                                             "exposeRawApiCredentialToAgent": "yes"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("exposeRawApiCredentialToAgent"), "{body}");
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_setup_code_is_refused() {
     let clock = ManualClock::new(SystemClock.now());
