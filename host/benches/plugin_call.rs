@@ -136,6 +136,7 @@ async fn run() -> Result<()> {
         CallLimits::default(),
         Default::default(),
         Some(cache.path().to_path_buf()),
+        leadtime_host::runtime::executor::default_threads(),
     )?;
     cold_runtime.load(source, wasm).await?;
     let cold = started.elapsed();
@@ -144,6 +145,7 @@ async fn run() -> Result<()> {
         CallLimits::default(),
         Default::default(),
         Some(cache.path().to_path_buf()),
+        leadtime_host::runtime::executor::default_threads(),
     )?;
     let plugin = runtime.load(source, wasm).await?;
     let warm = started.elapsed();

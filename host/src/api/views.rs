@@ -211,6 +211,8 @@ pub struct SessionView {
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
     pub updated_at: String,
+    /// CPU time the session's plugin calls used, in milliseconds.
+    pub plugin_cpu_ms: f64,
     /// The session's start webhook (self-hosted connections): whether and when it was delivered.
     /// The wrapper, not the delivery, moves the session to `running`.
     pub delivery: Option<SessionDeliveryView>,
@@ -386,6 +388,7 @@ pub fn session_view(
         started_at: session.started_at.map(Timestamp::to_iso),
         ended_at: session.ended_at.map(Timestamp::to_iso),
         updated_at: session.updated_at.to_iso(),
+        plugin_cpu_ms: session.plugin_cpu_micros as f64 / 1000.0,
         delivery: delivery.map(SessionDeliveryView::from),
         activities: activities.iter().map(ActivityView::from).collect(),
         status_history: changes.iter().map(StatusChangeView::from).collect(),

@@ -261,6 +261,7 @@ pub fn status_message(message: Option<String>) -> Result<Option<String>, DomainE
 }
 
 fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), DomainError> {
+    super::check_storable(field, value)?;
     if value.len() > max {
         return Err(DomainError::invalid(
             field,
@@ -365,6 +366,8 @@ pub struct Session {
     pub updated_at: Timestamp,
     /// The plugin version (wasm SHA-256) the session started on, once it started.
     pub plugin_sha256: Option<String>,
+    /// CPU time its plugin calls used so far, in microseconds.
+    pub plugin_cpu_micros: i64,
 }
 
 /// Who recorded something on a session.

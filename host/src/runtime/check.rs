@@ -12,7 +12,7 @@ pub async fn check_plugin(source: &str, wasm: &[u8]) -> Result<String, String> {
     if let Some(reason) = not_a_component(wasm) {
         return Err(format!("{source}: {reason}."));
     }
-    let runtime = PluginRuntime::new(CallLimits::default(), Default::default(), None)
+    let runtime = PluginRuntime::new(CallLimits::default(), Default::default(), None, 1)
         .map_err(|e| format!("{source}: the host failed to start its engine: {e:#}"))?;
     let plugin = runtime.load(source, wasm).await.map_err(|error| explain(&error))?;
     let m = &plugin.manifest;

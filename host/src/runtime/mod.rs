@@ -12,6 +12,7 @@ pub mod builtin;
 pub mod capabilities;
 pub mod check;
 pub mod directory;
+pub mod executor;
 mod state;
 
 use std::collections::HashMap;
@@ -19,14 +20,16 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::outbound::OutboundPolicy;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, Store};
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+use executor::PluginExecutor;
 
 use bindings::types::{FieldError, PluginError, SessionEvent, SessionRef, SessionStart};
 use bindings::{ConnectionPlugin, ConnectionPluginPre};
@@ -83,6 +86,14 @@ pub struct CallLimits {
     pub pending_timers_per_session: u64,
     /// Largest timer payload, in bytes.
     pub timer_payload_bytes: usize,
+    /// wasi resources (HTTP requests, header fields, bodies, streams, pollables) one call may hold
+    /// at once: with the per-resource bounds in [`HttpLimits`], this bounds the host memory a guest
+    /// can make the host hold outside its linear memory.
+    pub resources: usize,
+    /// Bytes a guest may pass to the host in one host call (strings and lists crossing imports).
+    pub host_call_bytes: usize,
+    /// Bytes of effects (webhook bodies, timer payloads) one call may queue for commit.
+    pub effect_bytes: usize,
 }
 
 impl Default for CallLimits {
@@ -105,6 +116,9 @@ impl Default for CallLimits {
             timers: 10,
             pending_timers_per_session: 20,
             timer_payload_bytes: 16 << 10,
+            resources: 256,
+            host_call_bytes: 4 << 20,
+            effect_bytes: 4 << 20,
         }
     }
 }
@@ -249,6 +263,8 @@ pub struct PluginRuntime {
     log_rate: Arc<LogRate>,
     cache_dir: Option<PathBuf>,
     ticker_stop: Arc<AtomicBool>,
+    /// The threads guest code runs on (never the API's).
+    executor: PluginExecutor,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -268,7 +284,12 @@ impl Drop for PluginRuntime {
 impl PluginRuntime {
     /// An engine with no plugins loaded. Plugins' outbound requests follow `outbound` (the same
     /// SSRF policy as webhook delivery); `cache_dir` keeps compiled plugins across restarts.
-    pub fn new(limits: CallLimits, outbound: OutboundPolicy, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub fn new(
+        limits: CallLimits,
+        outbound: OutboundPolicy,
+        cache_dir: Option<PathBuf>,
+        plugin_threads: usize,
+    ) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
         // Pooling: instances come from pre-reserved slots (fast instantiation, no mmap per call),
@@ -323,6 +344,7 @@ impl PluginRuntime {
             log_rate,
             cache_dir,
             ticker_stop,
+            executor: PluginExecutor::new(plugin_threads)?,
         })
     }
 
@@ -509,7 +531,8 @@ impl PluginRuntime {
                 services,
                 Export::ValidateConfig(config.to_owned()),
             )
-            .await?
+            .await
+            .0?
         {
             (Returned::Config(result), _) => {
                 result.map_err(|errors| CallError::InvalidConfig(errors.into_iter().map(Into::into).collect()))
@@ -525,8 +548,8 @@ impl PluginRuntime {
         context: CallContext,
         services: Arc<dyn CallServices>,
         start: SessionStart,
-    ) -> Result<CallEffects, CallError> {
-        match self
+    ) -> Called<CallEffects> {
+        let (outcome, cpu) = self
             .call(
                 &plugin.pre,
                 &plugin.label(),
@@ -534,12 +557,10 @@ impl PluginRuntime {
                 services,
                 Export::StartSession(Box::new(start)),
             )
-            .await?
-        {
-            (Returned::Unit(result), effects) => result
-                .map_err(|e| plugin_error(e, &effects.http_problems))
-                .map(|()| effects),
-            _ => Err(CallError::Crashed("unexpected result from start-session".into())),
+            .await;
+        Called {
+            result: unit_outcome(outcome, "start-session"),
+            cpu,
         }
     }
 
@@ -551,8 +572,8 @@ impl PluginRuntime {
         services: Arc<dyn CallServices>,
         session: SessionRef,
         event: SessionEvent,
-    ) -> Result<CallEffects, CallError> {
-        match self
+    ) -> Called<CallEffects> {
+        let (outcome, cpu) = self
             .call(
                 &plugin.pre,
                 &plugin.label(),
@@ -560,12 +581,10 @@ impl PluginRuntime {
                 services,
                 Export::OnEvent(Box::new((session, event))),
             )
-            .await?
-        {
-            (Returned::Unit(result), effects) => result
-                .map_err(|e| plugin_error(e, &effects.http_problems))
-                .map(|()| effects),
-            _ => Err(CallError::Crashed("unexpected result from on-event".into())),
+            .await;
+        Called {
+            result: unit_outcome(outcome, "on-event"),
+            cpu,
         }
     }
 
@@ -583,6 +602,7 @@ impl PluginRuntime {
                 Export::Manifest,
             )
             .await
+            .0
         {
             Ok((Returned::Manifest(manifest), _)) => Ok(manifest),
             Ok(_) => Err("unexpected result from manifest()".into()),
@@ -590,7 +610,8 @@ impl PluginRuntime {
         }
     }
 
-    /// Runs one export in a fresh instance under the call limits.
+    /// Runs one export in a fresh instance under the call limits, on the plugin threads; returns
+    /// its outcome and the CPU time it used.
     async fn call(
         &self,
         pre: &ConnectionPluginPre<PluginState>,
@@ -598,7 +619,7 @@ impl PluginRuntime {
         context: CallContext,
         services: Arc<dyn CallServices>,
         export: Export,
-    ) -> Result<(Returned, CallEffects), CallError> {
+    ) -> (Result<(Returned, CallEffects), CallError>, Duration) {
         let hooks = OutboundHooks::new(
             &self.outbound,
             &context.plugin_id,
@@ -608,35 +629,57 @@ impl PluginRuntime {
         let state = PluginState::new(context, services, hooks, self.log_rate.clone(), &self.limits);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let ticks = (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-
-        let run = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            invoke(&instance, &mut store, &export).await
+        // Host-side resources a guest can make the host hold (see `CallLimits::resources`).
+        store.set_max_component_handles(self.limits.resources);
+        store.set_hostcall_fuel(self.limits.host_call_bytes);
+        // Guest code yields to the plugin threads at every epoch tick, so calls take turns, and is
+        // interrupted at its deadline even when it never calls the host.
+        let deadline = Instant::now() + self.limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
+        let (pre, limits, label) = (pre.clone(), self.limits.clone(), label.to_owned());
+        let work = async move {
+            let run = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                invoke(&instance, &mut store, &export).await
+            };
+            // The epoch deadline stops runaway guest code; this timeout also covers host calls.
+            let outcome = tokio::time::timeout(limits.timeout + EPOCH_TICK * 10, run).await;
+            let returned = match outcome {
+                Ok(Ok(value)) => value,
+                Ok(Err(trap)) if trap.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+                    // Every pooled slot is busy: not the plugin's fault, so the caller retries later.
+                    return Err(CallError::Transient(describe_trap(&label, &trap, &store, &limits)));
+                }
+                Ok(Err(trap)) => {
+                    let reason = describe_trap(&label, &trap, &store, &limits);
+                    return Err(CallError::Crashed(with_problems(reason, &store.data().http_problems())));
+                }
+                Err(_) => {
+                    let reason = format!(
+                        "{label} did not finish within its {} s time limit",
+                        limits.timeout.as_secs()
+                    );
+                    return Err(CallError::Crashed(with_problems(reason, &store.data().http_problems())));
+                }
+            };
+            Ok((returned, store.into_data().into_effects()))
         };
-        // The epoch deadline stops runaway guest code; this timeout also covers time spent in host calls.
-        let outcome = tokio::time::timeout(self.limits.timeout + EPOCH_TICK * 10, run).await;
-        let returned = match outcome {
-            Ok(Ok(value)) => value,
-            Ok(Err(trap)) if trap.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
-                // Every pooled slot is busy: not the plugin's fault, so the caller retries later.
-                return Err(CallError::Transient(describe_trap(label, &trap, &store, &self.limits)));
-            }
-            Ok(Err(trap)) => {
-                let reason = describe_trap(label, &trap, &store, &self.limits);
-                return Err(CallError::Crashed(with_problems(reason, &store.data().http_problems())));
-            }
-            Err(_) => {
-                let reason = format!(
-                    "{label} did not finish within its {} s time limit",
-                    self.limits.timeout.as_secs()
-                );
-                return Err(CallError::Crashed(with_problems(reason, &store.data().http_problems())));
-            }
-        };
-        Ok((returned, store.into_data().into_effects()))
+        match self.executor.run(work).await {
+            Some((outcome, cpu)) => (outcome, cpu),
+            None => (
+                Err(CallError::Transient(
+                    "the host is shutting down its plugin threads; the call will be retried".into(),
+                )),
+                Duration::ZERO,
+            ),
+        }
     }
 
     /// Where the compiled form of the wasm with SHA-256 `sha` is cached for this engine.
@@ -663,6 +706,23 @@ impl PluginRuntime {
                 origin: source_name,
                 message: format!("{e:#}"),
             })
+    }
+}
+
+/// The outcome of a session call, with the CPU time the plugin used (recorded on the session).
+#[derive(Debug)]
+pub struct Called<T> {
+    pub result: Result<T, CallError>,
+    pub cpu: Duration,
+}
+
+/// What a `start-session` or `on-event` call left, or why it failed.
+fn unit_outcome(outcome: Result<(Returned, CallEffects), CallError>, export: &str) -> Result<CallEffects, CallError> {
+    match outcome? {
+        (Returned::Unit(result), effects) => result
+            .map_err(|e| plugin_error(e, &effects.http_problems))
+            .map(|()| effects),
+        _ => Err(CallError::Crashed(format!("unexpected result from {export}"))),
     }
 }
 
@@ -906,5 +966,27 @@ fn describe_trap(label: &str, error: &wasmtime::Error, store: &Store<PluginState
     if store.data().memory_limit_hit() {
         return format!("{label} exceeded its {} MiB memory limit", limits.memory_bytes >> 20);
     }
-    format!("{label} failed: {error:#}")
+    // Host-side limits, named so the plugin's author knows which one (the error chain carries
+    // wasmtime's wording; see `CallLimits::resources` and friends).
+    let chain = format!("{error:#}");
+    if chain.contains("resource table has no free keys") || chain.contains("store handle limit exceeded") {
+        return format!(
+            "{label} exceeded its limit of {} host resources held at once (wasi:http requests, header fields, \
+             bodies, streams and pollables; drop the ones it no longer needs)",
+            limits.resources
+        );
+    }
+    if chain.contains("fuel allocated for hostcalls has been exhausted") {
+        return format!(
+            "{label} exceeded its limit of {} MiB passed to the host in one host call",
+            limits.host_call_bytes >> 20
+        );
+    }
+    if chain.contains("total size of fields exceeds limit") || chain.contains("too many fields in the field map") {
+        return format!(
+            "{label} exceeded its limit of {} KiB of HTTP header fields in one set of fields",
+            limits.http.field_bytes >> 10
+        );
+    }
+    format!("{label} failed: {chain}")
 }

@@ -81,6 +81,7 @@ pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Tr
         ended_at: None,
         updated_at: now,
         plugin_sha256: None,
+        plugin_cpu_micros: 0,
     };
     store::sessions::insert(tx, &session).await?;
     insert_change(

@@ -120,7 +120,15 @@ async fn run_job(app: &Arc<App>, job: Job) {
 /// A host-side failure (database down, bug): retry with backoff, then give up on the session.
 async fn host_failure(app: &App, job: &Job, error: anyhow::Error) {
     tracing::error!(job = %job.id, kind = %job.kind, error = format!("{error:#}"), "session job failed");
-    if let Err(e) = retry_or_fail(app, job, &format!("{error:#}"), "the host could not start this session").await {
+    if let Err(e) = retry_or_fail(
+        app,
+        job,
+        &format!("{error:#}"),
+        "the host could not start this session",
+        Duration::ZERO,
+    )
+    .await
+    {
         tracing::error!(job = %job.id, error = %e, "could not record the job failure; it will be retried after its lease");
     }
 }
@@ -130,9 +138,12 @@ fn backoff_ms(attempts: i64) -> i64 {
     2_000 * 4_i64.pow(attempts.clamp(1, 6) as u32 - 1)
 }
 
-async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str) -> Result<(), StoreError> {
+async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str, cpu: Duration) -> Result<(), StoreError> {
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
+    if let Some(session) = &job.session_id {
+        record_cpu(&mut tx, session, cpu).await?;
+    }
     if job.attempts >= MAX_ATTEMPTS {
         if let Some(session) = &job.session_id {
             fail(
@@ -177,15 +188,19 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
             "connection type `{}` is not installed on this host",
             session.connection_type
         );
-        return finish_failed(app, job, &session, reason, None).await.map(|()| None);
+        return finish_failed(app, job, &session, reason, None, Duration::ZERO)
+            .await
+            .map(|()| None);
     };
     // The session is pinned to this version with the start's outcome (no transaction of its own).
     let pin =
         (session.plugin_sha256.as_deref() != Some(plugin.wasm_sha256.as_str())).then_some(plugin.wasm_sha256.as_str());
     let ran_on = Some(plugin.wasm_sha256.clone());
     let (context, services) = call_for(app, &session, &plugin, workspace_hosts);
-    match app.runtime.start_session(&plugin, context, services, start).await {
-        Ok(effects) => commit_effects(app, job, &session, effects, pin).await?,
+    let called = app.runtime.start_session(&plugin, context, services, start).await;
+    let cpu = called.cpu;
+    match called.result {
+        Ok(effects) => commit_effects(app, job, &session, effects, pin, cpu).await?,
         Err(CallError::Transient(message)) => {
             if let Some(sha) = pin {
                 // A retried start stays on this version.
@@ -194,7 +209,7 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
                 tx.commit().await?;
             }
             let reason = format!("{} could not start the session", plugin.label());
-            retry_or_fail(app, job, &message, &reason).await?;
+            retry_or_fail(app, job, &message, &reason, cpu).await?;
         }
         Err(error) => {
             let reason = match &error {
@@ -204,7 +219,7 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
                 _ => format!("The session could not start: {error}"),
             };
             tracing::warn!(session = %session.id, plugin = %plugin.manifest.id, %reason, "session start failed");
-            finish_failed(app, job, &session, reason, pin).await?;
+            finish_failed(app, job, &session, reason, pin, cpu).await?;
         }
     }
     Ok(ran_on)
@@ -283,18 +298,20 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
     };
     let ran_on = Some(plugin.wasm_sha256.clone());
     let (context, services) = call_for(app, &session, &plugin, workspace_hosts);
-    match app
+    let called = app
         .runtime
         .on_event(&plugin, context, services, session_ref, event)
-        .await
-    {
-        Ok(effects) => commit_effects(app, job, &session, effects, None).await?,
+        .await;
+    let cpu = called.cpu;
+    match called.result {
+        Ok(effects) => commit_effects(app, job, &session, effects, None, cpu).await?,
         Err(CallError::Transient(message)) => {
             retry_or_fail(
                 app,
                 job,
                 &message,
                 &format!("{} could not handle the event", plugin.label()),
+                cpu,
             )
             .await?;
         }
@@ -303,7 +320,7 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
             if session.status.is_terminal() {
                 complete(app, job).await?;
             } else {
-                finish_failed(app, job, &session, format!("The session failed: {error}"), None).await?;
+                finish_failed(app, job, &session, format!("The session failed: {error}"), None, cpu).await?;
             }
         }
     }
@@ -317,12 +334,14 @@ async fn commit_effects(
     session: &Session,
     effects: CallEffects,
     pin: Option<&str>,
+    cpu: Duration,
 ) -> anyhow::Result<()> {
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
     if let Some(sha) = pin {
         store::sessions::set_plugin(&mut tx, &session.id, sha).await?;
     }
+    record_cpu(&mut tx, &session.id, cpu).await?;
     let queued = !effects.webhooks.is_empty();
     let timers = !effects.timers.is_empty();
     for timer in effects.timers {
@@ -362,15 +381,25 @@ async fn finish_failed(
     session: &Session,
     reason: String,
     pin: Option<&str>,
+    cpu: Duration,
 ) -> anyhow::Result<()> {
     let mut tx = app.db.begin().await?;
     if let Some(sha) = pin {
         store::sessions::set_plugin(&mut tx, &session.id, sha).await?;
     }
+    record_cpu(&mut tx, &session.id, cpu).await?;
     fail(&mut tx, &session.id, reason, app.clock.now()).await?;
     store::jobs::complete(&mut tx, &job.id).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Adds a call's CPU time to its session (nothing for a call that used none).
+async fn record_cpu(tx: &mut store::Conn, session: &SessionId, cpu: Duration) -> Result<(), StoreError> {
+    if cpu.is_zero() {
+        return Ok(());
+    }
+    store::sessions::add_plugin_cpu(tx, session, cpu.as_micros().min(i64::MAX as u128) as i64).await
 }
 
 async fn complete(app: &App, job: &Job) -> anyhow::Result<()> {

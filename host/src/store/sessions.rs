@@ -7,7 +7,7 @@ use crate::domain::time::Timestamp;
 use super::{Conn, StoreError, conflict_or};
 
 const SESSION_COLUMNS: &str = "id, workspace_id, task_id, bot_id, connection_id, connection_type, trigger_kind, \
-     trigger_actor_id, comment_id, status, status_message, external_url, external_label, created_at, started_at, ended_at, updated_at, plugin_sha256";
+     trigger_actor_id, comment_id, status, status_message, external_url, external_label, created_at, started_at, ended_at, updated_at, plugin_sha256, plugin_cpu_micros";
 const ACTIVITY_COLUMNS: &str = "id, session_id, activity_type, body, action, parameter, result, provider_event_id, \
      provider_event_type, raw, idempotency_key, source, created_at";
 const STATUS_CHANGE_COLUMNS: &str = "id, session_id, status, message, idempotency_key, source, created_at";
@@ -15,7 +15,7 @@ const STATUS_CHANGE_COLUMNS: &str = "id, session_id, status, message, idempotenc
 /// Inserts a session.
 pub async fn insert(conn: &mut Conn, s: &Session) -> Result<(), StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO agent_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        "INSERT INTO agent_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
     ))
     .bind(s.id.as_str())
     .bind(s.workspace_id.as_str())
@@ -35,8 +35,19 @@ pub async fn insert(conn: &mut Conn, s: &Session) -> Result<(), StoreError> {
     .bind(s.ended_at.map(Timestamp::millis))
     .bind(s.updated_at.millis())
     .bind(s.plugin_sha256.as_deref())
+    .bind(s.plugin_cpu_micros)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Adds the CPU time of a plugin call to `session`'s total.
+pub async fn add_plugin_cpu(conn: &mut Conn, session: &SessionId, micros: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE agent_sessions SET plugin_cpu_micros = plugin_cpu_micros + $2 WHERE id = $1")
+        .bind(session.as_str())
+        .bind(micros)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
