@@ -59,6 +59,18 @@ async fn hostile_plugins_are_contained_and_well_behaved_ones_are_not_disturbed()
             "plugin `hostile` 0.1.0 crashed (it panicked or hit unreachable code)",
         ),
         ("giant-activity", "`body` is too long: at most 524288 bytes"),
+        (
+            "giant-host-call",
+            "plugin `hostile` 0.1.0 exceeded its limit of 4 MiB passed to the host in one host call",
+        ),
+        (
+            "fields-hoard",
+            "plugin `hostile` 0.1.0 exceeded its limit of 256 host resources held at once",
+        ),
+        (
+            "oversized-fields",
+            "plugin `hostile` 0.1.0 exceeded its limit of 16 KiB of HTTP header fields",
+        ),
         ("activity-flood", "a plugin call may make at most 50 activity posts"),
         ("kv-flood", "kv state would grow to"),
         ("webhook-flood", "a plugin call may make at most 16 webhook deliveries"),
@@ -313,5 +325,60 @@ async fn a_plugin_built_against_the_first_contract_still_loads_and_works() {
     let (ok, out) = plugin_check(std::path::Path::new(env!("LEADTIME_TEST_FIXTURE_LEGACY")));
     assert!(ok, "{out}");
     assert!(out.contains("leadtime:agent-runtime@0.1.0"), "{out}");
+    host.stop().await;
+}
+
+/// The kv quota counts bytes: keys of three-byte characters stop at the same 1 MiB as ASCII ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_state_is_capped_in_bytes_not_characters() {
+    let host = TestHost::start_with(
+        |config| {
+            config.plugin_limits.timeout = Duration::from_secs(20);
+            config.plugin_limits.kv_operations = 50_000;
+        },
+        None,
+    )
+    .await;
+    host.load_hostile_plugin().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    admin.enable_connection_type("hostile").await;
+    let bot = hostile_bot(&admin, "kv-multibyte-flood").await;
+    let mut events = host.events();
+    let task = admin.create_task("many keys").await;
+    let (_, assigned) = admin
+        .patch(
+            &format!("/tasks/{}", task["id"].as_str().unwrap()),
+            json!({"assigneeId": bot}),
+        )
+        .await;
+    let session = assigned["agentSessionIds"][0].as_str().unwrap().to_owned();
+    events
+        .wait_for(
+            "the flood's start",
+            |e| matches!(e, HostEvent::JobFinished { session_id: Some(s), .. } if s.as_str() == session),
+        )
+        .await;
+    let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
+    assert_eq!(card["status"], "failed", "{card}");
+    assert!(
+        card["statusMessage"]
+            .as_str()
+            .unwrap()
+            .contains("kv state would grow to"),
+        "{card}"
+    );
+    let mut conn = host.app().db.read().await.unwrap();
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(OCTET_LENGTH(key) + OCTET_LENGTH(value)), 0) AS BIGINT) FROM plugin_kv",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    let cap = host.config().plugin_limits.kv_connection_bytes;
+    assert!(
+        stored <= cap && stored > cap / 2,
+        "stored {stored} bytes against a cap of {cap}"
+    );
+    drop(conn);
     host.stop().await;
 }

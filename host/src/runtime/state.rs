@@ -127,6 +127,8 @@ pub(crate) struct Budget {
     pub kv_operations: u32,
     pub timers: u32,
     pub timer_cancels: u32,
+    /// Bytes of queued effects (webhook bodies, timer payloads) the call may still hold.
+    pub effect_bytes: usize,
 }
 
 /// Caps linear memory and tables, and remembers whether the cap was hit so the failure can say so.
@@ -181,11 +183,16 @@ impl PluginState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(64 << 10)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.resources);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(limits.http.field_bytes);
         Self {
             wasi,
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
+            table,
+            http,
             http_hooks,
             limiter: MemoryLimiter {
                 max_memory: limits.memory_bytes,
@@ -201,10 +208,25 @@ impl PluginState {
                 kv_operations: limits.kv_operations,
                 timers: limits.timers,
                 timer_cancels: limits.timers,
+                effect_bytes: limits.effect_bytes,
             },
             effects: CallEffects::default(),
             log_rate,
             log_lines_dropped: 0,
+        }
+    }
+
+    /// Takes `bytes` from the call's budget for queued effects, or says which limit refused them.
+    pub(crate) fn hold_effect_bytes(&mut self, bytes: usize) -> Result<(), CapabilityError> {
+        match self.budget.effect_bytes.checked_sub(bytes) {
+            Some(left) => {
+                self.budget.effect_bytes = left;
+                Ok(())
+            }
+            None => Err(CapabilityError::LimitExceeded(format!(
+                "a plugin call may queue at most {} MiB of webhooks and timers",
+                self.limits.effect_bytes >> 20
+            ))),
         }
     }
 

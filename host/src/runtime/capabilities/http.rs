@@ -59,6 +59,10 @@ pub struct HttpLimits {
     pub first_byte_timeout: Duration,
     /// Time one request may take in all, body included.
     pub total_timeout: Duration,
+    /// Largest set of header fields (`wasi:http` `fields`), in bytes.
+    pub field_bytes: usize,
+    /// Request body bytes the host buffers per body before the plugin's writes wait (twice this).
+    pub body_chunk_bytes: usize,
 }
 
 impl Default for HttpLimits {
@@ -70,6 +74,8 @@ impl Default for HttpLimits {
             call_response_bytes: 16 << 20,
             first_byte_timeout: Duration::from_secs(15),
             total_timeout: Duration::from_secs(20),
+            field_bytes: 16 << 10,
+            body_chunk_bytes: 64 << 10,
         }
     }
 }
@@ -182,6 +188,16 @@ impl WasiHttpHooks for OutboundHooks {
     // reqwest sets `Host` from the URL it was asked to reach.
     fn set_host_header(&mut self) -> bool {
         false
+    }
+
+    // An outgoing body holds at most two chunks in host memory; further writes wait for the
+    // request to be sent (the SDK writes the body after handing the request over).
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        self.shared.limits.body_chunk_bytes
     }
 
     fn send_request(

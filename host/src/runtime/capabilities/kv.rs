@@ -62,6 +62,11 @@ impl PluginState {
                 self.limits.kv_key_bytes
             )));
         }
+        if key.contains('\0') {
+            return Err(CapabilityError::Invalid(
+                "kv keys cannot contain a NUL character (\\u0000)".into(),
+            ));
+        }
         Ok(connection)
     }
 }

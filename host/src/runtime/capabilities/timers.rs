@@ -57,6 +57,7 @@ impl PluginState {
                 self.limits.pending_timers_per_session
             )));
         }
+        self.hold_effect_bytes(payload.len())?;
         let id = JobId::generate();
         self.effects.timers.push(QueuedTimer {
             id: id.clone(),

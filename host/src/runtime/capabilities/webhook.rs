@@ -37,6 +37,7 @@ impl PluginState {
         }
         serde_json::from_str::<serde::de::IgnoredAny>(&request.body)
             .map_err(|e| CapabilityError::Invalid(format!("webhook body is not JSON: {e}")))?;
+        self.hold_effect_bytes(request.body.len() + request.url.len())?;
         let id = DeliveryId::generate();
         self.effects.webhooks.push(QueuedWebhook {
             id: id.clone(),
