@@ -33,6 +33,8 @@ pub struct App {
     pub deliveries_queued: Notify,
     /// What the workers finished.
     pub events: broadcast::Sender<HostEvent>,
+    /// Connection counters of the HTTP server.
+    pub server_stats: Arc<crate::server::ServerStats>,
 }
 
 /// Something the background workers finished, broadcast to whoever listens (tests wait on these

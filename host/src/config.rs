@@ -42,6 +42,10 @@ pub struct Config {
     pub plugins_dir: Option<PathBuf>,
     /// How often the plugins directory is rescanned for new or changed files (zero: never).
     pub plugin_reload_interval: Duration,
+    /// What clients may make the HTTP server hold (connections, time, header sizes).
+    pub server: crate::server::ServerLimits,
+    /// Threads guest code runs on (apart from the API's), at lowered priority.
+    pub plugin_threads: usize,
 }
 
 /// How webhooks are delivered.
@@ -91,6 +95,8 @@ impl Config {
             plugin_limits: CallLimits::default(),
             rate_limit_per_minute: 600,
             rate_limit_burst: 120,
+            server: crate::server::ServerLimits::default(),
+            plugin_threads: crate::runtime::executor::default_threads(),
         }
     }
 
@@ -177,6 +183,21 @@ pub struct ServeArgs {
     /// Requests one API token may make in a burst above the per-minute rate.
     #[arg(long, env = "LEADTIME_RATE_LIMIT_BURST", default_value_t = 120)]
     pub rate_limit_burst: u32,
+    /// HTTP connections open at once (lowered to fit the file-descriptor limit). At the cap the
+    /// longest-idle connection is closed; if none is idle, new ones get 503 with Retry-After.
+    #[arg(long, env = "LEADTIME_MAX_CONNECTIONS", default_value_t = 8_192)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers, and to start its next request on a
+    /// kept-alive connection.
+    #[arg(long, env = "LEADTIME_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may stall before the request is answered 408.
+    #[arg(long, env = "LEADTIME_BODY_READ_TIMEOUT_SECS", default_value_t = 15)]
+    pub body_read_timeout_secs: u64,
+    /// Threads plugin code runs on, apart from the API's (at lowered priority); defaults to one
+    /// per core.
+    #[arg(long, env = "LEADTIME_PLUGIN_THREADS")]
+    pub plugin_threads: Option<usize>,
 }
 
 impl ServeArgs {
@@ -201,6 +222,12 @@ impl ServeArgs {
             config.plugins_dir = Some(dir);
         }
         config.plugin_reload_interval = Duration::from_secs(self.plugin_reload_secs);
+        config.server.max_connections = self.max_connections.max(1);
+        config.server.header_read_timeout = Duration::from_secs(self.header_read_timeout_secs.max(1));
+        config.server.body_read_timeout = Duration::from_secs(self.body_read_timeout_secs.max(1));
+        if let Some(threads) = self.plugin_threads {
+            config.plugin_threads = threads.max(1);
+        }
         config.validate()?;
         Ok(config)
     }

@@ -43,6 +43,9 @@ pub enum AppError {
     /// 413: the request body is too large.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 408: the request did not arrive in time.
+    #[error("{0}")]
+    Timeout(String),
     /// 415: the request body is not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -76,6 +79,7 @@ impl AppError {
             AppError::Gone(_) => StatusCode::GONE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,6 +97,7 @@ impl AppError {
             AppError::Gone(_) => "gone",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::PayloadTooLarge(_) => "payload_too_large",
+            AppError::Timeout(_) => "timeout",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::Internal(_) => "internal",
         }

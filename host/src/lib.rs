@@ -17,6 +17,7 @@ pub mod outbound;
 pub mod rate_limit;
 pub mod runtime;
 pub mod secrets;
+pub mod server;
 pub mod sessions;
 pub mod store;
 pub mod tasks;
@@ -80,6 +81,7 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         config.plugin_limits.clone(),
         config.outbound,
         config.plugin_cache_dir.clone(),
+        config.plugin_threads,
     )?);
     for (source, wasm) in runtime::builtin::BUILTIN_PLUGINS {
         // A plugin that fails to load is reported; the host runs without it.
@@ -109,6 +111,7 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         jobs_queued: Notify::new(),
         deliveries_queued: Notify::new(),
         events: tokio::sync::broadcast::channel(1024).0,
+        server_stats: Arc::default(),
     }))
 }
 
@@ -204,16 +207,13 @@ pub async fn start_with_clock(
     }
 
     let router = api::router(app.clone());
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(error) = axum::serve(listener, service)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
-            tracing::error!(%error, "the API server stopped");
-        }
-    });
+    tasks.spawn(server::serve(
+        listener,
+        router,
+        app.config.server.clone(),
+        app.server_stats.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(%addr, public_url = %app.config.public_url, "leadtime host listening");
     Ok(RunningHost {
         addr,

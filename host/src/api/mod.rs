@@ -11,6 +11,7 @@ pub mod connectors;
 pub mod deliveries;
 pub mod docs;
 pub mod extract;
+pub mod input;
 pub mod tasks;
 pub mod tokens;
 pub mod views;
@@ -125,7 +126,12 @@ pub fn router(app: SharedApp) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(docs))
+        .layer(axum::middleware::from_fn(input::check_text))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A body that stalls is answered 408 (the server turns the empty answer into JSON).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            app.config.server.body_read_timeout,
+        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let id = request

@@ -58,3 +58,15 @@ pub fn bounded_text(field: &'static str, value: &str, min: usize, max: usize) ->
     }
     Ok(trimmed.to_owned())
 }
+
+/// Refuses text the database cannot store (a NUL character: PostgreSQL refuses it in text, so it
+/// is refused on every backend alike).
+pub fn check_storable(field: &'static str, value: &str) -> Result<(), DomainError> {
+    if value.contains('\0') {
+        return Err(DomainError::invalid(
+            field,
+            format!("`{field}` contains a NUL character (\\u0000), which cannot be stored; remove it"),
+        ));
+    }
+    Ok(())
+}

@@ -47,10 +47,10 @@ pub async fn delete(conn: &mut Conn, connection: &ConnectionId, key: &str) -> Re
     Ok(())
 }
 
-/// Bytes stored by `connection` (keys and values), for its quota.
+/// Bytes stored by `connection` (keys and values, counted in bytes, not characters), for its quota.
 pub async fn usage(conn: &mut Conn, connection: &ConnectionId) -> Result<i64, StoreError> {
     let total: Option<i64> = sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(LENGTH(key) + LENGTH(value)), 0) AS BIGINT) FROM plugin_kv WHERE connection_id = $1",
+        "SELECT CAST(COALESCE(SUM(OCTET_LENGTH(key) + OCTET_LENGTH(value)), 0) AS BIGINT) FROM plugin_kv WHERE connection_id = $1",
     )
     .bind(connection.as_str())
     .fetch_one(conn)
