@@ -4,16 +4,14 @@
 //! flight at the kill.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use serde_json::json;
+use tokio::sync::watch;
 
-use crate::utils::db::TestDb;
-use crate::utils::{Api, EVENT_TIMEOUT};
+use crate::utils::EVENT_TIMEOUT;
+use crate::utils::process::{HostFiles, HostProcess, free_port};
 
 const SESSIONS: usize = 1_000;
 const PER_ENDPOINT: usize = 4;
@@ -55,99 +53,35 @@ async fn receiver(arrivals: Arc<Mutex<Arrivals>>, distinct: watch::Sender<usize>
     url
 }
 
-/// A `leadtime-host serve` child process; dropping it kills it.
-struct HostProcess {
-    child: Child,
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts the binary and waits until it says it is listening.
-async fn start_host(data_dir: &std::path::Path, database_url: &str, port: u16) -> HostProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leadtime-host"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args([
-            "--database-url",
-            database_url,
-            "--allow-private-targets",
-            "--rate-limit-per-minute",
-            "0",
-        ])
-        .args(["--delivery-timeout-secs", "2", "--plugin-timeout-secs", "2"])
-        .args(["--delivery-per-endpoint", &PER_ENDPOINT.to_string()])
-        .env("LEADTIME_LOG", "info,sqlx=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start leadtime-host");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let ready = tokio::time::timeout(EVENT_TIMEOUT, async {
-        while let Some(line) = rx.recv().await {
-            if line.contains("leadtime host listening") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(ready, Ok(true), "the host did not start");
-    // Keep draining its log so the pipe never fills.
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    HostProcess { child }
+/// Starts the binary on the test's files, with short timeouts and few attempts per endpoint.
+async fn start_host(files: &HostFiles, port: u16) -> HostProcess {
+    let per_endpoint = PER_ENDPOINT.to_string();
+    HostProcess::start_on(
+        &files.data_dir,
+        &files.db.url,
+        port,
+        &[
+            "--delivery-timeout-secs",
+            "2",
+            "--plugin-timeout-secs",
+            "2",
+            "--delivery-per-endpoint",
+            &per_endpoint,
+        ],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_host_loses_no_delivery() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDb::create(dir.path()).await;
-    let data_dir = dir.path().join("data");
-    let bootstrap = Command::new(env!("CARGO_BIN_EXE_leadtime-host"))
-        .args(["bootstrap", "--json", "--workspace", "Crash", "--database-url", &db.url])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .env("LEADTIME_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(
-        bootstrap.status.success(),
-        "{}",
-        String::from_utf8_lossy(&bootstrap.stderr)
-    );
-    let admin_token = serde_json::from_slice::<Value>(&bootstrap.stdout).unwrap()["adminToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let files = HostFiles::bootstrap("Crash").await;
 
     let arrivals = Arc::new(Mutex::new(Arrivals::default()));
     let (distinct_tx, mut distinct) = watch::channel(0);
     let webhook_url = receiver(arrivals.clone(), distinct_tx).await;
 
-    let port = free_port();
-    let host = start_host(&data_dir, &db.url, port).await;
-    let admin = Api::new(&format!("http://127.0.0.1:{port}/api/public"), Some(&admin_token));
+    let host = start_host(&files, free_port()).await;
+    let admin = host.api(&files.admin_token);
     let bot = admin.create_bot("Burst", "burst", &webhook_url).await;
 
     // The burst: 1,000 tasks assigned to the bot, eight requests at a time.
@@ -192,7 +126,7 @@ async fn a_killed_host_loses_no_delivery() {
     );
 
     // Restart on the same database: everything still arrives.
-    let _host = start_host(&data_dir, &db.url, free_port()).await;
+    let _host = start_host(&files, free_port()).await;
     let all = tokio::time::timeout(EVENT_TIMEOUT * 3, distinct.wait_for(|n| *n >= SESSIONS))
         .await
         .map(|r| r.is_ok());
@@ -203,7 +137,7 @@ async fn a_killed_host_loses_no_delivery() {
         *distinct.borrow()
     );
 
-    let store = leadtime_host::store::Db::connect(&db.url).await.unwrap();
+    let store = leadtime_host::store::Db::connect(&files.db.url).await.unwrap();
     let mut conn = store.read().await.unwrap();
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT d.id, d.status, s.status FROM webhook_deliveries d JOIN agent_sessions s ON s.id = d.session_id",

@@ -3,6 +3,7 @@
 
 pub mod connector;
 pub mod db;
+pub mod process;
 pub mod provider;
 pub mod receiver;
 pub mod wrapper;

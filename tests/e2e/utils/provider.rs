@@ -28,6 +28,8 @@ struct Shared {
     api_key: String,
     requests: Mutex<Vec<ProviderRequest>>,
     violations: Mutex<Vec<String>>,
+    /// Requests received so far, for tests that wait for some.
+    received: tokio::sync::watch::Sender<usize>,
 }
 
 /// A running fake provider.
@@ -45,6 +47,7 @@ impl FakeProvider {
             api_key: api_key.to_owned(),
             requests: Mutex::default(),
             violations: Mutex::default(),
+            received: tokio::sync::watch::channel(0).0,
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -65,6 +68,21 @@ impl FakeProvider {
             .filter(|r| r.path == path)
             .cloned()
             .collect()
+    }
+
+    /// Waits until `n` requests arrived on `path` (a safety timeout only guards against hangs).
+    pub async fn wait_for_requests(&self, path: &str, n: usize) {
+        let mut changes = self.shared.received.subscribe();
+        let reached = tokio::time::timeout(
+            super::EVENT_TIMEOUT,
+            changes.wait_for(|_| self.requests(path).len() >= n),
+        )
+        .await;
+        assert!(
+            matches!(reached, Ok(Ok(_))),
+            "{path} got {} of {n} requests",
+            self.requests(path).len()
+        );
     }
 
     /// Every request received.
@@ -88,6 +106,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         headers: parts.headers.clone(),
         body: body.to_vec(),
     });
+    shared.received.send_modify(|n| *n += 1);
     let violation = |what: String| {
         shared.violations.lock().expect("lock").push(what);
     };
