@@ -23,8 +23,13 @@ pub struct App {
     pub config: Config,
     /// Per-token request budgets.
     pub rate_limits: RateLimits,
+    /// Failed authentications per client address.
+    pub failed_auth: crate::rate_limit::FailedAuthLimits,
     /// The operator's key for connection secrets at rest.
     pub secrets: SecretBox,
+    /// The keys the audit trail is chained and its checkpoints signed with (derived from the
+    /// secrets key, never stored in the database).
+    pub audit_keys: crate::audit::AuditKeys,
     /// Where plugins beyond the built-in ones are loaded from, if anywhere.
     pub plugin_directory: Option<PluginDirectory>,
     /// Signals the session job worker that jobs were queued.

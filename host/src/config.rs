@@ -31,6 +31,9 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// Requests one API token may make in a burst.
     pub rate_limit_burst: u32,
+    /// Failed authentications one client address may make per minute (and in a burst) before it
+    /// is locked out until its budget refills (0: no lockout).
+    pub auth_failures_per_minute: u32,
     /// Where compiled plugins are cached across restarts (`data_dir/plugin-cache` by default);
     /// `None` compiles at every start.
     pub plugin_cache_dir: Option<PathBuf>,
@@ -46,6 +49,10 @@ pub struct Config {
     pub server: crate::server::ServerLimits,
     /// Threads guest code runs on (apart from the API's), at lowered priority.
     pub plugin_threads: usize,
+    /// Where signed checkpoints of the audit chain are written (keep a copy off this machine).
+    pub audit_checkpoint_dir: PathBuf,
+    /// How often the audit chain's head is checkpointed when it moved.
+    pub audit_checkpoint_interval: Duration,
 }
 
 /// How webhooks are delivered.
@@ -87,6 +94,7 @@ impl Config {
             secrets_key: None,
             secrets_key_file: data_dir.join("secrets.key"),
             plugins_dir: Some(data_dir.join("plugins")),
+            audit_checkpoint_dir: data_dir.join("audit-checkpoints"),
             plugin_reload_interval: Duration::from_secs(2),
             data_dir,
             public_url: public_url.trim_end_matches('/').to_owned(),
@@ -95,8 +103,10 @@ impl Config {
             plugin_limits: CallLimits::default(),
             rate_limit_per_minute: 600,
             rate_limit_burst: 120,
+            auth_failures_per_minute: 30,
             server: crate::server::ServerLimits::default(),
             plugin_threads: crate::runtime::executor::default_threads(),
+            audit_checkpoint_interval: Duration::from_secs(5),
         }
     }
 
@@ -183,6 +193,10 @@ pub struct ServeArgs {
     /// Requests one API token may make in a burst above the per-minute rate.
     #[arg(long, env = "LEADTIME_RATE_LIMIT_BURST", default_value_t = 120)]
     pub rate_limit_burst: u32,
+    /// Failed authentications one client address may make per minute before every token it sends
+    /// is refused (429) until its budget refills; 0 turns the lockout off.
+    #[arg(long, env = "LEADTIME_AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
+    pub auth_failures_per_minute: u32,
     /// HTTP connections open at once (lowered to fit the file-descriptor limit). At the cap the
     /// longest-idle connection is closed; if none is idle, new ones get 503 with Retry-After.
     #[arg(long, env = "LEADTIME_MAX_CONNECTIONS", default_value_t = 8_192)]
@@ -191,6 +205,14 @@ pub struct ServeArgs {
     /// kept-alive connection.
     #[arg(long, env = "LEADTIME_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
     pub header_read_timeout_secs: u64,
+    /// Where signed checkpoints of the audit chain are written; defaults to
+    /// `<data dir>/audit-checkpoints`. Copy them off this machine: they are what shows records
+    /// removed from the end of the chain.
+    #[arg(long, env = "LEADTIME_AUDIT_CHECKPOINT_DIR")]
+    pub audit_checkpoint_dir: Option<PathBuf>,
+    /// Seconds between checkpoints of the audit chain (written only when it moved).
+    #[arg(long, env = "LEADTIME_AUDIT_CHECKPOINT_SECS", default_value_t = 5)]
+    pub audit_checkpoint_secs: u64,
     /// Seconds a request body may stall before the request is answered 408.
     #[arg(long, env = "LEADTIME_BODY_READ_TIMEOUT_SECS", default_value_t = 15)]
     pub body_read_timeout_secs: u64,
@@ -214,6 +236,7 @@ impl ServeArgs {
         config.delivery.auto_disable_after_failed_deliveries = self.delivery_auto_disable_after;
         config.rate_limit_per_minute = self.rate_limit_per_minute;
         config.rate_limit_burst = self.rate_limit_burst;
+        config.auth_failures_per_minute = self.auth_failures_per_minute;
         config.secrets_key = self.secrets_key;
         if let Some(file) = self.secrets_key_file {
             config.secrets_key_file = file;
@@ -225,6 +248,10 @@ impl ServeArgs {
         config.server.max_connections = self.max_connections.max(1);
         config.server.header_read_timeout = Duration::from_secs(self.header_read_timeout_secs.max(1));
         config.server.body_read_timeout = Duration::from_secs(self.body_read_timeout_secs.max(1));
+        if let Some(dir) = self.audit_checkpoint_dir {
+            config.audit_checkpoint_dir = dir;
+        }
+        config.audit_checkpoint_interval = Duration::from_secs(self.audit_checkpoint_secs.max(1));
         if let Some(threads) = self.plugin_threads {
             config.plugin_threads = threads.max(1);
         }

@@ -99,6 +99,9 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         None => None,
     };
     seal_plaintext_webhook_secrets(&db, &secrets).await?;
+    let audit_keys = audit::AuditKeys::derive(&secrets);
+    let failed_auth =
+        rate_limit::FailedAuthLimits::new(config.auth_failures_per_minute, config.auth_failures_per_minute);
     let rate_limits = rate_limit::RateLimits::new(config.rate_limit_per_minute, config.rate_limit_burst);
     Ok(Arc::new(App {
         db,
@@ -106,7 +109,9 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         runtime,
         config,
         rate_limits,
+        failed_auth,
         secrets,
+        audit_keys,
         plugin_directory,
         jobs_queued: Notify::new(),
         deliveries_queued: Notify::new(),
@@ -202,6 +207,7 @@ pub async fn start_with_clock(
     tasks.spawn(sessions::worker::run(app.clone(), shutdown.clone()));
     tasks.spawn(delivery::worker::run(app.clone(), shutdown.clone()));
     tasks.spawn(forget_idle_rate_limits(app.clone(), shutdown.clone()));
+    tasks.spawn(checkpoint_audit_trail(app.clone(), shutdown.clone()));
     if app.plugin_directory.is_some() && !app.config.plugin_reload_interval.is_zero() {
         tasks.spawn(watch_plugin_directory(app.clone(), shutdown.clone()));
     }
@@ -269,6 +275,26 @@ async fn forget_unused_plugin_versions(app: &App) {
     }
 }
 
+/// Signs the audit chain's head into the checkpoint directory whenever it moved, every
+/// `audit_checkpoint_interval` and once more when the host stops.
+async fn checkpoint_audit_trail(app: SharedApp, shutdown: CancellationToken) {
+    let mut writer = audit::checkpoints::CheckpointWriter::new(app.config.audit_checkpoint_dir.clone());
+    let mut tick = tokio::time::interval(app.config.audit_checkpoint_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        if let Err(error) = writer.write_if_moved(&app).await {
+            tracing::error!(error = format!("{error:#}"), dir = %app.config.audit_checkpoint_dir.display(), "could not write an audit checkpoint");
+        }
+        if stopping {
+            break;
+        }
+    }
+}
+
 /// Drops full rate-limit buckets now and then, so memory stays bounded however many tokens call.
 async fn forget_idle_rate_limits(app: SharedApp, shutdown: CancellationToken) {
     let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -277,6 +303,7 @@ async fn forget_idle_rate_limits(app: SharedApp, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = every_minute.tick() => {
                 app.rate_limits.forget_idle();
+                app.failed_auth.forget_idle();
                 app.runtime.forget_idle_log_buckets();
             }
         }

@@ -74,7 +74,8 @@ enum PluginCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Walk the whole hash chain and name the first record that does not fit (exit status 1).
+    /// Check the append-only triggers, the signed checkpoints and every link of the keyed chain,
+    /// and name the first problem (exit status 1).
     Verify {
         /// Directory of the host's data (as for `serve`).
         #[arg(long, env = "LEADTIME_DATA_DIR", default_value = "./data")]
@@ -82,6 +83,15 @@ enum AuditCommand {
         /// Database URL (as for `serve`).
         #[arg(long, env = "DATABASE_URL")]
         database_url: Option<String>,
+        /// The secrets key the chain is keyed with (as for `serve`).
+        #[arg(long, env = "LEADTIME_SECRETS_KEY", hide_env_values = true)]
+        secrets_key: Option<leadtime_host::secrets::SecretValue>,
+        /// The secrets key file when no key is given; defaults to `<data dir>/secrets.key`.
+        #[arg(long, env = "LEADTIME_SECRETS_KEY_FILE")]
+        secrets_key_file: Option<PathBuf>,
+        /// Where the signed checkpoints are; defaults to `<data dir>/audit-checkpoints`.
+        #[arg(long, env = "LEADTIME_AUDIT_CHECKPOINT_DIR")]
+        checkpoint_dir: Option<PathBuf>,
     },
 }
 
@@ -169,16 +179,36 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Audit {
-            command: AuditCommand::Verify { data_dir, database_url },
+            command:
+                AuditCommand::Verify {
+                    data_dir,
+                    database_url,
+                    secrets_key,
+                    secrets_key_file,
+                    checkpoint_dir,
+                },
         } => {
-            let config = Config::new(data_dir, database_url, "http://127.0.0.1:8080".into());
+            let mut config = Config::new(data_dir, database_url, "http://127.0.0.1:8080".into());
+            config.secrets_key = secrets_key;
+            if let Some(file) = secrets_key_file {
+                config.secrets_key_file = file;
+            }
+            if let Some(dir) = checkpoint_dir {
+                config.audit_checkpoint_dir = dir;
+            }
             let outcome = leadtime_host::audit::verify_database(&config).await?;
             match outcome {
                 Ok(verified) => {
                     println!(
-                        "audit trail intact: {} records, head {}",
-                        verified.records, verified.head_hash
+                        "audit trail intact: {} records, head {}; {} signed checkpoints, the newest covering #{}",
+                        verified.records, verified.head_hash, verified.checkpoints, verified.covered_to
                     );
+                    if verified.covered_to < verified.records {
+                        println!(
+                            "note: records after #{} are not covered by a checkpoint yet; their removal would not show",
+                            verified.covered_to
+                        );
+                    }
                     Ok(())
                 }
                 Err(broken) => {

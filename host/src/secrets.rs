@@ -73,6 +73,8 @@ pub struct OpenError;
 pub struct SecretBox {
     cipher: Aes256Gcm,
     fingerprint: String,
+    /// Keys for other purposes are derived from this one (see [`SecretBox::derive_key`]).
+    derivation: [u8; 32],
 }
 
 impl fmt::Debug for SecretBox {
@@ -90,7 +92,19 @@ impl SecretBox {
         Self {
             cipher: Aes256Gcm::new(key.into()),
             fingerprint: hex::encode(hasher.finalize()),
+            derivation: *key,
         }
+    }
+
+    /// A key for `purpose` derived from the operator's key (HMAC-SHA256 of the purpose under it):
+    /// as secret as the operator's key, and independent of the keys for other purposes.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac =
+            <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.derivation).expect("HMAC takes any key length");
+        mac.update(b"leadtime derived key v1\0");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// A one-way fingerprint of the key (SHA-256, domain-separated): stored in the database so a

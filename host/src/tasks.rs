@@ -299,7 +299,14 @@ async fn finish(
     now: Timestamp,
 ) -> Result<(), AppError> {
     details["openedSessions"] = json!(opened.iter().map(|s| s.id.to_string()).collect::<Vec<_>>());
-    audit::record(&mut tx, &caller.actor(), Entry::new(action, "task", task, details), now).await?;
+    audit::record(
+        &mut tx,
+        &app.audit_keys,
+        &caller.actor(),
+        Entry::new(action, "task", task, details),
+        now,
+    )
+    .await?;
     tx.commit().await.map_err(StoreError::from)?;
     if !opened.is_empty() {
         app.jobs_queued.notify_one();

@@ -1,35 +1,105 @@
-//! The audit trail: append-only in the database, hash-chained, readable by admins, and
-//! `leadtime-host audit verify` names the first record someone tampered with.
+//! The audit trail: append-only in the database, chained with a key the database does not hold,
+//! checkpointed into signed files outside it, readable by admins — and `leadtime-host audit verify`
+//! names the first sign of tampering by someone who can write to the database: an edited record,
+//! the newest records removed with the head moved back, the whole chain recomputed, the
+//! append-only triggers dropped, a checkpoint file edited.
 
 use std::process::Command;
 
+use leadtime_host::audit::BrokenLink;
+use leadtime_host::audit::checkpoints::CheckpointWriter;
+use leadtime_host::domain::audit::{Chain, ChainKey, GENESIS_HASH};
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::utils::TestHost;
 
-/// Runs `leadtime-host audit verify` against the test's database.
+/// Runs `leadtime-host audit verify` on the test host's data directory and database.
 fn verify_cli(host: &TestHost) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_leadtime-host"))
         .args(["audit", "verify", "--database-url", host.database_url()])
+        .arg("--data-dir")
+        .arg(&host.config().data_dir)
         .env("LEADTIME_LOG", "error")
+        .env_remove("LEADTIME_SECRETS_KEY")
         .output()
         .expect("run leadtime-host");
     (
         output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
     )
+}
+
+/// Verifies in-process; the problem found, if any.
+async fn verify(host: &TestHost) -> Option<BrokenLink> {
+    let app = host.app();
+    leadtime_host::audit::verify(&app.db, &app.audit_keys, Some(&host.config().audit_checkpoint_dir))
+        .await
+        .unwrap()
+        .err()
+}
+
+/// Signs the chain's head into the checkpoint directory now (the host does it every few seconds).
+async fn checkpoint(host: &TestHost) {
+    let mut writer = CheckpointWriter::new(host.config().audit_checkpoint_dir.clone());
+    writer.write_if_moved(host.app()).await.unwrap();
+}
+
+/// A database owner switches the append-only guard off…
+async fn disable_guard(host: &TestHost) {
+    if host.is_postgres() {
+        host.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update")
+            .await
+            .unwrap();
+    } else {
+        host.execute("DROP TRIGGER audit_log_no_update").await.unwrap();
+        host.execute("DROP TRIGGER audit_log_no_delete").await.unwrap();
+    }
+}
+
+/// …and back on, to cover their tracks.
+async fn restore_guard(host: &TestHost) {
+    if host.is_postgres() {
+        host.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update")
+            .await
+            .unwrap();
+    } else {
+        host.execute(
+            "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN \
+             SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE is not allowed'); END",
+        )
+        .await
+        .unwrap();
+        host.execute(
+            "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN \
+             SELECT RAISE(ABORT, 'audit_log is append-only: DELETE is not allowed'); END",
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// A workspace with `tasks` tasks created (one record each, after bootstrap's).
+async fn host_with_records(tasks: usize) -> TestHost {
+    let host = TestHost::start().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    for n in 0..tasks {
+        admin.create_task(&format!("Task {n}")).await;
+    }
+    host
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_is_refused_or_detected() {
-    let host = TestHost::start().await;
-    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
-    for n in 0..4 {
-        admin.create_task(&format!("Task {n}")).await;
-    }
+    let host = host_with_records(4).await;
+    checkpoint(&host).await;
     let (ok, out) = verify_cli(&host);
     assert!(ok && out.contains("intact: 5 records"), "{out}");
+    assert!(out.contains("1 signed checkpoints, the newest covering #5"), "{out}");
 
     // The database itself refuses to change or remove records.
     assert!(
@@ -38,24 +108,20 @@ async fn tampering_is_refused_or_detected() {
             .is_err()
     );
     assert!(host.execute("DELETE FROM audit_log WHERE seq = 3").await.is_err());
-    let (ok, _) = verify_cli(&host);
-    assert!(ok);
-
-    // The database owner can switch that off — and the chain shows it.
-    if host.is_postgres() {
-        host.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update")
-            .await
-            .unwrap();
-    } else {
-        host.execute("DROP TRIGGER audit_log_no_update").await.unwrap();
-    }
+    assert!(verify(&host).await.is_none());
+    // The database owner can switch that off — and verify says so, even before anything changed.
+    disable_guard(&host).await;
+    let broken = verify(&host).await.unwrap();
+    assert!(broken.reason.contains("append-only"), "{broken}");
+    // An edited record is named.
     assert_eq!(
         host.execute(r#"UPDATE audit_log SET details = '{"title":"Task X"}' WHERE seq = 3"#)
             .await
             .unwrap(),
         1
     );
-    let broken = leadtime_host::audit::verify(&host.app().db).await.unwrap().unwrap_err();
+    restore_guard(&host).await;
+    let broken = verify(&host).await.unwrap();
     assert_eq!(broken.seq, 3, "{broken}");
     let (ok, out) = verify_cli(&host);
     assert!(!ok, "verify must fail: {out}");
@@ -66,22 +132,107 @@ async fn tampering_is_refused_or_detected() {
     host.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn removing_the_newest_record_is_detected() {
-    let host = TestHost::start().await;
-    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
-    admin.create_task("One").await;
-    admin.create_task("Two").await;
-    if host.is_postgres() {
-        host.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update")
+/// Recomputes every link from record `from` on with plain SHA-256 (all an attacker without the
+/// secrets key can do) and points the head at the result.
+async fn rechain_without_the_key(host: &TestHost, from: i64) {
+    let records = {
+        let mut conn = host.app().db.read().await.unwrap();
+        leadtime_host::store::audit::after(&mut conn, 0, 100).await.unwrap()
+    };
+    let guess = ChainKey::new([0; 32]);
+    let plain = Chain {
+        key: &guess,
+        keyed_from: i64::MAX,
+    };
+    let mut prev = GENESIS_HASH.to_owned();
+    for mut record in records {
+        if record.seq >= from {
+            record.prev_hash = prev.clone();
+            record.hash = record.expected_hash(&plain);
+            host.execute(&format!(
+                "UPDATE audit_log SET prev_hash = '{}', hash = '{}' WHERE seq = {}",
+                record.prev_hash, record.hash, record.seq
+            ))
             .await
             .unwrap();
-    } else {
-        host.execute("DROP TRIGGER audit_log_no_delete").await.unwrap();
+        }
+        prev = record.hash;
     }
+    host.execute(&format!("UPDATE audit_head SET hash = '{prev}'"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_recomputed_without_the_key_is_detected() {
+    let host = host_with_records(4).await;
+    checkpoint(&host).await;
+    disable_guard(&host).await;
+    host.execute(r#"UPDATE audit_log SET details = '{"title":"Task X"}' WHERE seq = 3"#)
+        .await
+        .unwrap();
+    rechain_without_the_key(&host, 3).await;
+    restore_guard(&host).await;
+    let broken = verify(&host).await.unwrap();
+    assert_eq!(broken.seq, 3, "{broken}");
+    assert!(broken.reason.contains("without the chain key"), "{broken}");
+
+    // Recomputing the whole chain and claiming it was never keyed does not help either: the
+    // checkpoint signed before the tampering says it was.
+    disable_guard(&host).await;
+    rechain_without_the_key(&host, 1).await;
+    host.execute("UPDATE audit_head SET keyed_from = 1000").await.unwrap();
+    restore_guard(&host).await;
+    let broken = verify(&host).await.unwrap();
+    assert!(broken.reason.contains("keyed from"), "{broken}");
+    let (ok, out) = verify_cli(&host);
+    assert!(!ok && out.contains("head was altered"), "{out}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_newest_records_and_moving_the_head_back_is_detected() {
+    let host = host_with_records(2).await;
+    checkpoint(&host).await;
+    disable_guard(&host).await;
+    let (prev,): (String,) = {
+        let mut conn = host.app().db.read().await.unwrap();
+        sqlx::query_as("SELECT prev_hash FROM audit_log WHERE seq = 3")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+    };
     assert_eq!(host.execute("DELETE FROM audit_log WHERE seq = 3").await.unwrap(), 1);
-    let broken = leadtime_host::audit::verify(&host.app().db).await.unwrap().unwrap_err();
+    restore_guard(&host).await;
+    // Without moving the head, the chain alone shows it.
+    let broken = verify(&host).await.unwrap();
     assert!(broken.reason.contains("removed"), "{broken}");
+    // Moving the head back makes the chain consistent again; the checkpoint still shows it.
+    host.execute(&format!("UPDATE audit_head SET seq = 2, hash = '{prev}'"))
+        .await
+        .unwrap();
+    let broken = verify(&host).await.unwrap();
+    assert!(
+        broken.reason.contains("covers records up to #3") && broken.reason.contains("removed"),
+        "{broken}"
+    );
+    let (ok, out) = verify_cli(&host);
+    assert!(!ok && out.contains("records at the end were removed"), "{out}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_checkpoint_file_is_detected() {
+    let host = host_with_records(1).await;
+    checkpoint(&host).await;
+    let file = host
+        .config()
+        .audit_checkpoint_dir
+        .join(leadtime_host::audit::checkpoints::CHECKPOINT_FILE);
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("\"seq\":2", "\"seq\":1")).unwrap();
+    let broken = verify(&host).await.unwrap();
+    assert!(broken.reason.contains("not signed with this host's key"), "{broken}");
     host.stop().await;
 }
 

@@ -400,7 +400,10 @@ async fn every_route_enforces_its_policy() {
         );
     }
 
-    let verified = leadtime_host::audit::verify(&host.app().db).await.unwrap().unwrap();
+    let verified = leadtime_host::audit::verify(&host.app().db, &host.app().audit_keys, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         verified.records > 100,
         "the matrix should have left a long chain, got {}",

@@ -102,6 +102,7 @@ pub async fn create(app: &App, caller: &Caller, request: NewBot) -> Result<Creat
     let details = json!({"name": bot.name, "handle": bot.handle, "connectionType": connection.connection_type, "tokenId": token.id});
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new("bot.create", "bot", &bot.id, details),
         now,
@@ -183,6 +184,7 @@ pub async fn update(app: &App, caller: &Caller, id: &str, patch: BotPatch) -> Re
     }
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new("bot.update", "bot", &bot.id, json!({"changed": changed})),
         now,
@@ -222,6 +224,7 @@ pub async fn set_disabled(app: &App, caller: &Caller, id: &str, disabled: bool) 
     };
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new(action, "bot", &bot.id, details),
         now,
@@ -263,6 +266,7 @@ pub async fn delete(app: &App, caller: &Caller, id: &str) -> Result<(), AppError
         json!({"handle": handle, "canceledSessions": canceled, "revokedTokens": revoked, "deletedSecrets": secrets});
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new("bot.delete", "bot", &bot.id, details),
         now,
@@ -325,6 +329,7 @@ pub async fn rotate_webhook_secret(
     let details = json!({"secretId": secret_id, "previousSecretsRetireAt": retire_at, "previousSecrets": retired});
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new("bot.webhook_secret.rotate", "bot", &bot.id, details),
         now,

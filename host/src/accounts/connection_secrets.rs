@@ -59,6 +59,7 @@ pub async fn set(app: &App, caller: &Caller, bot_id: &str, name: &str, value: St
     store::connection_secrets::put(&mut tx, &connection.id, name, &sealed, now).await?;
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new(
             "bot.secret.set",
@@ -87,6 +88,7 @@ pub async fn remove(app: &App, caller: &Caller, bot_id: &str, name: &str) -> Res
     }
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new("bot.secret.delete", "bot", &bot.id, json!({"name": name})),
         now,

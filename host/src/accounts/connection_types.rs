@@ -121,6 +121,7 @@ pub async fn update(
     };
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new(action, "connection_type", connection_type, details),
         now,

@@ -77,6 +77,7 @@ pub async fn bootstrap(app: &App, request: Bootstrap) -> Result<Bootstrapped, Ap
     let details = serde_json::json!({"name": workspace.name, "adminId": admin.id, "adminHandle": admin.handle, "tokenId": token.id});
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &actor,
         Entry::new("workspace.create", "workspace", &workspace.id, details),
         now,
@@ -147,6 +148,7 @@ pub async fn add_person(app: &App, caller: &Caller, request: NewPerson) -> Resul
     let details = serde_json::json!({"name": person.name, "handle": person.handle, "role": person.role.as_str(), "tokenId": token.id});
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new("person.create", "user", &person.id, details),
         now,

@@ -68,6 +68,7 @@ pub async fn create_code(
     .await?;
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new(
             "bot.setup_code.create",
@@ -180,6 +181,7 @@ pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claim
             .map(|a| format!(" by {a}"))
             .unwrap_or_default()
     );
+    tokens::ensure_room_for_token(&mut tx, &bot, now).await?;
     let (token, bot_pat) = tokens::mint(
         &mut tx,
         &bot,
@@ -205,6 +207,7 @@ pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claim
     });
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &actor,
         Entry::new("bot.setup_code.claim", "bot", &bot.id, details),
         now,

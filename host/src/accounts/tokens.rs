@@ -16,6 +16,21 @@ use super::Caller;
 
 /// Longest token lifetime, in days.
 pub const MAX_EXPIRY_DAYS: u32 = 365;
+/// Tokens one person or bot may have working at once.
+pub const MAX_LIVE_TOKENS: i64 = 50;
+
+/// Refuses another token for `user` when it already has [`MAX_LIVE_TOKENS`] working ones.
+pub async fn ensure_room_for_token(tx: &mut Conn, user: &User, now: Timestamp) -> Result<(), AppError> {
+    let live = store::tokens::count_live(tx, &user.id, now).await?;
+    if live >= MAX_LIVE_TOKENS {
+        return Err(AppError::Conflict(format!(
+            "@{} already has {live} working tokens, the most one may have; revoke unused ones \
+             (GET /api/public/tokens lists them) before creating another",
+            user.handle
+        )));
+    }
+    Ok(())
+}
 
 /// Mints a token for `user` and stores its digest; returns the record and the plaintext (shown once).
 pub async fn mint(
@@ -102,10 +117,12 @@ pub async fn create(app: &App, caller: &Caller, request: NewToken) -> Result<(Ap
             "only admins' tokens may have the `admin` scope; bot tokens never",
         ));
     }
+    ensure_room_for_token(&mut tx, &owner, now).await?;
     let (token, plaintext) = mint(&mut tx, &owner, &name, scopes, expires_at, now).await?;
     let details = serde_json::json!({"userId": owner.id, "name": token.name, "scopes": token.scopes.names(), "expiresAt": token.expires_at});
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new("token.create", "token", &token.id, details),
         now,
@@ -157,6 +174,7 @@ pub async fn revoke(app: &App, caller: &Caller, id: &str) -> Result<ApiToken, Ap
     let details = serde_json::json!({"userId": token.user_id, "name": token.name});
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new("token.revoke", "token", &token.id, details),
         now,
@@ -186,6 +204,7 @@ pub async fn rotate(app: &App, caller: &Caller, id: &str) -> Result<(ApiToken, S
     let details = serde_json::json!({"userId": owner.id, "replaces": old.id});
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new("token.rotate", "token", &token.id, details),
         now,

@@ -83,6 +83,7 @@ pub async fn enable_endpoint(app: &App, caller: &Caller, bot_id: &str) -> Result
     }
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new("webhook_endpoint.enable", "connection", &connection.id, json!({})),
         now,
@@ -127,6 +128,7 @@ pub async fn redeliver(app: &App, caller: &Caller, delivery_id: &str) -> Result<
     let details = json!({"previousStatus": delivery.status, "reopenedSession": reopened});
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new("delivery.redeliver", "delivery", &delivery.id, details),
         now,
@@ -175,6 +177,7 @@ pub async fn redeliver_failed(
     let details = json!({"deliveries": ids, "since": since, "until": until, "reopenedSessions": reopened});
     audit::record(
         &mut tx,
+        &app.audit_keys,
         &caller.actor(),
         Entry::new("delivery.redeliver_failed", "connection", &connection.id, details),
         now,

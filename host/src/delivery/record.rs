@@ -113,7 +113,7 @@ async fn record_batch(app: &App, batch: &[Outcome]) -> Result<(), StoreError> {
             }
             NextStep::DisableEndpoint => {
                 let why = format!("the receiver at {} answered 410 Gone", delivery.url);
-                disable_endpoint(&mut tx, delivery, &why, now).await?;
+                disable_endpoint(&mut tx, app, delivery, &why, now).await?;
                 let reason =
                     format!("The agent wrapper's endpoint is gone: {why}. An admin can re-enable it once it is back.");
                 fail_delivery(&mut tx, app, delivery, &reason, now).await?;
@@ -173,13 +173,14 @@ async fn fail_delivery(
 ) -> Result<(), StoreError> {
     store::deliveries::mark_failed(tx, &delivery.id, reason).await?;
     if let Some(session) = &delivery.session_id {
-        sessions::fail(tx, session, reason.to_owned(), now).await?;
+        sessions::fail(tx, &app.audit_keys, session, reason.to_owned(), now).await?;
     }
     let actor = Actor::system(Some(delivery.workspace_id.clone()));
     let details =
         json!({"url": delivery.url, "attempts": delivery.attempts, "reason": reason, "sessionId": delivery.session_id});
     audit::record(
         tx,
+        &app.audit_keys,
         &actor,
         Entry::new("delivery.fail", "delivery", &delivery.id, details),
         now,
@@ -193,13 +194,19 @@ async fn fail_delivery(
             endpoint.failed_deliveries,
             endpoint.last_error.as_deref().unwrap_or("unknown error")
         );
-        disable_endpoint(tx, delivery, &why, now).await?;
+        disable_endpoint(tx, app, delivery, &why, now).await?;
     }
     tracing::warn!(delivery = %delivery.id, attempts = delivery.attempts, %reason, "webhook delivery failed for good");
     Ok(())
 }
 
-async fn disable_endpoint(tx: &mut Conn, delivery: &Delivery, why: &str, now: Timestamp) -> Result<(), StoreError> {
+async fn disable_endpoint(
+    tx: &mut Conn,
+    app: &App,
+    delivery: &Delivery,
+    why: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
     // A batch may hold several failures of one endpoint: disable (and audit) it once.
     if store::endpoints::get(tx, &delivery.connection_id)
         .await?
@@ -212,6 +219,7 @@ async fn disable_endpoint(tx: &mut Conn, delivery: &Delivery, why: &str, now: Ti
     let details = json!({"url": delivery.url, "reason": why});
     audit::record(
         tx,
+        &app.audit_keys,
         &actor,
         Entry::new(
             "webhook_endpoint.disable",

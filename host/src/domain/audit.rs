@@ -1,8 +1,13 @@
 //! The audit trail's rules: who did what (an [`Actor`] and an [`Entry`]), the canonical form of a
-//! record, and the hash chain that makes tampering evident. Each record stores
-//! `hash = SHA-256(prev_hash ‖ canonical record)`; [`verify_chain`] walks records in order and
-//! names the first one that does not fit.
+//! record, and the chain that makes tampering evident. Each record stores
+//! `hash = HMAC-SHA256(chain key, prev_hash ‖ canonical record)` — keyed with a key derived from
+//! the operator's secrets key, which the database does not hold, so someone who can write to the
+//! database cannot recompute the chain after changing a record. Records written by hosts from
+//! before keying (before the head's `keyed_from`) are linked with plain SHA-256. [`verify_chain`]
+//! walks records in order and names the first one that does not fit; signed [`Checkpoint`]s kept
+//! outside the database catch records removed from the end.
 
+use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -168,18 +173,88 @@ impl Record {
         .to_string()
     }
 
-    /// The hash this record must carry given its `prev_hash`.
-    pub fn expected_hash(&self) -> String {
-        chain_hash(&self.prev_hash, &self.canonical())
+    /// The hash this record must carry given its `prev_hash`, in `chain`.
+    pub fn expected_hash(&self, chain: &Chain<'_>) -> String {
+        chain.link(self.seq, &self.prev_hash, &self.canonical())
     }
 }
 
-/// `hex(SHA-256(prev_hash ‖ canonical))`.
-pub fn chain_hash(prev_hash: &str, canonical: &str) -> String {
+/// The key audit records are chained with. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct ChainKey([u8; 32]);
+
+impl ChainKey {
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey(<redacted>)")
+    }
+}
+
+/// How records link: from `keyed_from` on with the key, before it (records of older hosts) with
+/// plain SHA-256.
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a> {
+    pub key: &'a ChainKey,
+    /// The first sequence number linked with the key.
+    pub keyed_from: i64,
+}
+
+impl Chain<'_> {
+    /// The hash of record `seq` with `canonical` content after `prev_hash`.
+    pub fn link(&self, seq: i64, prev_hash: &str, canonical: &str) -> String {
+        if seq >= self.keyed_from {
+            keyed_hash(self.key, prev_hash, canonical)
+        } else {
+            plain_hash(prev_hash, canonical)
+        }
+    }
+}
+
+/// `hex(HMAC-SHA256(key, prev_hash ‖ canonical))`.
+fn keyed_hash(key: &ChainKey, prev_hash: &str, canonical: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC takes any key length");
+    mac.update(prev_hash.as_bytes());
+    mac.update(canonical.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// `hex(SHA-256(prev_hash ‖ canonical))`: the link of records from before keying.
+fn plain_hash(prev_hash: &str, canonical: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(canonical.as_bytes());
     hex::encode(hasher.finalize())
+}
+
+/// A signed statement of the chain's head at a moment, kept outside the database: a later
+/// verification finds the records it covers unchanged and none of them removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    /// The last record covered.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: String,
+    /// The chain's `keyed_from` then.
+    pub keyed_from: i64,
+    /// When it was made (ms since the epoch).
+    pub at: i64,
+}
+
+impl Checkpoint {
+    /// The bytes its signature covers.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        format!(
+            "leadtime audit checkpoint v1\n{}\n{}\n{}\n{}",
+            self.seq, self.hash, self.keyed_from, self.at
+        )
+        .into_bytes()
+    }
 }
 
 /// The first record that breaks the chain, and why.
@@ -196,6 +271,7 @@ pub struct BrokenLink {
 pub fn verify_chain<'a>(
     previous: (i64, String),
     records: impl IntoIterator<Item = &'a Record>,
+    chain: &Chain<'_>,
 ) -> Result<(i64, String), BrokenLink> {
     let (mut seq, mut hash) = previous;
     for record in records {
@@ -217,9 +293,11 @@ pub fn verify_chain<'a>(
                 "its prev_hash does not match the record before it (a record was removed or replaced)".into(),
             ));
         }
-        if record.hash != record.expected_hash() {
+        if record.hash != record.expected_hash(chain) {
             return Err(broken(
-                "its content does not match its hash (it was changed after it was written)".into(),
+                "its content does not match its hash (it was changed after it was written, or its hash was \
+                 recomputed without the chain key)"
+                    .into(),
             ));
         }
         seq = record.seq;
@@ -231,6 +309,14 @@ pub fn verify_chain<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key() -> ChainKey {
+        ChainKey::new([7; 32])
+    }
+
+    fn chain_rules(key: &ChainKey) -> Chain<'_> {
+        Chain { key, keyed_from: 3 }
+    }
 
     fn record(seq: i64, prev_hash: &str, action: &str) -> Record {
         let mut r = Record {
@@ -252,7 +338,7 @@ mod tests {
             prev_hash: prev_hash.into(),
             hash: String::new(),
         };
-        r.hash = r.expected_hash();
+        r.hash = r.expected_hash(&chain_rules(&key()));
         r
     }
 
@@ -271,7 +357,7 @@ mod tests {
     #[test]
     fn an_intact_chain_verifies() {
         let records = chain(5);
-        let (seq, hash) = verify_chain((0, GENESIS_HASH.into()), &records).unwrap();
+        let (seq, hash) = verify_chain((0, GENESIS_HASH.into()), &records, &chain_rules(&key())).unwrap();
         assert_eq!(seq, 5);
         assert_eq!(hash, records[4].hash);
     }
@@ -280,7 +366,7 @@ mod tests {
     fn a_changed_record_is_named() {
         let mut records = chain(5);
         records[2].details = r#"{"title":"changed"}"#.into();
-        let broken = verify_chain((0, GENESIS_HASH.into()), &records).unwrap_err();
+        let broken = verify_chain((0, GENESIS_HASH.into()), &records, &chain_rules(&key())).unwrap_err();
         assert_eq!(broken.seq, 3);
         assert!(broken.reason.contains("changed after it was written"));
     }
@@ -289,16 +375,33 @@ mod tests {
     fn a_rehashed_record_breaks_the_next_link() {
         let mut records = chain(5);
         records[2].action = "task.delete".into();
-        records[2].hash = records[2].expected_hash();
-        let broken = verify_chain((0, GENESIS_HASH.into()), &records).unwrap_err();
+        records[2].hash = records[2].expected_hash(&chain_rules(&key()));
+        let broken = verify_chain((0, GENESIS_HASH.into()), &records, &chain_rules(&key())).unwrap_err();
         assert_eq!(broken.seq, 4);
+    }
+
+    #[test]
+    fn a_record_rehashed_without_the_key_is_refused() {
+        let mut records = chain(5);
+        let other = ChainKey::new([8; 32]);
+        records[3].details = r#"{"title":"changed"}"#.into();
+        records[3].hash = records[3].expected_hash(&chain_rules(&other));
+        let broken = verify_chain((0, GENESIS_HASH.into()), &records, &chain_rules(&key())).unwrap_err();
+        assert_eq!(broken.seq, 4);
+        assert!(broken.reason.contains("without the chain key"), "{broken}");
+        // Records before keying use plain SHA-256 and are checked that way.
+        assert_ne!(
+            records[0].hash,
+            records[0].expected_hash(&chain_rules(&other)).to_uppercase()
+        );
+        assert_eq!(records[0].hash, records[0].expected_hash(&chain_rules(&other)));
     }
 
     #[test]
     fn a_missing_record_is_named() {
         let mut records = chain(5);
         records.remove(1);
-        let broken = verify_chain((0, GENESIS_HASH.into()), &records).unwrap_err();
+        let broken = verify_chain((0, GENESIS_HASH.into()), &records, &chain_rules(&key())).unwrap_err();
         assert_eq!(broken.seq, 3);
         assert!(broken.reason.contains("missing"));
     }

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::accounts::connection_types;
 use crate::app::App;
-use crate::audit::{self, Actor, Entry};
+use crate::audit::{self, Actor, AuditKeys, Entry};
 use crate::domain::ids::{ActivityId, CommentId, SessionId, StatusChangeId, UserId};
 use crate::domain::sessions::{
     Activity, NewActivity, RecordSource, Session, SessionStatus, StatusAnswer, StatusChange, Transition, TriggerKind,
@@ -162,6 +162,7 @@ pub async fn record_activity(
             let entry = Entry::new("session.activity.create", "agent_session", &session.id, details);
             audit::record(
                 &mut tx,
+                &app.audit_keys,
                 &actor.clone().in_session(&session.id),
                 entry,
                 record.created_at,
@@ -239,7 +240,14 @@ pub async fn change_status(
             .await?;
             let details = json!({"from": from.as_str(), "to": change.status.as_str(), "message": change.message});
             let entry = Entry::new("session.status.change", "agent_session", &session.id, details);
-            audit::record(&mut tx, &actor.clone().in_session(&session.id), entry, now).await?;
+            audit::record(
+                &mut tx,
+                &app.audit_keys,
+                &actor.clone().in_session(&session.id),
+                entry,
+                now,
+            )
+            .await?;
             StatusAnswer {
                 status: change.status,
                 message: change.message,
@@ -317,6 +325,7 @@ async fn insert_change(
 /// the status and record it as a `system` action.
 async fn host_status(
     tx: &mut Conn,
+    keys: &AuditKeys,
     session: &mut Session,
     status: SessionStatus,
     message: Option<String>,
@@ -328,6 +337,7 @@ async fn host_status(
     let actor = Actor::system(Some(session.workspace_id.clone())).in_session(&session.id);
     audit::record(
         tx,
+        keys,
         &actor,
         Entry::new("session.status.change", "agent_session", &session.id, details),
         now,
@@ -338,6 +348,7 @@ async fn host_status(
 /// Fails a session (unless it already finished) with a reason a person understands.
 pub(crate) async fn fail(
     tx: &mut Conn,
+    keys: &AuditKeys,
     session_id: &SessionId,
     reason: String,
     now: Timestamp,
@@ -345,7 +356,7 @@ pub(crate) async fn fail(
     if let Some(mut session) = store::sessions::get_locked(tx, session_id).await?
         && !session.status.is_terminal()
     {
-        host_status(tx, &mut session, SessionStatus::Failed, Some(reason), now).await?;
+        host_status(tx, keys, &mut session, SessionStatus::Failed, Some(reason), now).await?;
     }
     Ok(())
 }

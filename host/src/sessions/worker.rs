@@ -148,6 +148,7 @@ async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str, cpu: Dur
         if let Some(session) = &job.session_id {
             fail(
                 &mut tx,
+                &app.audit_keys,
                 session,
                 format!("{reason} after {} attempts: {error}", job.attempts),
                 now,
@@ -388,7 +389,7 @@ async fn finish_failed(
         store::sessions::set_plugin(&mut tx, &session.id, sha).await?;
     }
     record_cpu(&mut tx, &session.id, cpu).await?;
-    fail(&mut tx, &session.id, reason, app.clock.now()).await?;
+    fail(&mut tx, &app.audit_keys, &session.id, reason, app.clock.now()).await?;
     store::jobs::complete(&mut tx, &job.id).await?;
     tx.commit().await?;
     Ok(())

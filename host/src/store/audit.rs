@@ -1,19 +1,26 @@
 //! The append-only, hash-chained audit trail.
 
-use crate::domain::audit::{Actor, Entry, Record, chain_hash};
+use crate::domain::audit::{Actor, Chain, ChainKey, Entry, Record};
 use crate::domain::ids::new_id;
 use crate::domain::time::Timestamp;
 
-use super::{Conn, StoreError};
+use super::{Backend, Conn, StoreError};
 
 const COLUMNS: &str = "seq, id, at, workspace_id, actor_kind, actor_id, token_id, session_id, action, target_kind, \
      target_id, request_id, ip, user_agent, details, prev_hash, hash";
 
-/// Appends one record, in the caller's transaction. Locking the chain head serializes writers, so
-/// sequence numbers are consecutive and each record links to the one committed before it.
-pub async fn append(conn: &mut Conn, actor: &Actor, entry: &Entry, at: Timestamp) -> Result<Record, StoreError> {
-    let (seq, prev_hash): (i64, String) =
-        sqlx::query_as("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+/// Appends one record, in the caller's transaction, chained with `key`. Locking the chain head
+/// serializes writers, so sequence numbers are consecutive and each record links to the one
+/// committed before it.
+pub async fn append(
+    conn: &mut Conn,
+    key: &ChainKey,
+    actor: &Actor,
+    entry: &Entry,
+    at: Timestamp,
+) -> Result<Record, StoreError> {
+    let (seq, prev_hash, keyed_from): (i64, String, i64) =
+        sqlx::query_as("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash, keyed_from")
             .fetch_one(&mut *conn)
             .await?;
     let mut record = Record {
@@ -35,7 +42,7 @@ pub async fn append(conn: &mut Conn, actor: &Actor, entry: &Entry, at: Timestamp
         prev_hash,
         hash: String::new(),
     };
-    record.hash = chain_hash(&record.prev_hash, &record.canonical());
+    record.hash = record.expected_hash(&Chain { key, keyed_from });
     sqlx::query(&format!(
         "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     ))
@@ -113,9 +120,26 @@ pub async fn after(conn: &mut Conn, after_seq: i64, limit: i64) -> Result<Vec<Re
     .await?)
 }
 
-/// The chain head: the last sequence number handed out and its hash.
-pub async fn head(conn: &mut Conn) -> Result<(i64, String), StoreError> {
-    Ok(sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_one(conn)
-        .await?)
+/// The chain head: the last sequence number handed out, its hash, and the first sequence number
+/// linked with the chain key.
+pub async fn head(conn: &mut Conn) -> Result<(i64, String, i64), StoreError> {
+    Ok(
+        sqlx::query_as("SELECT seq, hash, keyed_from FROM audit_head WHERE id = 1")
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// The names of the triggers that keep `audit_log` append-only and are in force.
+pub async fn guard_triggers(conn: &mut Conn, backend: Backend) -> Result<Vec<String>, StoreError> {
+    let sql = match backend {
+        Backend::Sqlite => {
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log' ORDER BY name"
+        }
+        Backend::Postgres => {
+            "SELECT t.tgname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+             WHERE c.relname = 'audit_log' AND NOT t.tgisinternal AND t.tgenabled <> 'D' ORDER BY 1"
+        }
+    };
+    Ok(sqlx::query_scalar(sql).fetch_all(conn).await?)
 }
