@@ -539,3 +539,72 @@ async fn a_host_refuses_to_start_with_another_secrets_key_than_its_secrets_were_
     assert_eq!(status, StatusCode::OK);
     host.stop().await;
 }
+
+/// A client address that keeps failing to authenticate is locked out (429 with Retry-After, even
+/// for a good token), without touching other addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_lock_out_their_address() {
+    let host = TestHost::start_with(|config| config.auth_failures_per_minute = 5, None).await;
+    let admin_token = host.bootstrap("Acme").await.admin_token;
+    let forged = host.api("lt_pat_0000000000000000000000000000000000000000");
+    for _ in 0..5 {
+        let (status, body) = forged.get("/account/info").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    let reply = forged.send(reqwest::Method::GET, "/account/info", None).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.body);
+    assert_eq!(reply.body["error"], "rate_limited");
+    let retry: u64 = reply.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let (status, _) = host.api(&admin_token).get("/account/info").await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the address is locked out, whatever token it sends"
+    );
+    // Another loopback address is another client.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let answer = other
+        .get(format!("{}/api/public/account/info", host.base_url))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    host.stop().await;
+}
+
+/// Nobody may hold more than 50 working tokens; revoking one makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_tokens_per_person_are_capped() {
+    let host = TestHost::start().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let mut last = String::new();
+    // Bootstrap minted the first.
+    for n in 1..50 {
+        let (status, body) = admin
+            .post("/tokens", json!({"name": format!("t{n}"), "scopes": ["read"]}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{n}: {body}");
+        last = body["id"].as_str().unwrap().to_owned();
+    }
+    let tokens_before = host.count("api_tokens").await;
+    let (status, body) = admin
+        .post("/tokens", json!({"name": "one too many", "scopes": ["read"]}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("revoke"), "{body}");
+    assert_eq!(host.count("api_tokens").await, tokens_before, "nothing was minted");
+    let (status, _) = admin
+        .call(reqwest::Method::DELETE, &format!("/tokens/{last}"), None)
+        .await;
+    assert!(status.is_success());
+    let (status, body) = admin
+        .post("/tokens", json!({"name": "room again", "scopes": ["read"]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    host.stop().await;
+}

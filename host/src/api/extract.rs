@@ -89,6 +89,21 @@ impl FromRequestParts<SharedApp> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self, AppError> {
+        let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        app.failed_auth.check(address)?;
+        let outcome = authenticate_parts(parts, app).await;
+        if let Err(AppError::Unauthorized(_)) = &outcome {
+            app.failed_auth.failed(address)?;
+        }
+        let caller = outcome?;
+        app.rate_limits.check(&caller.token.id)?;
+        Ok(caller)
+    }
+}
+
+/// The caller the request's bearer token belongs to.
+async fn authenticate_parts(parts: &mut Parts, app: &SharedApp) -> Result<Caller, AppError> {
+    {
         let header = parts
             .headers
             .get(AUTHORIZATION)
@@ -101,9 +116,7 @@ impl FromRequestParts<SharedApp> for Caller {
             .ok_or_else(|| AppError::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?
             .to_owned();
         let meta = RequestMeta::from_request_parts(parts, app).await?;
-        let caller = accounts::authenticate(app, &token, meta).await?;
-        app.rate_limits.check(&caller.token.id)?;
-        Ok(caller)
+        accounts::authenticate(app, &token, meta).await
     }
 }
 

@@ -90,3 +90,15 @@ pub async fn revoke_all_of(conn: &mut Conn, user: &UserId, at: Timestamp) -> Res
         .await?;
     Ok(done.rows_affected())
 }
+
+/// Tokens of `user` that still work at `now` (not revoked, not expired).
+pub async fn count_live(conn: &mut Conn, user: &UserId, now: Timestamp) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $2)",
+    )
+    .bind(user.as_str())
+    .bind(now.millis())
+    .fetch_one(conn)
+    .await?)
+}

@@ -64,6 +64,8 @@ impl TestHost {
         config.plugin_cache_dir = Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"));
         // Tests make many calls with one token; the limit has its own test.
         config.rate_limit_per_minute = 0;
+        // Tests send bad tokens on purpose; the lockout has its own test.
+        config.auth_failures_per_minute = 0;
         // The fakes listen on loopback; the SSRF tests turn this off again.
         config.outbound.allow_private_targets = true;
         configure(&mut config);
