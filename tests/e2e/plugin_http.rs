@@ -121,6 +121,7 @@ async fn plugins_reach_only_their_hosts_and_use_secrets_without_seeing_them() {
         ("unlisted", "unlisted-host"),
         ("exfiltrator", "secret-exfiltration"),
         ("undeclared", "undeclared-secret"),
+        ("cleartext", "secret-over-http"),
         ("hoarder", "huge-response"),
         ("flooder", "http-flood"),
         ("bystander", "well-behaved"),
@@ -165,6 +166,13 @@ async fn plugins_reach_only_their_hosts_and_use_secrets_without_seeing_them() {
         &cards,
         "undeclared",
         "refers to secret `someone-elses-key`, which the plugin's manifest does not declare",
+    );
+    // Private targets are allowed here (the fakes listen on loopback), yet a secret goes over
+    // plain http only to this machine.
+    assert_failed_with(
+        &cards,
+        "cleartext",
+        "header `authorization` refers to a secret, which is only sent over https",
     );
     assert_failed_with(&cards, "hoarder", "the response body is larger than the 4 MiB limit");
     assert_failed_with(&cards, "flooder", "a plugin call may send at most 32 HTTP requests");

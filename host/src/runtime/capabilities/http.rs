@@ -308,10 +308,13 @@ impl Outbound {
         for (name, value) in &parts.headers {
             let value = match value.to_str() {
                 Ok(text) if text.contains(SECRET_OPEN) => {
-                    // A secret never travels in cleartext (loopback fakes in development aside).
-                    if url.scheme() != "https" && !self.policy.allow_private_targets {
+                    // A secret never travels in cleartext, except to this machine when the
+                    // operator allows private targets (loopback fakes in development).
+                    let loopback_allowed = self.policy.allow_private_targets && is_loopback_host(&url);
+                    if url.scheme() != "https" && !loopback_allowed {
                         return Err(Refusal::denied(format!(
-                            "header `{name}` refers to a secret, which is only sent over https"
+                            "header `{name}` refers to a secret, which is only sent over https (or, in \
+                             development with private targets allowed, over http to this machine)"
                         )));
                     }
                     references += secret_references(text)
@@ -555,9 +558,34 @@ impl From<CapabilityError> for Refusal {
     }
 }
 
+/// Whether `url` names this machine literally (`localhost`, `127.0.0.0/8`, `::1`).
+fn is_loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_this_machine_counts_as_loopback() {
+        for (url, loopback) in [
+            ("http://127.0.0.1:9/x", true),
+            ("http://127.8.9.10/x", true),
+            ("http://[::1]:80/", true),
+            ("http://LOCALHOST:1/", true),
+            ("http://10.0.0.5/", false),
+            ("http://api.example.com/", false),
+            ("http://localhost.example.com/", false),
+        ] {
+            assert_eq!(is_loopback_host(&url::Url::parse(url).unwrap()), loopback, "{url}");
+        }
+    }
 
     fn hosts(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
