@@ -155,4 +155,57 @@ fn annotate_operation(operation: &mut Operation) {
         .extensions
         .get_or_insert_with(Default::default)
         .insert("x-leadtime-access".into(), access);
+    declare_errors(operation, policy);
+}
+
+/// Declares the error answers every operation of its kind can give, in the JSON error shape, so a
+/// client generated from the document expects them: 401/403/429 for token-protected operations,
+/// 400/408/413/415 for those with a body, 404 for those naming a resource in their path.
+fn declare_errors(operation: &mut Operation, policy: &Policy) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let has_body = operation.request_body.is_some();
+    let has_path_params = operation
+        .parameters
+        .iter()
+        .flatten()
+        .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Path));
+    let has_params = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    let mut errors: Vec<(&str, &str)> = Vec::new();
+    if policy.scope.is_some() {
+        errors.push((
+            "401",
+            "No usable token: missing, malformed, unknown, revoked or expired",
+        ));
+        errors.push(("403", "The token may not do this (scope, or who the caller is)"));
+        errors.push((
+            "429",
+            "Too many requests with this token, or too many failed authentications from this address; see `Retry-After`",
+        ));
+    }
+    if has_body || has_params {
+        errors.push(("400", "The input is invalid; the message (and `field`) say what to fix"));
+    }
+    if has_body {
+        errors.push(("408", "The request body stopped arriving"));
+        errors.push(("413", "The request body is too large"));
+        errors.push(("415", "The body is not `application/json`"));
+    }
+    if has_path_params {
+        errors.push(("404", "Nothing with that id in the caller's workspace"));
+    }
+    for (status, description) in errors {
+        if operation.responses.responses.contains_key(status) {
+            continue;
+        }
+        let response = ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        operation.responses.responses.insert(status.to_owned(), response.into());
+    }
 }

@@ -18,14 +18,19 @@ use crate::app::SharedApp;
 pub struct RenderedDocs {
     pub json: Arc<String>,
     pub html: Arc<String>,
+    /// The document as served, for the input rules.
+    pub value: Arc<serde_json::Value>,
 }
 
 impl RenderedDocs {
-    /// Renders `document` as JSON and as a page.
+    /// Renders `document` as JSON (with the storable-text pattern declared) and as a page.
     pub fn new(document: &OpenApi) -> Self {
+        let mut value = serde_json::to_value(document).unwrap_or_default();
+        super::input::declare_storable_text(&mut value);
         Self {
-            json: Arc::new(serde_json::to_string(document).unwrap_or_default()),
+            json: Arc::new(value.to_string()),
             html: Arc::new(render_page(document)),
+            value: Arc::new(value),
         }
     }
 }

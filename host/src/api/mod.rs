@@ -123,10 +123,11 @@ pub fn router(app: SharedApp) -> Router {
             "/healthz",
             axum::routing::get(|| async { super::api::extract::Json(serde_json::json!({"status": "ok"})) }),
         )
+        .route_layer(axum::middleware::from_fn(input::check_input))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(input::InputRules::new(docs.value.clone())))
         .layer(Extension(docs))
-        .layer(axum::middleware::from_fn(input::check_text))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A body that stalls is answered 408 (the server turns the empty answer into JSON).
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
