@@ -382,3 +382,58 @@ async fn kv_state_is_capped_in_bytes_not_characters() {
     drop(conn);
     host.stop().await;
 }
+
+/// A workspace whose plugins spin gets at most its fair share of the session worker's calls:
+/// another workspace's session starts and finishes while the spinners still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_workspace_leaves_other_workspaces_their_share() {
+    let host = TestHost::start_with(|config| config.plugin_limits.timeout = Duration::from_secs(5), None).await;
+    host.load_hostile_plugin().await;
+    let busy = host.api(&host.bootstrap("Busy").await.admin_token);
+    let other = host.api(&host.bootstrap("Other").await.admin_token);
+    for admin in [&busy, &other] {
+        admin.enable_connection_type("hostile").await;
+    }
+    let mut spinners = Vec::new();
+    for b in 0..4 {
+        let (status, created) = busy
+            .post(
+                "/bots",
+                json!({"name": format!("spinner {b}"), "handle": format!("spinner{b}"),
+                       "connection": {"type": "hostile", "config": {"behavior": "infinite-loop"}}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let bot = created["bot"]["id"].as_str().unwrap().to_owned();
+        for n in 0..5 {
+            let (status, task) = busy
+                .post("/tasks", json!({"title": format!("spin {b}.{n}"), "assigneeId": bot}))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{task}");
+            spinners.push(task["agentSessionIds"][0].as_str().unwrap().to_owned());
+        }
+    }
+    let mut events = host.events();
+    let bot = hostile_bot(&other, "well-behaved").await;
+    let (_, task) = other
+        .post("/tasks", json!({"title": "meanwhile", "assigneeId": bot}))
+        .await;
+    let session = task["agentSessionIds"][0].as_str().unwrap().to_owned();
+    events
+        .wait_for(
+            "the other workspace's session",
+            |e| matches!(e, HostEvent::JobFinished { session_id: Some(s), .. } if s.as_str() == session),
+        )
+        .await;
+    let (_, card) = other.get(&format!("/agent-sessions/{session}")).await;
+    assert_eq!(card["status"], "done", "{card}");
+    let mut finished = 0;
+    for spinner in &spinners {
+        let (_, card) = busy.get(&format!("/agent-sessions/{spinner}")).await;
+        if card["status"] != "queued" {
+            finished += 1;
+        }
+    }
+    assert_eq!(finished, 0, "the other workspace waited for spinners to end");
+    host.stop().await;
+}

@@ -5,6 +5,7 @@
 //! Every change is recorded in the audit trail in the transaction that makes it: by the caller
 //! passed in, or as the host (`system`) for what the host decides on its own.
 
+pub mod fair_share;
 mod plugin_services;
 pub mod snapshot;
 pub mod worker;

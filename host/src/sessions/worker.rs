@@ -16,6 +16,7 @@ use crate::runtime::bindings::types::SessionEvent;
 use crate::runtime::{CallContext, CallEffects, CallError, LoadedPlugin};
 use crate::store::{self, StoreError, deliveries::Delivery, jobs::Job};
 
+use super::fair_share::FairShare;
 use super::{PluginServices, SESSION_EVENT_JOB, START_SESSION_JOB, TIMER_JOB, fail, snapshot};
 
 /// Jobs run at once.
@@ -30,9 +31,21 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 /// Attempts before a job that keeps failing temporarily fails its session.
 const MAX_ATTEMPTS: i64 = 5;
 
+/// How long a job over its workspace's or connection's fair share waits before it is tried again.
+const DEFER_MS: i64 = 250;
+
+/// What running a job came to.
+enum Ran {
+    /// It ran (on this plugin version, if a plugin was called).
+    On(Option<String>),
+    /// It was put back: its workspace or connection was at its fair share.
+    Deferred,
+}
+
 /// Runs the job worker until `shutdown`.
 pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let share = Arc::new(FairShare::of(CONCURRENCY));
     let mut running = tokio::task::JoinSet::new();
     loop {
         let free = slots.available_permits() as i64;
@@ -53,9 +66,9 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let app = app.clone();
+            let (app, share) = (app.clone(), share.clone());
             running.spawn(async move {
-                run_job(&app, job).await;
+                run_job(&app, &share, job).await;
                 drop(permit);
             });
         }
@@ -96,15 +109,16 @@ async fn next_wait(app: &App) -> Duration {
     }
 }
 
-async fn run_job(app: &Arc<App>, job: Job) {
+async fn run_job(app: &Arc<App>, share: &FairShare, job: Job) {
     let outcome = match job.kind.as_str() {
-        START_SESSION_JOB => start_session(app, &job).await,
-        SESSION_EVENT_JOB => session_event(app, &job).await,
-        TIMER_JOB => timer_fired(app, &job).await,
+        START_SESSION_JOB => start_session(app, share, &job).await,
+        SESSION_EVENT_JOB => session_event(app, share, &job).await,
+        TIMER_JOB => timer_fired(app, share, &job).await,
         other => Err(anyhow::anyhow!("unknown job kind `{other}`")),
     };
     let plugin_sha256 = match outcome {
-        Ok(ran_on) => ran_on,
+        Ok(Ran::On(ran_on)) => ran_on,
+        Ok(Ran::Deferred) => return,
         Err(error) => {
             host_failure(app, &job, error).await;
             None
@@ -165,7 +179,7 @@ async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str, cpu: Dur
 
 /// Starts a session on its connection type's current plugin version, pinning the session to it
 /// (a retried start stays on the version it was pinned to). Returns the version that ran.
-async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<String>> {
+async fn start_session(app: &Arc<App>, share: &FairShare, job: &Job) -> anyhow::Result<Ran> {
     let session_id: SessionId = job.session_id.clone().context("start_session job without a session")?;
     let (session, start, workspace_hosts) = {
         let mut conn = app.db.read().await?;
@@ -174,7 +188,7 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
             .context("the session is gone")?;
         if session.status.is_terminal() {
             drop(conn);
-            return complete(app, job).await.map(|()| None);
+            return complete(app, job).await.map(|()| Ran::On(None));
         }
         let start = snapshot::session_start(&mut conn, &session, &app.config.api_base_url())
             .await
@@ -191,7 +205,10 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
         );
         return finish_failed(app, job, &session, reason, None, Duration::ZERO)
             .await
-            .map(|()| None);
+            .map(|()| Ran::On(None));
+    };
+    let Some(_ticket) = share.try_enter(&session.workspace_id, &session.connection_id) else {
+        return defer(app, job).await;
     };
     // The session is pinned to this version with the start's outcome (no transaction of its own).
     let pin =
@@ -223,7 +240,7 @@ async fn start_session(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<Strin
             finish_failed(app, job, &session, reason, pin, cpu).await?;
         }
     }
-    Ok(ran_on)
+    Ok(Ran::On(ran_on))
 }
 
 /// What a plugin call about `session` gets: its identity and grants (narrowed by the workspace's
@@ -257,26 +274,26 @@ async fn plugin_for(app: &App, session: &Session) -> Option<Arc<LoadedPlugin>> {
 }
 
 /// Tells the session's plugin about an event (a cancel), through `on-event`.
-async fn session_event(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<String>> {
+async fn session_event(app: &Arc<App>, share: &FairShare, job: &Job) -> anyhow::Result<Ran> {
     let payload: serde_json::Value = serde_json::from_str(&job.payload).context("session_event payload is not JSON")?;
     let event = match payload["event"]["type"].as_str() {
         Some("cancel") => SessionEvent::CancelRequested(payload["event"]["reason"].as_str().map(str::to_owned)),
         other => anyhow::bail!("unknown session event {other:?}"),
     };
-    deliver_event(app, job, event).await
+    deliver_event(app, share, job, event).await
 }
 
 /// Fires a plugin's timer: `on-event(timer-fired(payload))`, unless its session has finished.
-async fn timer_fired(app: &Arc<App>, job: &Job) -> anyhow::Result<Option<String>> {
+async fn timer_fired(app: &Arc<App>, share: &FairShare, job: &Job) -> anyhow::Result<Ran> {
     let payload: serde_json::Value = serde_json::from_str(&job.payload).context("timer payload is not JSON")?;
     let scheduled = payload["payload"].as_str().context("timer job without its payload")?;
-    deliver_event(app, job, SessionEvent::TimerFired(scheduled.to_owned())).await
+    deliver_event(app, share, job, SessionEvent::TimerFired(scheduled.to_owned())).await
 }
 
 /// Calls `on-event` on the plugin version the session runs on. A timer of a finished session is
 /// dropped; a plugin that fails to handle an event of an unfinished session fails the session
 /// with its reason. Returns the version that ran.
-async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow::Result<Option<String>> {
+async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: SessionEvent) -> anyhow::Result<Ran> {
     let session_id: SessionId = job.session_id.clone().context("session event job without a session")?;
     let (session, session_ref, workspace_hosts) = {
         let mut conn = app.db.read().await?;
@@ -291,11 +308,14 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
         (session, session_ref, hosts)
     };
     if matches!(event, SessionEvent::TimerFired(_)) && session.status.is_terminal() {
-        return complete(app, job).await.map(|()| None);
+        return complete(app, job).await.map(|()| Ran::On(None));
     }
     let Some(plugin) = plugin_for(app, &session).await else {
         // Nobody to tell: the plugin is gone.
-        return complete(app, job).await.map(|()| None);
+        return complete(app, job).await.map(|()| Ran::On(None));
+    };
+    let Some(_ticket) = share.try_enter(&session.workspace_id, &session.connection_id) else {
+        return defer(app, job).await;
     };
     let ran_on = Some(plugin.wasm_sha256.clone());
     let (context, services) = call_for(app, &session, &plugin, workspace_hosts);
@@ -325,7 +345,7 @@ async fn deliver_event(app: &Arc<App>, job: &Job, event: SessionEvent) -> anyhow
             }
         }
     }
-    Ok(ran_on)
+    Ok(Ran::On(ran_on))
 }
 
 /// Commits what a successful start queued, together with the job's completion.
@@ -401,6 +421,14 @@ async fn record_cpu(tx: &mut store::Conn, session: &SessionId, cpu: Duration) ->
         return Ok(());
     }
     store::sessions::add_plugin_cpu(tx, session, cpu.as_micros().min(i64::MAX as u128) as i64).await
+}
+
+/// Puts `job` back for a moment: its workspace or connection has its share of calls running.
+async fn defer(app: &App, job: &Job) -> anyhow::Result<Ran> {
+    let mut tx = app.db.begin().await?;
+    store::jobs::defer(&mut tx, &job.id, app.clock.now().plus_millis(DEFER_MS)).await?;
+    tx.commit().await?;
+    Ok(Ran::Deferred)
 }
 
 async fn complete(app: &App, job: &Job) -> anyhow::Result<()> {

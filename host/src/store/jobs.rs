@@ -165,6 +165,17 @@ pub async fn retry_at(conn: &mut Conn, id: &JobId, run_at: Timestamp, error: &st
     Ok(())
 }
 
+/// Puts a claimed job back to run at `run_at` without counting the claim as an attempt (it never
+/// ran: its workspace or connection was at its fair share).
+pub async fn defer(conn: &mut Conn, id: &JobId, run_at: Timestamp) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET run_at = $2, locked_until = NULL, attempts = attempts - 1 WHERE id = $1")
+        .bind(id.as_str())
+        .bind(run_at.millis())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Frees every lease (SQLite at start: one host owns the file, so no lease can be live).
 pub async fn release_all_leases(conn: &mut Conn) -> Result<u64, StoreError> {
     Ok(
