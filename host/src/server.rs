@@ -35,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 /// File descriptors kept free for the database, outbound requests, plugins and logs.
 const RESERVED_DESCRIPTORS: u64 = 1_024;
+/// How long a stopping server waits for requests in progress to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Connections being refused with a `503` at once; beyond this they are closed without an answer.
 const MAX_SHEDDING: usize = 256;
 
@@ -284,8 +286,9 @@ pub async fn serve(
             stats.open_connections.store(connections.len(), Ordering::Relaxed);
         });
     }
-    // Let open connections finish what they are doing.
-    while connections.len() > 0 {
+    // Let open connections finish what they are doing, for a while.
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while connections.len() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,4 +1,6 @@
 //! What the benchmarks share: the database a run uses, and a host with one workspace.
+// Each bench compiles this module and uses a part of it.
+#![allow(dead_code)]
 
 use std::path::Path;
 
