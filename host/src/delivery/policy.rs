@@ -7,7 +7,28 @@ use std::time::Duration;
 
 use crate::domain::time::Timestamp;
 
-use super::sender::AttemptResult;
+/// What one attempt produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptResult {
+    /// The HTTP status, when the receiver answered.
+    pub status_code: Option<u16>,
+    pub latency: Duration,
+    /// The start of the response body.
+    pub response_body: Option<String>,
+    /// Why it failed (transport error, or a non-2xx status).
+    pub error: Option<String>,
+    /// How long the receiver asked us to wait (`Retry-After`).
+    pub retry_after: Option<Duration>,
+    /// Set when the target was refused before connecting (a private or internal address).
+    pub refused: Option<String>,
+}
+
+impl AttemptResult {
+    /// Only 2xx counts as delivered.
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.status_code.is_some_and(|s| (200..300).contains(&s))
+    }
+}
 
 /// The longest `Retry-After` honoured; longer asks wait this long.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);

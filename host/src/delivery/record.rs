@@ -19,8 +19,7 @@ use crate::store::deliveries::Delivery;
 use crate::store::endpoints::{AttemptRun, Endpoint};
 use crate::store::{self, Conn, StoreError};
 
-use super::policy::{self, NextStep};
-use super::sender::AttemptResult;
+use super::policy::{self, AttemptResult, NextStep};
 
 /// Outcomes written per transaction at most.
 const BATCH: usize = 256;

@@ -6,6 +6,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 
 use crate::domain::time::Timestamp;
 
+use super::policy::{self, AttemptResult};
 use super::signing;
 
 /// Keep at most this much of a receiver's response body in the attempt log.
@@ -13,29 +14,6 @@ pub const RESPONSE_BODY_LIMIT: usize = 4 << 10;
 
 /// The `User-Agent` of every delivery.
 pub const USER_AGENT_VALUE: &str = concat!("leadtime-agent-host/", env!("CARGO_PKG_VERSION"));
-
-/// What one attempt produced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptResult {
-    /// The HTTP status, when the receiver answered.
-    pub status_code: Option<u16>,
-    pub latency: Duration,
-    /// The start of the response body.
-    pub response_body: Option<String>,
-    /// Why it failed (transport error, or a non-2xx status).
-    pub error: Option<String>,
-    /// How long the receiver asked us to wait (`Retry-After`).
-    pub retry_after: Option<Duration>,
-    /// Set when the target was refused before connecting (a private or internal address).
-    pub refused: Option<String>,
-}
-
-impl AttemptResult {
-    /// Only 2xx counts as delivered.
-    pub fn succeeded(&self) -> bool {
-        self.error.is_none() && self.status_code.is_some_and(|s| (200..300).contains(&s))
-    }
-}
 
 /// The body as sent at `attempt_time`: if it is a JSON object with a top-level `webhookTimestamp`,
 /// that field is set to the attempt's timestamp; otherwise the body is sent unchanged.
@@ -97,7 +75,7 @@ pub async fn send(
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| super::policy::parse_retry_after(v, now));
+                .and_then(|v| policy::parse_retry_after(v, now));
             let text = read_limited(response).await;
             let latency = started.elapsed();
             let error = (!status.is_success()).then(|| match status.as_u16() {

@@ -20,8 +20,9 @@ use crate::store::connections::StoredSecret;
 use crate::store::deliveries::Delivery;
 use crate::store::{self, StoreError};
 
+use super::policy::AttemptResult;
 use super::record::{self, Outcome, Recorder};
-use super::sender::{self, AttemptResult};
+use super::sender;
 
 /// Longest sleep between looks at the outbox when nothing is due.
 const IDLE_POLL: Duration = Duration::from_secs(5);

@@ -253,6 +253,7 @@ fn call_for(
 ) -> (CallContext, Arc<PluginServices>) {
     let context = CallContext::for_session(
         &plugin.manifest,
+        plugin.grants,
         session.workspace_id.clone(),
         session.connection_id.clone(),
         session.id.clone(),

@@ -19,7 +19,6 @@
 //! why on the session.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -29,7 +28,9 @@ use crate::domain::ids::ConnectionId;
 use crate::outbound::{OutboundPolicy, forbidden_in};
 use crate::secrets::SecretValue;
 
-use super::{CallServices, CapabilityError};
+use crate::runtime::call::HttpProblems;
+use crate::runtime::limits::HttpLimits;
+use crate::runtime::services::{CallServices, CapabilityError};
 
 /// Problems kept (and logged) per call; past it they are only counted, so a plugin looping on
 /// refused requests cannot grow the host's memory or logs.
@@ -42,43 +43,6 @@ const SHOWN_URL_CHARS: usize = 200;
 /// The prefix of a secret reference in a header value: `{{secret:NAME}}`.
 const SECRET_OPEN: &str = "{{secret:";
 const SECRET_CLOSE: &str = "}}";
-
-/// How one call may use outbound HTTP.
-#[derive(Debug, Clone)]
-pub struct HttpLimits {
-    /// Requests one call may send.
-    pub requests: u32,
-    /// Largest request body, in bytes.
-    pub request_body_bytes: usize,
-    /// Largest response body, in bytes.
-    pub response_body_bytes: usize,
-    /// Response bytes one call may receive in all (responses wait in host memory until the
-    /// plugin reads them).
-    pub call_response_bytes: usize,
-    /// Time to the response's headers, unless the plugin asks for less.
-    pub first_byte_timeout: Duration,
-    /// Time one request may take in all, body included.
-    pub total_timeout: Duration,
-    /// Largest set of header fields (`wasi:http` `fields`), in bytes.
-    pub field_bytes: usize,
-    /// Request body bytes the host buffers per body before the plugin's writes wait (twice this).
-    pub body_chunk_bytes: usize,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        Self {
-            requests: 32,
-            request_body_bytes: 1 << 20,
-            response_body_bytes: 4 << 20,
-            call_response_bytes: 16 << 20,
-            first_byte_timeout: Duration::from_secs(15),
-            total_timeout: Duration::from_secs(20),
-            field_bytes: 16 << 10,
-            body_chunk_bytes: 64 << 10,
-        }
-    }
-}
 
 /// What a call's outbound requests may reach, and the reasons its refused or failed requests give.
 pub(crate) struct OutboundHooks {
@@ -100,15 +64,6 @@ struct Outbound {
     received: std::sync::atomic::AtomicUsize,
     /// Secret values already opened in this call, by name (one database read each).
     opened: tokio::sync::Mutex<std::collections::HashMap<String, SecretValue>>,
-}
-
-/// Why a call's outbound requests were refused or failed, as the host reports it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HttpProblems {
-    /// The first few, in order.
-    pub first: Vec<String>,
-    /// How many there were in all.
-    pub total: usize,
 }
 
 /// The first few problems of a call, and how many there were.

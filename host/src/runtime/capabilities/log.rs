@@ -2,48 +2,13 @@
 //! per call in count and line length, and rate-limited per connection across calls (so a plugin
 //! called often cannot flood the host's logs either).
 
-use std::num::NonZeroU32;
-
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-
 use crate::runtime::bindings::log::{Host, Level};
-use crate::runtime::state::PluginState;
+use crate::runtime::call::CallData;
+use crate::runtime::grants::Capability;
 
-/// Token buckets of log lines, keyed by connection (or plugin, outside a connection).
-pub struct LogRate {
-    limiter: DefaultKeyedRateLimiter<String>,
-}
-
-impl std::fmt::Debug for LogRate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LogRate")
-    }
-}
-
-impl LogRate {
-    /// `per_second` lines per key sustained, bursts of `burst`.
-    pub fn new(per_second: u32, burst: u32) -> Self {
-        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(burst).unwrap_or(rate);
-        Self {
-            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
-        }
-    }
-
-    /// Spends one line of `key`'s budget; `false` when it is used up.
-    pub fn allow(&self, key: &str) -> bool {
-        self.limiter.check_key(&key.to_owned()).is_ok()
-    }
-
-    /// Forgets full buckets (bounded memory with many connections).
-    pub fn forget_idle(&self) {
-        self.limiter.retain_recent();
-    }
-}
-
-impl Host for PluginState {
+impl Host for CallData {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        if self.require("log").is_err() {
+        if self.require(Capability::Log).is_err() {
             return Ok(());
         }
         if self.budget.log_lines == 0 {
@@ -98,13 +63,34 @@ impl Host for PluginState {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
 
-    #[test]
-    fn lines_past_the_burst_are_refused_per_key() {
-        let rate = LogRate::new(1, 3);
-        assert!((0..3).all(|_| rate.allow("conn_a")));
-        assert!(!rate.allow("conn_a"));
-        assert!(rate.allow("conn_b"), "each connection has its own bucket");
+    use super::*;
+    use crate::runtime::CallLimits;
+    use crate::runtime::call::test_call;
+    use crate::runtime::services::fake::FakeServices;
+
+    #[tokio::test]
+    async fn lines_are_capped_per_call_and_rate_limited_per_connection() {
+        let limits = CallLimits {
+            log_lines: 3,
+            ..CallLimits::default()
+        };
+        let mut call = test_call(&["log"], Arc::new(FakeServices::default()), limits.clone());
+        for n in 0..10 {
+            call.log(Level::Info, format!("line {n}")).await.unwrap();
+        }
+        assert_eq!(call.budget.log_lines, 0);
+        assert_eq!(call.log_lines_dropped, 0);
+        // Another call of the same connection shares its bucket: a burst of 500 lines, then drops.
+        let unlimited = CallLimits {
+            log_lines: 10_000,
+            ..limits
+        };
+        let mut flood = test_call(&["log"], Arc::new(FakeServices::default()), unlimited);
+        for n in 0..600 {
+            flood.log(Level::Debug, format!("flood {n}")).await.unwrap();
+        }
+        assert!(flood.log_lines_dropped >= 90, "{}", flood.log_lines_dropped);
     }
 }

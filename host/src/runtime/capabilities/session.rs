@@ -3,11 +3,12 @@
 use crate::domain::sessions::{ActivityType, NewActivity, SessionStatus};
 use crate::runtime::bindings::session::Host;
 use crate::runtime::bindings::types::{self as wit, HostError};
-use crate::runtime::state::PluginState;
+use crate::runtime::call::CallData;
+use crate::runtime::grants::Capability;
 
-use super::{CapabilityError, spend};
+use crate::runtime::services::{CapabilityError, spend};
 
-impl Host for PluginState {
+impl Host for CallData {
     async fn post_activity(&mut self, activity: wit::Activity) -> wasmtime::Result<Result<(), HostError>> {
         Ok(self.post(activity).await.map_err(Into::into))
     }
@@ -17,7 +18,7 @@ impl Host for PluginState {
         status: wit::SessionStatus,
         message: Option<String>,
     ) -> wasmtime::Result<Result<(), HostError>> {
-        let session = match self.require("session").and_then(|()| self.session().cloned()) {
+        let session = match self.require(Capability::Session).and_then(|()| self.session().cloned()) {
             Ok(session) => session,
             Err(refused) => return Ok(Err(refused.into())),
         };
@@ -30,7 +31,7 @@ impl Host for PluginState {
 
     async fn set_external_link(&mut self, url: String, label: String) -> wasmtime::Result<Result<(), HostError>> {
         let session = match self
-            .require("session")
+            .require(Capability::Session)
             .and_then(|()| self.session().cloned())
             .and_then(|s| check_link(&url, &label).map(|()| s))
         {
@@ -56,7 +57,7 @@ fn check_link(url: &str, label: &str) -> Result<(), CapabilityError> {
     Ok(())
 }
 
-impl PluginState {
+impl CallData {
     async fn post(&mut self, activity: wit::Activity) -> Result<(), CapabilityError> {
         let (session, activity) = self.check_activity(activity)?;
         let services = self.services.clone();
@@ -67,7 +68,7 @@ impl PluginState {
         &mut self,
         activity: wit::Activity,
     ) -> Result<(crate::domain::ids::SessionId, NewActivity), CapabilityError> {
-        self.require("session")?;
+        self.require(Capability::Session)?;
         let session = self.session()?.clone();
         let limit = self.limits.activities;
         spend(&mut self.budget.activities, "activity posts", limit)?;
@@ -119,5 +120,84 @@ fn activity_type(t: wit::ActivityType) -> ActivityType {
         wit::ActivityType::ModelResponse => ActivityType::ModelResponse,
         wit::ActivityType::ToolCall => ActivityType::ToolCall,
         wit::ActivityType::ToolResult => ActivityType::ToolResult,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::runtime::CallLimits;
+    use crate::runtime::call::test_call;
+    use crate::runtime::services::fake::FakeServices;
+
+    fn activity(body: &str, raw: Option<&str>) -> wit::Activity {
+        wit::Activity {
+            activity_type: wit::ActivityType::Thought,
+            body: body.into(),
+            action: None,
+            parameter: None,
+            result: None,
+            provider_event_id: None,
+            provider_event_type: None,
+            raw: raw.map(Into::into),
+            idempotency_key: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_call_acts_on_its_own_session_within_its_budget() {
+        let services = Arc::new(FakeServices::default());
+        let limits = CallLimits {
+            activities: 2,
+            ..CallLimits::default()
+        };
+        let mut call = test_call(&["session"], services.clone(), limits);
+        call.post_activity(activity("thinking", Some(r#"{"step":1}"#)))
+            .await
+            .unwrap()
+            .unwrap();
+        call.set_status(wit::SessionStatus::Running, Some("on it".into()))
+            .await
+            .unwrap()
+            .unwrap();
+        call.set_external_link("https://example.com/run/1".into(), "Run".into())
+            .await
+            .unwrap()
+            .unwrap();
+        let refused = call
+            .post_activity(activity("x", Some("not json")))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(format!("{refused:?}").contains("`raw` is not JSON"), "{refused:?}");
+        let refused = call.post_activity(activity("again", None)).await.unwrap().unwrap_err();
+        assert!(
+            format!("{refused:?}").contains("at most 2 activity posts"),
+            "{refused:?}"
+        );
+        let refused = call
+            .set_external_link("javascript:alert(1)".into(), "x".into())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(format!("{refused:?}").contains("http(s) URLs"), "{refused:?}");
+
+        let activities = services.activities.lock().unwrap();
+        assert_eq!(activities.len(), 1);
+        assert_eq!(activities[0].0.as_str(), "ses_test");
+        assert_eq!(activities[0].1.body, "thinking");
+        assert_eq!(services.statuses.lock().unwrap()[0].1, SessionStatus::Running);
+        assert_eq!(services.links.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_the_grant_nothing_reaches_the_session() {
+        let services = Arc::new(FakeServices::default());
+        let mut call = test_call(&["kv"], services.clone(), CallLimits::default());
+        let refused = call.post_activity(activity("x", None)).await.unwrap().unwrap_err();
+        assert!(format!("{refused:?}").contains("`session` capability"), "{refused:?}");
+        assert!(services.activities.lock().unwrap().is_empty());
     }
 }

@@ -1,13 +1,14 @@
 //! `leadtime:agent-runtime/timers` (0.1.1): durable per-session timers. A timer becomes a job row
-//! (`crate::sessions::TIMER_JOB`) committed only when the call succeeds, so it survives restarts
+//! (the session worker's timer job) committed only when the call succeeds, so it survives restarts
 //! and a failed call schedules nothing; the session worker delivers it through `on-event`.
 
 use crate::domain::ids::JobId;
 use crate::runtime::bindings::timers::Host;
 use crate::runtime::bindings::types::HostError;
-use crate::runtime::state::{PluginState, QueuedTimer};
+use crate::runtime::call::{CallData, QueuedTimer};
+use crate::runtime::grants::Capability;
 
-use super::{CapabilityError, spend};
+use crate::runtime::services::{CapabilityError, spend};
 
 /// Whether `id` looks like an id `schedule` returns (`job_` and a ULID).
 fn is_timer_id(id: &str) -> bool {
@@ -20,7 +21,7 @@ fn is_timer_id(id: &str) -> bool {
 const MIN_DELAY_MS: u64 = 1_000;
 const MAX_DELAY_MS: u64 = 7 * 24 * 3_600 * 1_000;
 
-impl Host for PluginState {
+impl Host for CallData {
     async fn schedule(&mut self, delay_ms: u64, payload: String) -> wasmtime::Result<Result<String, HostError>> {
         Ok(self.schedule_timer(delay_ms, payload).await.map_err(Into::into))
     }
@@ -30,9 +31,9 @@ impl Host for PluginState {
     }
 }
 
-impl PluginState {
+impl CallData {
     async fn schedule_timer(&mut self, delay_ms: u64, payload: String) -> Result<String, CapabilityError> {
-        self.require("timers")?;
+        self.require(Capability::Timers)?;
         let session = self.session()?.clone();
         let limit = self.limits.timers;
         spend(&mut self.budget.timers, "timer schedules", limit)?;
@@ -68,7 +69,7 @@ impl PluginState {
     }
 
     fn cancel_timer(&mut self, timer_id: String) -> Result<(), CapabilityError> {
-        self.require("timers")?;
+        self.require(Capability::Timers)?;
         self.session()?;
         let limit = self.limits.timers;
         spend(&mut self.budget.timer_cancels, "timer cancels", limit)?;
@@ -95,5 +96,37 @@ mod tests {
         assert!(!is_timer_id("job_"));
         assert!(!is_timer_id("ses_01hzz0000000000000000000000"));
         assert!(!is_timer_id(&format!("job_{}", "x".repeat(10_000))));
+    }
+
+    #[tokio::test]
+    async fn timers_are_queued_canceled_and_bounded() {
+        use std::sync::Arc;
+
+        use crate::runtime::CallLimits;
+        use crate::runtime::call::test_call;
+        use crate::runtime::services::fake::FakeServices;
+
+        let services = Arc::new(FakeServices::default());
+        let mut call = test_call(&["timers"], services.clone(), CallLimits::default());
+        let first = call.schedule(60_000, r#"{"poll":1}"#.into()).await.unwrap().unwrap();
+        let second = call.schedule(1_000, "{}".into()).await.unwrap().unwrap();
+        call.cancel(first.clone()).await.unwrap().unwrap();
+        assert_eq!(
+            call.effects.timers.len(),
+            1,
+            "a timer canceled in its own call is dropped"
+        );
+        assert_eq!(call.effects.timers[0].id.as_str(), second);
+        assert!(call.effects.canceled_timers.is_empty());
+        // An earlier call's timer is canceled at commit.
+        let earlier = JobId::generate().to_string();
+        call.cancel(earlier.clone()).await.unwrap().unwrap();
+        assert_eq!(call.effects.canceled_timers, [earlier]);
+
+        let refused = |r: wasmtime::Result<Result<String, HostError>>| format!("{:?}", r.unwrap().unwrap_err());
+        assert!(refused(call.schedule(10, "{}".into()).await).contains("1000 to"));
+        assert!(refused(call.schedule(1_000, "not json".into()).await).contains("must be JSON"));
+        *services.pending_timers.lock().unwrap() = 20;
+        assert!(refused(call.schedule(1_000, "{}".into()).await).contains("at most 20 timers pending"));
     }
 }

@@ -1,0 +1,271 @@
+//! What one plugin call is about and what its host capabilities act on ([`CallData`]): who the
+//! call is for and what it may touch, its remaining budgets, and the effects it queued for the
+//! host to commit with its outcome.
+
+use std::sync::Arc;
+
+use crate::domain::ids::{ConnectionId, DeliveryId, JobId, SessionId, WorkspaceId};
+
+use super::grants::{Capability, Grants};
+use super::limits::CallLimits;
+use super::log_rate::LogRate;
+use super::manifest::Manifest;
+use super::services::{CallServices, CapabilityError};
+
+/// Who a call is for and what it may touch.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The plugin's connection-type id (for logs and messages).
+    pub plugin_id: String,
+    /// Capabilities granted: those the manifest declares (parsed at load), as this kind of call
+    /// allows them.
+    pub grants: Grants,
+    /// Hosts outbound requests may reach (the manifest's `outbound-hosts`).
+    pub outbound_hosts: Vec<String>,
+    /// The workspace's narrowing of `outbound_hosts`, if its admins set one.
+    pub workspace_outbound_hosts: Option<Vec<String>>,
+    /// Secret names header values may refer to (the manifest's `secrets`).
+    pub secrets: Vec<String>,
+    pub workspace_id: Option<WorkspaceId>,
+    pub connection_id: Option<ConnectionId>,
+    /// The session the call is about; `session` capabilities act on it alone.
+    pub session_id: Option<SessionId>,
+}
+
+impl CallContext {
+    /// A call of the plugin with `manifest` and `grants` about `session` of `connection`.
+    pub fn for_session(
+        manifest: &Manifest,
+        grants: Grants,
+        workspace: WorkspaceId,
+        connection: ConnectionId,
+        session: SessionId,
+    ) -> Self {
+        Self {
+            plugin_id: manifest.id.clone(),
+            grants,
+            outbound_hosts: manifest.outbound_hosts.clone(),
+            workspace_outbound_hosts: None,
+            secrets: manifest.secrets.iter().map(|s| s.name.clone()).collect(),
+            workspace_id: Some(workspace),
+            connection_id: Some(connection),
+            session_id: Some(session),
+        }
+    }
+
+    /// This context with the workspace's narrowing of the plugin's outbound hosts.
+    pub fn with_workspace_outbound_hosts(mut self, hosts: Option<Vec<String>>) -> Self {
+        self.workspace_outbound_hosts = hosts;
+        self
+    }
+
+    /// A call of the plugin with `manifest` and `grants` outside any session (`validate-config`):
+    /// only `log` is usable.
+    pub fn without_session(manifest: &Manifest, grants: Grants) -> Self {
+        Self {
+            plugin_id: manifest.id.clone(),
+            grants: grants.only(&[Capability::Log]),
+            outbound_hosts: Vec::new(),
+            workspace_outbound_hosts: None,
+            secrets: Vec::new(),
+            workspace_id: None,
+            connection_id: None,
+            session_id: None,
+        }
+    }
+
+    /// The `manifest()` call at load time: no capability at all.
+    pub fn for_manifest() -> Self {
+        Self {
+            plugin_id: "(loading)".into(),
+            grants: Grants::NONE,
+            outbound_hosts: Vec::new(),
+            workspace_outbound_hosts: None,
+            secrets: Vec::new(),
+            workspace_id: None,
+            connection_id: None,
+            session_id: None,
+        }
+    }
+}
+
+/// A webhook a call queued; it is sent only if the call succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedWebhook {
+    /// The delivery id returned to the plugin.
+    pub id: DeliveryId,
+    pub url: String,
+    pub body: String,
+}
+
+/// A timer a call scheduled; it is committed only if the call succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedTimer {
+    /// The timer id returned to the plugin (the id of the job that fires it).
+    pub id: JobId,
+    pub delay_ms: u64,
+    /// JSON handed back in `timer-fired`.
+    pub payload: String,
+}
+
+/// What a successful call leaves for the host to commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallEffects {
+    pub webhooks: Vec<QueuedWebhook>,
+    pub timers: Vec<QueuedTimer>,
+    /// Ids of earlier timers the call canceled.
+    pub canceled_timers: Vec<String>,
+    /// Outbound requests the host refused or saw fail, each with its reason.
+    pub http_problems: HttpProblems,
+}
+
+/// Why a call's outbound requests were refused or failed, as the host reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpProblems {
+    /// The first few, in order.
+    pub first: Vec<String>,
+    /// How many there were in all.
+    pub total: usize,
+}
+
+/// Counts of host calls still allowed in this call.
+#[derive(Debug, Clone)]
+pub(crate) struct Budget {
+    pub activities: u32,
+    pub webhooks: u32,
+    pub log_lines: u32,
+    pub kv_operations: u32,
+    pub timers: u32,
+    pub timer_cancels: u32,
+    /// Bytes of queued effects (webhook bodies, timer payloads) the call may still hold.
+    pub effect_bytes: usize,
+}
+
+/// What the host capabilities of one call act on. Each capability module implements its WIT
+/// `Host` trait for this type (the store's data hands it out), so capabilities can be called —
+/// and tested — without wasm.
+pub struct CallData {
+    pub(crate) context: CallContext,
+    pub(crate) services: Arc<dyn CallServices>,
+    pub(crate) limits: CallLimits,
+    pub(crate) budget: Budget,
+    pub(crate) effects: CallEffects,
+    pub(crate) log_rate: Arc<LogRate>,
+    /// Log lines the per-connection rate limit dropped in this call.
+    pub(crate) log_lines_dropped: u32,
+}
+
+impl std::fmt::Debug for CallData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallData")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallData {
+    /// A call's data with full budgets.
+    pub fn new(
+        context: CallContext,
+        services: Arc<dyn CallServices>,
+        log_rate: Arc<LogRate>,
+        limits: &CallLimits,
+    ) -> Self {
+        Self {
+            context,
+            services,
+            limits: limits.clone(),
+            budget: Budget {
+                activities: limits.activities,
+                webhooks: limits.webhooks,
+                log_lines: limits.log_lines,
+                kv_operations: limits.kv_operations,
+                timers: limits.timers,
+                timer_cancels: limits.timers,
+                effect_bytes: limits.effect_bytes,
+            },
+            effects: CallEffects::default(),
+            log_rate,
+            log_lines_dropped: 0,
+        }
+    }
+
+    /// Refuses a capability the manifest did not declare (or this kind of call does not allow).
+    pub(crate) fn require(&self, capability: Capability) -> Result<(), CapabilityError> {
+        if self.context.grants.contains(capability) {
+            Ok(())
+        } else {
+            Err(CapabilityError::NotAllowed(format!(
+                "plugin `{}` did not declare the `{}` capability in its manifest (or it is not available in this call)",
+                self.context.plugin_id,
+                capability.as_str()
+            )))
+        }
+    }
+
+    /// The session of this call, or why there is none.
+    pub(crate) fn session(&self) -> Result<&SessionId, CapabilityError> {
+        self.context
+            .session_id
+            .as_ref()
+            .ok_or_else(|| CapabilityError::NotAllowed("this call is not about a session".into()))
+    }
+
+    /// The connection of this call, or why there is none.
+    pub(crate) fn connection(&self) -> Result<&ConnectionId, CapabilityError> {
+        self.context
+            .connection_id
+            .as_ref()
+            .ok_or_else(|| CapabilityError::NotAllowed("this call is not about a connection".into()))
+    }
+
+    /// Takes `bytes` from the call's budget for queued effects, or says which limit refused them.
+    pub(crate) fn hold_effect_bytes(&mut self, bytes: usize) -> Result<(), CapabilityError> {
+        match self.budget.effect_bytes.checked_sub(bytes) {
+            Some(left) => {
+                self.budget.effect_bytes = left;
+                Ok(())
+            }
+            None => Err(CapabilityError::LimitExceeded(format!(
+                "a plugin call may queue at most {} MiB of webhooks and timers",
+                self.limits.effect_bytes >> 20
+            ))),
+        }
+    }
+
+    /// The effects the call queued (reporting log lines the rate limit dropped, once).
+    pub(crate) fn into_effects(self, http_problems: HttpProblems) -> CallEffects {
+        if self.log_lines_dropped > 0 {
+            let context = &self.context;
+            tracing::warn!(
+                target: "plugin",
+                plugin = %context.plugin_id,
+                connection = context.connection_id.as_ref().map(|c| c.as_str()).unwrap_or("-"),
+                session = context.session_id.as_ref().map(|s| s.as_str()).unwrap_or("-"),
+                dropped = self.log_lines_dropped,
+                "plugin log lines dropped by the per-connection rate limit"
+            );
+        }
+        let mut effects = self.effects;
+        effects.http_problems = http_problems;
+        effects
+    }
+}
+
+/// A call's data for capability tests: a session call of a plugin granted `grants`, over
+/// `services`, under `limits`.
+#[cfg(test)]
+pub(crate) fn test_call(grants: &[&str], services: Arc<dyn CallServices>, limits: CallLimits) -> CallData {
+    let grants = Grants::parse(&grants.iter().map(|g| (*g).to_owned()).collect::<Vec<_>>()).expect("known grants");
+    let context = CallContext {
+        plugin_id: "test-plugin".into(),
+        grants,
+        outbound_hosts: Vec::new(),
+        workspace_outbound_hosts: None,
+        secrets: Vec::new(),
+        workspace_id: Some(WorkspaceId::from("ws_test")),
+        connection_id: Some(ConnectionId::from("con_test")),
+        session_id: Some(SessionId::from("ses_test")),
+    };
+    CallData::new(context, services, Arc::new(LogRate::new(50, 500)), &limits)
+}

@@ -1,0 +1,202 @@
+//! What plugin calls may do to the host's records ([`CallServices`], implemented over the
+//! database by the sessions module), and how a refusal reads ([`CapabilityError`], the
+//! guest's WIT `host-error`).
+
+use async_trait::async_trait;
+
+use crate::domain::ids::{ConnectionId, SessionId};
+use crate::domain::sessions::{NewActivity, SessionStatus};
+use crate::secrets::SecretValue;
+
+use super::bindings::types::HostError;
+
+/// Why the host refused a capability call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CapabilityError {
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    #[error("session closed: {0}")]
+    SessionClosed(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<CapabilityError> for HostError {
+    fn from(error: CapabilityError) -> Self {
+        match error {
+            CapabilityError::NotAllowed(m) => HostError::NotAllowed(m),
+            CapabilityError::Invalid(m) => HostError::Invalid(m),
+            CapabilityError::LimitExceeded(m) => HostError::LimitExceeded(m),
+            CapabilityError::SessionClosed(m) => HostError::SessionClosed(m),
+            CapabilityError::Unavailable(m) => HostError::Unavailable(m),
+        }
+    }
+}
+
+/// The host's records as plugins may touch them. Implemented over the database by
+/// the sessions module; tests may substitute their own.
+#[async_trait]
+pub trait CallServices: Send + Sync {
+    /// Appends an activity to `session` (idempotent on its key).
+    async fn post_activity(&self, session: &SessionId, activity: NewActivity) -> Result<(), CapabilityError>;
+    /// Moves `session` to `status`.
+    async fn set_status(
+        &self,
+        session: &SessionId,
+        status: SessionStatus,
+        message: Option<String>,
+    ) -> Result<(), CapabilityError>;
+    /// Sets the link on `session`'s card.
+    async fn set_external_link(&self, session: &SessionId, url: &str, label: &str) -> Result<(), CapabilityError>;
+    /// Reads a kv entry of `connection`.
+    async fn kv_get(&self, connection: &ConnectionId, key: &str) -> Result<Option<Vec<u8>>, CapabilityError>;
+    /// Writes a kv entry of `connection`, refusing it when the connection would keep more than
+    /// `max_total_bytes`.
+    async fn kv_set(
+        &self,
+        connection: &ConnectionId,
+        key: &str,
+        value: &[u8],
+        max_total_bytes: i64,
+    ) -> Result<(), CapabilityError>;
+    /// Removes a kv entry of `connection`.
+    async fn kv_delete(&self, connection: &ConnectionId, key: &str) -> Result<(), CapabilityError>;
+    /// The value of secret `name` of `connection`, for the outbound request being sent; never
+    /// handed to the plugin.
+    async fn connection_secret(
+        &self,
+        connection: &ConnectionId,
+        name: &str,
+    ) -> Result<Option<SecretValue>, CapabilityError>;
+    /// Timers of `session` scheduled and not yet fired.
+    async fn pending_timers(&self, session: &SessionId) -> Result<u64, CapabilityError>;
+}
+
+/// Services for calls that may touch no records (`manifest`, `validate-config`).
+pub(crate) struct NoServices;
+
+#[async_trait]
+impl CallServices for NoServices {
+    async fn post_activity(&self, _: &SessionId, _: NewActivity) -> Result<(), CapabilityError> {
+        Err(none())
+    }
+    async fn set_status(&self, _: &SessionId, _: SessionStatus, _: Option<String>) -> Result<(), CapabilityError> {
+        Err(none())
+    }
+    async fn set_external_link(&self, _: &SessionId, _: &str, _: &str) -> Result<(), CapabilityError> {
+        Err(none())
+    }
+    async fn kv_get(&self, _: &ConnectionId, _: &str) -> Result<Option<Vec<u8>>, CapabilityError> {
+        Err(none())
+    }
+    async fn kv_set(&self, _: &ConnectionId, _: &str, _: &[u8], _: i64) -> Result<(), CapabilityError> {
+        Err(none())
+    }
+    async fn kv_delete(&self, _: &ConnectionId, _: &str) -> Result<(), CapabilityError> {
+        Err(none())
+    }
+    async fn connection_secret(&self, _: &ConnectionId, _: &str) -> Result<Option<SecretValue>, CapabilityError> {
+        Err(none())
+    }
+    async fn pending_timers(&self, _: &SessionId) -> Result<u64, CapabilityError> {
+        Err(none())
+    }
+}
+
+fn none() -> CapabilityError {
+    CapabilityError::NotAllowed("no host records are reachable in this call".into())
+}
+
+/// Takes one unit from a budget counter, or says which limit was reached.
+pub(crate) fn spend(counter: &mut u32, what: &str, limit: u32) -> Result<(), CapabilityError> {
+    if *counter == 0 {
+        return Err(CapabilityError::LimitExceeded(format!(
+            "a plugin call may make at most {limit} {what}"
+        )));
+    }
+    *counter -= 1;
+    Ok(())
+}
+
+/// An in-memory [`CallServices`] for capability tests without wasm or a database.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    pub(crate) struct FakeServices {
+        pub activities: Mutex<Vec<(SessionId, NewActivity)>>,
+        pub statuses: Mutex<Vec<(SessionId, SessionStatus, Option<String>)>>,
+        pub links: Mutex<Vec<(String, String)>>,
+        pub kv: Mutex<HashMap<(String, String), Vec<u8>>>,
+        pub pending_timers: Mutex<u64>,
+    }
+
+    #[async_trait]
+    impl CallServices for FakeServices {
+        async fn post_activity(&self, session: &SessionId, activity: NewActivity) -> Result<(), CapabilityError> {
+            self.activities.lock().unwrap().push((session.clone(), activity));
+            Ok(())
+        }
+        async fn set_status(
+            &self,
+            session: &SessionId,
+            status: SessionStatus,
+            message: Option<String>,
+        ) -> Result<(), CapabilityError> {
+            self.statuses.lock().unwrap().push((session.clone(), status, message));
+            Ok(())
+        }
+        async fn set_external_link(&self, _: &SessionId, url: &str, label: &str) -> Result<(), CapabilityError> {
+            self.links.lock().unwrap().push((url.into(), label.into()));
+            Ok(())
+        }
+        async fn kv_get(&self, connection: &ConnectionId, key: &str) -> Result<Option<Vec<u8>>, CapabilityError> {
+            Ok(self
+                .kv
+                .lock()
+                .unwrap()
+                .get(&(connection.to_string(), key.into()))
+                .cloned())
+        }
+        async fn kv_set(
+            &self,
+            connection: &ConnectionId,
+            key: &str,
+            value: &[u8],
+            max_total_bytes: i64,
+        ) -> Result<(), CapabilityError> {
+            let mut kv = self.kv.lock().unwrap();
+            let used: usize = kv
+                .iter()
+                .filter(|((c, k), _)| c == connection.as_str() && k != key)
+                .map(|((_, k), v)| k.len() + v.len())
+                .sum();
+            let after = (used + key.len() + value.len()) as i64;
+            if after > max_total_bytes {
+                return Err(CapabilityError::LimitExceeded(format!(
+                    "this connection's kv state would grow to {after} bytes; at most {max_total_bytes} are allowed"
+                )));
+            }
+            kv.insert((connection.to_string(), key.into()), value.to_vec());
+            Ok(())
+        }
+        async fn kv_delete(&self, connection: &ConnectionId, key: &str) -> Result<(), CapabilityError> {
+            self.kv.lock().unwrap().remove(&(connection.to_string(), key.into()));
+            Ok(())
+        }
+        async fn connection_secret(&self, _: &ConnectionId, _: &str) -> Result<Option<SecretValue>, CapabilityError> {
+            Ok(None)
+        }
+        async fn pending_timers(&self, _: &SessionId) -> Result<u64, CapabilityError> {
+            Ok(*self.pending_timers.lock().unwrap())
+        }
+    }
+}
