@@ -61,37 +61,76 @@ impl SessionStatus {
         )
     }
 
-    /// Whether moving from `self` to `to` changes anything, or is refused.
+    /// The transition table: what moving from `self` to `to` at the request of `by` does.
     ///
-    /// Repeating the current status is accepted and changes nothing (wrappers re-send `running`).
-    /// A finished session stays finished, and a session never goes back to `queued`.
-    pub fn transition_to(self, to: SessionStatus) -> Result<Transition, DomainError> {
-        if self == to {
-            return Ok(Transition::Unchanged);
+    /// - The **agent** (its wrapper through the session API, or its plugin) moves an unfinished
+    ///   session to `running`, `done`, `failed` or `canceled`; repeating the current status
+    ///   changes nothing (wrappers re-send `running`); a finished session stays finished and no
+    ///   session goes back to `queued` — both refused.
+    /// - The **host** only fails (a start that could not happen, a webhook it gave up on) or
+    ///   cancels (the task was taken from the bot, the bot was disabled) an unfinished session;
+    ///   for a finished one there is nothing to do.
+    /// - A **redelivery** puts a failed session back in the queue (the caller checks that the
+    ///   host failed it); any other session is left as it is.
+    pub fn transition(self, to: SessionStatus, by: StatusWriter) -> Result<Transition, DomainError> {
+        use SessionStatus::*;
+        match by {
+            StatusWriter::Agent => {
+                if self == to {
+                    return Ok(Transition::Unchanged);
+                }
+                if self.is_terminal() {
+                    return Err(DomainError::Conflict(format!(
+                        "the session is already {}; a finished session cannot become {}",
+                        self.as_str(),
+                        to.as_str()
+                    )));
+                }
+                if to == Queued {
+                    return Err(DomainError::Conflict(format!(
+                        "the session is {}; it cannot go back to queued",
+                        self.as_str()
+                    )));
+                }
+                Ok(Transition::Changed)
+            }
+            StatusWriter::Host => match to {
+                Failed | Canceled if !self.is_terminal() => Ok(Transition::Changed),
+                Failed | Canceled => Ok(Transition::Unchanged),
+                other => Err(DomainError::Conflict(format!(
+                    "the host only fails or cancels sessions, it does not set {}",
+                    other.as_str()
+                ))),
+            },
+            StatusWriter::Redelivery => match (self, to) {
+                (Failed, Queued) => Ok(Transition::Changed),
+                (_, Queued) => Ok(Transition::Unchanged),
+                (_, other) => Err(DomainError::Conflict(format!(
+                    "a redelivery only puts a session back in the queue, it does not set {}",
+                    other.as_str()
+                ))),
+            },
         }
-        if self.is_terminal() {
-            return Err(DomainError::Conflict(format!(
-                "the session is already {}; a finished session cannot become {}",
-                self.as_str(),
-                to.as_str()
-            )));
-        }
-        if to == SessionStatus::Queued {
-            return Err(DomainError::Conflict(format!(
-                "the session is {}; it cannot go back to queued",
-                self.as_str()
-            )));
-        }
-        Ok(Transition::Changed)
     }
 }
 
-/// The outcome of [`SessionStatus::transition_to`].
+/// Who asks for a session's status to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWriter {
+    /// The session's agent: its wrapper through the session API, or its plugin.
+    Agent,
+    /// The host, on its own: a failed start or delivery, a cancel.
+    Host,
+    /// An admin redelivering a start webhook the host gave up on.
+    Redelivery,
+}
+
+/// The outcome of [`SessionStatus::transition`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
     /// The status is new; record it.
     Changed,
-    /// The session already has that status.
+    /// Nothing to record: the session already has that status, or (for the host) is finished.
     Unchanged,
 }
 
@@ -285,16 +324,35 @@ mod tests {
         );
     }
 
+    /// Every (from, to, writer) of the transition table, spelled out: `C` records a change, `U`
+    /// changes nothing, `-` is refused. Rows are from, columns to, both in lifecycle order
+    /// (queued, running, done, failed, canceled).
     #[test]
-    fn transitions_follow_the_lifecycle() {
-        use SessionStatus::*;
-        assert_eq!(Queued.transition_to(Running).unwrap(), Transition::Changed);
-        assert_eq!(Running.transition_to(Running).unwrap(), Transition::Unchanged);
-        assert_eq!(Queued.transition_to(Done).unwrap(), Transition::Changed);
-        assert_eq!(Done.transition_to(Done).unwrap(), Transition::Unchanged);
-        assert!(Done.transition_to(Running).is_err());
-        assert!(Canceled.transition_to(Done).is_err());
-        assert!(Running.transition_to(Queued).is_err());
+    fn the_transition_table_covers_every_status_and_writer() {
+        use StatusWriter::*;
+        let tables: [(StatusWriter, [&str; 5]); 3] = [
+            (Agent, ["UCCCC", "-UCCC", "--U--", "---U-", "----U"]),
+            (Host, ["---CC", "---CC", "---UU", "---UU", "---UU"]),
+            (Redelivery, ["U----", "U----", "U----", "C----", "U----"]),
+        ];
+        for (by, rows) in tables {
+            for (from, row) in SessionStatus::ALL.into_iter().zip(rows) {
+                for (to, cell) in SessionStatus::ALL.into_iter().zip(row.chars()) {
+                    let expected = match cell {
+                        'C' => Some(Transition::Changed),
+                        'U' => Some(Transition::Unchanged),
+                        _ => None,
+                    };
+                    let got = from.transition(to, by).ok();
+                    assert_eq!(got, expected, "{by:?}: {} -> {}", from.as_str(), to.as_str());
+                }
+            }
+        }
+        // The refusals say why.
+        let message = SessionStatus::Done.transition(SessionStatus::Running, Agent).unwrap_err().to_string();
+        assert!(message.contains("already done; a finished session cannot become running"), "{message}");
+        let message = SessionStatus::Running.transition(SessionStatus::Queued, Agent).unwrap_err().to_string();
+        assert!(message.contains("cannot go back to queued"), "{message}");
     }
 
     #[test]

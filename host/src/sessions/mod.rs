@@ -18,7 +18,8 @@ use crate::app::App;
 use crate::audit::{self, Actor, AuditKeys, Entry};
 use crate::domain::ids::{ActivityId, CommentId, SessionId, StatusChangeId, UserId};
 use crate::domain::sessions::{
-    Activity, NewActivity, RecordSource, Session, SessionStatus, StatusAnswer, StatusChange, Transition, TriggerKind,
+    Activity, NewActivity, RecordSource, Session, SessionStatus, StatusAnswer, StatusChange, StatusWriter, Transition,
+    TriggerKind,
 };
 use crate::domain::tasks::Task;
 use crate::domain::time::Timestamp;
@@ -111,16 +112,7 @@ pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Tr
             store::jobs::insert(tx, START_SESSION_JOB, Some(&session.id), &payload, now).await?;
         }
         Some(reason) => {
-            apply_status(
-                tx,
-                &mut session,
-                SessionStatus::Failed,
-                Some(reason),
-                None,
-                RecordSource::Host,
-                now,
-            )
-            .await?;
+            host_transition(tx, &mut session, SessionStatus::Failed, Some(reason), now).await?;
         }
     }
     Ok(session)
@@ -219,7 +211,7 @@ pub async fn change_status(
     {
         return Ok(StatusOutcome { session, answer });
     }
-    let answer = match session.status.transition_to(request.status)? {
+    let answer = match session.status.transition(request.status, StatusWriter::Agent)? {
         Transition::Unchanged => StatusAnswer {
             status: session.status,
             message: session.status_message.clone(),
@@ -229,7 +221,7 @@ pub async fn change_status(
         Transition::Changed => {
             let now = app.clock.now();
             let from = session.status;
-            let change = apply_status(
+            let change = write_status(
                 &mut tx,
                 &mut session,
                 request.status,
@@ -277,8 +269,9 @@ pub struct StatusRequest {
 }
 
 /// Sets the session's status fields and records the change, in `tx` (no audit record: callers
-/// record the action that caused it).
-pub(crate) async fn apply_status(
+/// record the action that caused it). Only called once the transition table allowed the change:
+/// this module is the one writer of session status.
+async fn write_status(
     tx: &mut Conn,
     session: &mut Session,
     status: SessionStatus,
@@ -322,8 +315,31 @@ async fn insert_change(
     Ok(change)
 }
 
-/// The host moves a session on its own (delivery accepted, delivery failed, start failed): apply
-/// the status and record it as a `system` action.
+/// The host fails or cancels a session on its own, as the transition table allows: whether it
+/// changed (a finished session stays as it is).
+async fn host_transition(
+    tx: &mut Conn,
+    session: &mut Session,
+    status: SessionStatus,
+    message: Option<String>,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    match session.status.transition(status, StatusWriter::Host) {
+        Ok(Transition::Changed) => {
+            write_status(tx, session, status, message, None, RecordSource::Host, now).await?;
+            Ok(true)
+        }
+        Ok(Transition::Unchanged) => Ok(false),
+        Err(refused) => {
+            // A bug in the host, not the caller's doing: leave the session as it is.
+            tracing::error!(session = %session.id, %refused, "the host asked for a status change the transition table refuses");
+            Ok(false)
+        }
+    }
+}
+
+/// The host fails a session on its own (delivery given up, start failed), recording it as a
+/// `system` action.
 async fn host_status(
     tx: &mut Conn,
     keys: &AuditKeys,
@@ -333,7 +349,9 @@ async fn host_status(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let from = session.status;
-    apply_status(tx, session, status, message.clone(), None, RecordSource::Host, now).await?;
+    if !host_transition(tx, session, status, message.clone(), now).await? {
+        return Ok(());
+    }
     let details = json!({"from": from.as_str(), "to": status.as_str(), "message": message});
     let actor = Actor::system(Some(session.workspace_id.clone())).in_session(&session.id);
     audit::record(
@@ -354,9 +372,7 @@ pub(crate) async fn fail(
     reason: String,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    if let Some(mut session) = store::sessions::get_locked(tx, session_id).await?
-        && !session.status.is_terminal()
-    {
+    if let Some(mut session) = store::sessions::get_locked(tx, session_id).await? {
         host_status(tx, keys, &mut session, SessionStatus::Failed, Some(reason), now).await?;
     }
     Ok(())
@@ -374,38 +390,32 @@ pub(crate) async fn reopen_for_redelivery(
         return Ok(false);
     };
     let changes = store::sessions::status_changes(tx, session_id).await?;
-    let failed_by_host =
-        session.status == SessionStatus::Failed && changes.last().is_some_and(|c| c.source == RecordSource::Host);
-    if !failed_by_host {
-        return Ok(false);
+    let failed_by_host = changes.last().is_some_and(|c| c.source == RecordSource::Host);
+    match session.status.transition(SessionStatus::Queued, StatusWriter::Redelivery) {
+        Ok(Transition::Changed) if failed_by_host => {
+            session.ended_at = None;
+            write_status(
+                tx,
+                &mut session,
+                SessionStatus::Queued,
+                Some(why),
+                None,
+                RecordSource::Host,
+                now,
+            )
+            .await?;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
-    session.ended_at = None;
-    apply_status(
-        tx,
-        &mut session,
-        SessionStatus::Queued,
-        Some(why),
-        None,
-        RecordSource::Host,
-        now,
-    )
-    .await?;
-    Ok(true)
 }
 
-/// Cancels an unfinished session in `tx` and queues the cancel for its plugin's `on-event`. The
-/// caller's audit record names the session.
+/// Cancels an unfinished session in `tx` and queues the cancel for its plugin's `on-event`
+/// (a finished session is left as it is). The caller's audit record names the session.
 pub async fn cancel(tx: &mut Conn, session: &mut Session, reason: String, now: Timestamp) -> Result<(), StoreError> {
-    apply_status(
-        tx,
-        session,
-        SessionStatus::Canceled,
-        Some(reason.clone()),
-        None,
-        RecordSource::Host,
-        now,
-    )
-    .await?;
+    if !host_transition(tx, session, SessionStatus::Canceled, Some(reason.clone()), now).await? {
+        return Ok(());
+    }
     let payload = json!({"sessionId": session.id, "event": {"type": "cancel", "reason": reason}}).to_string();
     store::jobs::insert(tx, SESSION_EVENT_JOB, Some(&session.id), &payload, now).await?;
     Ok(())
