@@ -315,7 +315,7 @@ async fn finish(
 }
 
 /// The status named by `reference`: a status id, or (for agents that pass what they read) a
-/// status name, case-insensitively.
+/// status name, case-insensitively; 404 when the workspace has none such.
 async fn checked_status(conn: &mut Conn, caller: &Caller, reference: &str) -> Result<StatusId, AppError> {
     if let Some(status) = store::tasks::status(conn, caller.workspace_id(), reference).await? {
         return Ok(status.id);
@@ -327,14 +327,14 @@ async fn checked_status(conn: &mut Conn, caller: &Caller, reference: &str) -> Re
         .find(|s| s.name.to_lowercase() == wanted)
         .map(|s| s.id)
         .ok_or_else(|| {
-            AppError::invalid(
-                "statusId",
-                format!("no task status `{reference}` in this workspace; GET /api/public/tasks/statuses lists them"),
-            )
+            AppError::NotFound(format!(
+                "no task status `{reference}` in this workspace; GET /api/public/tasks/statuses lists them"
+            ))
         })
 }
 
-/// The enabled user named by `reference` (an id or `@handle`) in the caller's workspace.
+/// The enabled user named by `reference` (an id or `@handle`) in the caller's workspace: 404 when
+/// there is none, 409 when they are disabled.
 async fn assignable_user(conn: &mut Conn, caller: &Caller, reference: &str) -> Result<User, AppError> {
     let reference = reference.trim();
     let user = if let Some(handle) = reference.strip_prefix('@') {
@@ -342,8 +342,7 @@ async fn assignable_user(conn: &mut Conn, caller: &Caller, reference: &str) -> R
     } else {
         store::users::get(conn, caller.workspace_id(), reference).await?
     };
-    let user =
-        user.ok_or_else(|| AppError::invalid("assigneeId", format!("no user `{reference}` in this workspace")))?;
+    let user = user.ok_or_else(|| AppError::not_found("user", reference))?;
     if !user.is_enabled() {
         return Err(AppError::Conflict(format!(
             "@{} is disabled and cannot be assigned work",

@@ -249,16 +249,17 @@ async fn malformed_requests_are_refused_and_change_nothing() {
     assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     let (status, body) = w.admin.post("/tasks", json!({"title": "   "})).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    // Well-formed references to nothing are not found.
     let (status, body) = w
         .admin
         .post("/tasks", json!({"title": "x", "assigneeId": "usr_nobody"}))
         .await;
-    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     let (status, body) = w
         .admin
         .patch(&format!("/tasks/{}", w.task_id), json!({"statusId": "sts_nope"}))
         .await;
-    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     let (status, body) = w.admin.patch(&format!("/tasks/{}", w.task_id), json!({})).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
     let (status, body) = w
@@ -320,7 +321,7 @@ async fn bot_configs_are_validated_by_the_plugin_with_field_errors() {
             json!({"name": "Claw", "handle": "claw", "connection": {"type": "telepathy", "config": {}}}),
         )
         .await;
-    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     assert!(
         body["message"].as_str().unwrap().contains("self-hosted"),
         "names the installed types: {body}"

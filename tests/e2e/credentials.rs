@@ -64,7 +64,7 @@ async fn tokens_are_minted_revoked_rotated_and_never_escalated() {
             json!({"name": "bot admin", "scopes": ["admin"], "userId": bot.id}),
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "bot tokens never get admin: {body}");
+    assert_eq!(status, StatusCode::CONFLICT, "bot tokens never get admin: {body}");
     let (status, body) = admin.post("/tokens", json!({"name": "x", "scopes": ["root"]})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, body) = admin
@@ -201,6 +201,16 @@ async fn a_wrapper_claims_a_setup_code_once() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["message"].is_string());
+    // A well-formed code that was never issued is not found.
+    let never_issued = leadtime_host::domain::tokens::generate_with_prefix("lt_conn_");
+    let (status, body) = anonymous
+        .post(
+            "/agent-connectors/setup/claim",
+            json!({"setupToken": never_issued, "gatewayPublicUrl": gateway}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(body["message"].is_string());
     host.stop().await;
 }

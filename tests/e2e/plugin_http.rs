@@ -95,7 +95,7 @@ async fn plugins_reach_only_their_hosts_and_use_secrets_without_seeing_them() {
             Some(&json!({"value": API_KEY})),
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(
         body["message"].as_str().unwrap().contains("declares: `api-key`"),
         "{body}"
@@ -308,7 +308,7 @@ async fn a_workspace_narrows_the_hosts_a_plugin_may_call() {
     let (status, body) = admin
         .patch("/connection-types/hostile", json!({"outboundHosts": ["example.org"]}))
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(
         body["message"]
             .as_str()

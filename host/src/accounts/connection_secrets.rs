@@ -105,6 +105,7 @@ fn declared_secrets(app: &App, connection_type: &str) -> Vec<SecretSpec> {
         .unwrap_or_default()
 }
 
+/// Secrets other than the ones the connection type declares do not exist (404).
 fn check_declared(app: &App, connection_type: &str, name: &str) -> Result<(), AppError> {
     let declared = declared_secrets(app, connection_type);
     if declared.iter().any(|s| s.name == name) {
@@ -116,7 +117,7 @@ fn check_declared(app: &App, connection_type: &str, name: &str) -> Result<(), Ap
         let names: Vec<_> = declared.iter().map(|s| format!("`{}`", s.name)).collect();
         format!("connection type `{connection_type}` declares: {}", names.join(", "))
     };
-    Err(AppError::invalid("name", format!("unknown secret `{name}`; {known}")))
+    Err(AppError::NotFound(format!("unknown secret `{name}`; {known}")))
 }
 
 /// Values end up in HTTP header values, so they must be one line of visible text.

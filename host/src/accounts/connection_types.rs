@@ -34,7 +34,7 @@ pub async fn choices(conn: &mut Conn, workspace: &WorkspaceId) -> Result<HashMap
     store::connection_types::choices(conn, workspace).await
 }
 
-/// Refuses `connection_type` unless it is installed and enabled in `workspace`.
+/// Refuses `connection_type` unless it is installed (404) and enabled in `workspace` (409).
 pub async fn ensure_usable(
     conn: &mut Conn,
     app: &App,
@@ -43,13 +43,10 @@ pub async fn ensure_usable(
 ) -> Result<(), AppError> {
     let plugin = app.runtime.plugin(connection_type).ok_or_else(|| {
         let installed: Vec<String> = app.runtime.plugins().iter().map(|p| p.manifest.id.clone()).collect();
-        AppError::invalid(
-            "connection.type",
-            format!(
-                "unknown connection type `{connection_type}`; installed: {}",
-                installed.join(", ")
-            ),
-        )
+        AppError::NotFound(format!(
+            "unknown connection type `{connection_type}`; installed: {}",
+            installed.join(", ")
+        ))
     })?;
     if !setting(&plugin, &choices(conn, workspace).await?).enabled {
         return Err(AppError::Conflict(format!(
@@ -131,6 +128,7 @@ pub async fn update(
     Ok(updated)
 }
 
+/// Each host must be written as a host (400) and be one the plugin's manifest lets it call (409).
 fn check_hosts(plugin: &LoadedPlugin, hosts: &[String]) -> Result<(), AppError> {
     let manifest = &plugin.manifest.outbound_hosts;
     for host in hosts {
@@ -146,13 +144,10 @@ fn check_hosts(plugin: &LoadedPlugin, hosts: &[String]) -> Result<(), AppError> 
             } else {
                 manifest.join(", ")
             };
-            return Err(AppError::invalid(
-                "outboundHosts",
-                format!(
-                    "`{host}` is not a host connection type `{}` may call; its manifest lists: {listed}",
-                    plugin.manifest.id
-                ),
-            ));
+            return Err(AppError::Conflict(format!(
+                "`{host}` is not a host connection type `{}` may call; its manifest lists: {listed}",
+                plugin.manifest.id
+            )));
         }
     }
     Ok(())

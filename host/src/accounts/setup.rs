@@ -109,9 +109,18 @@ pub struct Claimed {
 
 /// Claims a setup code: stores the webhook URL on the bot's connection, mints a fresh bot token and
 /// webhook secret (older secrets retire at once), and marks the code used.
+///
+/// A malformed request is a 400; a well-formed code that was never issued a 404 (its checksum is
+/// checked first, so look-alikes cost no lookup), a used one a 409, an expired one a 410.
 pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claimed, AppError> {
-    let invalid = || AppError::invalid("setupToken", "this setup code is not valid; ask an admin for a new one");
-    token_rules::check_token_format(request.setup_token.trim(), SETUP_CODE_PREFIX).map_err(|_| invalid())?;
+    let setup_token = request.setup_token.trim();
+    if !token_rules::has_token_shape(setup_token, SETUP_CODE_PREFIX) {
+        return Err(AppError::invalid(
+            "setupToken",
+            "`setupToken` is not a setup code (`lt_conn_` and 38 letters and digits); copy it whole",
+        ));
+    }
+    let unknown = || AppError::NotFound("this setup code is not valid; ask an admin for a new one".into());
     let gateway = request.gateway_public_url.trim().trim_end_matches('/');
     let parsed = url::Url::parse(gateway)
         .map_err(|e| AppError::invalid("gatewayPublicUrl", format!("`gatewayPublicUrl` is not a URL: {e}")))?;
@@ -127,15 +136,16 @@ pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claim
         ("runtimeVersion", &request.runtime_version),
     ] {
         if value.as_ref().is_some_and(|v| v.len() > 200) {
-            return Err(AppError::invalid(field, format!("`{field}` is at most 200 characters")));
+            return Err(AppError::invalid(field, format!("`{field}` is at most 200 bytes")));
         }
     }
+    token_rules::check_token_format(setup_token, SETUP_CODE_PREFIX).map_err(|_| unknown())?;
 
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
-    let code = store::setup_codes::find_by_digest(&mut tx, &token_rules::token_digest(request.setup_token.trim()))
+    let code = store::setup_codes::find_by_digest(&mut tx, &token_rules::token_digest(setup_token))
         .await?
-        .ok_or_else(invalid)?;
+        .ok_or_else(unknown)?;
     if code.claimed_at.is_some() {
         return Err(AppError::Conflict(
             "this setup code was already used; ask an admin for a new one".into(),

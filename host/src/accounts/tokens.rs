@@ -112,10 +112,10 @@ pub async fn create(app: &App, caller: &Caller, request: NewToken) -> Result<(Ap
         }
     };
     if scopes.contains(Scope::Admin) && (owner.kind != UserKind::Person || owner.role != Role::Admin) {
-        return Err(AppError::invalid(
-            "scopes",
-            "only admins' tokens may have the `admin` scope; bot tokens never",
-        ));
+        return Err(AppError::Conflict(format!(
+            "@{} is not an admin: only admins' tokens may have the `admin` scope; bot tokens never",
+            owner.handle
+        )));
     }
     ensure_room_for_token(&mut tx, &owner, now).await?;
     let (token, plaintext) = mint(&mut tx, &owner, &name, scopes, expires_at, now).await?;

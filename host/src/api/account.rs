@@ -69,7 +69,8 @@ struct UserList {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct UserQuery {
-    /// `person` or `bot`; both when absent.
+    /// `person` or `bot`; both when absent or empty.
+    #[param(pattern = r"^(?:person|bot)?$")]
     kind: Option<String>,
 }
 
@@ -156,11 +157,19 @@ async fn list_users(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AddPerson {
+    /// 1–100 characters once trimmed.
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\u0000]{0,98}[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     name: String,
-    /// Unique in the workspace.
+    /// Unique in the workspace (a taken one is answered 409). 2–32 characters of a-z, 0-9, `-` and
+    /// `_`, starting with a letter or digit; a leading `@` is dropped and letters are lowercased.
+    #[schema(pattern = r"^@?[A-Za-z0-9][A-Za-z0-9_-]{1,31}$")]
     handle: String,
+    /// Kept as given (trimmed); blank means none.
     email: Option<String>,
-    /// `admin` or `member` (default).
+    /// `admin` or `member` (the default).
+    #[schema(value_type = Option<Role>)]
     role: Option<String>,
 }
 

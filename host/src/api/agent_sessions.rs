@@ -33,22 +33,33 @@ pub fn router() -> OpenApiRouter<SharedApp> {
 struct PostActivity {
     /// One of thought, action, elicitation, response, error, prompt, log, modelRequest,
     /// modelResponse, toolCall, toolResult.
+    #[schema(value_type = ActivityType)]
     activity_type: String,
-    /// Text shown in the feed (markdown); may be long.
+    /// Text shown in the feed (markdown); may be long: at most 524288 bytes (UTF-8).
     #[serde(default)]
+    #[schema(max_length = 524288)]
     body: Option<String>,
-    #[schema(value_type = Option<String>)]
+    /// At most 65536 bytes (UTF-8).
+    #[schema(value_type = Option<String>, max_length = 65536)]
     action: Option<serde_json::Value>,
-    #[schema(value_type = Option<String>)]
+    /// At most 65536 bytes (UTF-8).
+    #[schema(value_type = Option<String>, max_length = 65536)]
     parameter: Option<serde_json::Value>,
-    #[schema(value_type = Option<String>)]
+    /// At most 65536 bytes (UTF-8).
+    #[schema(value_type = Option<String>, max_length = 65536)]
     result: Option<serde_json::Value>,
+    /// At most 65536 bytes (UTF-8).
+    #[schema(max_length = 65536)]
     provider_event_id: Option<String>,
+    /// At most 65536 bytes (UTF-8).
+    #[schema(max_length = 65536)]
     provider_event_type: Option<String>,
-    /// Any JSON to keep with the activity.
+    /// Any JSON to keep with the activity, at most 524288 bytes once serialized.
     #[schema(value_type = Option<Object>)]
     raw: Option<serde_json::Value>,
     /// Repeating a key within the session answers with the original activity and records nothing.
+    /// At most 255 bytes (UTF-8); blank means none.
+    #[schema(max_length = 255)]
     idempotency_key: Option<String>,
 }
 
@@ -57,10 +68,14 @@ struct PostActivity {
 #[serde(rename_all = "camelCase")]
 struct SetStatus {
     /// One of queued, running, done, failed, canceled.
+    #[schema(value_type = SessionStatus)]
     status: String,
-    /// Shown on the session card (e.g. why it failed); `""` means none.
+    /// Shown on the session card (e.g. why it failed); `""` means none. At most 16384 bytes (UTF-8).
+    #[schema(max_length = 16384)]
     message: Option<String>,
     /// Repeating a key within the session answers with the original result and changes nothing.
+    /// At most 255 bytes (UTF-8); blank means none.
+    #[schema(max_length = 255)]
     idempotency_key: Option<String>,
 }
 

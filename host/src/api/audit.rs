@@ -12,7 +12,7 @@ use crate::error::{AppError, ErrorBody};
 use crate::store;
 
 /// Largest `pageSize`.
-const MAX_PAGE_SIZE: i64 = 200;
+pub(super) const MAX_PAGE_SIZE: i64 = 200;
 
 pub fn router() -> OpenApiRouter<SharedApp> {
     OpenApiRouter::new().routes(routes!(list_audit_records))
@@ -30,13 +30,18 @@ struct AuditQuery {
     target_id: Option<String>,
     /// Only records made within this agent session.
     session_id: Option<String>,
-    /// Records at or after this time (ISO-8601).
+    /// Records at or after this time (RFC 3339, e.g. `2026-05-23T12:00:00Z`).
+    #[param(format = DateTime,
+        pattern = r"^(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$")]
     since: Option<String>,
-    /// Records before this time (ISO-8601).
+    /// Records before this time (RFC 3339).
+    #[param(format = DateTime,
+        pattern = r"^(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$")]
     until: Option<String>,
     /// The `nextCursor` of the previous page.
     cursor: Option<i64>,
     /// Records per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     page_size: Option<i64>,
 }
 

@@ -9,7 +9,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{Admin, Json, JsonOrEmpty, Reader};
+use super::extract::{Admin, Json, JsonOrEmpty, Reader, whole_number};
+use super::schema::{Change, require_a_change};
 use super::views::UserView;
 use crate::accounts::bots::{self, BotPatch, NewBot};
 use crate::accounts::{connection_secrets, connection_types, setup};
@@ -22,7 +23,7 @@ use crate::runtime::{ConfigFieldError, LoadedPlugin, Manifest};
 use crate::store;
 
 pub fn router() -> OpenApiRouter<SharedApp> {
-    OpenApiRouter::new()
+    let mut router = OpenApiRouter::new()
         .routes(routes!(create_bot, list_bots))
         .routes(routes!(get_bot, update_bot, delete_bot))
         .routes(routes!(disable_bot))
@@ -33,16 +34,32 @@ pub fn router() -> OpenApiRouter<SharedApp> {
         .routes(routes!(list_bot_secrets))
         .routes(routes!(set_bot_secret, delete_bot_secret))
         .routes(routes!(list_connection_types))
-        .routes(routes!(update_connection_type))
+        .routes(routes!(update_connection_type));
+    let document = router.get_openapi_mut();
+    require_a_change::<UpdateBot>(
+        document,
+        &[
+            Change::Value("name"),
+            Change::Value("handle"),
+            Change::Present("avatarUrl"),
+            Change::Value("connection"),
+        ],
+    );
+    require_a_change::<UpdateConnectionType>(document, &[Change::Value("enabled"), Change::Present("outboundHosts")]);
+    router
 }
 
 /// The connection of a new bot.
 #[derive(Debug, Deserialize, ToSchema)]
 struct NewConnection {
-    /// A connection type id from `GET /api/public/connection-types`, e.g. `self-hosted`.
+    /// A connection type id from `GET /api/public/connection-types`, e.g. `self-hosted` (one that
+    /// is not installed is answered 404, a disabled one 409).
     #[serde(rename = "type")]
+    #[schema(pattern = r"^[a-z][a-z0-9-]{0,63}$")]
     connection_type: String,
-    /// The config the connection type's schema describes, e.g. `{"webhookUrl": "https://…", "mode": "basic"}`.
+    /// The config the connection type's `configSchema` describes, e.g.
+    /// `{"webhookUrl": "https://…", "mode": "basic"}`; the connection type checks it (400 with
+    /// `fieldErrors` when it refuses it).
     #[schema(value_type = Object)]
     config: serde_json::Value,
 }
@@ -51,9 +68,21 @@ struct NewConnection {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CreateBot {
+    /// 1–100 characters once trimmed.
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\u0000]{0,98}[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     name: String,
-    /// Unique in the workspace; people @mention the bot with it.
+    /// Unique in the workspace (a taken one is answered 409); people @mention the bot with it.
+    /// 2–32 characters of a-z, 0-9, `-` and `_`, starting with a letter or digit; a leading `@`
+    /// is dropped and letters are lowercased.
+    #[schema(pattern = r"^@?[A-Za-z0-9][A-Za-z0-9_-]{1,31}$")]
     handle: String,
+    /// An http(s) URL of at most 2048 characters; `""` or `null` for none.
+    #[schema(
+        max_length = 2048,
+        pattern = r"^(?:https?://(?:(?:[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\.)*[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(?:[/?#][!-~]*)?)?$"
+    )]
     avatar_url: Option<String>,
     connection: NewConnection,
 }
@@ -61,19 +90,28 @@ struct CreateBot {
 /// A new config for the bot's connection.
 #[derive(Debug, Deserialize, ToSchema)]
 struct ConnectionPatch {
+    /// The config the bot's connection type checks (400 with `fieldErrors` when it refuses it).
     #[schema(value_type = Object)]
     config: serde_json::Value,
 }
 
-/// Changes to a bot; absent fields stay as they are.
+/// Changes to a bot: at least one of `name`, `handle`, `avatarUrl` and `connection`; absent
+/// fields (and `null` ones, except `avatarUrl`) stay as they are.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct UpdateBot {
+    /// 1–100 characters once trimmed.
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\u0000]{0,98}[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     name: Option<String>,
+    /// As when the bot was created: unique, 2–32 characters of a-z, 0-9, `-` and `_`.
+    #[schema(pattern = r"^@?[A-Za-z0-9][A-Za-z0-9_-]{1,31}$")]
     handle: Option<String>,
-    /// `null` removes the avatar.
+    /// An http(s) URL of at most 2048 characters; `null` or `""` removes the avatar.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(value_type = Option<String>, nullable, max_length = 2048,
+        pattern = r"^(?:https?://(?:(?:[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\.)*[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(?:[/?#][!-~]*)?)?$")]
     avatar_url: Option<Option<String>>,
     connection: Option<ConnectionPatch>,
 }
@@ -143,6 +181,8 @@ struct ValidationResult {
 #[serde(rename_all = "camelCase")]
 struct SetupCodeRequest {
     /// Minutes until the code expires (1–10080, default 60).
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 10080)]
     expires_in_minutes: Option<u64>,
 }
 
@@ -160,6 +200,8 @@ struct SetupCodeView {
 #[serde(rename_all = "camelCase")]
 struct RotateSecret {
     /// Seconds the previous secrets keep signing after the new one (0–604800, default 86400).
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 0, maximum = 604800)]
     grace_seconds: Option<u64>,
 }
 
@@ -175,7 +217,9 @@ struct RotatedSecret {
 /// A secret value to store. It is sealed at once and never shown again, not even to admins.
 #[derive(Debug, Deserialize, ToSchema)]
 struct SecretInput {
-    /// The value, e.g. a provider API key: one line, at most 8 KiB.
+    /// The value, e.g. a provider API key: one line of printable ASCII (it is sent in an HTTP
+    /// header), 1–8192 characters.
+    #[schema(min_length = 1, max_length = 8192, pattern = r"^[ -~]+$")]
     value: String,
 }
 
@@ -233,15 +277,18 @@ struct ConnectionTypeList {
     plugin_problems: Vec<PluginProblem>,
 }
 
-/// How the workspace may use a connection type; absent fields stay as they are.
+/// How the workspace may use a connection type: at least one of `enabled` and `outboundHosts`;
+/// absent fields (and a `null` `enabled`) stay as they are.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct UpdateConnectionType {
     enabled: Option<bool>,
-    /// Narrows the hosts the plugin may call in this workspace to these (each listed in, or below a
-    /// wildcard of, the manifest's `outboundHosts`); `null` allows all of them again.
+    /// Narrows the hosts the plugin may call in this workspace to these; `null` allows all of them
+    /// again. Each is a host name, an IP address or `*.example.com` (no scheme, port or path), and
+    /// must be listed in, or below a wildcard of, the manifest's `outboundHosts` (409 otherwise).
     #[serde(default, deserialize_with = "present_list")]
-    #[schema(value_type = Option<Vec<String>>, nullable)]
+    #[schema(value_type = Option<Vec<String>>, nullable, max_length = 253,
+        pattern = r"^(?:\*\.(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)$")]
     outbound_hosts: Option<Option<Vec<String>>>,
 }
 
@@ -262,7 +309,7 @@ async fn bot_view(conn: &mut store::Conn, bot: &User) -> Result<BotView, AppErro
 /// Creates a bot user with an agent connection of an enabled type whose config the type accepted
 /// (field errors otherwise), and returns the bot's token and webhook secret — once. Admins only.
 #[utoipa::path(post, path = "/bots", tag = "bots", operation_id = "createBot", request_body = CreateBot,
-    responses((status = 201, body = CreatedBotView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = CreatedBotView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_bot(
     State(app): State<SharedApp>,
     Admin(caller): Admin,
@@ -490,8 +537,8 @@ async fn list_bot_secrets(
 /// the host inserts it into the plugin's outbound requests to allowed hosts. Admins only.
 #[utoipa::path(put, path = "/bots/{id}/secrets/{name}", tag = "bots", operation_id = "setBotSecret",
     request_body = SecretInput,
-    params(("id" = String, Path, description = "Bot id"), ("name" = String, Path, description = "Secret name from the connection type's manifest")),
-    responses((status = 204, description = "Stored"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Bot id"), ("name" = String, Path, description = "Secret name from the connection type's manifest (another name is answered 404)")),
+    responses((status = 204, description = "Stored"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn set_bot_secret(
     State(app): State<SharedApp>,
     Admin(caller): Admin,
@@ -553,7 +600,7 @@ async fn list_connection_types(
 #[utoipa::path(patch, path = "/connection-types/{id}", tag = "bots", operation_id = "updateConnectionType",
     request_body = UpdateConnectionType,
     params(("id" = String, Path, description = "Connection type id, e.g. `self-hosted`")),
-    responses((status = 200, body = ConnectionTypeView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ConnectionTypeView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn update_connection_type(
     State(app): State<SharedApp>,
     Admin(caller): Admin,

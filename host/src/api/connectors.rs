@@ -20,11 +20,21 @@ pub fn router() -> OpenApiRouter<SharedApp> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ClaimRequest {
-    /// The `lt_conn_…` code an admin created.
+    /// The `lt_conn_…` code an admin created. One that was never issued is answered 404, a used
+    /// one 409, an expired one 410.
+    #[schema(pattern = r"^lt_conn_[0-9A-Za-z]{38}$")]
     setup_token: String,
-    /// The wrapper's public base URL; webhooks go to it + `/leadtime/webhook`.
+    /// The wrapper's public base URL (http or https, a host name or IPv4 address, no user info or
+    /// `#fragment`); webhooks go to it + `/leadtime/webhook`.
+    #[schema(
+        pattern = r#"^https?://(?:(?:[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\.)*[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(?:/[!"$-~]*)?$"#
+    )]
     gateway_public_url: String,
+    /// At most 200 bytes (UTF-8).
+    #[schema(max_length = 200)]
     agent_id: Option<String>,
+    /// At most 200 bytes (UTF-8).
+    #[schema(max_length = 200)]
     runtime_version: Option<String>,
 }
 
@@ -57,10 +67,11 @@ struct ClaimResponse {
 /// Claim a connector setup code
 ///
 /// Stores the wrapper's webhook URL on the bot's self-hosted connection and returns a fresh bot
-/// token and webhook secret — once. A used or expired code gets a 4xx with a `message`.
+/// token and webhook secret — once. An unknown code gets a 404, a used one a 409 and an expired
+/// one a 410, each with a `message`.
 #[utoipa::path(post, path = "/agent-connectors/setup/claim", tag = "connectors", operation_id = "claimConnectorSetup",
     request_body = ClaimRequest, security(()),
-    responses((status = 200, body = ClaimResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
+    responses((status = 200, body = ClaimResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
 async fn claim_setup(
     State(app): State<SharedApp>,
     meta: RequestMeta,

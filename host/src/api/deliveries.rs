@@ -14,7 +14,7 @@ use crate::error::{AppError, ErrorBody};
 use crate::store::deliveries::Filter;
 
 /// Largest `pageSize`.
-const MAX_PAGE_SIZE: i64 = 100;
+pub(super) const MAX_PAGE_SIZE: i64 = 100;
 
 pub fn router() -> OpenApiRouter<SharedApp> {
     OpenApiRouter::new()
@@ -103,23 +103,58 @@ struct DeliveryPage {
 #[into_params(parameter_in = Query)]
 struct DeliveryQuery {
     /// `pending`, `delivered` or `failed`.
+    #[param(inline, value_type = Option<DeliveryStatus>)]
     status: Option<String>,
-    /// Created at or after (ISO-8601).
+    /// Created at or after (RFC 3339, e.g. `2026-05-23T12:00:00Z`).
+    #[param(format = DateTime,
+        pattern = r"^(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$")]
     since: Option<String>,
-    /// Created before (ISO-8601).
+    /// Created before (RFC 3339).
+    #[param(format = DateTime,
+        pattern = r"^(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$")]
     until: Option<String>,
     /// The previous page's `nextCursor`.
     cursor: Option<String>,
     /// 1–100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<i64>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "lowercase")]
+enum DeliveryStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The receiver accepted it.
+    Delivered,
+    /// Every attempt failed.
+    Failed,
+}
+
+impl DeliveryStatus {
+    const ALL: [DeliveryStatus; 3] = [Self::Pending, Self::Delivered, Self::Failed];
+
+    /// The stored and wire name.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 /// A time range of failed deliveries to send again.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 struct RedeliverRange {
-    /// Created at or after (ISO-8601); from the beginning when absent.
+    /// Created at or after (RFC 3339, e.g. `2026-05-23T12:00:00Z`); from the beginning when absent.
+    #[schema(format = DateTime,
+        pattern = r"^(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$")]
     since: Option<String>,
-    /// Created before (ISO-8601); until now when absent.
+    /// Created before (RFC 3339); until now when absent.
+    #[schema(format = DateTime,
+        pattern = r"^(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$")]
     until: Option<String>,
 }
 
@@ -151,7 +186,7 @@ fn filter(query: &DeliveryQuery) -> Result<(Filter, i64), AppError> {
     if let Some(status) = query
         .status
         .as_deref()
-        .filter(|s| !matches!(*s, "pending" | "delivered" | "failed"))
+        .filter(|s| !DeliveryStatus::ALL.iter().any(|known| known.as_str() == *s))
     {
         return Err(AppError::invalid(
             "status",

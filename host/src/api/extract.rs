@@ -186,6 +186,30 @@ where
     }
 }
 
+/// An optional whole number from a JSON body, written either way JSON allows (`60` or `60.0`: JSON
+/// Schema's `integer` admits both); fractions, negatives and numbers beyond `T` are refused.
+/// Use with `#[serde(default, deserialize_with = "whole_number")]`.
+pub fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::Deserialize;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|n| T::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number in range, found {number}")))
+}
+
 /// An optional ISO-8601 time from a query or body field, as milliseconds; a 400 naming the field
 /// when it does not parse.
 pub fn iso_time_param(field: &str, value: Option<&str>) -> Result<Option<i64>, AppError> {
@@ -201,4 +225,29 @@ pub fn iso_time_param(field: &str, value: Option<&str>) -> Result<Option<i64>, A
                 })
         })
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, serde::Deserialize)]
+    struct Body {
+        #[serde(default, deserialize_with = "super::whole_number")]
+        n: Option<u32>,
+    }
+
+    fn n(json: &str) -> Option<Option<u32>> {
+        serde_json::from_str::<Body>(json).ok().map(|body| body.n)
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_with_a_zero_fraction() {
+        assert_eq!(n("{}"), Some(None));
+        assert_eq!(n(r#"{"n": null}"#), Some(None));
+        assert_eq!(n(r#"{"n": 60}"#), Some(Some(60)));
+        assert_eq!(n(r#"{"n": 60.0}"#), Some(Some(60)));
+        assert_eq!(n(r#"{"n": 6e1}"#), Some(Some(60)));
+        for refused in ["60.5", "-1", "-1.0", "4294967296", "\"60\"", "true"] {
+            assert_eq!(n(&format!(r#"{{"n": {refused}}}"#)), None, "{refused}");
+        }
+    }
 }

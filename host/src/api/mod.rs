@@ -12,6 +12,7 @@ pub mod deliveries;
 pub mod docs;
 pub mod extract;
 pub mod input;
+pub mod schema;
 pub mod tasks;
 pub mod tokens;
 pub mod views;

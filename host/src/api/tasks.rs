@@ -8,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Query, Reader, Writer};
+use super::schema::{Change, require_a_change};
 use super::views::{self, CommentView, HistoryEntry, People, StatusView, TaskView};
 use crate::app::SharedApp;
 use crate::domain::sessions::Session;
@@ -20,38 +21,74 @@ use crate::tasks::{self, NewTask, TaskPatch};
 pub const MAX_PAGE_SIZE: u32 = 100;
 
 pub fn router() -> OpenApiRouter<SharedApp> {
-    OpenApiRouter::new()
+    let mut router = OpenApiRouter::new()
         .routes(routes!(create_task))
         .routes(routes!(list_statuses))
         .routes(routes!(task_grid))
         .routes(routes!(get_task, update_task))
         .routes(routes!(add_comment, list_comments))
-        .routes(routes!(task_history))
+        .routes(routes!(task_history));
+    require_a_change::<UpdateTask>(
+        router.get_openapi_mut(),
+        &[
+            Change::Value("title"),
+            Change::Value("description"),
+            Change::Value("statusId"),
+            Change::Present("assigneeId"),
+        ],
+    );
+    router
 }
 
 /// A task to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CreateTask {
+    /// 1–500 characters once trimmed.
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\u0000]{0,498}[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     title: String,
+    /// At most 100000 characters.
+    #[schema(max_length = 100000)]
     description: Option<String>,
     /// A status id (or name) of the workspace; defaults to the workspace's first "to do" status.
+    /// One the workspace does not have is answered 404.
+    #[schema(
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     status_id: Option<String>,
-    /// A user id or `@handle`. Assigning a bot opens an agent session.
+    /// A user id or `@handle`; one the workspace does not have is answered 404, a disabled user
+    /// 409. Assigning a bot opens an agent session.
+    #[schema(
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     assignee_id: Option<String>,
 }
 
-/// Changes to a task; absent fields stay as they are.
+/// Changes to a task: at least one of `title`, `description`, `statusId` and `assigneeId`; absent
+/// fields (and `null` ones, except `assigneeId`) stay as they are.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct UpdateTask {
+    /// 1–500 characters once trimmed.
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\u0000]{0,498}[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     title: Option<String>,
+    /// At most 100000 characters.
+    #[schema(max_length = 100000)]
     description: Option<String>,
-    /// A status id (or name) from `GET /api/public/tasks/statuses`.
+    /// A status id (or name) from `GET /api/public/tasks/statuses`; another is answered 404.
+    #[schema(
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     status_id: Option<String>,
-    /// A user id or `@handle`; `null` unassigns. Assigning a bot opens an agent session.
+    /// A user id or `@handle`; `null` unassigns. One the workspace does not have is answered 404,
+    /// a disabled user 409. Assigning a bot opens an agent session.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(value_type = Option<String>, nullable,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
     assignee_id: Option<Option<String>>,
 }
 
@@ -63,7 +100,12 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<S
 /// A comment to add.
 #[derive(Debug, Deserialize, ToSchema)]
 struct AddComment {
-    /// Markdown or HTML. `@handle` mentions of bots open agent sessions.
+    /// Markdown or HTML, not blank, at most 100000 characters. `@handle` mentions of bots open
+    /// agent sessions.
+    #[schema(
+        max_length = 100000,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     comment: String,
 }
 
@@ -110,8 +152,10 @@ struct TaskHistory {
 #[into_params(parameter_in = Query)]
 struct GridQuery {
     /// Page number, from 1.
+    #[param(format = Int64, minimum = 1, maximum = 4294967295_u64)]
     page: Option<u32>,
     /// Tasks per page, 1–100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<u32>,
 }
 
@@ -133,7 +177,7 @@ fn session_ids(sessions: &[Session]) -> Vec<String> {
 /// Creates a task in the caller's workspace with the next short number. Assigning it to a bot
 /// opens an agent session.
 #[utoipa::path(post, path = "/tasks", tag = "tasks", operation_id = "createTask", request_body = CreateTask,
-    responses((status = 201, body = TaskResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = TaskResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_task(
     State(app): State<SharedApp>,
     Writer(caller): Writer,

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{Json, Query, Reader, Writer};
+use super::extract::{Json, Query, Reader, Writer, whole_number};
 use crate::accounts::tokens::{self, NewToken};
 use crate::app::SharedApp;
-use crate::domain::tokens::ApiToken;
+use crate::domain::tokens::{ApiToken, Scope};
 use crate::error::{AppError, ErrorBody};
 
 pub fn router() -> OpenApiRouter<SharedApp> {
@@ -70,13 +70,21 @@ struct TokenList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CreateToken {
-    /// What the token is for, e.g. "CI deploys".
+    /// What the token is for, e.g. "CI deploys": 1–100 characters once trimmed.
+    #[schema(
+        pattern = r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\u0000]{0,98}[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     name: String,
-    /// Any of read, write, admin — each must be held by the token you call with.
+    /// At least one of read, write, admin — each must be held by the token you call with (403
+    /// otherwise); `admin` only for an admin's token.
+    #[schema(value_type = Vec<Scope>, min_items = 1)]
     scopes: Vec<String>,
     /// Days until it expires (1–365); never when absent.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 365)]
     expires_in_days: Option<u32>,
-    /// Whose token: a bot or person of the workspace (admins only). Yours when absent.
+    /// Whose token: a bot or person of the workspace (admins only; one the workspace does not have
+    /// is answered 404). Yours when absent.
     user_id: Option<String>,
 }
 
@@ -110,7 +118,7 @@ async fn list_tokens(
 /// Mints a token with the given scopes (never more than the calling token has) and optional
 /// expiry, for yourself or — admins — for a bot of the workspace. Shown once. People only.
 #[utoipa::path(post, path = "/tokens", tag = "tokens", operation_id = "createToken", request_body = CreateToken,
-    responses((status = 201, body = MintedToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 201, body = MintedToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_token(
     State(app): State<SharedApp>,
     Writer(caller): Writer,

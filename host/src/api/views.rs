@@ -265,11 +265,13 @@ pub struct HistoryEntry {
     pub actor: Option<UserRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<CommentView>,
+    /// What changed from: a title (text), a status or a person or bot (objects).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub from: Option<serde_json::Value>,
+    /// What it changed to, in the same form as `from`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub to: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionView>,

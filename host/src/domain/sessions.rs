@@ -349,9 +349,18 @@ mod tests {
             }
         }
         // The refusals say why.
-        let message = SessionStatus::Done.transition(SessionStatus::Running, Agent).unwrap_err().to_string();
-        assert!(message.contains("already done; a finished session cannot become running"), "{message}");
-        let message = SessionStatus::Running.transition(SessionStatus::Queued, Agent).unwrap_err().to_string();
+        let message = SessionStatus::Done
+            .transition(SessionStatus::Running, Agent)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("already done; a finished session cannot become running"),
+            "{message}"
+        );
+        let message = SessionStatus::Running
+            .transition(SessionStatus::Queued, Agent)
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("cannot go back to queued"), "{message}");
     }
 

@@ -30,15 +30,22 @@ pub fn generate_with_prefix(prefix: &str) -> String {
     format!("{prefix}{random}{checksum}")
 }
 
+/// Whether `token` looks like a secret issued with `prefix`: the prefix and 38 base62 characters
+/// (the checksum is not checked).
+pub fn has_token_shape(token: &str, prefix: &str) -> bool {
+    token.strip_prefix(prefix).is_some_and(|rest| {
+        rest.len() == RANDOM_CHARS + CHECKSUM_CHARS && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
 /// Checks a token's shape and checksum without touching the database, so typos and
 /// look-alikes are refused cheaply.
 pub fn check_token_format(token: &str, prefix: &str) -> Result<(), DomainError> {
     let invalid = || DomainError::invalid("token", "not a valid token");
-    let rest = token.strip_prefix(prefix).ok_or_else(invalid)?;
-    if rest.len() != RANDOM_CHARS + CHECKSUM_CHARS || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !has_token_shape(token, prefix) {
         return Err(invalid());
     }
-    let (random, checksum) = rest.split_at(RANDOM_CHARS);
+    let (random, checksum) = token[prefix.len()..].split_at(RANDOM_CHARS);
     if base62_fixed(crc32fast::hash(random.as_bytes()), CHECKSUM_CHARS) != checksum {
         return Err(invalid());
     }
@@ -60,7 +67,8 @@ fn base62_fixed(mut value: u32, width: usize) -> String {
 }
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum Scope {
     /// Read anything in the workspace the token's user can see.
     Read,
@@ -154,6 +162,25 @@ mod tests {
         assert!(check_token_format(&token[..token.len() - 1], TOKEN_PREFIX).is_err());
         assert!(check_token_format(&token.replace("lt_pat_", "lt_xxx_"), TOKEN_PREFIX).is_err());
         assert!(check_token_format(&format!("{token}x"), TOKEN_PREFIX).is_err());
+    }
+
+    #[test]
+    fn the_shape_is_checked_apart_from_the_checksum() {
+        let code = generate_with_prefix("lt_conn_");
+        assert!(has_token_shape(&code, "lt_conn_"));
+        let last = if code.ends_with('a') { "b" } else { "a" };
+        let typo = format!("{}{last}", &code[..code.len() - 1]);
+        assert!(has_token_shape(&typo, "lt_conn_"));
+        assert!(check_token_format(&typo, "lt_conn_").is_err());
+        for malformed in [
+            "lt_conn_forged",
+            "",
+            &code[1..],
+            &format!("{code}x"),
+            &code.replace('_', "-"),
+        ] {
+            assert!(!has_token_shape(malformed, "lt_conn_"), "{malformed}");
+        }
     }
 
     #[test]

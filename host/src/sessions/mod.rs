@@ -100,7 +100,7 @@ pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Tr
     {
         Ok(()) => None,
         Err(AppError::Conflict(reason)) => Some(reason),
-        Err(AppError::Invalid { .. }) => Some(format!(
+        Err(AppError::NotFound(_)) => Some(format!(
             "connection type `{}` is not installed on this host, so the session could not start",
             connection.connection_type
         )),
@@ -391,7 +391,10 @@ pub(crate) async fn reopen_for_redelivery(
     };
     let changes = store::sessions::status_changes(tx, session_id).await?;
     let failed_by_host = changes.last().is_some_and(|c| c.source == RecordSource::Host);
-    match session.status.transition(SessionStatus::Queued, StatusWriter::Redelivery) {
+    match session
+        .status
+        .transition(SessionStatus::Queued, StatusWriter::Redelivery)
+    {
         Ok(Transition::Changed) if failed_by_host => {
             session.ended_at = None;
             write_status(
