@@ -32,7 +32,7 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 const MAX_ATTEMPTS: i64 = 5;
 
 /// How long a job over its workspace's or connection's fair share waits before it is tried again.
-const DEFER_MS: i64 = 250;
+const DEFER_MS: i64 = 50;
 
 /// What running a job came to.
 enum Ran {
