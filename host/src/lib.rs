@@ -5,7 +5,6 @@
 //!
 //! [`start`] runs a host on a listener you provide (tests use port 0); `main.rs` is a thin CLI.
 
-pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod audit;
@@ -20,7 +19,7 @@ pub mod secrets;
 pub mod server;
 pub mod sessions;
 pub mod store;
-pub mod tasks;
+pub mod use_cases;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -286,7 +285,7 @@ async fn checkpoint_audit_trail(app: SharedApp, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => true,
             _ = tick.tick() => false,
         };
-        if let Err(error) = writer.write_if_moved(&app).await {
+        if let Err(error) = writer.write_if_moved(&app.db, &app.audit_keys, app.clock.now()).await {
             tracing::error!(error = format!("{error:#}"), dir = %app.config.audit_checkpoint_dir.display(), "could not write an audit checkpoint");
         }
         if stopping {

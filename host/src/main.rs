@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use leadtime_host::Config;
 use leadtime_host::config::ServeArgs;
 use leadtime_host::domain::time::SystemClock;
-use leadtime_host::{Config, accounts};
+use leadtime_host::use_cases::accounts;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]

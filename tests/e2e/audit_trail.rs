@@ -46,7 +46,11 @@ async fn verify(host: &TestHost) -> Option<BrokenLink> {
 /// Signs the chain's head into the checkpoint directory now (the host does it every few seconds).
 async fn checkpoint(host: &TestHost) {
     let mut writer = CheckpointWriter::new(host.config().audit_checkpoint_dir.clone());
-    writer.write_if_moved(host.app()).await.unwrap();
+    let app = host.app();
+    writer
+        .write_if_moved(&app.db, &app.audit_keys, app.clock.now())
+        .await
+        .unwrap();
 }
 
 /// A database owner switches the append-only guard off…

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use leadtime_host::accounts::{self, Bootstrap};
+use leadtime_host::use_cases::accounts::{self, Bootstrap};
 use leadtime_host::{Config, RunningHost};
 use sqlx::Connection;
 

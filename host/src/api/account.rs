@@ -9,12 +9,12 @@ use axum::http::StatusCode;
 
 use super::extract::{Admin, Json, Query, Reader};
 use super::views::{StatusView, UserView};
-use crate::accounts::{self, Caller, NewPerson};
 use crate::app::SharedApp;
 use crate::domain::users::Role;
 use crate::domain::users::UserKind;
 use crate::error::{AppError, ErrorBody};
 use crate::store;
+use crate::use_cases::accounts::{self, Caller, NewPerson};
 
 pub fn router() -> OpenApiRouter<SharedApp> {
     OpenApiRouter::new()

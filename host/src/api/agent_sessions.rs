@@ -10,14 +10,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Reader, Writer};
 use super::views::{self, ActivityView, CommentView, HistoryEntry, People, SessionView, TaskView, UserRef};
-use crate::accounts::Caller;
 use crate::app::{App, SharedApp};
 use crate::domain::sessions::{
     self as rules, ActivityType, NewActivity, RecordSource, Session, SessionStatus, TriggerKind,
 };
 use crate::error::{AppError, ErrorBody};
-use crate::sessions;
 use crate::store;
+use crate::use_cases::accounts::Caller;
+use crate::use_cases::sessions;
 
 pub fn router() -> OpenApiRouter<SharedApp> {
     OpenApiRouter::new()

@@ -12,8 +12,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::extract::{Admin, Json, JsonOrEmpty, Reader, whole_number};
 use super::schema::{Change, require_a_change};
 use super::views::UserView;
-use crate::accounts::bots::{self, BotPatch, NewBot};
-use crate::accounts::{connection_secrets, connection_types, setup};
 use crate::app::SharedApp;
 use crate::domain::sessions::Connection;
 use crate::domain::users::{User, UserKind};
@@ -21,6 +19,9 @@ use crate::error::{AppError, ErrorBody};
 use crate::runtime::directory::PluginProblem;
 use crate::runtime::{ConfigFieldError, LoadedPlugin, Manifest};
 use crate::store;
+use crate::use_cases::accounts::bots::{self, BotPatch, NewBot};
+use crate::use_cases::accounts::{connection_secrets, setup};
+use crate::use_cases::connection_types;
 
 pub fn router() -> OpenApiRouter<SharedApp> {
     let mut router = OpenApiRouter::new()

@@ -7,10 +7,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::Json;
-use crate::accounts::RequestMeta;
-use crate::accounts::setup::{self, Claim};
 use crate::app::SharedApp;
 use crate::error::{AppError, ErrorBody};
+use crate::use_cases::accounts::RequestMeta;
+use crate::use_cases::accounts::setup::{self, Claim};
 
 pub fn router() -> OpenApiRouter<SharedApp> {
     OpenApiRouter::new().routes(routes!(claim_setup))

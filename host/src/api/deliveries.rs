@@ -8,10 +8,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Admin, Json, JsonOrEmpty, Query, iso_time_param};
 use crate::app::SharedApp;
-use crate::delivery::manage::{self, DeliveryLog};
 use crate::domain::time::Timestamp;
 use crate::error::{AppError, ErrorBody};
 use crate::store::deliveries::Filter;
+use crate::use_cases::deliveries::{self, DeliveryLog};
 
 /// Largest `pageSize`.
 pub(super) const MAX_PAGE_SIZE: i64 = 100;
@@ -223,7 +223,7 @@ async fn list_bot_deliveries(
     Query(query): Query<DeliveryQuery>,
 ) -> Result<Json<DeliveryPage>, AppError> {
     let (filter, page_size) = filter(&query)?;
-    let mut logs = manage::for_bot(&app, &caller, &id, &filter, page_size + 1).await?;
+    let mut logs = deliveries::for_bot(&app, &caller, &id, &filter, page_size + 1).await?;
     let more = logs.len() as i64 > page_size;
     logs.truncate(page_size as usize);
     let next_cursor = if more {
@@ -248,7 +248,7 @@ async fn list_session_deliveries(
     Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryPage>, AppError> {
-    let logs = manage::for_session(&app, &caller, &id).await?;
+    let logs = deliveries::for_session(&app, &caller, &id).await?;
     Ok(Json(DeliveryPage {
         deliveries: logs.into_iter().map(DeliveryView::from).collect(),
         next_cursor: None,
@@ -267,7 +267,7 @@ async fn redeliver(
     Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryView>, AppError> {
-    let delivery = manage::redeliver(&app, &caller, &id).await?;
+    let delivery = deliveries::redeliver(&app, &caller, &id).await?;
     Ok(Json(DeliveryView::from(DeliveryLog {
         delivery,
         attempts: Vec::new(),
@@ -289,7 +289,7 @@ async fn redeliver_failed(
 ) -> Result<Json<Redelivered>, AppError> {
     let since = iso_time_param("since", range.since.as_deref())?;
     let until = iso_time_param("until", range.until.as_deref())?;
-    let redelivered = manage::redeliver_failed(&app, &caller, &id, since, until).await?;
+    let redelivered = deliveries::redeliver_failed(&app, &caller, &id, since, until).await?;
     Ok(Json(Redelivered { redelivered }))
 }
 
@@ -305,7 +305,7 @@ async fn get_webhook_endpoint(
     Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<EndpointView>, AppError> {
-    let (connection, endpoint) = manage::endpoint_health(&app, &caller, &id).await?;
+    let (connection, endpoint) = deliveries::endpoint_health(&app, &caller, &id).await?;
     let url = serde_json::from_str::<serde_json::Value>(&connection.config)
         .ok()
         .and_then(|c| c["webhookUrl"].as_str().map(str::to_owned))
@@ -348,6 +348,6 @@ async fn enable_webhook_endpoint(
     Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<EndpointView>, AppError> {
-    manage::enable_endpoint(&app, &caller, &id).await?;
+    deliveries::enable_endpoint(&app, &caller, &id).await?;
     get_webhook_endpoint(State(app), Admin(caller), Path(id)).await
 }

@@ -89,16 +89,16 @@ mod tests {
     use serde_json::Value;
 
     use super::trimmed_text;
-    use crate::accounts::bots::MAX_SECRET_GRACE;
-    use crate::accounts::connection_secrets::MAX_SECRET_BYTES;
-    use crate::accounts::setup::MAX_TTL;
-    use crate::accounts::tokens::MAX_EXPIRY_DAYS;
     use crate::domain::comments::MAX_COMMENT_CHARS;
     use crate::domain::sessions::{
         MAX_ACTIVITY_BODY_BYTES, MAX_ACTIVITY_FIELD_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_STATUS_MESSAGE_BYTES,
     };
     use crate::domain::tasks::{MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
     use crate::domain::users::MAX_HANDLE_CHARS;
+    use crate::use_cases::accounts::bots::MAX_SECRET_GRACE;
+    use crate::use_cases::accounts::connection_secrets::MAX_SECRET_BYTES;
+    use crate::use_cases::accounts::setup::MAX_TTL;
+    use crate::use_cases::accounts::tokens::MAX_EXPIRY_DAYS;
 
     /// The served document (with the storable-text pattern, as clients see it).
     fn document() -> Value {

@@ -15,7 +15,7 @@ use crate::domain::sessions::Session;
 use crate::domain::tasks::TaskRef;
 use crate::error::{AppError, ErrorBody};
 use crate::store;
-use crate::tasks::{self, NewTask, TaskPatch};
+use crate::use_cases::tasks::{self, NewTask, TaskPatch};
 
 /// Largest `pageSize` of list endpoints.
 pub const MAX_PAGE_SIZE: u32 = 100;

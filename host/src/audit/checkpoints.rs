@@ -13,9 +13,9 @@ use ed25519_dalek::{Signer as _, Verifier as _};
 use serde::{Deserialize, Serialize};
 
 use super::AuditKeys;
-use crate::app::App;
 use crate::domain::audit::Checkpoint;
-use crate::store;
+use crate::domain::time::Timestamp;
+use crate::store::{self, Db};
 
 /// The append-only file of signed checkpoints.
 pub const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
@@ -114,10 +114,16 @@ impl CheckpointWriter {
         Self { dir, last }
     }
 
-    /// Signs and appends the chain's head if it moved; the checkpoint written, if any.
-    pub async fn write_if_moved(&mut self, app: &App) -> anyhow::Result<Option<Checkpoint>> {
+    /// Signs (with `keys`) and appends the head of `db`'s chain if it moved; the checkpoint
+    /// written, if any.
+    pub async fn write_if_moved(
+        &mut self,
+        db: &Db,
+        keys: &AuditKeys,
+        now: Timestamp,
+    ) -> anyhow::Result<Option<Checkpoint>> {
         let (seq, hash, keyed_from) = {
-            let mut conn = app.db.read().await?;
+            let mut conn = db.read().await?;
             store::audit::head(&mut conn).await?
         };
         if seq == 0 || self.last.as_ref() == Some(&(seq, hash.clone())) {
@@ -127,9 +133,9 @@ impl CheckpointWriter {
             seq,
             hash: hash.clone(),
             keyed_from,
-            at: app.clock.now().millis(),
+            at: now.millis(),
         };
-        let (dir, keys, written) = (self.dir.clone(), app.audit_keys.clone(), checkpoint.clone());
+        let (dir, keys, written) = (self.dir.clone(), keys.clone(), checkpoint.clone());
         tokio::task::spawn_blocking(move || append(&dir, &keys, written)).await??;
         self.last = Some((seq, hash));
         Ok(Some(checkpoint))

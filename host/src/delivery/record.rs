@@ -14,10 +14,10 @@ use crate::app::{App, HostEvent};
 use crate::audit::{self, Actor, Entry};
 use crate::domain::ids::{AttemptId, DeliveryId};
 use crate::domain::time::Timestamp;
-use crate::sessions;
 use crate::store::deliveries::Delivery;
 use crate::store::endpoints::{AttemptRun, Endpoint};
 use crate::store::{self, Conn, StoreError};
+use crate::use_cases::sessions;
 
 use super::policy::{self, AttemptResult, NextStep};
 

@@ -7,7 +7,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use crate::domain::time::Timestamp;
 
 use super::policy::{self, AttemptResult};
-use super::signing;
+use crate::domain::webhook_signing as signing;
 
 /// Keep at most this much of a receiver's response body in the attempt log.
 pub const RESPONSE_BODY_LIMIT: usize = 4 << 10;

@@ -10,6 +10,7 @@ pub mod tasks;
 pub mod time;
 pub mod tokens;
 pub mod users;
+pub mod webhook_signing;
 
 /// A rule the input broke. The message tells the caller what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,6 +13,7 @@ use crate::error::AppError;
 use crate::runtime::{CallServices, CapabilityError};
 use crate::secrets::SecretValue;
 use crate::store;
+use crate::use_cases::sessions;
 
 /// [`CallServices`] backed by the host's database.
 pub struct PluginServices {
@@ -60,7 +61,7 @@ fn unavailable(error: store::StoreError) -> CapabilityError {
 impl CallServices for PluginServices {
     async fn post_activity(&self, session: &SessionId, activity: NewActivity) -> Result<(), CapabilityError> {
         let (session, actor) = self.session_and_actor(session).await?;
-        super::record_activity(&self.app, &session, activity, RecordSource::Plugin, &actor)
+        sessions::record_activity(&self.app, &session, activity, RecordSource::Plugin, &actor)
             .await
             .map(|_| ())
             .map_err(refused)
@@ -75,12 +76,12 @@ impl CallServices for PluginServices {
         let message =
             crate::domain::sessions::status_message(message).map_err(|e| CapabilityError::Invalid(e.to_string()))?;
         let (session, actor) = self.session_and_actor(session).await?;
-        let request = super::StatusRequest {
+        let request = sessions::StatusRequest {
             status,
             message,
             idempotency_key: None,
         };
-        super::change_status(&self.app, &session.id, request, RecordSource::Plugin, &actor)
+        sessions::change_status(&self.app, &session.id, request, RecordSource::Plugin, &actor)
             .await
             .map(|_| ())
             .map_err(refused)
@@ -130,7 +131,7 @@ impl CallServices for PluginServices {
 
     async fn pending_timers(&self, session: &SessionId) -> Result<u64, CapabilityError> {
         let mut conn = self.app.db.read().await.map_err(unavailable)?;
-        let count = store::jobs::count_waiting(&mut conn, super::TIMER_JOB, session, self.app.clock.now())
+        let count = store::jobs::count_waiting(&mut conn, sessions::TIMER_JOB, session, self.app.clock.now())
             .await
             .map_err(unavailable)?;
         Ok(count.max(0) as u64)

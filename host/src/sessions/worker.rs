@@ -17,7 +17,8 @@ use crate::runtime::{CallContext, CallEffects, CallError, LoadedPlugin};
 use crate::store::{self, StoreError, deliveries::Delivery, jobs::Job};
 
 use super::fair_share::FairShare;
-use super::{PluginServices, SESSION_EVENT_JOB, START_SESSION_JOB, TIMER_JOB, fail, snapshot};
+use super::{PluginServices, snapshot};
+use crate::use_cases::sessions::{SESSION_EVENT_JOB, START_SESSION_JOB, TIMER_JOB, fail};
 
 /// Jobs run at once.
 const CONCURRENCY: usize = 16;

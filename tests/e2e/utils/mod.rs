@@ -10,9 +10,9 @@ pub mod wrapper;
 
 use std::time::Duration;
 
-use leadtime_host::accounts::{self, Bootstrap};
 use leadtime_host::app::HostEvent;
 use leadtime_host::domain::time::{SharedClock, SystemClock};
+use leadtime_host::use_cases::accounts::{self, Bootstrap};
 use leadtime_host::{Config, RunningHost, SharedApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -8,10 +8,10 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::audit::{self, Actor, ActorKind, Entry};
-use crate::delivery::signing;
 use crate::domain::ids::new_id;
 use crate::domain::time::Timestamp;
 use crate::domain::tokens::{self as token_rules, Scope, Scopes};
+use crate::domain::webhook_signing as signing;
 use crate::error::AppError;
 use crate::store::{self, StoreError};
 

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::accounts::Caller;
+use super::sessions::{self, Trigger};
 use crate::app::App;
 use crate::audit::{self, Entry};
 use crate::domain::comments::{mentioned_handles, validate_comment};
@@ -16,8 +16,8 @@ use crate::domain::tasks::{
 use crate::domain::time::Timestamp;
 use crate::domain::users::{User, UserKind};
 use crate::error::AppError;
-use crate::sessions::{self, Trigger};
 use crate::store::{self, Conn, StoreError, Tx};
+use crate::use_cases::accounts::Caller;
 
 /// A task to create.
 #[derive(Debug, Clone, Default)]

@@ -12,7 +12,7 @@ use crate::runtime::{LoadedPlugin, is_host_pattern};
 use crate::store::connection_types::Choice;
 use crate::store::{self, Conn, StoreError};
 
-use super::Caller;
+use super::caller::Caller;
 
 /// The workspace's setting of `plugin`, given its explicit choices: built-in types are enabled and
 /// directory types disabled until an admin chooses otherwise.

@@ -3,18 +3,18 @@
 
 use serde_json::json;
 
-use crate::accounts::Caller;
-use crate::accounts::bots::{connection_of, find_bot};
+use super::sessions;
 use crate::app::App;
 use crate::audit::{self, Entry};
 use crate::domain::ids::SessionId;
 use crate::domain::sessions::Connection;
 use crate::domain::time::Timestamp;
 use crate::error::AppError;
-use crate::sessions;
 use crate::store::deliveries::{Attempt, Delivery, Filter};
 use crate::store::endpoints::Endpoint;
 use crate::store::{self, Conn, StoreError};
+use crate::use_cases::accounts::Caller;
+use crate::use_cases::accounts::bots::{connection_of, find_bot};
 
 /// A delivery with its attempts.
 #[derive(Debug, Clone)]

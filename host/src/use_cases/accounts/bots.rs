@@ -7,20 +7,21 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::audit::{self, Entry};
-use crate::delivery::signing;
 use crate::domain::bounded_text;
 use crate::domain::ids::{ConnectionId, SecretId, UserId};
 use crate::domain::sessions::Connection;
 use crate::domain::time::Timestamp;
 use crate::domain::tokens::{Scope, Scopes};
 use crate::domain::users::{Role, User, UserKind, normalize_handle};
+use crate::domain::webhook_signing as signing;
 use crate::error::AppError;
 use crate::runtime::{CallError, ConfigFieldError, LoadedPlugin};
 use crate::secrets::{SecretValue, WEBHOOK_SIGNING_SECRET};
-use crate::sessions;
 use crate::store::{self, Conn, StoreError};
+use crate::use_cases::sessions;
 
-use super::{Caller, connection_types, handle_taken, tokens};
+use super::{Caller, handle_taken, tokens};
+use crate::use_cases::connection_types;
 
 /// A bot to create, with its connection.
 #[derive(Debug, Clone)]

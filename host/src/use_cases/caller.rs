@@ -1,0 +1,123 @@
+//! Who is calling: the person or bot behind a valid bearer token ([`authenticate`]), with where
+//! the request came from (for the audit trail), and the checks every use case makes of it.
+
+use crate::app::App;
+use crate::audit::{Actor, ActorKind};
+use crate::domain::ids::WorkspaceId;
+use crate::domain::tokens::{self as token_rules, ApiToken, Scope};
+use crate::domain::users::{Role, User, UserKind};
+use crate::error::AppError;
+use crate::store::{self, StoreError};
+
+/// Where a request came from, for the audit trail.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestMeta {
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// The caller behind a valid bearer token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    pub token: ApiToken,
+    pub request: RequestMeta,
+}
+
+impl Caller {
+    /// The caller's workspace.
+    pub fn workspace_id(&self) -> &WorkspaceId {
+        &self.user.workspace_id
+    }
+
+    /// Refuses the call unless the token has `scope` (and, for `admin`, the user is a person admin).
+    pub fn require(&self, scope: Scope) -> Result<(), AppError> {
+        if scope == Scope::Admin && (self.user.kind != UserKind::Person || self.user.role != Role::Admin) {
+            return Err(AppError::Forbidden(
+                "only workspace admins may do this; bot tokens never can".into(),
+            ));
+        }
+        if !self.token.scopes.contains(scope) {
+            return Err(AppError::Forbidden(format!(
+                "this token lacks the `{}` scope (it has: {})",
+                scope.as_str(),
+                self.token.scopes.names().join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses bots.
+    pub fn require_person(&self) -> Result<(), AppError> {
+        if self.user.kind != UserKind::Person {
+            return Err(AppError::Forbidden(
+                "bot tokens cannot manage tokens or the workspace".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the caller is a person admin with the `admin` scope.
+    pub fn is_admin(&self) -> bool {
+        self.require(Scope::Admin).is_ok()
+    }
+
+    /// The caller as the audit trail records them.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            kind: Some(match self.user.kind {
+                UserKind::Person => ActorKind::Person,
+                UserKind::Bot => ActorKind::Bot,
+            }),
+            id: Some(self.user.id.clone()),
+            workspace_id: Some(self.user.workspace_id.clone()),
+            token_id: Some(self.token.id.clone()),
+            session_id: None,
+            request_id: self.request.request_id.clone(),
+            ip: self.request.ip.clone(),
+            user_agent: self.request.user_agent.clone(),
+        }
+    }
+}
+
+/// Skip rewriting `last_used_at` more often than this, so reads stay reads.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
+
+/// Resolves a bearer token: checks its format offline, then finds it by digest and checks it is
+/// not revoked or expired and its user is enabled.
+pub async fn authenticate(app: &App, bearer: &str, request: RequestMeta) -> Result<Caller, AppError> {
+    let unauthorized = |why: &str| AppError::Unauthorized(why.to_owned());
+    token_rules::check_token_format(bearer, token_rules::TOKEN_PREFIX)
+        .map_err(|_| unauthorized("the bearer token is not a valid Leadtime API token"))?;
+    let digest = token_rules::token_digest(bearer);
+    let now = app.clock.now();
+    let (token, user) = {
+        let mut conn = app.db.read().await?;
+        let token = store::tokens::find_by_digest(&mut conn, &digest)
+            .await?
+            .ok_or_else(|| unauthorized("unknown or revoked token"))?;
+        let user = store::users::get_any(&mut conn, &token.user_id)
+            .await?
+            .ok_or_else(|| unauthorized("unknown or revoked token"))?;
+        (token, user)
+    };
+    if token.revoked_at.is_some() || user.deleted_at.is_some() {
+        return Err(unauthorized("unknown or revoked token"));
+    }
+    if token.expires_at.is_some_and(|at| at <= now) {
+        return Err(unauthorized("this token has expired; create a new one"));
+    }
+    if !user.is_enabled() {
+        return Err(unauthorized(&format!("@{} is disabled", user.handle)));
+    }
+    if token
+        .last_used_at
+        .is_none_or(|at| now.millis() - at.millis() > TOUCH_INTERVAL_MS)
+    {
+        let mut tx = app.db.begin().await?;
+        store::tokens::touch(&mut tx, &token.id, now, request.ip.as_deref()).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+    }
+    Ok(Caller { user, token, request })
+}

@@ -1,0 +1,419 @@
+//! Agent sessions from trigger to result: opening a session when a task is assigned to a bot or a
+//! bot is mentioned, starting it through the bot's connection plugin ([`worker`]), recording what
+//! the wrapper or plugin reports (activities, status changes) — idempotently — and canceling.
+//!
+//! Every change is recorded in the audit trail in the transaction that makes it: by the caller
+//! passed in, or as the host (`system`) for what the host decides on its own.
+
+use serde_json::json;
+
+use crate::app::App;
+use crate::audit::{self, Actor, AuditKeys, Entry};
+use crate::domain::ids::{ActivityId, CommentId, SessionId, StatusChangeId, UserId};
+use crate::domain::sessions::{
+    Activity, NewActivity, RecordSource, Session, SessionStatus, StatusAnswer, StatusChange, StatusWriter, Transition,
+    TriggerKind,
+};
+use crate::domain::tasks::Task;
+use crate::domain::time::Timestamp;
+use crate::domain::users::User;
+use crate::error::AppError;
+use crate::store::{self, Conn, StoreError};
+use crate::use_cases::connection_types;
+
+/// Job kind that starts a session through its plugin.
+pub const START_SESSION_JOB: &str = "start_session";
+/// Job kind that tells a session's plugin about an event (e.g. a cancel).
+pub const SESSION_EVENT_JOB: &str = "session_event";
+/// Job kind of a plugin's timer: fires `on-event(timer-fired)` at its `run_at`.
+pub const TIMER_JOB: &str = "timer";
+
+/// What opens a session.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub kind: TriggerKind,
+    /// Who assigned or mentioned the bot.
+    pub actor: Option<UserId>,
+    /// The comment that mentioned the bot.
+    pub comment: Option<CommentId>,
+}
+
+/// Opens a session of `bot` on `task` inside the caller's transaction, with the job that starts
+/// it, so the session and its start commit (or roll back) together. The caller's own audit record
+/// names the session. Wake the job worker after committing.
+///
+/// A session whose connection type is not installed, or disabled in the workspace, is opened
+/// already failed, with the reason on its card.
+pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Trigger) -> Result<Session, AppError> {
+    if !bot.is_enabled() {
+        return Err(AppError::Conflict(format!(
+            "bot @{} is disabled and takes no new work",
+            bot.handle
+        )));
+    }
+    let connection = store::connections::for_bot(tx, &bot.id).await?.ok_or_else(|| {
+        AppError::Conflict(format!(
+            "bot @{} has no agent connection; give it one first",
+            bot.handle
+        ))
+    })?;
+    let now = app.clock.now();
+    let mut session = Session {
+        id: SessionId::generate(),
+        workspace_id: task.workspace_id.clone(),
+        task_id: task.id.clone(),
+        bot_id: bot.id.clone(),
+        connection_id: connection.id.clone(),
+        connection_type: connection.connection_type.clone(),
+        trigger_kind: trigger.kind,
+        trigger_actor_id: trigger.actor,
+        comment_id: trigger.comment,
+        status: SessionStatus::Queued,
+        status_message: None,
+        external_url: None,
+        external_label: None,
+        created_at: now,
+        started_at: None,
+        ended_at: None,
+        updated_at: now,
+        plugin_sha256: None,
+        plugin_cpu_micros: 0,
+    };
+    store::sessions::insert(tx, &session).await?;
+    insert_change(
+        tx,
+        &session.id,
+        SessionStatus::Queued,
+        None,
+        None,
+        RecordSource::Host,
+        now,
+    )
+    .await?;
+    let refusal = match connection_types::ensure_usable(tx, app, &task.workspace_id, &connection.connection_type).await
+    {
+        Ok(()) => None,
+        Err(AppError::Conflict(reason)) => Some(reason),
+        Err(AppError::NotFound(_)) => Some(format!(
+            "connection type `{}` is not installed on this host, so the session could not start",
+            connection.connection_type
+        )),
+        Err(other) => return Err(other),
+    };
+    match refusal {
+        None => {
+            let payload = json!({ "sessionId": session.id }).to_string();
+            store::jobs::insert(tx, START_SESSION_JOB, Some(&session.id), &payload, now).await?;
+        }
+        Some(reason) => {
+            host_transition(tx, &mut session, SessionStatus::Failed, Some(reason), now).await?;
+        }
+    }
+    Ok(session)
+}
+
+/// Appends an activity to a session on behalf of `actor`. A repeated idempotency key returns the
+/// original activity and `false`, and records nothing.
+pub async fn record_activity(
+    app: &App,
+    session: &Session,
+    activity: NewActivity,
+    source: RecordSource,
+    actor: &Actor,
+) -> Result<(Activity, bool), AppError> {
+    if let Some(key) = &activity.idempotency_key {
+        let mut conn = app.db.read().await?;
+        if let Some(existing) = store::sessions::activity_by_key(&mut conn, &session.id, key).await? {
+            return Ok((existing, false));
+        }
+    }
+    let record = Activity {
+        id: ActivityId::generate(),
+        session_id: session.id.clone(),
+        activity_type: activity.activity_type,
+        body: activity.body,
+        action: activity.action,
+        parameter: activity.parameter,
+        result: activity.result,
+        provider_event_id: activity.provider_event_id,
+        provider_event_type: activity.provider_event_type,
+        raw: activity.raw,
+        idempotency_key: activity.idempotency_key,
+        source,
+        created_at: app.clock.now(),
+    };
+    let mut tx = app.db.begin().await?;
+    match store::sessions::insert_activity(&mut tx, &record).await {
+        Ok(()) => {
+            let details = json!({"activityId": record.id, "activityType": record.activity_type.as_str(), "bytes": record.body.len()});
+            let entry = Entry::new("session.activity.create", "agent_session", &session.id, details);
+            audit::record(
+                &mut tx,
+                &app.audit_keys,
+                &actor.clone().in_session(&session.id),
+                entry,
+                record.created_at,
+            )
+            .await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok((record, true))
+        }
+        // A concurrent request with the same key won the race: answer with its activity.
+        Err(StoreError::Conflict(message)) => {
+            drop(tx);
+            if let Some(key) = &record.idempotency_key {
+                let mut conn = app.db.read().await?;
+                if let Some(existing) = store::sessions::activity_by_key(&mut conn, &session.id, key).await? {
+                    return Ok((existing, false));
+                }
+            }
+            Err(AppError::Conflict(message))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The result of a status request.
+#[derive(Debug, Clone)]
+pub struct StatusOutcome {
+    /// The session after the request.
+    pub session: Session,
+    /// The answer: this request's, or the original one's for a repeated idempotency key.
+    pub answer: StatusAnswer,
+}
+
+/// Moves a session to `status` on behalf of `actor`.
+///
+/// Repeating the current status changes nothing; a finished session refuses to change. A request
+/// with an idempotency key records its answer, whether or not it changed anything, and a repeat of
+/// the key gets that answer back — even after the session finished, was canceled or failed since
+/// (connectors re-send their keys whenever a webhook is redelivered). A new key asking for a
+/// transition the session cannot make is refused.
+pub async fn change_status(
+    app: &App,
+    session_id: &SessionId,
+    request: StatusRequest,
+    source: RecordSource,
+    actor: &Actor,
+) -> Result<StatusOutcome, AppError> {
+    let mut tx = app.db.begin().await?;
+    let mut session = store::sessions::get_locked(&mut tx, session_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("agent session", session_id.as_str()))?;
+    if let Some(key) = &request.idempotency_key
+        && let Some(answer) = store::sessions::status_answer_by_key(&mut tx, session_id, key).await?
+    {
+        return Ok(StatusOutcome { session, answer });
+    }
+    let answer = match session.status.transition(request.status, StatusWriter::Agent)? {
+        Transition::Unchanged => StatusAnswer {
+            status: session.status,
+            message: session.status_message.clone(),
+            changed: false,
+            at: session.updated_at,
+        },
+        Transition::Changed => {
+            let now = app.clock.now();
+            let from = session.status;
+            let change = write_status(
+                &mut tx,
+                &mut session,
+                request.status,
+                request.message,
+                request.idempotency_key.clone(),
+                source,
+                now,
+            )
+            .await?;
+            let details = json!({"from": from.as_str(), "to": change.status.as_str(), "message": change.message});
+            let entry = Entry::new("session.status.change", "agent_session", &session.id, details);
+            audit::record(
+                &mut tx,
+                &app.audit_keys,
+                &actor.clone().in_session(&session.id),
+                entry,
+                now,
+            )
+            .await?;
+            StatusAnswer {
+                status: change.status,
+                message: change.message,
+                changed: true,
+                at: change.created_at,
+            }
+        }
+    };
+    match &request.idempotency_key {
+        Some(key) => {
+            store::sessions::insert_status_answer(&mut tx, &session.id, key, &answer).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        None if answer.changed => tx.commit().await.map_err(StoreError::from)?,
+        None => {}
+    }
+    Ok(StatusOutcome { session, answer })
+}
+
+/// A requested status change.
+#[derive(Debug, Clone)]
+pub struct StatusRequest {
+    pub status: SessionStatus,
+    pub message: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Sets the session's status fields and records the change, in `tx` (no audit record: callers
+/// record the action that caused it). Only called once the transition table allowed the change:
+/// this module is the one writer of session status.
+async fn write_status(
+    tx: &mut Conn,
+    session: &mut Session,
+    status: SessionStatus,
+    message: Option<String>,
+    key: Option<String>,
+    source: RecordSource,
+    now: Timestamp,
+) -> Result<StatusChange, StoreError> {
+    session.status = status;
+    session.status_message = message.clone();
+    session.updated_at = now;
+    if status == SessionStatus::Running && session.started_at.is_none() {
+        session.started_at = Some(now);
+    }
+    if status.is_terminal() {
+        session.ended_at = Some(now);
+    }
+    store::sessions::update_status(tx, session).await?;
+    insert_change(tx, &session.id, status, message, key, source, now).await
+}
+
+async fn insert_change(
+    tx: &mut Conn,
+    session: &SessionId,
+    status: SessionStatus,
+    message: Option<String>,
+    key: Option<String>,
+    source: RecordSource,
+    now: Timestamp,
+) -> Result<StatusChange, StoreError> {
+    let change = StatusChange {
+        id: StatusChangeId::generate(),
+        session_id: session.clone(),
+        status,
+        message,
+        idempotency_key: key,
+        source,
+        created_at: now,
+    };
+    store::sessions::insert_status_change(tx, &change).await?;
+    Ok(change)
+}
+
+/// The host fails or cancels a session on its own, as the transition table allows: whether it
+/// changed (a finished session stays as it is).
+async fn host_transition(
+    tx: &mut Conn,
+    session: &mut Session,
+    status: SessionStatus,
+    message: Option<String>,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    match session.status.transition(status, StatusWriter::Host) {
+        Ok(Transition::Changed) => {
+            write_status(tx, session, status, message, None, RecordSource::Host, now).await?;
+            Ok(true)
+        }
+        Ok(Transition::Unchanged) => Ok(false),
+        Err(refused) => {
+            // A bug in the host, not the caller's doing: leave the session as it is.
+            tracing::error!(session = %session.id, %refused, "the host asked for a status change the transition table refuses");
+            Ok(false)
+        }
+    }
+}
+
+/// The host fails a session on its own (delivery given up, start failed), recording it as a
+/// `system` action.
+async fn host_status(
+    tx: &mut Conn,
+    keys: &AuditKeys,
+    session: &mut Session,
+    status: SessionStatus,
+    message: Option<String>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let from = session.status;
+    if !host_transition(tx, session, status, message.clone(), now).await? {
+        return Ok(());
+    }
+    let details = json!({"from": from.as_str(), "to": status.as_str(), "message": message});
+    let actor = Actor::system(Some(session.workspace_id.clone())).in_session(&session.id);
+    audit::record(
+        tx,
+        keys,
+        &actor,
+        Entry::new("session.status.change", "agent_session", &session.id, details),
+        now,
+    )
+    .await
+}
+
+/// Fails a session (unless it already finished) with a reason a person understands.
+pub(crate) async fn fail(
+    tx: &mut Conn,
+    keys: &AuditKeys,
+    session_id: &SessionId,
+    reason: String,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if let Some(mut session) = store::sessions::get_locked(tx, session_id).await? {
+        host_status(tx, keys, &mut session, SessionStatus::Failed, Some(reason), now).await?;
+    }
+    Ok(())
+}
+
+/// Puts a session the host failed (its start webhook was not delivered) back in the queue, for a
+/// manual redelivery. Sessions that finished for any other reason stay finished.
+pub(crate) async fn reopen_for_redelivery(
+    tx: &mut Conn,
+    session_id: &SessionId,
+    why: String,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let Some(mut session) = store::sessions::get_locked(tx, session_id).await? else {
+        return Ok(false);
+    };
+    let changes = store::sessions::status_changes(tx, session_id).await?;
+    let failed_by_host = changes.last().is_some_and(|c| c.source == RecordSource::Host);
+    match session
+        .status
+        .transition(SessionStatus::Queued, StatusWriter::Redelivery)
+    {
+        Ok(Transition::Changed) if failed_by_host => {
+            session.ended_at = None;
+            write_status(
+                tx,
+                &mut session,
+                SessionStatus::Queued,
+                Some(why),
+                None,
+                RecordSource::Host,
+                now,
+            )
+            .await?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Cancels an unfinished session in `tx` and queues the cancel for its plugin's `on-event`
+/// (a finished session is left as it is). The caller's audit record names the session.
+pub async fn cancel(tx: &mut Conn, session: &mut Session, reason: String, now: Timestamp) -> Result<(), StoreError> {
+    if !host_transition(tx, session, SessionStatus::Canceled, Some(reason.clone()), now).await? {
+        return Ok(());
+    }
+    let payload = json!({"sessionId": session.id, "event": {"type": "cancel", "reason": reason}}).to_string();
+    store::jobs::insert(tx, SESSION_EVENT_JOB, Some(&session.id), &payload, now).await?;
+    Ok(())
+}
