@@ -11,7 +11,6 @@ pub mod audit;
 pub mod config;
 pub mod delivery;
 pub mod domain;
-pub mod error;
 pub mod outbound;
 pub mod rate_limit;
 pub mod runtime;

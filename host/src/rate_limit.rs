@@ -12,7 +12,12 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::domain::ids::TokenId;
-use crate::error::AppError;
+/// A request over its budget: retry after this many seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many requests; retry in {retry_after_secs} s")]
+pub struct Limited {
+    pub retry_after_secs: u64,
+}
 
 /// Token buckets keyed by API token.
 pub struct RateLimits {
@@ -43,13 +48,13 @@ impl RateLimits {
     }
 
     /// Spends one request of `token`'s budget, or says when to retry.
-    pub fn check(&self, token: &TokenId) -> Result<(), AppError> {
+    pub fn check(&self, token: &TokenId) -> Result<(), Limited> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
         match limiter.check_key(&token.to_string()) {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
-                Err(AppError::RateLimited {
+                Err(Limited {
                     retry_after_secs: wait.as_secs().max(1),
                 })
             }
@@ -99,7 +104,7 @@ impl FailedAuthLimits {
     }
 
     /// Refuses `address` while it is locked out.
-    pub fn check(&self, address: Option<IpAddr>) -> Result<(), AppError> {
+    pub fn check(&self, address: Option<IpAddr>) -> Result<(), Limited> {
         let Some(address) = address else { return Ok(()) };
         let Ok(locked) = self.locked_out.lock() else {
             return Ok(());
@@ -111,7 +116,7 @@ impl FailedAuthLimits {
     }
 
     /// Counts a failed authentication from `address`; the error when this one locks it out.
-    pub fn failed(&self, address: Option<IpAddr>) -> Result<(), AppError> {
+    pub fn failed(&self, address: Option<IpAddr>) -> Result<(), Limited> {
         let (Some(limiter), Some(address)) = (&self.limiter, address) else {
             return Ok(());
         };
@@ -135,8 +140,8 @@ impl FailedAuthLimits {
         }
     }
 
-    fn refusal(wait: Duration) -> AppError {
-        AppError::RateLimited {
+    fn refusal(wait: Duration) -> Limited {
+        Limited {
             retry_after_secs: wait.as_secs().max(1),
         }
     }
@@ -165,11 +170,8 @@ mod tests {
             limits.failed(Some(address)).unwrap();
             limits.check(Some(address)).unwrap();
         }
-        assert!(matches!(
-            limits.failed(Some(address)),
-            Err(AppError::RateLimited { .. })
-        ));
-        assert!(matches!(limits.check(Some(address)), Err(AppError::RateLimited { .. })));
+        assert!(matches!(limits.failed(Some(address)), Err(Limited { .. })));
+        assert!(matches!(limits.check(Some(address)), Err(Limited { .. })));
         // Other addresses are not affected; unknown addresses are never locked out.
         limits.check(Some("192.0.2.8".parse().unwrap())).unwrap();
         limits.failed(None).unwrap();
@@ -183,7 +185,7 @@ mod tests {
             limits.check(&token).unwrap();
         }
         match limits.check(&token) {
-            Err(AppError::RateLimited { retry_after_secs }) => assert!((1..=2).contains(&retry_after_secs)),
+            Err(Limited { retry_after_secs }) => assert!((1..=2).contains(&retry_after_secs)),
             other => panic!("expected a rate limit, got {other:?}"),
         }
         // Other tokens have their own buckets.

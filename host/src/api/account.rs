@@ -9,10 +9,10 @@ use axum::http::StatusCode;
 
 use super::extract::{Admin, Json, Query, Reader};
 use super::views::{StatusView, UserView};
+use crate::api::error::{AppError, ErrorBody};
 use crate::app::SharedApp;
 use crate::domain::users::Role;
 use crate::domain::users::UserKind;
-use crate::error::{AppError, ErrorBody};
 use crate::store;
 use crate::use_cases::accounts::{self, Caller, NewPerson};
 

@@ -10,11 +10,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Reader, Writer};
 use super::views::{self, ActivityView, CommentView, HistoryEntry, People, SessionView, TaskView, UserRef};
+use crate::api::error::{AppError, ErrorBody};
 use crate::app::{App, SharedApp};
 use crate::domain::sessions::{
     self as rules, ActivityType, NewActivity, RecordSource, Session, SessionStatus, TriggerKind,
 };
-use crate::error::{AppError, ErrorBody};
 use crate::store;
 use crate::use_cases::accounts::Caller;
 use crate::use_cases::sessions;

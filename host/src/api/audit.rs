@@ -6,9 +6,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Admin, Json, Query, iso_time_param};
+use crate::api::error::{AppError, ErrorBody};
 use crate::app::SharedApp;
 use crate::domain::audit::Record;
-use crate::error::{AppError, ErrorBody};
 use crate::store;
 
 /// Largest `pageSize`.

@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::Json;
+use crate::api::error::{AppError, ErrorBody};
 use crate::app::SharedApp;
-use crate::error::{AppError, ErrorBody};
 use crate::use_cases::accounts::RequestMeta;
 use crate::use_cases::accounts::setup::{self, Claim};
 

@@ -7,9 +7,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Admin, Json, JsonOrEmpty, Query, iso_time_param};
+use crate::api::error::{AppError, ErrorBody};
 use crate::app::SharedApp;
 use crate::domain::time::Timestamp;
-use crate::error::{AppError, ErrorBody};
 use crate::store::deliveries::Filter;
 use crate::use_cases::deliveries::{self, DeliveryLog};
 

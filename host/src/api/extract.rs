@@ -10,9 +10,9 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::api::error::AppError;
 use crate::app::SharedApp;
 use crate::domain::tokens::Scope;
-use crate::error::AppError;
 use crate::use_cases::caller::{self, Caller, RequestMeta};
 
 /// A JSON request body (rejections answer with the API's JSON error) or response body.
@@ -116,7 +116,7 @@ async fn authenticate_parts(parts: &mut Parts, app: &SharedApp) -> Result<Caller
             .ok_or_else(|| AppError::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?
             .to_owned();
         let meta = RequestMeta::from_request_parts(parts, app).await?;
-        caller::authenticate(app, &token, meta).await
+        Ok(caller::authenticate(app, &token, meta).await?)
     }
 }
 

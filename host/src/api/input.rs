@@ -20,7 +20,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::error::AppError;
+use crate::api::error::AppError;
 
 use super::{MAX_BODY_BYTES, PUBLIC_BASE};
 

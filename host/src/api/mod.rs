@@ -10,6 +10,7 @@ pub mod bots;
 pub mod connectors;
 pub mod deliveries;
 pub mod docs;
+pub mod error;
 pub mod extract;
 pub mod input;
 pub mod schema;
@@ -26,9 +27,9 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::api::error::AppError;
 use crate::app::SharedApp;
 use crate::domain::ids::new_id;
-use crate::error::AppError;
 
 /// Largest request body accepted, in bytes (activity bodies may be tens of KB).
 pub const MAX_BODY_BYTES: usize = 2 << 20;
@@ -157,10 +158,10 @@ async fn unknown_route(method: Method, uri: Uri) -> AppError {
 async fn method_not_allowed(
     method: Method,
     uri: Uri,
-) -> (axum::http::StatusCode, extract::Json<crate::error::ErrorBody>) {
+) -> (axum::http::StatusCode, extract::Json<crate::api::error::ErrorBody>) {
     (
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        extract::Json(crate::error::ErrorBody {
+        extract::Json(crate::api::error::ErrorBody {
             error: "method_not_allowed",
             message: format!("{method} is not allowed on {}; see /api/public/docs/json", uri.path()),
             field: None,

@@ -10,10 +10,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::extract::{Json, Query, Reader, Writer};
 use super::schema::{Change, require_a_change};
 use super::views::{self, CommentView, HistoryEntry, People, StatusView, TaskView};
+use crate::api::error::{AppError, ErrorBody};
 use crate::app::SharedApp;
 use crate::domain::sessions::Session;
 use crate::domain::tasks::TaskRef;
-use crate::error::{AppError, ErrorBody};
 use crate::store;
 use crate::use_cases::tasks::{self, NewTask, TaskPatch};
 

@@ -8,9 +8,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Json, Query, Reader, Writer, whole_number};
+use crate::api::error::{AppError, ErrorBody};
 use crate::app::SharedApp;
 use crate::domain::tokens::{ApiToken, Scope};
-use crate::error::{AppError, ErrorBody};
 use crate::use_cases::accounts::tokens::{self, NewToken};
 
 pub fn router() -> OpenApiRouter<SharedApp> {

@@ -9,10 +9,10 @@ use crate::app::App;
 use crate::audit::Actor;
 use crate::domain::ids::{ConnectionId, SessionId};
 use crate::domain::sessions::{NewActivity, RecordSource, Session, SessionStatus};
-use crate::error::AppError;
 use crate::runtime::{CallServices, CapabilityError};
 use crate::secrets::SecretValue;
 use crate::store;
+use crate::use_cases::Error;
 use crate::use_cases::sessions;
 
 /// [`CallServices`] backed by the host's database.
@@ -38,11 +38,12 @@ impl PluginServices {
     }
 }
 
-fn refused(error: AppError) -> CapabilityError {
+/// A use case's refusal as the guest's `host-error`.
+fn refused(error: Error) -> CapabilityError {
     match error {
-        AppError::Conflict(m) | AppError::NotFound(m) => CapabilityError::SessionClosed(m),
-        AppError::Invalid { message, .. } => CapabilityError::Invalid(message),
-        AppError::Internal(cause) => {
+        Error::Conflict(m) | Error::NotFound(m) => CapabilityError::SessionClosed(m),
+        Error::Invalid { message, .. } => CapabilityError::Invalid(message),
+        Error::Internal(cause) => {
             tracing::error!(
                 error = format!("{cause:#}"),
                 "host error during a plugin capability call"
@@ -53,8 +54,10 @@ fn refused(error: AppError) -> CapabilityError {
     }
 }
 
+/// A store failure as the guest's `host-error`: the host could not record it (logged here).
 fn unavailable(error: store::StoreError) -> CapabilityError {
-    refused(error.into())
+    tracing::error!(%error, "database error during a plugin capability call");
+    CapabilityError::Unavailable("the host could not record this; try again later".into())
 }
 
 #[async_trait]

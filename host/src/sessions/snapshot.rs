@@ -8,7 +8,6 @@ use crate::domain::ids::UserId;
 use crate::domain::sessions::{Connection, Session, TriggerKind};
 use crate::domain::tasks::Comment;
 use crate::domain::users::User;
-use crate::error::AppError;
 use crate::runtime::bindings::types as wit;
 use crate::store::{self, Conn};
 
@@ -17,8 +16,8 @@ pub async fn session_start(
     conn: &mut Conn,
     session: &Session,
     api_base_url: &str,
-) -> Result<wit::SessionStart, AppError> {
-    let missing = |what: &str| AppError::Internal(anyhow!("session {} refers to a missing {what}", session.id));
+) -> anyhow::Result<wit::SessionStart> {
+    let missing = |what: &str| anyhow!("session {} refers to a missing {what}", session.id);
     let workspace = store::workspaces::get(conn, &session.workspace_id)
         .await?
         .ok_or_else(|| missing("workspace"))?;
@@ -98,8 +97,8 @@ pub async fn session_start(
 }
 
 /// The `session-ref` an `on-event` call receives.
-pub async fn session_ref(conn: &mut Conn, session: &Session) -> Result<wit::SessionRef, AppError> {
-    let missing = |what: &str| AppError::Internal(anyhow!("session {} refers to a missing {what}", session.id));
+pub async fn session_ref(conn: &mut Conn, session: &Session) -> anyhow::Result<wit::SessionRef> {
+    let missing = |what: &str| anyhow!("session {} refers to a missing {what}", session.id);
     let bot = store::users::get_any(conn, &session.bot_id)
         .await?
         .ok_or_else(|| missing("bot"))?;

@@ -191,9 +191,7 @@ async fn start_session(app: &Arc<App>, share: &FairShare, job: &Job) -> anyhow::
             drop(conn);
             return complete(app, job).await.map(|()| Ran::On(None));
         }
-        let start = snapshot::session_start(&mut conn, &session, &app.config.api_base_url())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let start = snapshot::session_start(&mut conn, &session, &app.config.api_base_url()).await?;
         let hosts =
             store::connection_types::outbound_hosts(&mut conn, &session.workspace_id, &session.connection_type).await?;
         (session, start, hosts)
@@ -302,9 +300,7 @@ async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: Sess
         let session: Session = store::sessions::get_any(&mut conn, &session_id)
             .await?
             .context("the session is gone")?;
-        let session_ref = snapshot::session_ref(&mut conn, &session)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let session_ref = snapshot::session_ref(&mut conn, &session).await?;
         let hosts =
             store::connection_types::outbound_hosts(&mut conn, &session.workspace_id, &session.connection_type).await?;
         (session, session_ref, hosts)

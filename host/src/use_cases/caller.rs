@@ -6,8 +6,8 @@ use crate::audit::{Actor, ActorKind};
 use crate::domain::ids::WorkspaceId;
 use crate::domain::tokens::{self as token_rules, ApiToken, Scope};
 use crate::domain::users::{Role, User, UserKind};
-use crate::error::AppError;
 use crate::store::{self, StoreError};
+use crate::use_cases::error::Error;
 
 /// Where a request came from, for the audit trail.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -32,14 +32,14 @@ impl Caller {
     }
 
     /// Refuses the call unless the token has `scope` (and, for `admin`, the user is a person admin).
-    pub fn require(&self, scope: Scope) -> Result<(), AppError> {
+    pub fn require(&self, scope: Scope) -> Result<(), Error> {
         if scope == Scope::Admin && (self.user.kind != UserKind::Person || self.user.role != Role::Admin) {
-            return Err(AppError::Forbidden(
+            return Err(Error::NotAllowed(
                 "only workspace admins may do this; bot tokens never can".into(),
             ));
         }
         if !self.token.scopes.contains(scope) {
-            return Err(AppError::Forbidden(format!(
+            return Err(Error::NotAllowed(format!(
                 "this token lacks the `{}` scope (it has: {})",
                 scope.as_str(),
                 self.token.scopes.names().join(", ")
@@ -49,9 +49,9 @@ impl Caller {
     }
 
     /// Refuses bots.
-    pub fn require_person(&self) -> Result<(), AppError> {
+    pub fn require_person(&self) -> Result<(), Error> {
         if self.user.kind != UserKind::Person {
-            return Err(AppError::Forbidden(
+            return Err(Error::NotAllowed(
                 "bot tokens cannot manage tokens or the workspace".into(),
             ));
         }
@@ -86,8 +86,8 @@ const TOUCH_INTERVAL_MS: i64 = 60_000;
 
 /// Resolves a bearer token: checks its format offline, then finds it by digest and checks it is
 /// not revoked or expired and its user is enabled.
-pub async fn authenticate(app: &App, bearer: &str, request: RequestMeta) -> Result<Caller, AppError> {
-    let unauthorized = |why: &str| AppError::Unauthorized(why.to_owned());
+pub async fn authenticate(app: &App, bearer: &str, request: RequestMeta) -> Result<Caller, Error> {
+    let unauthorized = |why: &str| Error::Unauthenticated(why.to_owned());
     token_rules::check_token_format(bearer, token_rules::TOKEN_PREFIX)
         .map_err(|_| unauthorized("the bearer token is not a valid Leadtime API token"))?;
     let digest = token_rules::token_digest(bearer);

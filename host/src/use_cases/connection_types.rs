@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use crate::app::App;
 use crate::audit::{self, Entry};
 use crate::domain::ids::WorkspaceId;
-use crate::error::AppError;
 use crate::runtime::capabilities::http::within;
 use crate::runtime::{LoadedPlugin, is_host_pattern};
 use crate::store::connection_types::Choice;
 use crate::store::{self, Conn, StoreError};
+use crate::use_cases::error::Error;
 
 use super::caller::Caller;
 
@@ -34,26 +34,64 @@ pub async fn choices(conn: &mut Conn, workspace: &WorkspaceId) -> Result<HashMap
     store::connection_types::choices(conn, workspace).await
 }
 
-/// Refuses `connection_type` unless it is installed (404) and enabled in `workspace` (409).
+/// Whether a workspace can use a connection type now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Usability {
+    Usable,
+    /// No plugin provides it on this host; these do.
+    NotInstalled {
+        installed: Vec<String>,
+    },
+    /// Installed, but switched off in the workspace.
+    Disabled,
+}
+
+/// Whether `workspace` can use `connection_type`.
+pub async fn usability(
+    conn: &mut Conn,
+    app: &App,
+    workspace: &WorkspaceId,
+    connection_type: &str,
+) -> Result<Usability, StoreError> {
+    let Some(plugin) = app.runtime.plugin(connection_type) else {
+        let installed = app.runtime.plugins().iter().map(|p| p.manifest.id.clone()).collect();
+        return Ok(Usability::NotInstalled { installed });
+    };
+    Ok(if setting(&plugin, &choices(conn, workspace).await?).enabled {
+        Usability::Usable
+    } else {
+        Usability::Disabled
+    })
+}
+
+/// Why `connection_type` cannot be used, in words an admin can act on.
+pub fn unusable_reason(connection_type: &str, usability: &Usability) -> Option<String> {
+    match usability {
+        Usability::Usable => None,
+        Usability::NotInstalled { installed } => Some(format!(
+            "unknown connection type `{connection_type}`; installed: {}",
+            installed.join(", ")
+        )),
+        Usability::Disabled => Some(format!(
+            "connection type `{connection_type}` is disabled in this workspace; an admin can enable it (PATCH /api/public/connection-types/{connection_type})"
+        )),
+    }
+}
+
+/// Refuses `connection_type` unless it is installed (not found) and enabled in `workspace`
+/// (conflict).
 pub async fn ensure_usable(
     conn: &mut Conn,
     app: &App,
     workspace: &WorkspaceId,
     connection_type: &str,
-) -> Result<(), AppError> {
-    let plugin = app.runtime.plugin(connection_type).ok_or_else(|| {
-        let installed: Vec<String> = app.runtime.plugins().iter().map(|p| p.manifest.id.clone()).collect();
-        AppError::NotFound(format!(
-            "unknown connection type `{connection_type}`; installed: {}",
-            installed.join(", ")
-        ))
-    })?;
-    if !setting(&plugin, &choices(conn, workspace).await?).enabled {
-        return Err(AppError::Conflict(format!(
-            "connection type `{connection_type}` is disabled in this workspace; an admin can enable it (PATCH /api/public/connection-types/{connection_type})"
-        )));
+) -> Result<(), Error> {
+    let usability = usability(conn, app, workspace, connection_type).await?;
+    match (unusable_reason(connection_type, &usability), usability) {
+        (None, _) => Ok(()),
+        (Some(reason), Usability::NotInstalled { .. }) => Err(Error::NotFound(reason)),
+        (Some(reason), _) => Err(Error::Conflict(reason)),
     }
-    Ok(())
 }
 
 /// A change to a workspace's setting of one connection type; absent fields stay.
@@ -80,13 +118,13 @@ pub async fn update(
     caller: &Caller,
     connection_type: &str,
     change: SettingChange,
-) -> Result<Setting, AppError> {
+) -> Result<Setting, Error> {
     let plugin = app
         .runtime
         .plugin(connection_type)
-        .ok_or_else(|| AppError::not_found("connection type", connection_type))?;
+        .ok_or_else(|| Error::not_found("connection type", connection_type))?;
     if change.enabled.is_none() && change.outbound_hosts.is_none() {
-        return Err(AppError::invalid("enabled", "give `enabled`, `outboundHosts`, or both"));
+        return Err(Error::invalid("enabled", "give `enabled`, `outboundHosts`, or both"));
     }
     if let Some(Some(hosts)) = &change.outbound_hosts {
         check_hosts(&plugin, hosts)?;
@@ -129,11 +167,11 @@ pub async fn update(
 }
 
 /// Each host must be written as a host (400) and be one the plugin's manifest lets it call (409).
-fn check_hosts(plugin: &LoadedPlugin, hosts: &[String]) -> Result<(), AppError> {
+fn check_hosts(plugin: &LoadedPlugin, hosts: &[String]) -> Result<(), Error> {
     let manifest = &plugin.manifest.outbound_hosts;
     for host in hosts {
         if !is_host_pattern(host) {
-            return Err(AppError::invalid(
+            return Err(Error::invalid(
                 "outboundHosts",
                 format!("`{host}` is not a host name, an IP address or `*.example.com`"),
             ));
@@ -144,7 +182,7 @@ fn check_hosts(plugin: &LoadedPlugin, hosts: &[String]) -> Result<(), AppError> 
             } else {
                 manifest.join(", ")
             };
-            return Err(AppError::Conflict(format!(
+            return Err(Error::Conflict(format!(
                 "`{host}` is not a host connection type `{}` may call; its manifest lists: {listed}",
                 plugin.manifest.id
             )));

@@ -9,12 +9,12 @@ use crate::audit::{self, Entry};
 use crate::domain::ids::SessionId;
 use crate::domain::sessions::Connection;
 use crate::domain::time::Timestamp;
-use crate::error::AppError;
 use crate::store::deliveries::{Attempt, Delivery, Filter};
 use crate::store::endpoints::Endpoint;
 use crate::store::{self, Conn, StoreError};
 use crate::use_cases::accounts::Caller;
 use crate::use_cases::accounts::bots::{connection_of, find_bot};
+use crate::use_cases::error::Error;
 
 /// A delivery with its attempts.
 #[derive(Debug, Clone)]
@@ -32,7 +32,7 @@ async fn with_attempts(conn: &mut Conn, deliveries: Vec<Delivery>) -> Result<Vec
     Ok(logs)
 }
 
-async fn bot_connection(conn: &mut Conn, caller: &Caller, bot_id: &str) -> Result<Connection, AppError> {
+async fn bot_connection(conn: &mut Conn, caller: &Caller, bot_id: &str) -> Result<Connection, Error> {
     let bot = find_bot(conn, caller, bot_id).await?;
     connection_of(conn, &bot).await
 }
@@ -44,7 +44,7 @@ pub async fn for_bot(
     bot_id: &str,
     filter: &Filter,
     limit: i64,
-) -> Result<Vec<DeliveryLog>, AppError> {
+) -> Result<Vec<DeliveryLog>, Error> {
     let mut conn = app.db.read().await?;
     let connection = bot_connection(&mut conn, caller, bot_id).await?;
     let deliveries = store::deliveries::for_connection(&mut conn, &connection.id, filter, limit).await?;
@@ -52,11 +52,11 @@ pub async fn for_bot(
 }
 
 /// A session's deliveries with their attempts.
-pub async fn for_session(app: &App, caller: &Caller, session_id: &str) -> Result<Vec<DeliveryLog>, AppError> {
+pub async fn for_session(app: &App, caller: &Caller, session_id: &str) -> Result<Vec<DeliveryLog>, Error> {
     let mut conn = app.db.read().await?;
     let session = store::sessions::get(&mut conn, caller.workspace_id(), session_id)
         .await?
-        .ok_or_else(|| AppError::not_found("agent session", session_id))?;
+        .ok_or_else(|| Error::not_found("agent session", session_id))?;
     let deliveries = store::deliveries::for_session(&mut conn, &session.id).await?;
     Ok(with_attempts(&mut conn, deliveries).await?)
 }
@@ -66,7 +66,7 @@ pub async fn endpoint_health(
     app: &App,
     caller: &Caller,
     bot_id: &str,
-) -> Result<(Connection, Option<Endpoint>), AppError> {
+) -> Result<(Connection, Option<Endpoint>), Error> {
     let mut conn = app.db.read().await?;
     let connection = bot_connection(&mut conn, caller, bot_id).await?;
     let endpoint = store::endpoints::get(&mut conn, &connection.id).await?;
@@ -74,12 +74,12 @@ pub async fn endpoint_health(
 }
 
 /// Lets deliveries to a disabled endpoint go out again.
-pub async fn enable_endpoint(app: &App, caller: &Caller, bot_id: &str) -> Result<(), AppError> {
+pub async fn enable_endpoint(app: &App, caller: &Caller, bot_id: &str) -> Result<(), Error> {
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
     let connection = bot_connection(&mut tx, caller, bot_id).await?;
     if !store::endpoints::enable(&mut tx, &connection.id, now).await? {
-        return Err(AppError::Conflict("the webhook endpoint is not disabled".into()));
+        return Err(Error::Conflict("the webhook endpoint is not disabled".into()));
     }
     audit::record(
         &mut tx,
@@ -113,14 +113,14 @@ async fn requeue(
 }
 
 /// Redelivers one delivery (same id): its attempts go on in the log, its schedule starts over.
-pub async fn redeliver(app: &App, caller: &Caller, delivery_id: &str) -> Result<Delivery, AppError> {
+pub async fn redeliver(app: &App, caller: &Caller, delivery_id: &str) -> Result<Delivery, Error> {
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
     let delivery = store::deliveries::get(&mut tx, caller.workspace_id(), delivery_id)
         .await?
-        .ok_or_else(|| AppError::not_found("delivery", delivery_id))?;
+        .ok_or_else(|| Error::not_found("delivery", delivery_id))?;
     if delivery.status == "pending" {
-        return Err(AppError::Conflict(format!(
+        return Err(Error::Conflict(format!(
             "delivery `{delivery_id}` is still being delivered"
         )));
     }
@@ -139,7 +139,7 @@ pub async fn redeliver(app: &App, caller: &Caller, delivery_id: &str) -> Result<
     let mut conn = app.db.read().await?;
     store::deliveries::get(&mut conn, caller.workspace_id(), delivery_id)
         .await?
-        .ok_or_else(|| AppError::not_found("delivery", delivery_id))
+        .ok_or_else(|| Error::not_found("delivery", delivery_id))
 }
 
 /// Most deliveries one range redelivery may requeue.
@@ -152,7 +152,7 @@ pub async fn redeliver_failed(
     bot_id: &str,
     since: Option<i64>,
     until: Option<i64>,
-) -> Result<usize, AppError> {
+) -> Result<usize, Error> {
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
     let connection = bot_connection(&mut tx, caller, bot_id).await?;
@@ -164,7 +164,7 @@ pub async fn redeliver_failed(
     };
     let failed = store::deliveries::for_connection(&mut tx, &connection.id, &filter, MAX_RANGE_REDELIVERY + 1).await?;
     if failed.len() as i64 > MAX_RANGE_REDELIVERY {
-        return Err(AppError::invalid(
+        return Err(Error::invalid(
             "since",
             format!("more than {MAX_RANGE_REDELIVERY} failed deliveries in that range; narrow it with since/until"),
         ));

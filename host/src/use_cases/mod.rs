@@ -7,5 +7,8 @@ pub mod accounts;
 pub mod caller;
 pub mod connection_types;
 pub mod deliveries;
+pub mod error;
 pub mod sessions;
 pub mod tasks;
+
+pub use error::Error;

@@ -17,9 +17,9 @@ use crate::domain::sessions::{
 use crate::domain::tasks::Task;
 use crate::domain::time::Timestamp;
 use crate::domain::users::User;
-use crate::error::AppError;
 use crate::store::{self, Conn, StoreError};
-use crate::use_cases::connection_types;
+use crate::use_cases::connection_types::{self, Usability};
+use crate::use_cases::error::Error;
 
 /// Job kind that starts a session through its plugin.
 pub const START_SESSION_JOB: &str = "start_session";
@@ -27,6 +27,26 @@ pub const START_SESSION_JOB: &str = "start_session";
 pub const SESSION_EVENT_JOB: &str = "session_event";
 /// Job kind of a plugin's timer: fires `on-event(timer-fired)` at its `run_at`.
 pub const TIMER_JOB: &str = "timer";
+
+/// Why a bot cannot take a session at all (nothing is opened).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    BotDisabled(String),
+    #[error("{0}")]
+    NoConnection(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<OpenError> for Error {
+    fn from(error: OpenError) -> Self {
+        match error {
+            OpenError::BotDisabled(reason) | OpenError::NoConnection(reason) => Error::Conflict(reason),
+            OpenError::Store(error) => error.into(),
+        }
+    }
+}
 
 /// What opens a session.
 #[derive(Debug, Clone)]
@@ -44,15 +64,15 @@ pub struct Trigger {
 ///
 /// A session whose connection type is not installed, or disabled in the workspace, is opened
 /// already failed, with the reason on its card.
-pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Trigger) -> Result<Session, AppError> {
+pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Trigger) -> Result<Session, OpenError> {
     if !bot.is_enabled() {
-        return Err(AppError::Conflict(format!(
+        return Err(OpenError::BotDisabled(format!(
             "bot @{} is disabled and takes no new work",
             bot.handle
         )));
     }
     let connection = store::connections::for_bot(tx, &bot.id).await?.ok_or_else(|| {
-        AppError::Conflict(format!(
+        OpenError::NoConnection(format!(
             "bot @{} has no agent connection; give it one first",
             bot.handle
         ))
@@ -90,15 +110,14 @@ pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Tr
         now,
     )
     .await?;
-    let refusal = match connection_types::ensure_usable(tx, app, &task.workspace_id, &connection.connection_type).await
-    {
-        Ok(()) => None,
-        Err(AppError::Conflict(reason)) => Some(reason),
-        Err(AppError::NotFound(_)) => Some(format!(
+    let usability = connection_types::usability(tx, app, &task.workspace_id, &connection.connection_type).await?;
+    let refusal = match usability {
+        Usability::Usable => None,
+        Usability::NotInstalled { .. } => Some(format!(
             "connection type `{}` is not installed on this host, so the session could not start",
             connection.connection_type
         )),
-        Err(other) => return Err(other),
+        Usability::Disabled => connection_types::unusable_reason(&connection.connection_type, &usability),
     };
     match refusal {
         None => {
@@ -120,7 +139,7 @@ pub async fn record_activity(
     activity: NewActivity,
     source: RecordSource,
     actor: &Actor,
-) -> Result<(Activity, bool), AppError> {
+) -> Result<(Activity, bool), Error> {
     if let Some(key) = &activity.idempotency_key {
         let mut conn = app.db.read().await?;
         if let Some(existing) = store::sessions::activity_by_key(&mut conn, &session.id, key).await? {
@@ -167,7 +186,7 @@ pub async fn record_activity(
                     return Ok((existing, false));
                 }
             }
-            Err(AppError::Conflict(message))
+            Err(Error::Conflict(message))
         }
         Err(error) => Err(error.into()),
     }
@@ -195,11 +214,11 @@ pub async fn change_status(
     request: StatusRequest,
     source: RecordSource,
     actor: &Actor,
-) -> Result<StatusOutcome, AppError> {
+) -> Result<StatusOutcome, Error> {
     let mut tx = app.db.begin().await?;
     let mut session = store::sessions::get_locked(&mut tx, session_id)
         .await?
-        .ok_or_else(|| AppError::not_found("agent session", session_id.as_str()))?;
+        .ok_or_else(|| Error::not_found("agent session", session_id.as_str()))?;
     if let Some(key) = &request.idempotency_key
         && let Some(answer) = store::sessions::status_answer_by_key(&mut tx, session_id, key).await?
     {

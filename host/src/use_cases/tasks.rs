@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::sessions::{self, Trigger};
+use super::sessions::{self, OpenError, Trigger};
 use crate::app::App;
 use crate::audit::{self, Entry};
 use crate::domain::comments::{mentioned_handles, validate_comment};
@@ -15,9 +15,9 @@ use crate::domain::tasks::{
 };
 use crate::domain::time::Timestamp;
 use crate::domain::users::{User, UserKind};
-use crate::error::AppError;
 use crate::store::{self, Conn, StoreError, Tx};
 use crate::use_cases::accounts::Caller;
+use crate::use_cases::error::Error;
 
 /// A task to create.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +46,7 @@ impl TaskPatch {
 }
 
 /// Creates a task. Assigning it to a bot opens a session.
-pub async fn create(app: &App, caller: &Caller, request: NewTask) -> Result<(Task, Vec<Session>), AppError> {
+pub async fn create(app: &App, caller: &Caller, request: NewTask) -> Result<(Task, Vec<Session>), Error> {
     let workspace = caller.workspace_id().clone();
     let title = validate_title(&request.title)?;
     let description = validate_description(request.description.as_deref().unwrap_or(""))?;
@@ -60,7 +60,7 @@ pub async fn create(app: &App, caller: &Caller, request: NewTask) -> Result<(Tas
                 .get(DEFAULT_NEW_TASK_STATUS)
                 .or_else(|| statuses.first())
                 .map(|s| s.id.clone())
-                .ok_or_else(|| AppError::Conflict("this workspace has no task statuses".into()))?
+                .ok_or_else(|| Error::Conflict("this workspace has no task statuses".into()))?
         }
     };
     let assignee = match &request.assignee {
@@ -116,9 +116,9 @@ pub async fn update(
     caller: &Caller,
     task_ref: &TaskRef,
     patch: TaskPatch,
-) -> Result<(Task, Vec<Session>), AppError> {
+) -> Result<(Task, Vec<Session>), Error> {
     if patch.is_empty() {
-        return Err(AppError::Invalid {
+        return Err(Error::Invalid {
             field: None,
             message: "nothing to change: send at least one of title, description, statusId, assigneeId".into(),
         });
@@ -227,7 +227,7 @@ pub async fn add_comment(
     caller: &Caller,
     task_ref: &TaskRef,
     body: &str,
-) -> Result<(Comment, Vec<Session>), AppError> {
+) -> Result<(Comment, Vec<Session>), Error> {
     let body = validate_comment(body)?;
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
@@ -253,10 +253,10 @@ pub async fn add_comment(
         match sessions::open(&mut tx, app, &task, bot, trigger).await {
             Ok(session) => opened.push(session),
             // A mentioned bot without a connection is named in the comment but does no work.
-            Err(AppError::Conflict(reason)) => {
+            Err(OpenError::NoConnection(reason) | OpenError::BotDisabled(reason)) => {
                 tracing::info!(bot = %bot.id, %reason, "mention opened no session")
             }
-            Err(other) => return Err(other),
+            Err(OpenError::Store(error)) => return Err(error.into()),
         }
     }
     let details = json!({"commentId": comment.id, "mentions": handles});
@@ -265,7 +265,7 @@ pub async fn add_comment(
 }
 
 /// The task of the caller's workspace named by `task_ref`, or 404.
-pub async fn find_task(conn: &mut Conn, caller: &Caller, task_ref: &TaskRef) -> Result<Task, AppError> {
+pub async fn find_task(conn: &mut Conn, caller: &Caller, task_ref: &TaskRef) -> Result<Task, Error> {
     store::tasks::find(conn, caller.workspace_id(), task_ref)
         .await?
         .ok_or_else(|| {
@@ -273,7 +273,7 @@ pub async fn find_task(conn: &mut Conn, caller: &Caller, task_ref: &TaskRef) -> 
                 TaskRef::Id(id) => id.clone(),
                 TaskRef::ShortNumber(n) => n.to_string(),
             };
-            AppError::not_found("task", &shown)
+            Error::not_found("task", &shown)
         })
 }
 
@@ -297,7 +297,7 @@ async fn finish(
     mut details: serde_json::Value,
     opened: &[Session],
     now: Timestamp,
-) -> Result<(), AppError> {
+) -> Result<(), Error> {
     details["openedSessions"] = json!(opened.iter().map(|s| s.id.to_string()).collect::<Vec<_>>());
     audit::record(
         &mut tx,
@@ -316,7 +316,7 @@ async fn finish(
 
 /// The status named by `reference`: a status id, or (for agents that pass what they read) a
 /// status name, case-insensitively; 404 when the workspace has none such.
-async fn checked_status(conn: &mut Conn, caller: &Caller, reference: &str) -> Result<StatusId, AppError> {
+async fn checked_status(conn: &mut Conn, caller: &Caller, reference: &str) -> Result<StatusId, Error> {
     if let Some(status) = store::tasks::status(conn, caller.workspace_id(), reference).await? {
         return Ok(status.id);
     }
@@ -327,7 +327,7 @@ async fn checked_status(conn: &mut Conn, caller: &Caller, reference: &str) -> Re
         .find(|s| s.name.to_lowercase() == wanted)
         .map(|s| s.id)
         .ok_or_else(|| {
-            AppError::NotFound(format!(
+            Error::NotFound(format!(
                 "no task status `{reference}` in this workspace; GET /api/public/tasks/statuses lists them"
             ))
         })
@@ -335,16 +335,16 @@ async fn checked_status(conn: &mut Conn, caller: &Caller, reference: &str) -> Re
 
 /// The enabled user named by `reference` (an id or `@handle`) in the caller's workspace: 404 when
 /// there is none, 409 when they are disabled.
-async fn assignable_user(conn: &mut Conn, caller: &Caller, reference: &str) -> Result<User, AppError> {
+async fn assignable_user(conn: &mut Conn, caller: &Caller, reference: &str) -> Result<User, Error> {
     let reference = reference.trim();
     let user = if let Some(handle) = reference.strip_prefix('@') {
         store::users::by_handle(conn, caller.workspace_id(), &handle.to_lowercase()).await?
     } else {
         store::users::get(conn, caller.workspace_id(), reference).await?
     };
-    let user = user.ok_or_else(|| AppError::not_found("user", reference))?;
+    let user = user.ok_or_else(|| Error::not_found("user", reference))?;
     if !user.is_enabled() {
-        return Err(AppError::Conflict(format!(
+        return Err(Error::Conflict(format!(
             "@{} is disabled and cannot be assigned work",
             user.handle
         )));

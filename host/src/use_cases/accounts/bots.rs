@@ -14,10 +14,10 @@ use crate::domain::time::Timestamp;
 use crate::domain::tokens::{Scope, Scopes};
 use crate::domain::users::{Role, User, UserKind, normalize_handle};
 use crate::domain::webhook_signing as signing;
-use crate::error::AppError;
 use crate::runtime::{CallError, ConfigFieldError, LoadedPlugin};
 use crate::secrets::{SecretValue, WEBHOOK_SIGNING_SECRET};
 use crate::store::{self, Conn, StoreError};
+use crate::use_cases::error::Error;
 use crate::use_cases::sessions;
 
 use super::{Caller, handle_taken, tokens};
@@ -45,7 +45,7 @@ pub struct CreatedBot {
 
 /// Creates a bot with a connection of an enabled type whose config its plugin accepted, a bot token
 /// (read, write) and — for webhook-delivering types — a signing secret.
-pub async fn create(app: &App, caller: &Caller, request: NewBot) -> Result<CreatedBot, AppError> {
+pub async fn create(app: &App, caller: &Caller, request: NewBot) -> Result<CreatedBot, Error> {
     let name = bounded_text("name", &request.name, 1, 100)?;
     let handle = normalize_handle(&request.handle)?;
     let avatar_url = request
@@ -130,9 +130,9 @@ pub struct BotPatch {
 }
 
 /// Changes a bot's name, handle, avatar or connection config.
-pub async fn update(app: &App, caller: &Caller, id: &str, patch: BotPatch) -> Result<(User, Connection), AppError> {
+pub async fn update(app: &App, caller: &Caller, id: &str, patch: BotPatch) -> Result<(User, Connection), Error> {
     if patch.name.is_none() && patch.handle.is_none() && patch.avatar_url.is_none() && patch.config.is_none() {
-        return Err(AppError::Invalid {
+        return Err(Error::Invalid {
             field: None,
             message: "nothing to change: send at least one of name, handle, avatarUrl, connection.config".into(),
         });
@@ -197,12 +197,12 @@ pub async fn update(app: &App, caller: &Caller, id: &str, patch: BotPatch) -> Re
 
 /// Disables a bot: its tokens stop working at once, its unfinished sessions are canceled (the
 /// plugin hears of it through `on-event`), and it takes no new work. Or enables it again.
-pub async fn set_disabled(app: &App, caller: &Caller, id: &str, disabled: bool) -> Result<User, AppError> {
+pub async fn set_disabled(app: &App, caller: &Caller, id: &str, disabled: bool) -> Result<User, Error> {
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
     let mut bot = find_bot(&mut tx, caller, id).await?;
     if bot.disabled_at.is_some() == disabled {
-        return Err(AppError::Conflict(format!(
+        return Err(Error::Conflict(format!(
             "@{} is already {}",
             bot.handle,
             if disabled { "disabled" } else { "enabled" }
@@ -238,7 +238,7 @@ pub async fn set_disabled(app: &App, caller: &Caller, id: &str, disabled: bool) 
 
 /// Deletes a bot: it keeps its place in history, but its tokens are revoked, its sessions
 /// canceled, its handle freed, and it no longer appears in lists.
-pub async fn delete(app: &App, caller: &Caller, id: &str) -> Result<(), AppError> {
+pub async fn delete(app: &App, caller: &Caller, id: &str) -> Result<(), Error> {
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
     let mut bot = find_bot(&mut tx, caller, id).await?;
@@ -279,7 +279,7 @@ pub async fn delete(app: &App, caller: &Caller, id: &str) -> Result<(), AppError
 }
 
 /// Asks the connection's plugin whether the bot's stored config is (still) usable.
-pub async fn validate_connection(app: &App, caller: &Caller, id: &str) -> Result<Vec<ConfigFieldError>, AppError> {
+pub async fn validate_connection(app: &App, caller: &Caller, id: &str) -> Result<Vec<ConfigFieldError>, Error> {
     let connection = {
         let mut conn = app.db.read().await?;
         let bot = find_bot(&mut conn, caller, id).await?;
@@ -289,7 +289,7 @@ pub async fn validate_connection(app: &App, caller: &Caller, id: &str) -> Result
     match app.runtime.validate_config(&plugin, &connection.config).await {
         Ok(()) => Ok(Vec::new()),
         Err(CallError::InvalidConfig(errors)) => Ok(errors),
-        Err(other) => Err(AppError::Internal(anyhow::anyhow!(
+        Err(other) => Err(Error::Internal(anyhow::anyhow!(
             "{}: validate-config failed: {other}",
             plugin.label()
         ))),
@@ -306,9 +306,9 @@ pub async fn rotate_webhook_secret(
     caller: &Caller,
     id: &str,
     grace: Duration,
-) -> Result<(String, Timestamp), AppError> {
+) -> Result<(String, Timestamp), Error> {
     if grace > MAX_SECRET_GRACE {
-        return Err(AppError::invalid(
+        return Err(Error::invalid(
             "graceSeconds",
             format!("`graceSeconds` is at most {}", MAX_SECRET_GRACE.as_secs()),
         ));
@@ -319,7 +319,7 @@ pub async fn rotate_webhook_secret(
     let bot = find_bot(&mut tx, caller, id).await?;
     let connection = connection_of(&mut tx, &bot).await?;
     if !delivers_webhooks(&*plugin(app, &connection.connection_type)?) {
-        return Err(AppError::Conflict(format!(
+        return Err(Error::Conflict(format!(
             "connection type `{}` does not sign webhooks",
             connection.connection_type
         )));
@@ -357,18 +357,18 @@ pub(crate) async fn add_webhook_secret(
 }
 
 /// The bot `id` of the caller's workspace (not deleted), or 404.
-pub async fn find_bot(conn: &mut Conn, caller: &Caller, id: &str) -> Result<User, AppError> {
+pub async fn find_bot(conn: &mut Conn, caller: &Caller, id: &str) -> Result<User, Error> {
     store::users::get(conn, caller.workspace_id(), id)
         .await?
         .filter(|u| u.kind == UserKind::Bot && u.deleted_at.is_none())
-        .ok_or_else(|| AppError::not_found("bot", id))
+        .ok_or_else(|| Error::not_found("bot", id))
 }
 
 /// The connection of `bot`.
-pub async fn connection_of(conn: &mut Conn, bot: &User) -> Result<Connection, AppError> {
+pub async fn connection_of(conn: &mut Conn, bot: &User) -> Result<Connection, Error> {
     store::connections::for_bot(conn, &bot.id)
         .await?
-        .ok_or_else(|| AppError::Conflict(format!("bot @{} has no agent connection", bot.handle)))
+        .ok_or_else(|| Error::Conflict(format!("bot @{} has no agent connection", bot.handle)))
 }
 
 /// Cancels every unfinished session of `bot` and queues the cancel for its plugin.
@@ -386,9 +386,9 @@ async fn cancel_open_sessions(
     Ok(canceled)
 }
 
-fn plugin(app: &App, connection_type: &str) -> Result<std::sync::Arc<LoadedPlugin>, AppError> {
+fn plugin(app: &App, connection_type: &str) -> Result<std::sync::Arc<LoadedPlugin>, Error> {
     app.runtime.plugin(connection_type).ok_or_else(|| {
-        AppError::Conflict(format!(
+        Error::Conflict(format!(
             "connection type `{connection_type}` is not installed on this host"
         ))
     })
@@ -399,9 +399,9 @@ fn delivers_webhooks(plugin: &LoadedPlugin) -> bool {
 }
 
 /// The config as JSON text once the plugin accepted it; field errors otherwise.
-async fn validated_config(app: &App, plugin: &LoadedPlugin, config: &serde_json::Value) -> Result<String, AppError> {
+async fn validated_config(app: &App, plugin: &LoadedPlugin, config: &serde_json::Value) -> Result<String, Error> {
     if !config.is_object() {
-        return Err(AppError::invalid(
+        return Err(Error::invalid(
             "connection.config",
             "`connection.config` must be a JSON object",
         ));
@@ -409,7 +409,7 @@ async fn validated_config(app: &App, plugin: &LoadedPlugin, config: &serde_json:
     let text = config.to_string();
     match app.runtime.validate_config(plugin, &text).await {
         Ok(()) => Ok(text),
-        Err(CallError::InvalidConfig(field_errors)) => Err(AppError::InvalidConfig {
+        Err(CallError::InvalidConfig(field_errors)) => Err(Error::InvalidConfig {
             message: format!(
                 "the {} connection config is invalid: {}",
                 plugin.manifest.id,
@@ -417,7 +417,7 @@ async fn validated_config(app: &App, plugin: &LoadedPlugin, config: &serde_json:
             ),
             field_errors,
         }),
-        Err(other) => Err(AppError::Internal(anyhow::anyhow!(
+        Err(other) => Err(Error::Internal(anyhow::anyhow!(
             "{}: validate-config failed: {other}",
             plugin.label()
         ))),
@@ -425,15 +425,15 @@ async fn validated_config(app: &App, plugin: &LoadedPlugin, config: &serde_json:
 }
 
 /// `Ok(None)` for a blank URL, the URL when it is http(s) and not too long.
-fn check_avatar_url(url: &str) -> Result<Option<String>, AppError> {
+fn check_avatar_url(url: &str) -> Result<Option<String>, Error> {
     let url = url.trim();
     if url.is_empty() {
         return Ok(None);
     }
     let parsed =
-        url::Url::parse(url).map_err(|e| AppError::invalid("avatarUrl", format!("`avatarUrl` is not a URL: {e}")))?;
+        url::Url::parse(url).map_err(|e| Error::invalid("avatarUrl", format!("`avatarUrl` is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || url.len() > 2048 {
-        return Err(AppError::invalid(
+        return Err(Error::invalid(
             "avatarUrl",
             "`avatarUrl` must be an http(s) URL of at most 2048 characters",
         ));

@@ -9,10 +9,10 @@ use serde_json::json;
 use crate::app::App;
 use crate::audit::{self, Entry};
 use crate::domain::time::Timestamp;
-use crate::error::AppError;
 use crate::runtime::SecretSpec;
 use crate::secrets::SecretValue;
 use crate::store::{self, StoreError};
+use crate::use_cases::error::Error;
 
 use super::Caller;
 use super::bots::{connection_of, find_bot};
@@ -29,7 +29,7 @@ pub struct SecretStatus {
 }
 
 /// The secrets the bot's connection type declares, each with whether it is set.
-pub async fn list(app: &App, caller: &Caller, bot_id: &str) -> Result<Vec<SecretStatus>, AppError> {
+pub async fn list(app: &App, caller: &Caller, bot_id: &str) -> Result<Vec<SecretStatus>, Error> {
     let mut conn = app.db.read().await?;
     let bot = find_bot(&mut conn, caller, bot_id).await?;
     let connection = connection_of(&mut conn, &bot).await?;
@@ -45,7 +45,7 @@ pub async fn list(app: &App, caller: &Caller, bot_id: &str) -> Result<Vec<Secret
 }
 
 /// Sets (or replaces) secret `name` on the bot's connection.
-pub async fn set(app: &App, caller: &Caller, bot_id: &str, name: &str, value: String) -> Result<(), AppError> {
+pub async fn set(app: &App, caller: &Caller, bot_id: &str, name: &str, value: String) -> Result<(), Error> {
     check_value(&value)?;
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
@@ -75,13 +75,13 @@ pub async fn set(app: &App, caller: &Caller, bot_id: &str, name: &str, value: St
 }
 
 /// Removes secret `name` from the bot's connection; 404 when it is not set.
-pub async fn remove(app: &App, caller: &Caller, bot_id: &str, name: &str) -> Result<(), AppError> {
+pub async fn remove(app: &App, caller: &Caller, bot_id: &str, name: &str) -> Result<(), Error> {
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
     let bot = find_bot(&mut tx, caller, bot_id).await?;
     let connection = connection_of(&mut tx, &bot).await?;
     if !store::connection_secrets::delete(&mut tx, &connection.id, name).await? {
-        return Err(AppError::NotFound(format!(
+        return Err(Error::NotFound(format!(
             "secret `{name}` is not set on @{}",
             bot.handle
         )));
@@ -106,7 +106,7 @@ fn declared_secrets(app: &App, connection_type: &str) -> Vec<SecretSpec> {
 }
 
 /// Secrets other than the ones the connection type declares do not exist (404).
-fn check_declared(app: &App, connection_type: &str, name: &str) -> Result<(), AppError> {
+fn check_declared(app: &App, connection_type: &str, name: &str) -> Result<(), Error> {
     let declared = declared_secrets(app, connection_type);
     if declared.iter().any(|s| s.name == name) {
         return Ok(());
@@ -117,22 +117,22 @@ fn check_declared(app: &App, connection_type: &str, name: &str) -> Result<(), Ap
         let names: Vec<_> = declared.iter().map(|s| format!("`{}`", s.name)).collect();
         format!("connection type `{connection_type}` declares: {}", names.join(", "))
     };
-    Err(AppError::NotFound(format!("unknown secret `{name}`; {known}")))
+    Err(Error::NotFound(format!("unknown secret `{name}`; {known}")))
 }
 
 /// Values end up in HTTP header values, so they must be one line of visible text.
-fn check_value(value: &str) -> Result<(), AppError> {
+fn check_value(value: &str) -> Result<(), Error> {
     if value.is_empty() {
-        return Err(AppError::invalid("value", "`value` must not be empty"));
+        return Err(Error::invalid("value", "`value` must not be empty"));
     }
     if value.len() > MAX_SECRET_BYTES {
-        return Err(AppError::invalid(
+        return Err(Error::invalid(
             "value",
             format!("`value` is at most {MAX_SECRET_BYTES} bytes"),
         ));
     }
     if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return Err(AppError::invalid(
+        return Err(Error::invalid(
             "value",
             "`value` must be one line of printable ASCII (it is sent in an HTTP header)",
         ));

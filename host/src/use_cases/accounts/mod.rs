@@ -15,8 +15,8 @@ use crate::domain::ids::{StatusId, UserId, WorkspaceId};
 use crate::domain::tasks::{DEFAULT_STATUSES, TaskStatus};
 use crate::domain::tokens::{ApiToken, Scope, Scopes};
 use crate::domain::users::{Role, User, UserKind, Workspace, normalize_handle};
-use crate::error::AppError;
 use crate::store::{self, StoreError};
+use crate::use_cases::error::Error;
 
 /// A new workspace and the admin who owns it.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub struct Bootstrapped {
 
 /// Creates a workspace with the default task statuses, its first admin, and an admin token
 /// (scopes read, write, admin).
-pub async fn bootstrap(app: &App, request: Bootstrap) -> Result<Bootstrapped, AppError> {
+pub async fn bootstrap(app: &App, request: Bootstrap) -> Result<Bootstrapped, Error> {
     let now = app.clock.now();
     let workspace = Workspace {
         id: WorkspaceId::generate(),
@@ -99,7 +99,7 @@ fn new_person(
     email: Option<String>,
     role: Role,
     now: crate::domain::time::Timestamp,
-) -> Result<User, AppError> {
+) -> Result<User, Error> {
     Ok(User {
         id: UserId::generate(),
         workspace_id: workspace.clone(),
@@ -127,7 +127,7 @@ pub struct NewPerson {
 
 /// Adds a person and mints their first token (read and write, plus admin for admins); the token
 /// is returned once.
-pub async fn add_person(app: &App, caller: &Caller, request: NewPerson) -> Result<(User, ApiToken, String), AppError> {
+pub async fn add_person(app: &App, caller: &Caller, request: NewPerson) -> Result<(User, ApiToken, String), Error> {
     let now = app.clock.now();
     let person = new_person(
         caller.workspace_id(),
@@ -160,11 +160,9 @@ pub async fn add_person(app: &App, caller: &Caller, request: NewPerson) -> Resul
 }
 
 /// A taken handle as a 409 that names it.
-pub(crate) fn handle_taken(error: StoreError, handle: &str) -> AppError {
+pub(crate) fn handle_taken(error: StoreError, handle: &str) -> Error {
     match error {
-        StoreError::Conflict(_) => {
-            AppError::Conflict(format!("the handle @{handle} is already taken in this workspace"))
-        }
+        StoreError::Conflict(_) => Error::Conflict(format!("the handle @{handle} is already taken in this workspace")),
         other => other.into(),
     }
 }

@@ -12,8 +12,8 @@ use crate::domain::ids::new_id;
 use crate::domain::time::Timestamp;
 use crate::domain::tokens::{self as token_rules, Scope, Scopes};
 use crate::domain::webhook_signing as signing;
-use crate::error::AppError;
 use crate::store::{self, StoreError};
+use crate::use_cases::error::Error;
 
 use super::bots::{connection_of, find_bot};
 use super::{Caller, RequestMeta, tokens};
@@ -35,10 +35,10 @@ pub async fn create_code(
     caller: &Caller,
     bot_id: &str,
     ttl: Option<Duration>,
-) -> Result<(String, Timestamp), AppError> {
+) -> Result<(String, Timestamp), Error> {
     let ttl = ttl.unwrap_or(DEFAULT_TTL);
     if ttl.is_zero() || ttl > MAX_TTL {
-        return Err(AppError::invalid(
+        return Err(Error::invalid(
             "expiresInMinutes",
             format!("`expiresInMinutes` must be 1–{}", MAX_TTL.as_secs() / 60),
         ));
@@ -49,7 +49,7 @@ pub async fn create_code(
     let mut tx = app.db.begin().await?;
     let bot = find_bot(&mut tx, caller, bot_id).await?;
     if connection_of(&mut tx, &bot).await?.connection_type != SELF_HOSTED {
-        return Err(AppError::Conflict(format!(
+        return Err(Error::Conflict(format!(
             "@{} does not use a self-hosted connection; setup codes are for self-hosted bots",
             bot.handle
         )));
@@ -112,20 +112,20 @@ pub struct Claimed {
 ///
 /// A malformed request is a 400; a well-formed code that was never issued a 404 (its checksum is
 /// checked first, so look-alikes cost no lookup), a used one a 409, an expired one a 410.
-pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claimed, AppError> {
+pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claimed, Error> {
     let setup_token = request.setup_token.trim();
     if !token_rules::has_token_shape(setup_token, SETUP_CODE_PREFIX) {
-        return Err(AppError::invalid(
+        return Err(Error::invalid(
             "setupToken",
             "`setupToken` is not a setup code (`lt_conn_` and 38 letters and digits); copy it whole",
         ));
     }
-    let unknown = || AppError::NotFound("this setup code is not valid; ask an admin for a new one".into());
+    let unknown = || Error::NotFound("this setup code is not valid; ask an admin for a new one".into());
     let gateway = request.gateway_public_url.trim().trim_end_matches('/');
     let parsed = url::Url::parse(gateway)
-        .map_err(|e| AppError::invalid("gatewayPublicUrl", format!("`gatewayPublicUrl` is not a URL: {e}")))?;
+        .map_err(|e| Error::invalid("gatewayPublicUrl", format!("`gatewayPublicUrl` is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(AppError::invalid(
+        return Err(Error::invalid(
             "gatewayPublicUrl",
             "`gatewayPublicUrl` must be an absolute http(s) URL",
         ));
@@ -136,7 +136,7 @@ pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claim
         ("runtimeVersion", &request.runtime_version),
     ] {
         if value.as_ref().is_some_and(|v| v.len() > 200) {
-            return Err(AppError::invalid(field, format!("`{field}` is at most 200 bytes")));
+            return Err(Error::invalid(field, format!("`{field}` is at most 200 bytes")));
         }
     }
     token_rules::check_token_format(setup_token, SETUP_CODE_PREFIX).map_err(|_| unknown())?;
@@ -147,19 +147,19 @@ pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claim
         .await?
         .ok_or_else(unknown)?;
     if code.claimed_at.is_some() {
-        return Err(AppError::Conflict(
+        return Err(Error::Conflict(
             "this setup code was already used; ask an admin for a new one".into(),
         ));
     }
     if code.expires_at <= now {
-        return Err(AppError::Gone(
+        return Err(Error::Gone(
             "this setup code has expired; ask an admin for a new one".into(),
         ));
     }
     let bot = store::users::get_any(&mut tx, &code.bot_id)
         .await?
         .filter(|b| b.deleted_at.is_none() && b.is_enabled())
-        .ok_or_else(|| AppError::Conflict("the bot of this setup code is disabled or deleted".into()))?;
+        .ok_or_else(|| Error::Conflict("the bot of this setup code is disabled or deleted".into()))?;
     let mut connection = connection_of(&mut tx, &bot).await?;
     let mut config: serde_json::Value = serde_json::from_str(&connection.config).unwrap_or_else(|_| json!({}));
     config["webhookUrl"] = json!(webhook_url);
@@ -167,13 +167,13 @@ pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claim
     if let Some(plugin) = app.runtime.plugin(&connection.connection_type)
         && let Err(error) = app.runtime.validate_config(&plugin, &config_text).await
     {
-        return Err(AppError::invalid(
+        return Err(Error::invalid(
             "gatewayPublicUrl",
             format!("the resulting connection is not valid: {error}"),
         ));
     }
     if !store::setup_codes::mark_claimed(&mut tx, &code.id, now).await? {
-        return Err(AppError::Conflict(
+        return Err(Error::Conflict(
             "this setup code was already used; ask an admin for a new one".into(),
         ));
     }

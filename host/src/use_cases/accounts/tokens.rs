@@ -9,8 +9,8 @@ use crate::domain::ids::TokenId;
 use crate::domain::time::Timestamp;
 use crate::domain::tokens::{self as rules, ApiToken, Scope, Scopes};
 use crate::domain::users::{Role, User, UserKind};
-use crate::error::AppError;
 use crate::store::{self, Conn, StoreError};
+use crate::use_cases::error::Error;
 
 use super::Caller;
 
@@ -20,10 +20,10 @@ pub const MAX_EXPIRY_DAYS: u32 = 365;
 pub const MAX_LIVE_TOKENS: i64 = 50;
 
 /// Refuses another token for `user` when it already has [`MAX_LIVE_TOKENS`] working ones.
-pub async fn ensure_room_for_token(tx: &mut Conn, user: &User, now: Timestamp) -> Result<(), AppError> {
+pub async fn ensure_room_for_token(tx: &mut Conn, user: &User, now: Timestamp) -> Result<(), Error> {
     let live = store::tokens::count_live(tx, &user.id, now).await?;
     if live >= MAX_LIVE_TOKENS {
-        return Err(AppError::Conflict(format!(
+        return Err(Error::Conflict(format!(
             "@{} already has {live} working tokens, the most one may have; revoke unused ones \
              (GET /api/public/tokens lists them) before creating another",
             user.handle
@@ -70,12 +70,12 @@ pub struct NewToken {
 }
 
 /// Mints a token for the caller, or (admins) for a bot or person of the workspace.
-pub async fn create(app: &App, caller: &Caller, request: NewToken) -> Result<(ApiToken, String), AppError> {
+pub async fn create(app: &App, caller: &Caller, request: NewToken) -> Result<(ApiToken, String), Error> {
     caller.require_person()?;
     let name = bounded_text("name", &request.name, 1, 100)?;
     let scopes = Scopes::parse(&request.scopes.join(" "))?;
     if scopes.names().is_empty() {
-        return Err(AppError::invalid(
+        return Err(Error::invalid(
             "scopes",
             "give at least one scope: read, write or admin",
         ));
@@ -84,14 +84,14 @@ pub async fn create(app: &App, caller: &Caller, request: NewToken) -> Result<(Ap
         .into_iter()
         .find(|s| scopes.contains(*s) && !caller.token.scopes.contains(*s))
     {
-        return Err(AppError::Forbidden(format!(
+        return Err(Error::NotAllowed(format!(
             "a token cannot grant `{}`, which the token you call with does not have",
             missing.as_str()
         )));
     }
     let expires_at = match request.expires_in_days {
         Some(days) if days == 0 || days > MAX_EXPIRY_DAYS => {
-            return Err(AppError::invalid(
+            return Err(Error::invalid(
                 "expiresInDays",
                 format!("`expiresInDays` must be 1–{MAX_EXPIRY_DAYS}"),
             ));
@@ -108,11 +108,11 @@ pub async fn create(app: &App, caller: &Caller, request: NewToken) -> Result<(Ap
             store::users::get(&mut tx, caller.workspace_id(), id)
                 .await?
                 .filter(|u| u.deleted_at.is_none())
-                .ok_or_else(|| AppError::not_found("user", id))?
+                .ok_or_else(|| Error::not_found("user", id))?
         }
     };
     if scopes.contains(Scope::Admin) && (owner.kind != UserKind::Person || owner.role != Role::Admin) {
-        return Err(AppError::Conflict(format!(
+        return Err(Error::Conflict(format!(
             "@{} is not an admin: only admins' tokens may have the `admin` scope; bot tokens never",
             owner.handle
         )));
@@ -134,7 +134,7 @@ pub async fn create(app: &App, caller: &Caller, request: NewToken) -> Result<(Ap
 
 /// The tokens the caller may see: their own, or (admins) anyone's in the workspace, optionally of
 /// one user.
-pub async fn list(app: &App, caller: &Caller, user_id: Option<&str>) -> Result<Vec<ApiToken>, AppError> {
+pub async fn list(app: &App, caller: &Caller, user_id: Option<&str>) -> Result<Vec<ApiToken>, Error> {
     caller.require_person()?;
     let mut conn = app.db.read().await?;
     let user_filter = match user_id {
@@ -150,10 +150,10 @@ pub async fn list(app: &App, caller: &Caller, user_id: Option<&str>) -> Result<V
 }
 
 /// The token `id` if the caller may manage it (their own, or any in the workspace for admins).
-async fn manageable(conn: &mut Conn, caller: &Caller, id: &str) -> Result<ApiToken, AppError> {
+async fn manageable(conn: &mut Conn, caller: &Caller, id: &str) -> Result<ApiToken, Error> {
     let token = store::tokens::get(conn, caller.workspace_id(), id)
         .await?
-        .ok_or_else(|| AppError::not_found("token", id))?;
+        .ok_or_else(|| Error::not_found("token", id))?;
     if token.user_id != caller.user.id {
         caller.require(Scope::Admin)?;
     }
@@ -161,13 +161,13 @@ async fn manageable(conn: &mut Conn, caller: &Caller, id: &str) -> Result<ApiTok
 }
 
 /// Revokes a token at once.
-pub async fn revoke(app: &App, caller: &Caller, id: &str) -> Result<ApiToken, AppError> {
+pub async fn revoke(app: &App, caller: &Caller, id: &str) -> Result<ApiToken, Error> {
     caller.require_person()?;
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
     let mut token = manageable(&mut tx, caller, id).await?;
     if token.revoked_at.is_some() {
-        return Err(AppError::Conflict(format!("token `{id}` is already revoked")));
+        return Err(Error::Conflict(format!("token `{id}` is already revoked")));
     }
     store::tokens::revoke(&mut tx, &token.id, now).await?;
     token.revoked_at = Some(now);
@@ -186,19 +186,19 @@ pub async fn revoke(app: &App, caller: &Caller, id: &str) -> Result<ApiToken, Ap
 
 /// Replaces a token by a new one with the same owner, name, scopes and expiry; the old one stops
 /// working at once. Returns the new token (shown once).
-pub async fn rotate(app: &App, caller: &Caller, id: &str) -> Result<(ApiToken, String), AppError> {
+pub async fn rotate(app: &App, caller: &Caller, id: &str) -> Result<(ApiToken, String), Error> {
     caller.require_person()?;
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
     let old = manageable(&mut tx, caller, id).await?;
     if old.revoked_at.is_some() {
-        return Err(AppError::Conflict(format!(
+        return Err(Error::Conflict(format!(
             "token `{id}` is revoked; create a new one instead"
         )));
     }
     let owner = store::users::get_any(&mut tx, &old.user_id)
         .await?
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("token {} has no owner", old.id)))?;
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("token {} has no owner", old.id)))?;
     store::tokens::revoke(&mut tx, &old.id, now).await?;
     let (token, plaintext) = mint(&mut tx, &owner, &old.name, old.scopes.clone(), old.expires_at, now).await?;
     let details = serde_json::json!({"userId": owner.id, "replaces": old.id});

@@ -1,6 +1,7 @@
-//! The one error type of the host's use cases and API. Client errors carry a message that says
-//! what to fix and become `{"error": code, "message": …}` with a 4xx status; internal errors are
-//! logged with their cause and answered with a generic 500.
+//! The API's one error type. Client errors carry a message that says what to fix and become
+//! `{"error": code, "message": …}` with a 4xx status; internal errors are logged with their cause
+//! and answered with a generic 500. Use cases refuse with their own [`crate::use_cases::Error`],
+//! mapped here.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -112,6 +113,30 @@ impl From<DomainError> for AppError {
                 message,
             },
             DomainError::Conflict(message) => AppError::Conflict(message),
+        }
+    }
+}
+
+impl From<crate::use_cases::Error> for AppError {
+    fn from(error: crate::use_cases::Error) -> Self {
+        use crate::use_cases::Error;
+        match error {
+            Error::Invalid { field, message } => AppError::Invalid { field, message },
+            Error::InvalidConfig { message, field_errors } => AppError::InvalidConfig { message, field_errors },
+            Error::Unauthenticated(m) => AppError::Unauthorized(m),
+            Error::NotAllowed(m) => AppError::Forbidden(m),
+            Error::NotFound(m) => AppError::NotFound(m),
+            Error::Conflict(m) => AppError::Conflict(m),
+            Error::Gone(m) => AppError::Gone(m),
+            Error::Internal(cause) => AppError::Internal(cause),
+        }
+    }
+}
+
+impl From<crate::rate_limit::Limited> for AppError {
+    fn from(limited: crate::rate_limit::Limited) -> Self {
+        AppError::RateLimited {
+            retry_after_secs: limited.retry_after_secs,
         }
     }
 }
