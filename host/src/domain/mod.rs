@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod comments;
 pub mod ids;
+pub mod jobs;
 pub mod sessions;
 pub mod tasks;
 pub mod time;

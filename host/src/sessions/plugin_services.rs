@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use crate::app::App;
 use crate::audit::Actor;
 use crate::domain::ids::{ConnectionId, SessionId};
+use crate::domain::jobs;
 use crate::domain::sessions::{NewActivity, RecordSource, Session, SessionStatus};
 use crate::runtime::{CallServices, CapabilityError};
 use crate::secrets::SecretValue;
@@ -134,7 +135,7 @@ impl CallServices for PluginServices {
 
     async fn pending_timers(&self, session: &SessionId) -> Result<u64, CapabilityError> {
         let mut conn = self.app.db.read().await.map_err(unavailable)?;
-        let count = store::jobs::count_waiting(&mut conn, sessions::TIMER_JOB, session, self.app.clock.now())
+        let count = store::jobs::count_waiting(&mut conn, jobs::TIMER, session, self.app.clock.now())
             .await
             .map_err(unavailable)?;
         Ok(count.max(0) as u64)

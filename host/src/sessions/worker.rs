@@ -18,7 +18,8 @@ use crate::store::{self, StoreError, deliveries::Delivery, jobs::Job};
 
 use super::fair_share::FairShare;
 use super::{PluginServices, snapshot};
-use crate::use_cases::sessions::{SESSION_EVENT_JOB, START_SESSION_JOB, TIMER_JOB, fail};
+use crate::domain::jobs::{self, JobKind, QueuedEvent};
+use crate::use_cases::sessions::fail;
 
 /// Jobs run at once.
 const CONCURRENCY: usize = 16;
@@ -111,11 +112,13 @@ async fn next_wait(app: &App) -> Duration {
 }
 
 async fn run_job(app: &Arc<App>, share: &FairShare, job: Job) {
-    let outcome = match job.kind.as_str() {
-        START_SESSION_JOB => start_session(app, share, &job).await,
-        SESSION_EVENT_JOB => session_event(app, share, &job).await,
-        TIMER_JOB => timer_fired(app, share, &job).await,
-        other => Err(anyhow::anyhow!("unknown job kind `{other}`")),
+    let outcome = match job.job_kind() {
+        Ok(JobKind::StartSession) => start_session(app, share, &job).await,
+        Ok(JobKind::SessionEvent(QueuedEvent::Cancel { reason })) => {
+            deliver_event(app, share, &job, SessionEvent::CancelRequested(reason)).await
+        }
+        Ok(JobKind::Timer { payload }) => deliver_event(app, share, &job, SessionEvent::TimerFired(payload)).await,
+        Err(unreadable) => Err(anyhow::anyhow!("{unreadable}")),
     };
     let plugin_sha256 = match outcome {
         Ok(Ran::On(ran_on)) => ran_on,
@@ -273,23 +276,6 @@ async fn plugin_for(app: &App, session: &Session) -> Option<Arc<LoadedPlugin>> {
     app.runtime.plugin(&session.connection_type)
 }
 
-/// Tells the session's plugin about an event (a cancel), through `on-event`.
-async fn session_event(app: &Arc<App>, share: &FairShare, job: &Job) -> anyhow::Result<Ran> {
-    let payload: serde_json::Value = serde_json::from_str(&job.payload).context("session_event payload is not JSON")?;
-    let event = match payload["event"]["type"].as_str() {
-        Some("cancel") => SessionEvent::CancelRequested(payload["event"]["reason"].as_str().map(str::to_owned)),
-        other => anyhow::bail!("unknown session event {other:?}"),
-    };
-    deliver_event(app, share, job, event).await
-}
-
-/// Fires a plugin's timer: `on-event(timer-fired(payload))`, unless its session has finished.
-async fn timer_fired(app: &Arc<App>, share: &FairShare, job: &Job) -> anyhow::Result<Ran> {
-    let payload: serde_json::Value = serde_json::from_str(&job.payload).context("timer payload is not JSON")?;
-    let scheduled = payload["payload"].as_str().context("timer job without its payload")?;
-    deliver_event(app, share, job, SessionEvent::TimerFired(scheduled.to_owned())).await
-}
-
 /// Calls `on-event` on the plugin version the session runs on. A timer of a finished session is
 /// dropped; a plugin that fails to handle an event of an unfinished session fails the session
 /// with its reason. Returns the version that ran.
@@ -364,12 +350,12 @@ async fn commit_effects(
     let queued = !effects.webhooks.is_empty();
     let timers = !effects.timers.is_empty();
     for timer in effects.timers {
-        let payload = serde_json::json!({"payload": timer.payload}).to_string();
         let due = now.plus_millis(timer.delay_ms as i64);
-        store::jobs::insert_with_id(&mut tx, &timer.id, TIMER_JOB, &session.id, &payload, due, now).await?;
+        let job = JobKind::Timer { payload: timer.payload };
+        store::jobs::insert_with_id(&mut tx, &timer.id, &job, &session.id, due, now).await?;
     }
     for timer in &effects.canceled_timers {
-        store::jobs::delete_pending(&mut tx, timer, TIMER_JOB, &session.id, now).await?;
+        store::jobs::delete_pending(&mut tx, timer, jobs::TIMER, &session.id, now).await?;
     }
     for webhook in effects.webhooks {
         let delivery = Delivery::pending(

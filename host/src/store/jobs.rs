@@ -2,15 +2,16 @@
 //! leasing them (`locked_until`), so a job whose worker died is picked up again when the lease ends.
 
 use crate::domain::ids::{JobId, SessionId};
+use crate::domain::jobs::JobKind;
 use crate::domain::time::Timestamp;
 
 use super::{Backend, Conn, StoreError};
 
-/// A pending job.
+/// A pending job, as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Job {
     pub id: JobId,
-    /// What to do, e.g. `start_session`.
+    /// What to do, e.g. `start_session` ([`Job::kind`] reads it with its payload).
     pub kind: String,
     pub session_id: Option<SessionId>,
     /// JSON arguments.
@@ -19,41 +20,51 @@ pub struct Job {
     pub attempts: i64,
 }
 
-/// Queues a job to run at `run_at`.
+impl Job {
+    /// What the job does, typed.
+    pub fn job_kind(&self) -> Result<JobKind, crate::domain::DomainError> {
+        JobKind::parse(&self.kind, &self.payload)
+    }
+}
+
+/// Queues `job` for `session` to run at `run_at`.
 pub async fn insert(
     conn: &mut Conn,
-    kind: &str,
+    job: &JobKind,
     session: Option<&SessionId>,
-    payload: &str,
     run_at: Timestamp,
 ) -> Result<JobId, StoreError> {
     let id = JobId::generate();
+    let (kind, payload) = (
+        job.name(),
+        job.payload(session.map(SessionId::as_str).unwrap_or_default()),
+    );
     sqlx::query("INSERT INTO jobs (id, kind, session_id, payload, run_at, attempts, created_at) VALUES ($1, $2, $3, $4, $5, 0, $5)")
         .bind(id.as_str())
         .bind(kind)
         .bind(session.map(SessionId::as_str))
-        .bind(payload)
+        .bind(&payload)
         .bind(run_at.millis())
         .execute(conn)
         .await?;
     Ok(id)
 }
 
-/// Queues a job with a chosen `id` (a plugin's timer id), created at `now` and due at `run_at`.
+/// Queues `job` with a chosen `id` (a plugin's timer id), created at `now` and due at `run_at`.
 pub async fn insert_with_id(
     conn: &mut Conn,
     id: &JobId,
-    kind: &str,
+    job: &JobKind,
     session: &SessionId,
-    payload: &str,
     run_at: Timestamp,
     now: Timestamp,
 ) -> Result<(), StoreError> {
+    let (kind, payload) = (job.name(), job.payload(session.as_str()));
     sqlx::query("INSERT INTO jobs (id, kind, session_id, payload, run_at, attempts, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6)")
         .bind(id.as_str())
         .bind(kind)
         .bind(session.as_str())
-        .bind(payload)
+        .bind(&payload)
         .bind(run_at.millis())
         .bind(now.millis())
         .execute(conn)

@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::app::App;
 use crate::audit::{self, Actor, AuditKeys, Entry};
 use crate::domain::ids::{ActivityId, CommentId, SessionId, StatusChangeId, UserId};
+use crate::domain::jobs::{JobKind, QueuedEvent};
 use crate::domain::sessions::{
     Activity, NewActivity, RecordSource, Session, SessionStatus, StatusAnswer, StatusChange, StatusWriter, Transition,
     TriggerKind,
@@ -20,13 +21,6 @@ use crate::domain::users::User;
 use crate::store::{self, Conn, StoreError};
 use crate::use_cases::connection_types::{self, Usability};
 use crate::use_cases::error::Error;
-
-/// Job kind that starts a session through its plugin.
-pub const START_SESSION_JOB: &str = "start_session";
-/// Job kind that tells a session's plugin about an event (e.g. a cancel).
-pub const SESSION_EVENT_JOB: &str = "session_event";
-/// Job kind of a plugin's timer: fires `on-event(timer-fired)` at its `run_at`.
-pub const TIMER_JOB: &str = "timer";
 
 /// Why a bot cannot take a session at all (nothing is opened).
 #[derive(Debug, thiserror::Error)]
@@ -121,8 +115,7 @@ pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Tr
     };
     match refusal {
         None => {
-            let payload = json!({ "sessionId": session.id }).to_string();
-            store::jobs::insert(tx, START_SESSION_JOB, Some(&session.id), &payload, now).await?;
+            store::jobs::insert(tx, &JobKind::StartSession, Some(&session.id), now).await?;
         }
         Some(reason) => {
             host_transition(tx, &mut session, SessionStatus::Failed, Some(reason), now).await?;
@@ -432,7 +425,7 @@ pub async fn cancel(tx: &mut Conn, session: &mut Session, reason: String, now: T
     if !host_transition(tx, session, SessionStatus::Canceled, Some(reason.clone()), now).await? {
         return Ok(());
     }
-    let payload = json!({"sessionId": session.id, "event": {"type": "cancel", "reason": reason}}).to_string();
-    store::jobs::insert(tx, SESSION_EVENT_JOB, Some(&session.id), &payload, now).await?;
+    let event = JobKind::SessionEvent(QueuedEvent::Cancel { reason: Some(reason) });
+    store::jobs::insert(tx, &event, Some(&session.id), now).await?;
     Ok(())
 }
