@@ -12,9 +12,7 @@ use super::extract::{Json, Reader, Writer};
 use super::views::{self, ActivityView, CommentView, HistoryEntry, People, SessionView, TaskView, UserRef};
 use crate::api::error::{AppError, ErrorBody};
 use crate::app::{App, SharedApp};
-use crate::domain::sessions::{
-    self as rules, ActivityType, NewActivity, RecordSource, Session, SessionStatus, TriggerKind,
-};
+use crate::domain::sessions::{ActivityType, NewActivity, RecordSource, Session, SessionStatus, TriggerKind};
 use crate::store;
 use crate::use_cases::accounts::Caller;
 use crate::use_cases::sessions;
@@ -275,8 +273,7 @@ async fn post_activity(
         provider_event_type: body.provider_event_type,
         raw: body.raw.filter(|r| !r.is_null()).map(|r| r.to_string()),
         idempotency_key: body.idempotency_key,
-    }
-    .validated()?;
+    };
     let (activity, created) =
         sessions::record_activity(&app, &session, activity, RecordSource::Api, &caller.actor()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
@@ -300,13 +297,10 @@ async fn set_status(
     Json(body): Json<SetStatus>,
 ) -> Result<Json<StatusResult>, AppError> {
     let session = find_own(&app, &caller, &id).await?;
-    let status = SessionStatus::parse(&body.status)?;
-    let message = rules::status_message(body.message)?;
-    let key = rules::idempotency_key(body.idempotency_key)?;
     let request = sessions::StatusRequest {
-        status,
-        message,
-        idempotency_key: key,
+        status: SessionStatus::parse(&body.status)?,
+        message: body.message,
+        idempotency_key: body.idempotency_key,
     };
     let outcome = sessions::change_status(&app, &session.id, request, RecordSource::Api, &caller.actor()).await?;
     let answer = outcome.answer;

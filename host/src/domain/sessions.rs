@@ -253,7 +253,8 @@ pub struct NewActivity {
 }
 
 impl NewActivity {
-    /// Checks sizes; blank optional strings and keys become `None`.
+    /// Checks sizes and text (and that `raw` is JSON); blank keys become `None`. The one check
+    /// every activity meets, whether a wrapper posted it or a plugin.
     pub fn validated(mut self) -> Result<Self, DomainError> {
         check_len("body", &self.body, MAX_ACTIVITY_BODY_BYTES)?;
         for (field, value) in [
@@ -269,6 +270,8 @@ impl NewActivity {
         }
         if let Some(raw) = &self.raw {
             check_len("raw", raw, MAX_ACTIVITY_RAW_BYTES)?;
+            serde_json::from_str::<serde::de::IgnoredAny>(raw)
+                .map_err(|e| DomainError::invalid("raw", format!("activity `raw` is not JSON: {e}")))?;
         }
         self.idempotency_key = idempotency_key(self.idempotency_key)?;
         Ok(self)
@@ -373,6 +376,25 @@ mod tests {
         );
         let message = ActivityType::parse("tool_call").unwrap_err().to_string();
         assert!(message.contains("thought, action, elicitation, response, error, prompt, log, modelRequest, modelResponse, toolCall, toolResult"));
+    }
+
+    #[test]
+    fn an_activity_raw_must_be_json() {
+        let activity = |raw: &str| NewActivity {
+            activity_type: ActivityType::Log,
+            body: "b".into(),
+            action: None,
+            parameter: None,
+            result: None,
+            provider_event_id: None,
+            provider_event_type: None,
+            raw: Some(raw.into()),
+            idempotency_key: Some(" ".into()),
+        };
+        let checked = activity(r#"{"x":1}"#).validated().unwrap();
+        assert_eq!(checked.idempotency_key, None, "a blank key means none");
+        let message = activity("not json").validated().unwrap_err().to_string();
+        assert!(message.contains("`raw` is not JSON"), "{message}");
     }
 
     #[test]

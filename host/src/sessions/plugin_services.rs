@@ -77,8 +77,6 @@ impl CallServices for PluginServices {
         status: SessionStatus,
         message: Option<String>,
     ) -> Result<(), CapabilityError> {
-        let message =
-            crate::domain::sessions::status_message(message).map_err(|e| CapabilityError::Invalid(e.to_string()))?;
         let (session, actor) = self.session_and_actor(session).await?;
         let request = sessions::StatusRequest {
             status,

@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::audit::{self, Actor, AuditKeys, Entry};
 use crate::domain::ids::{ActivityId, CommentId, SessionId, StatusChangeId, UserId};
 use crate::domain::jobs::{JobKind, QueuedEvent};
+use crate::domain::sessions as rules;
 use crate::domain::sessions::{
     Activity, NewActivity, RecordSource, Session, SessionStatus, StatusAnswer, StatusChange, StatusWriter, Transition,
     TriggerKind,
@@ -124,8 +125,9 @@ pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Tr
     Ok(session)
 }
 
-/// Appends an activity to a session on behalf of `actor`. A repeated idempotency key returns the
-/// original activity and `false`, and records nothing.
+/// Appends an activity to a session on behalf of `actor`, after the checks every activity meets
+/// (the API's and plugins' paths meet here). A repeated idempotency key returns the original
+/// activity and `false`, and records nothing.
 pub async fn record_activity(
     app: &App,
     session: &Session,
@@ -133,6 +135,7 @@ pub async fn record_activity(
     source: RecordSource,
     actor: &Actor,
 ) -> Result<(Activity, bool), Error> {
+    let activity = activity.validated()?;
     if let Some(key) = &activity.idempotency_key {
         let mut conn = app.db.read().await?;
         if let Some(existing) = store::sessions::activity_by_key(&mut conn, &session.id, key).await? {
@@ -194,7 +197,8 @@ pub struct StatusOutcome {
     pub answer: StatusAnswer,
 }
 
-/// Moves a session to `status` on behalf of `actor`.
+/// Moves a session to `status` on behalf of `actor` (its message and key checked here, where the
+/// API's and plugins' paths meet).
 ///
 /// Repeating the current status changes nothing; a finished session refuses to change. A request
 /// with an idempotency key records its answer, whether or not it changed anything, and a repeat of
@@ -208,6 +212,11 @@ pub async fn change_status(
     source: RecordSource,
     actor: &Actor,
 ) -> Result<StatusOutcome, Error> {
+    let request = StatusRequest {
+        message: rules::status_message(request.message)?,
+        idempotency_key: rules::idempotency_key(request.idempotency_key)?,
+        ..request
+    };
     let mut tx = app.db.begin().await?;
     let mut session = store::sessions::get_locked(&mut tx, session_id)
         .await?

@@ -80,18 +80,11 @@ impl CallData {
             result: activity.result,
             provider_event_id: activity.provider_event_id,
             provider_event_type: activity.provider_event_type,
-            raw: match activity.raw {
-                Some(raw) => Some(
-                    serde_json::from_str::<serde_json::Value>(&raw)
-                        .map(|_| raw)
-                        .map_err(|e| CapabilityError::Invalid(format!("activity `raw` is not JSON: {e}")))?,
-                ),
-                None => None,
-            },
+            raw: activity.raw,
             idempotency_key: activity.idempotency_key,
-        }
-        .validated()
-        .map_err(|e| CapabilityError::Invalid(e.to_string()))?;
+        };
+        // Its content is checked where the API's and plugins' activities meet (the sessions use
+        // case), not here.
         Ok((session, activity))
     }
 }
@@ -150,7 +143,7 @@ mod tests {
     async fn the_call_acts_on_its_own_session_within_its_budget() {
         let services = Arc::new(FakeServices::default());
         let limits = CallLimits {
-            activities: 2,
+            activities: 1,
             ..CallLimits::default()
         };
         let mut call = test_call(&["session"], services.clone(), limits);
@@ -166,15 +159,9 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let refused = call
-            .post_activity(activity("x", Some("not json")))
-            .await
-            .unwrap()
-            .unwrap_err();
-        assert!(format!("{refused:?}").contains("`raw` is not JSON"), "{refused:?}");
         let refused = call.post_activity(activity("again", None)).await.unwrap().unwrap_err();
         assert!(
-            format!("{refused:?}").contains("at most 2 activity posts"),
+            format!("{refused:?}").contains("at most 1 activity posts"),
             "{refused:?}"
         );
         let refused = call
