@@ -618,3 +618,32 @@ async fn live_tokens_per_person_are_capped() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     host.stop().await;
 }
+
+/// Setup codes are for connection types whose config schema names a webhook URL (the host knows
+/// that from the schema's `x-leadtime-role`, not from any plugin's keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_connections_that_deliver_to_a_wrapper_take_setup_codes() {
+    let host = TestHost::start().await;
+    host.load_hostile_plugin().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    admin.enable_connection_type("hostile").await;
+    let (status, created) = admin
+        .post(
+            "/bots",
+            json!({"name": "H", "handle": "hostile-bot", "connection": {"type": "hostile", "config": {"behavior": "well-behaved"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, body) = admin
+        .post(
+            &format!("/bots/{}/setup-codes", created["bot"]["id"].as_str().unwrap()),
+            json!({"expiresInMinutes": 5}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("names no webhook URL"),
+        "{body}"
+    );
+    host.stop().await;
+}

@@ -305,11 +305,7 @@ async fn get_webhook_endpoint(
     Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<EndpointView>, AppError> {
-    let (connection, endpoint) = deliveries::endpoint_health(&app, &caller, &id).await?;
-    let url = serde_json::from_str::<serde_json::Value>(&connection.config)
-        .ok()
-        .and_then(|c| c["webhookUrl"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let (url, endpoint) = deliveries::endpoint_health(&app, &caller, &id).await?;
     Ok(Json(match endpoint {
         Some(e) => EndpointView {
             url: e.url,

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod comments;
+pub mod connection_schema;
 pub mod ids;
 pub mod jobs;
 pub mod sessions;

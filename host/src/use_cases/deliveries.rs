@@ -6,6 +6,7 @@ use serde_json::json;
 use super::sessions;
 use crate::app::App;
 use crate::audit::{self, Entry};
+use crate::domain::connection_schema::{self, WEBHOOK_URL_ROLE};
 use crate::domain::ids::SessionId;
 use crate::domain::sessions::Connection;
 use crate::domain::time::Timestamp;
@@ -62,15 +63,21 @@ pub async fn for_session(app: &App, caller: &Caller, session_id: &str) -> Result
 }
 
 /// The health of a bot's webhook endpoint (`None` before the first attempt).
-pub async fn endpoint_health(
-    app: &App,
-    caller: &Caller,
-    bot_id: &str,
-) -> Result<(Connection, Option<Endpoint>), Error> {
+pub async fn endpoint_health(app: &App, caller: &Caller, bot_id: &str) -> Result<(String, Option<Endpoint>), Error> {
     let mut conn = app.db.read().await?;
     let connection = bot_connection(&mut conn, caller, bot_id).await?;
     let endpoint = store::endpoints::get(&mut conn, &connection.id).await?;
-    Ok((connection, endpoint))
+    // Where the connection delivers now: the field its connection type marks as the webhook URL.
+    let configured = app
+        .runtime
+        .plugin(&connection.connection_type)
+        .zip(serde_json::from_str::<serde_json::Value>(&connection.config).ok())
+        .and_then(|(plugin, config)| {
+            connection_schema::value_with_role(&plugin.manifest.config_schema, &config, WEBHOOK_URL_ROLE)
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    Ok((configured, endpoint))
 }
 
 /// Lets deliveries to a disabled endpoint go out again.

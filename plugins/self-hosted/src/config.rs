@@ -3,8 +3,12 @@
 use leadtime_plugin_sdk::{FieldError, FieldErrors};
 use serde_json::Value;
 
-/// JSON Schema of the config, shown to admins and served in the connection-type list.
-pub const SCHEMA: &str = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","additionalProperties":false,"required":["webhookUrl"],"properties":{"webhookUrl":{"type":"string","format":"uri","description":"Where the wrapper listens, e.g. https://agent.example.com/leadtime/webhook"},"mode":{"enum":["basic","full"],"default":"basic","description":"basic: task tools only; full: the wrapper may call the whole public API"},"guidance":{"type":"string","maxLength":20000,"description":"Standing instructions for the agent, added to every prompt"},"exposeRawApiCredentialToAgent":{"type":"boolean","default":false,"description":"Let the wrapper hand the bot's API token itself to its agent (needed by some full-mode agents); off keeps the token inside the wrapper"}}}"#;
+/// JSON Schema of the config, shown to admins and served in the connection-type list. Its
+/// `x-leadtime-*` annotations tell the host what a field is for without the host knowing the
+/// field: `x-leadtime-role: webhook-url` is where a setup claim puts the wrapper's webhook URL,
+/// and `x-leadtime-claim` names where a field's value goes in the claim's answer (wire contract
+/// §4).
+pub const SCHEMA: &str = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","additionalProperties":false,"required":["webhookUrl"],"properties":{"webhookUrl":{"type":"string","format":"uri","description":"Where the wrapper listens, e.g. https://agent.example.com/leadtime/webhook","x-leadtime-role":"webhook-url"},"mode":{"enum":["basic","full"],"default":"basic","description":"basic: task tools only; full: the wrapper may call the whole public API","x-leadtime-claim":"mode"},"guidance":{"type":"string","maxLength":20000,"description":"Standing instructions for the agent, added to every prompt","x-leadtime-claim":"guidance.instructions"},"exposeRawApiCredentialToAgent":{"type":"boolean","default":false,"description":"Let the wrapper hand the bot's API token itself to its agent (needed by some full-mode agents); off keeps the token inside the wrapper","x-leadtime-claim":"exposeRawApiCredentialToAgent"}}}"#;
 
 /// Longest accepted guidance, in characters.
 const MAX_GUIDANCE_CHARS: usize = 20_000;

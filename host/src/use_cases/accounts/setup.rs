@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::audit::{self, Actor, ActorKind, Entry};
+use crate::domain::connection_schema::{self, WEBHOOK_URL_ROLE};
 use crate::domain::ids::new_id;
 use crate::domain::time::Timestamp;
 use crate::domain::tokens::{self as token_rules, Scope, Scopes};
@@ -26,8 +27,6 @@ pub const WEBHOOK_PATH: &str = "/leadtime/webhook";
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 /// Longest lifetime of a setup code.
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 86_400);
-/// The connection type setup codes configure.
-const SELF_HOSTED: &str = "self-hosted";
 
 /// Creates a one-time setup code for a self-hosted bot; returns it (shown once) and its expiry.
 pub async fn create_code(
@@ -48,9 +47,15 @@ pub async fn create_code(
     let code = token_rules::generate_with_prefix(SETUP_CODE_PREFIX);
     let mut tx = app.db.begin().await?;
     let bot = find_bot(&mut tx, caller, bot_id).await?;
-    if connection_of(&mut tx, &bot).await?.connection_type != SELF_HOSTED {
+    let connection_type = connection_of(&mut tx, &bot).await?.connection_type;
+    let takes_codes = app
+        .runtime
+        .plugin(&connection_type)
+        .is_some_and(|p| connection_schema::field_with_role(&p.manifest.config_schema, WEBHOOK_URL_ROLE).is_some());
+    if !takes_codes {
         return Err(Error::Conflict(format!(
-            "@{} does not use a self-hosted connection; setup codes are for self-hosted bots",
+            "@{}'s connection type `{connection_type}` names no webhook URL in its config; setup codes are for \
+             connections that deliver to a wrapper (such as self-hosted)",
             bot.handle
         )));
     }
@@ -142,39 +147,70 @@ pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claim
     token_rules::check_token_format(setup_token, SETUP_CODE_PREFIX).map_err(|_| unknown())?;
 
     let now = app.clock.now();
-    let mut tx = app.db.begin().await?;
-    let code = store::setup_codes::find_by_digest(&mut tx, &token_rules::token_digest(setup_token))
-        .await?
-        .ok_or_else(unknown)?;
-    if code.claimed_at.is_some() {
-        return Err(Error::Conflict(
-            "this setup code was already used; ask an admin for a new one".into(),
-        ));
-    }
-    if code.expires_at <= now {
-        return Err(Error::Gone(
-            "this setup code has expired; ask an admin for a new one".into(),
-        ));
-    }
-    let bot = store::users::get_any(&mut tx, &code.bot_id)
-        .await?
-        .filter(|b| b.deleted_at.is_none() && b.is_enabled())
-        .ok_or_else(|| Error::Conflict("the bot of this setup code is disabled or deleted".into()))?;
-    let mut connection = connection_of(&mut tx, &bot).await?;
+    // Read and check everything, and let the plugin validate the new config, before the write
+    // transaction: no plugin call runs while it is held. The transaction then claims the code
+    // only if nobody else did meanwhile, and the connection only if it did not change.
+    let digest = token_rules::token_digest(setup_token);
+    let (code, bot, mut connection) = {
+        let mut conn = app.db.read().await?;
+        let code = store::setup_codes::find_by_digest(&mut conn, &digest)
+            .await?
+            .ok_or_else(unknown)?;
+        if code.claimed_at.is_some() {
+            return Err(Error::Conflict(
+                "this setup code was already used; ask an admin for a new one".into(),
+            ));
+        }
+        if code.expires_at <= now {
+            return Err(Error::Gone(
+                "this setup code has expired; ask an admin for a new one".into(),
+            ));
+        }
+        let bot = store::users::get_any(&mut conn, &code.bot_id)
+            .await?
+            .filter(|b| b.deleted_at.is_none() && b.is_enabled())
+            .ok_or_else(|| Error::Conflict("the bot of this setup code is disabled or deleted".into()))?;
+        let connection = connection_of(&mut conn, &bot).await?;
+        (code, bot, connection)
+    };
+    let plugin = app.runtime.plugin(&connection.connection_type).ok_or_else(|| {
+        Error::Conflict(format!(
+            "connection type `{}` of this bot is not installed on this host",
+            connection.connection_type
+        ))
+    })?;
+    let schema = &plugin.manifest.config_schema;
+    let webhook_field = connection_schema::field_with_role(schema, WEBHOOK_URL_ROLE).ok_or_else(|| {
+        Error::Conflict(format!(
+            "connection type `{}` names no webhook URL in its config, so it takes no setup codes",
+            connection.connection_type
+        ))
+    })?;
+    let previous_config = connection.config.clone();
     let mut config: serde_json::Value = serde_json::from_str(&connection.config).unwrap_or_else(|_| json!({}));
-    config["webhookUrl"] = json!(webhook_url);
+    config[webhook_field] = json!(webhook_url);
     let config_text = config.to_string();
-    if let Some(plugin) = app.runtime.plugin(&connection.connection_type)
-        && let Err(error) = app.runtime.validate_config(&plugin, &config_text).await
-    {
+    if let Err(error) = app.runtime.validate_config(&plugin, &config_text).await {
         return Err(Error::invalid(
             "gatewayPublicUrl",
             format!("the resulting connection is not valid: {error}"),
         ));
     }
+    let answer = connection_schema::claim_fields(schema, &config);
+    let answered = |field: &str| answer.iter().find(|(f, _)| f == field).map(|(_, v)| v.clone());
+
+    let mut tx = app.db.begin().await?;
     if !store::setup_codes::mark_claimed(&mut tx, &code.id, now).await? {
         return Err(Error::Conflict(
             "this setup code was already used; ask an admin for a new one".into(),
+        ));
+    }
+    if store::connections::for_bot(&mut tx, &bot.id)
+        .await?
+        .is_none_or(|c| c.id != connection.id || c.config != previous_config)
+    {
+        return Err(Error::Conflict(
+            "the bot's connection changed while the code was claimed; ask an admin for a new code".into(),
         ));
     }
     connection.config = config_text;
@@ -231,9 +267,16 @@ pub async fn claim(app: &App, request: Claim, meta: RequestMeta) -> Result<Claim
         webhook_secret,
         bot_name: bot.name,
         agent_id: request.agent_id,
-        mode: config["mode"].as_str().unwrap_or("basic").to_owned(),
-        instructions: config["guidance"].as_str().unwrap_or_default().to_owned(),
+        // The answer's fields (wire contract §4), from the fields the connection type declares.
+        mode: answered("mode")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "basic".into()),
+        instructions: answered("guidance.instructions")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
         webhook_path: WEBHOOK_PATH,
-        expose_raw_api_credential_to_agent: config["exposeRawApiCredentialToAgent"].as_bool().unwrap_or(false),
+        expose_raw_api_credential_to_agent: answered("exposeRawApiCredentialToAgent")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
     })
 }
