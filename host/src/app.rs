@@ -30,6 +30,8 @@ pub struct App {
     /// The keys the audit trail is chained and its checkpoints signed with (derived from the
     /// secrets key, never stored in the database).
     pub audit_keys: crate::audit::AuditKeys,
+    /// The group-committed write path.
+    pub writer: crate::commit::Writer,
     /// Where plugins beyond the built-in ones are loaded from, if anywhere.
     pub plugin_directory: Option<PluginDirectory>,
     /// Signals the session job worker that jobs were queued.

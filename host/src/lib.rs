@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod commit;
 pub mod config;
 pub mod delivery;
 pub mod domain;
@@ -98,6 +99,7 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
     };
     seal_plaintext_webhook_secrets(&db, &secrets).await?;
     let audit_keys = audit::AuditKeys::derive(&secrets);
+    let (writer, _) = commit::Writer::start(db.clone(), audit_keys.clone());
     let failed_auth =
         rate_limit::FailedAuthLimits::new(config.auth_failures_per_minute, config.auth_failures_per_minute);
     let rate_limits = rate_limit::RateLimits::new(config.rate_limit_per_minute, config.rate_limit_burst);
@@ -110,6 +112,7 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         failed_auth,
         secrets,
         audit_keys,
+        writer,
         plugin_directory,
         jobs_queued: Notify::new(),
         deliveries_queued: Notify::new(),

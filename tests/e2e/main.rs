@@ -12,6 +12,7 @@ mod connector_conformance;
 mod crash;
 mod credentials;
 mod delivery;
+mod group_commit;
 mod input_rules;
 mod openapi;
 mod plugin_http;

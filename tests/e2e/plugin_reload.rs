@@ -172,9 +172,10 @@ async fn plugins_load_and_reload_from_the_directory_without_a_restart() {
     }
 
     // Removing the files: no new sessions of the type; the problem report goes with the file.
-    std::fs::remove_file(dir.join("hostile.wasm")).unwrap();
+    // hostile.wasm goes last: the scan that sees it gone reads the directory after the others.
     std::fs::remove_file(dir.join("broken.wasm")).unwrap();
     std::fs::remove_file(dir.join("notes.wasm")).unwrap();
+    std::fs::remove_file(dir.join("hostile.wasm")).unwrap();
     events
         .wait_for(
             "hostile.wasm to be removed",

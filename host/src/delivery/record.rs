@@ -11,7 +11,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::app::{App, HostEvent};
-use crate::audit::{self, Actor, Entry};
+use crate::audit::{Actor, Entry};
+use crate::commit::WriteTx;
 use crate::domain::ids::{AttemptId, DeliveryId};
 use crate::domain::time::Timestamp;
 use crate::store::deliveries::Delivery;
@@ -63,10 +64,37 @@ pub fn start(app: Arc<App>) -> (Recorder, tokio::task::JoinHandle<()>) {
     (tx, task)
 }
 
-async fn record_batch(app: &App, batch: &[Outcome]) -> Result<(), StoreError> {
+/// What the batch's transaction needs of an outcome.
+struct Attempted {
+    delivery: Delivery,
+    started: Timestamp,
+    result: AttemptResult,
+}
+
+/// Records a batch as one unit of the group commit.
+async fn record_batch(app: &Arc<App>, batch: &[Outcome]) -> Result<(), StoreError> {
     let now = app.clock.now();
-    let mut tx = app.db.begin().await?;
-    insert_attempts(&mut tx, batch).await?;
+    let attempted: Arc<Vec<Attempted>> = Arc::new(
+        batch
+            .iter()
+            .map(|o| Attempted {
+                delivery: o.delivery.clone(),
+                started: o.started,
+                result: o.result.clone(),
+            })
+            .collect(),
+    );
+    let shared = app.clone();
+    app.writer
+        .write(move |tx| {
+            let (app, attempted) = (shared.clone(), attempted.clone());
+            Box::pin(async move { record_in(tx, &app, &attempted, now).await })
+        })
+        .await
+}
+
+async fn record_in(tx: &mut WriteTx, app: &App, batch: &[Attempted], now: Timestamp) -> Result<(), StoreError> {
+    insert_attempts(tx.conn(), batch).await?;
     // One health update per endpoint for the whole batch.
     let mut runs: Vec<((&str, &str), AttemptRun)> = Vec::new();
     for outcome in batch {
@@ -79,12 +107,12 @@ async fn record_batch(app: &App, batch: &[Outcome]) -> Result<(), StoreError> {
     }
     let mut endpoints: HashMap<&str, Endpoint> = HashMap::new();
     for ((connection, url), run) in &runs {
-        let endpoint = store::endpoints::record_attempts(&mut tx, &(*connection).into(), url, run, now).await?;
+        let endpoint = store::endpoints::record_attempts(tx.conn(), &(*connection).into(), url, run, now).await?;
         endpoints.insert(connection, endpoint);
     }
     let mut delivered: Vec<&DeliveryId> = Vec::new();
     for outcome in batch {
-        let Outcome { delivery, result, .. } = outcome;
+        let Attempted { delivery, result, .. } = outcome;
         let disabled = endpoints
             .get(delivery.connection_id.as_str())
             .is_some_and(|e| e.disabled_at.is_some());
@@ -103,24 +131,23 @@ async fn record_batch(app: &App, batch: &[Outcome]) -> Result<(), StoreError> {
                 delivered.push(&delivery.id);
             }
             NextStep::RetryAt(next) => {
-                store::deliveries::schedule_retry(&mut tx, &delivery.id, next, &error).await?;
+                store::deliveries::schedule_retry(tx.conn(), &delivery.id, next, &error).await?;
                 tracing::warn!(delivery = %delivery.id, attempt = delivery.attempts, %error, next_attempt = %next, "webhook attempt failed; will retry");
             }
             NextStep::Fail => {
                 let reason = give_up_reason(delivery, result, &error);
-                fail_delivery(&mut tx, app, delivery, &reason, now).await?;
+                fail_delivery(tx, app, delivery, &reason, now).await?;
             }
             NextStep::DisableEndpoint => {
                 let why = format!("the receiver at {} answered 410 Gone", delivery.url);
-                disable_endpoint(&mut tx, app, delivery, &why, now).await?;
+                disable_endpoint(tx, delivery, &why, now).await?;
                 let reason =
                     format!("The agent wrapper's endpoint is gone: {why}. An admin can re-enable it once it is back.");
-                fail_delivery(&mut tx, app, delivery, &reason, now).await?;
+                fail_delivery(tx, app, delivery, &reason, now).await?;
             }
         }
     }
-    store::deliveries::mark_delivered_many(&mut tx, &delivered, now).await?;
-    tx.commit().await?;
+    store::deliveries::mark_delivered_many(tx.conn(), &delivered, now).await?;
     if !delivered.is_empty() {
         tracing::debug!(count = delivered.len(), "webhooks delivered");
     }
@@ -128,7 +155,7 @@ async fn record_batch(app: &App, batch: &[Outcome]) -> Result<(), StoreError> {
 }
 
 /// The attempt log rows of a batch, in one statement.
-async fn insert_attempts(tx: &mut Conn, batch: &[Outcome]) -> Result<(), StoreError> {
+async fn insert_attempts(tx: &mut Conn, batch: &[Attempted]) -> Result<(), StoreError> {
     let attempts: Vec<store::deliveries::Attempt> = batch
         .iter()
         .map(|o| store::deliveries::Attempt {
@@ -164,28 +191,25 @@ fn give_up_reason(delivery: &Delivery, result: &AttemptResult, error: &str) -> S
 /// Marks the delivery failed for good, fails its session, counts it against the endpoint (which
 /// may disable it), and records the failure in the audit trail.
 async fn fail_delivery(
-    tx: &mut Conn,
+    tx: &mut WriteTx,
     app: &App,
     delivery: &Delivery,
     reason: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    store::deliveries::mark_failed(tx, &delivery.id, reason).await?;
+    store::deliveries::mark_failed(tx.conn(), &delivery.id, reason).await?;
     if let Some(session) = &delivery.session_id {
-        sessions::fail(tx, &app.audit_keys, session, reason.to_owned(), now).await?;
+        sessions::fail(tx, session, reason.to_owned(), now).await?;
     }
     let actor = Actor::system(Some(delivery.workspace_id.clone()));
     let details =
         json!({"url": delivery.url, "attempts": delivery.attempts, "reason": reason, "sessionId": delivery.session_id});
-    audit::record(
-        tx,
-        &app.audit_keys,
+    tx.audit(
         &actor,
         Entry::new("delivery.fail", "delivery", &delivery.id, details),
         now,
-    )
-    .await?;
-    let endpoint: Endpoint = store::endpoints::record_failed_delivery(tx, &delivery.connection_id).await?;
+    );
+    let endpoint: Endpoint = store::endpoints::record_failed_delivery(tx.conn(), &delivery.connection_id).await?;
     let threshold = i64::from(app.config.delivery.auto_disable_after_failed_deliveries);
     if threshold > 0 && endpoint.failed_deliveries >= threshold && endpoint.disabled_at.is_none() {
         let why = format!(
@@ -193,32 +217,24 @@ async fn fail_delivery(
             endpoint.failed_deliveries,
             endpoint.last_error.as_deref().unwrap_or("unknown error")
         );
-        disable_endpoint(tx, app, delivery, &why, now).await?;
+        disable_endpoint(tx, delivery, &why, now).await?;
     }
     tracing::warn!(delivery = %delivery.id, attempts = delivery.attempts, %reason, "webhook delivery failed for good");
     Ok(())
 }
 
-async fn disable_endpoint(
-    tx: &mut Conn,
-    app: &App,
-    delivery: &Delivery,
-    why: &str,
-    now: Timestamp,
-) -> Result<(), StoreError> {
+async fn disable_endpoint(tx: &mut WriteTx, delivery: &Delivery, why: &str, now: Timestamp) -> Result<(), StoreError> {
     // A batch may hold several failures of one endpoint: disable (and audit) it once.
-    if store::endpoints::get(tx, &delivery.connection_id)
+    if store::endpoints::get(tx.conn(), &delivery.connection_id)
         .await?
         .is_some_and(|e| e.disabled_at.is_some())
     {
         return Ok(());
     }
-    store::endpoints::disable(tx, &delivery.connection_id, why, now).await?;
+    store::endpoints::disable(tx.conn(), &delivery.connection_id, why, now).await?;
     let actor = Actor::system(Some(delivery.workspace_id.clone()));
     let details = json!({"url": delivery.url, "reason": why});
-    audit::record(
-        tx,
-        &app.audit_keys,
+    tx.audit(
         &actor,
         Entry::new(
             "webhook_endpoint.disable",
@@ -227,8 +243,7 @@ async fn disable_endpoint(
             details,
         ),
         now,
-    )
-    .await?;
+    );
     tracing::warn!(connection = %delivery.connection_id, url = %delivery.url, %why, "webhook endpoint disabled");
     Ok(())
 }

@@ -158,27 +158,26 @@ fn backoff_ms(attempts: i64) -> i64 {
 
 async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str, cpu: Duration) -> Result<(), StoreError> {
     let now = app.clock.now();
-    let mut tx = app.db.begin().await?;
-    if let Some(session) = &job.session_id {
-        record_cpu(&mut tx, session, cpu).await?;
-    }
-    if job.attempts >= MAX_ATTEMPTS {
-        if let Some(session) = &job.session_id {
-            fail(
-                &mut tx,
-                &app.audit_keys,
-                session,
-                format!("{reason} after {} attempts: {error}", job.attempts),
-                now,
-            )
-            .await?;
-        }
-        store::jobs::complete(&mut tx, &job.id).await?;
-    } else {
-        store::jobs::retry_at(&mut tx, &job.id, now.plus_millis(backoff_ms(job.attempts)), error).await?;
-    }
-    tx.commit().await?;
-    Ok(())
+    let (job, error, reason) = (job.clone(), error.to_owned(), reason.to_owned());
+    app.writer
+        .write(move |tx| {
+            let (job, error, reason) = (job.clone(), error.clone(), reason.clone());
+            Box::pin(async move {
+                if let Some(session) = &job.session_id {
+                    record_cpu(tx.conn(), session, cpu).await?;
+                }
+                if job.attempts >= MAX_ATTEMPTS {
+                    if let Some(session) = &job.session_id {
+                        let why = format!("{reason} after {} attempts: {error}", job.attempts);
+                        fail(tx, session, why, now).await?;
+                    }
+                    store::jobs::complete(tx.conn(), &job.id).await
+                } else {
+                    store::jobs::retry_at(tx.conn(), &job.id, now.plus_millis(backoff_ms(job.attempts)), &error).await
+                }
+            })
+        })
+        .await
 }
 
 /// Starts a session on its connection type's current plugin version, pinning the session to it
@@ -224,9 +223,13 @@ async fn start_session(app: &Arc<App>, share: &FairShare, job: &Job) -> anyhow::
         Err(CallError::Transient(message)) => {
             if let Some(sha) = pin {
                 // A retried start stays on this version.
-                let mut tx = app.db.begin().await?;
-                store::sessions::set_plugin(&mut tx, &session.id, sha).await?;
-                tx.commit().await?;
+                let (session, sha) = (session.id.clone(), sha.to_owned());
+                app.writer
+                    .write(move |tx| {
+                        let (session, sha) = (session.clone(), sha.clone());
+                        Box::pin(async move { store::sessions::set_plugin(tx.conn(), &session, &sha).await })
+                    })
+                    .await?;
             }
             let reason = format!("{} could not start the session", plugin.label());
             retry_or_fail(app, job, &message, &reason, cpu).await?;
@@ -342,35 +345,39 @@ async fn commit_effects(
     cpu: Duration,
 ) -> anyhow::Result<()> {
     let now = app.clock.now();
-    let mut tx = app.db.begin().await?;
-    if let Some(sha) = pin {
-        store::sessions::set_plugin(&mut tx, &session.id, sha).await?;
-    }
-    record_cpu(&mut tx, &session.id, cpu).await?;
     let queued = !effects.webhooks.is_empty();
     let timers = !effects.timers.is_empty();
-    for timer in effects.timers {
-        let due = now.plus_millis(timer.delay_ms as i64);
-        let job = JobKind::Timer { payload: timer.payload };
-        store::jobs::insert_with_id(&mut tx, &timer.id, &job, &session.id, due, now).await?;
-    }
-    for timer in &effects.canceled_timers {
-        store::jobs::delete_pending(&mut tx, timer, jobs::TIMER, &session.id, now).await?;
-    }
-    for webhook in effects.webhooks {
-        let delivery = Delivery::pending(
-            webhook.id,
-            session.workspace_id.clone(),
-            session.connection_id.clone(),
-            Some(session.id.clone()),
-            webhook.url,
-            webhook.body,
-            now,
-        );
-        store::deliveries::insert(&mut tx, &delivery).await?;
-    }
-    store::jobs::complete(&mut tx, &job.id).await?;
-    tx.commit().await?;
+    let (job, session, pin) = (job.id.clone(), session.clone(), pin.map(str::to_owned));
+    app.writer
+        .write(move |tx| {
+            let (job, session, pin, effects) = (job.clone(), session.clone(), pin.clone(), effects.clone());
+            Box::pin(async move {
+                let tx = tx.conn();
+                settle_call(tx, &session.id, pin.as_deref(), cpu).await?;
+                for timer in effects.timers {
+                    let due = now.plus_millis(timer.delay_ms as i64);
+                    let job = JobKind::Timer { payload: timer.payload };
+                    store::jobs::insert_with_id(tx, &timer.id, &job, &session.id, due, now).await?;
+                }
+                for timer in &effects.canceled_timers {
+                    store::jobs::delete_pending(tx, timer, jobs::TIMER, &session.id, now).await?;
+                }
+                for webhook in effects.webhooks {
+                    let delivery = Delivery::pending(
+                        webhook.id,
+                        session.workspace_id.clone(),
+                        session.connection_id.clone(),
+                        Some(session.id.clone()),
+                        webhook.url,
+                        webhook.body,
+                        now,
+                    );
+                    store::deliveries::insert(tx, &delivery).await?;
+                }
+                store::jobs::complete(tx, &job).await
+            })
+        })
+        .await?;
     if queued {
         app.deliveries_queued.notify_one();
     }
@@ -388,15 +395,32 @@ async fn finish_failed(
     pin: Option<&str>,
     cpu: Duration,
 ) -> anyhow::Result<()> {
-    let mut tx = app.db.begin().await?;
-    if let Some(sha) = pin {
-        store::sessions::set_plugin(&mut tx, &session.id, sha).await?;
-    }
-    record_cpu(&mut tx, &session.id, cpu).await?;
-    fail(&mut tx, &app.audit_keys, &session.id, reason, app.clock.now()).await?;
-    store::jobs::complete(&mut tx, &job.id).await?;
-    tx.commit().await?;
+    let now = app.clock.now();
+    let (job, session, pin) = (job.id.clone(), session.id.clone(), pin.map(str::to_owned));
+    app.writer
+        .write(move |tx| {
+            let (job, session, pin, reason) = (job.clone(), session.clone(), pin.clone(), reason.clone());
+            Box::pin(async move {
+                settle_call(tx.conn(), &session, pin.as_deref(), cpu).await?;
+                fail(tx, &session, reason, now).await?;
+                store::jobs::complete(tx.conn(), &job).await
+            })
+        })
+        .await?;
     Ok(())
+}
+
+/// Pins the session to the version that ran (if it changed) and adds the call's CPU time.
+async fn settle_call(
+    tx: &mut store::Conn,
+    session: &SessionId,
+    pin: Option<&str>,
+    cpu: Duration,
+) -> Result<(), StoreError> {
+    if let Some(sha) = pin {
+        store::sessions::set_plugin(tx, session, sha).await?;
+    }
+    record_cpu(tx, session, cpu).await
 }
 
 /// Adds a call's CPU time to its session (nothing for a call that used none).
@@ -409,15 +433,23 @@ async fn record_cpu(tx: &mut store::Conn, session: &SessionId, cpu: Duration) ->
 
 /// Puts `job` back for a moment: its workspace or connection has its share of calls running.
 async fn defer(app: &App, job: &Job) -> anyhow::Result<Ran> {
-    let mut tx = app.db.begin().await?;
-    store::jobs::defer(&mut tx, &job.id, app.clock.now().plus_millis(DEFER_MS)).await?;
-    tx.commit().await?;
+    let (job, at) = (job.id.clone(), app.clock.now().plus_millis(DEFER_MS));
+    app.writer
+        .write(move |tx| {
+            let job = job.clone();
+            Box::pin(async move { store::jobs::defer(tx.conn(), &job, at).await })
+        })
+        .await?;
     Ok(Ran::Deferred)
 }
 
 async fn complete(app: &App, job: &Job) -> anyhow::Result<()> {
-    let mut tx = app.db.begin().await?;
-    store::jobs::complete(&mut tx, &job.id).await?;
-    tx.commit().await?;
+    let job = job.id.clone();
+    app.writer
+        .write(move |tx| {
+            let job = job.clone();
+            Box::pin(async move { store::jobs::complete(tx.conn(), &job).await })
+        })
+        .await?;
     Ok(())
 }

@@ -8,7 +8,8 @@
 use serde_json::json;
 
 use crate::app::App;
-use crate::audit::{self, Actor, AuditKeys, Entry};
+use crate::audit::{Actor, Entry};
+use crate::commit::WriteTx;
 use crate::domain::ids::{ActivityId, CommentId, SessionId, StatusChangeId, UserId};
 use crate::domain::jobs::{JobKind, QueuedEvent};
 use crate::domain::sessions as rules;
@@ -157,25 +158,25 @@ pub async fn record_activity(
         source,
         created_at: app.clock.now(),
     };
-    let mut tx = app.db.begin().await?;
-    match store::sessions::insert_activity(&mut tx, &record).await {
-        Ok(()) => {
-            let details = json!({"activityId": record.id, "activityType": record.activity_type.as_str(), "bytes": record.body.len()});
-            let entry = Entry::new("session.activity.create", "agent_session", &session.id, details);
-            audit::record(
-                &mut tx,
-                &app.audit_keys,
-                &actor.clone().in_session(&session.id),
-                entry,
-                record.created_at,
-            )
-            .await?;
-            tx.commit().await.map_err(StoreError::from)?;
-            Ok((record, true))
-        }
+    let audited_as = actor.clone().in_session(&session.id);
+    let inserted = record.clone();
+    let written = app
+        .writer
+        .write(move |tx| {
+            let (record, actor) = (inserted.clone(), audited_as.clone());
+            Box::pin(async move {
+                store::sessions::insert_activity(tx.conn(), &record).await?;
+                let details = json!({"activityId": record.id, "activityType": record.activity_type.as_str(), "bytes": record.body.len()});
+                let entry = Entry::new("session.activity.create", "agent_session", &record.session_id, details);
+                tx.audit(&actor, entry, record.created_at);
+                Ok::<_, StoreError>(())
+            })
+        })
+        .await;
+    match written {
+        Ok(()) => Ok((record, true)),
         // A concurrent request with the same key won the race: answer with its activity.
         Err(StoreError::Conflict(message)) => {
-            drop(tx);
             if let Some(key) = &record.idempotency_key {
                 let mut conn = app.db.read().await?;
                 if let Some(existing) = store::sessions::activity_by_key(&mut conn, &session.id, key).await? {
@@ -217,12 +218,29 @@ pub async fn change_status(
         idempotency_key: rules::idempotency_key(request.idempotency_key)?,
         ..request
     };
-    let mut tx = app.db.begin().await?;
-    let mut session = store::sessions::get_locked(&mut tx, session_id)
+    let now = app.clock.now();
+    let (session_id, actor) = (session_id.clone(), actor.clone());
+    app.writer
+        .write(move |tx| {
+            let (session_id, request, actor) = (session_id.clone(), request.clone(), actor.clone());
+            Box::pin(async move { change_status_in(tx, &session_id, request, source, &actor, now).await })
+        })
+        .await
+}
+
+async fn change_status_in(
+    tx: &mut WriteTx,
+    session_id: &SessionId,
+    request: StatusRequest,
+    source: RecordSource,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<StatusOutcome, Error> {
+    let mut session = store::sessions::get_locked(tx.conn(), session_id)
         .await?
         .ok_or_else(|| Error::not_found("agent session", session_id.as_str()))?;
     if let Some(key) = &request.idempotency_key
-        && let Some(answer) = store::sessions::status_answer_by_key(&mut tx, session_id, key).await?
+        && let Some(answer) = store::sessions::status_answer_by_key(tx.conn(), session_id, key).await?
     {
         return Ok(StatusOutcome { session, answer });
     }
@@ -234,10 +252,9 @@ pub async fn change_status(
             at: session.updated_at,
         },
         Transition::Changed => {
-            let now = app.clock.now();
             let from = session.status;
             let change = write_status(
-                &mut tx,
+                tx.conn(),
                 &mut session,
                 request.status,
                 request.message,
@@ -248,14 +265,7 @@ pub async fn change_status(
             .await?;
             let details = json!({"from": from.as_str(), "to": change.status.as_str(), "message": change.message});
             let entry = Entry::new("session.status.change", "agent_session", &session.id, details);
-            audit::record(
-                &mut tx,
-                &app.audit_keys,
-                &actor.clone().in_session(&session.id),
-                entry,
-                now,
-            )
-            .await?;
+            tx.audit(&actor.clone().in_session(&session.id), entry, now);
             StatusAnswer {
                 status: change.status,
                 message: change.message,
@@ -264,13 +274,8 @@ pub async fn change_status(
             }
         }
     };
-    match &request.idempotency_key {
-        Some(key) => {
-            store::sessions::insert_status_answer(&mut tx, &session.id, key, &answer).await?;
-            tx.commit().await.map_err(StoreError::from)?;
-        }
-        None if answer.changed => tx.commit().await.map_err(StoreError::from)?,
-        None => {}
+    if let Some(key) = &request.idempotency_key {
+        store::sessions::insert_status_answer(tx.conn(), &session.id, key, &answer).await?;
     }
     Ok(StatusOutcome { session, answer })
 }
@@ -356,39 +361,35 @@ async fn host_transition(
 /// The host fails a session on its own (delivery given up, start failed), recording it as a
 /// `system` action.
 async fn host_status(
-    tx: &mut Conn,
-    keys: &AuditKeys,
+    tx: &mut WriteTx,
     session: &mut Session,
     status: SessionStatus,
     message: Option<String>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let from = session.status;
-    if !host_transition(tx, session, status, message.clone(), now).await? {
+    if !host_transition(tx.conn(), session, status, message.clone(), now).await? {
         return Ok(());
     }
     let details = json!({"from": from.as_str(), "to": status.as_str(), "message": message});
     let actor = Actor::system(Some(session.workspace_id.clone())).in_session(&session.id);
-    audit::record(
-        tx,
-        keys,
+    tx.audit(
         &actor,
         Entry::new("session.status.change", "agent_session", &session.id, details),
         now,
-    )
-    .await
+    );
+    Ok(())
 }
 
 /// Fails a session (unless it already finished) with a reason a person understands.
 pub(crate) async fn fail(
-    tx: &mut Conn,
-    keys: &AuditKeys,
+    tx: &mut WriteTx,
     session_id: &SessionId,
     reason: String,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    if let Some(mut session) = store::sessions::get_locked(tx, session_id).await? {
-        host_status(tx, keys, &mut session, SessionStatus::Failed, Some(reason), now).await?;
+    if let Some(mut session) = store::sessions::get_locked(tx.conn(), session_id).await? {
+        host_status(tx, &mut session, SessionStatus::Failed, Some(reason), now).await?;
     }
     Ok(())
 }

@@ -5,8 +5,9 @@
 use serde_json::json;
 
 use super::sessions::{self, OpenError, Trigger};
-use crate::app::App;
-use crate::audit::{self, Entry};
+use crate::app::{App, SharedApp};
+use crate::audit::Entry;
+use crate::commit::WriteTx;
 use crate::domain::comments::{mentioned_handles, validate_comment};
 use crate::domain::ids::{CommentId, StatusId, TaskEventId, TaskId, UserId};
 use crate::domain::sessions::{Session, TriggerKind};
@@ -15,7 +16,7 @@ use crate::domain::tasks::{
 };
 use crate::domain::time::Timestamp;
 use crate::domain::users::{User, UserKind};
-use crate::store::{self, Conn, StoreError, Tx};
+use crate::store::{self, Conn, StoreError};
 use crate::use_cases::accounts::Caller;
 use crate::use_cases::error::Error;
 
@@ -45,17 +46,38 @@ impl TaskPatch {
     }
 }
 
-/// Creates a task. Assigning it to a bot opens a session.
-pub async fn create(app: &App, caller: &Caller, request: NewTask) -> Result<(Task, Vec<Session>), Error> {
-    let workspace = caller.workspace_id().clone();
+/// Creates a task. Assigning it to a bot opens a session. Group-committed: answers once written.
+pub async fn create(app: &SharedApp, caller: &Caller, request: NewTask) -> Result<(Task, Vec<Session>), Error> {
     let title = validate_title(&request.title)?;
     let description = validate_description(request.description.as_deref().unwrap_or(""))?;
     let now = app.clock.now();
-    let mut tx = app.db.begin().await?;
+    let (shared, caller) = (app.clone(), caller.clone());
+    let (task, opened) = app
+        .writer
+        .write(move |tx| {
+            let (app, caller, request) = (shared.clone(), caller.clone(), request.clone());
+            let (title, description) = (title.clone(), description.clone());
+            Box::pin(async move { create_in(tx, &app, &caller, request, title, description, now).await })
+        })
+        .await?;
+    started(app, &opened);
+    Ok((task, opened))
+}
+
+async fn create_in(
+    tx: &mut WriteTx,
+    app: &App,
+    caller: &Caller,
+    request: NewTask,
+    title: String,
+    description: String,
+    now: Timestamp,
+) -> Result<(Task, Vec<Session>), Error> {
+    let workspace = caller.workspace_id().clone();
     let status_id = match &request.status_id {
-        Some(id) => checked_status(&mut tx, caller, id).await?,
+        Some(id) => checked_status(tx.conn(), caller, id).await?,
         None => {
-            let statuses = store::tasks::statuses(&mut tx, &workspace).await?;
+            let statuses = store::tasks::statuses(tx.conn(), &workspace).await?;
             statuses
                 .get(DEFAULT_NEW_TASK_STATUS)
                 .or_else(|| statuses.first())
@@ -64,13 +86,13 @@ pub async fn create(app: &App, caller: &Caller, request: NewTask) -> Result<(Tas
         }
     };
     let assignee = match &request.assignee {
-        Some(reference) => Some(assignable_user(&mut tx, caller, reference).await?),
+        Some(reference) => Some(assignable_user(tx.conn(), caller, reference).await?),
         None => None,
     };
     let task = Task {
         id: TaskId::generate(),
         workspace_id: workspace.clone(),
-        short_number: store::workspaces::take_task_number(&mut tx, &workspace).await?,
+        short_number: store::workspaces::take_task_number(tx.conn(), &workspace).await?,
         title,
         description,
         status_id,
@@ -79,9 +101,9 @@ pub async fn create(app: &App, caller: &Caller, request: NewTask) -> Result<(Tas
         created_at: now,
         updated_at: now,
     };
-    store::tasks::insert(&mut tx, &task).await?;
+    store::tasks::insert(tx.conn(), &task).await?;
     record_event(
-        &mut tx,
+        tx.conn(),
         &task.id,
         &caller.user.id,
         "created",
@@ -92,7 +114,7 @@ pub async fn create(app: &App, caller: &Caller, request: NewTask) -> Result<(Tas
     let mut opened = Vec::new();
     if let Some(user) = &assignee {
         record_event(
-            &mut tx,
+            tx.conn(),
             &task.id,
             &caller.user.id,
             "assignee_changed",
@@ -101,18 +123,18 @@ pub async fn create(app: &App, caller: &Caller, request: NewTask) -> Result<(Tas
         )
         .await?;
         if user.kind == UserKind::Bot {
-            opened.push(sessions::open(&mut tx, app, &task, user, assigned_by(caller)).await?);
+            opened.push(sessions::open(tx.conn(), app, &task, user, assigned_by(caller)).await?);
         }
     }
     let details = json!({"shortNumber": task.short_number, "title": task.title, "assigneeId": task.assignee_id});
-    finish(tx, app, caller, "task.create", &task.id, details, &opened, now).await?;
+    audit_change(tx, caller, "task.create", &task.id, details, &opened, now);
     Ok((task, opened))
 }
 
 /// Changes a task. Assigning it to a bot (from anyone else, or nobody) opens a session; sending
 /// the current assignee again changes nothing.
 pub async fn update(
-    app: &App,
+    app: &SharedApp,
     caller: &Caller,
     task_ref: &TaskRef,
     patch: TaskPatch,
@@ -126,13 +148,39 @@ pub async fn update(
     let title = patch.title.as_deref().map(validate_title).transpose()?;
     let description = patch.description.as_deref().map(validate_description).transpose()?;
     let now = app.clock.now();
-    let mut tx = app.db.begin().await?;
-    let mut task = find_task(&mut tx, caller, task_ref).await?;
+    let (shared, caller, task_ref) = (app.clone(), caller.clone(), task_ref.clone());
+    let (task, opened, canceled) = app
+        .writer
+        .write(move |tx| {
+            let (app, caller, task_ref, patch) = (shared.clone(), caller.clone(), task_ref.clone(), patch.clone());
+            let (title, description) = (title.clone(), description.clone());
+            Box::pin(async move { update_in(tx, &app, &caller, &task_ref, patch, title, description, now).await })
+        })
+        .await?;
+    started(app, &opened);
+    if canceled {
+        app.jobs_queued.notify_one();
+    }
+    Ok((task, opened))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn update_in(
+    tx: &mut WriteTx,
+    app: &App,
+    caller: &Caller,
+    task_ref: &TaskRef,
+    patch: TaskPatch,
+    title: Option<String>,
+    description: Option<String>,
+    now: Timestamp,
+) -> Result<(Task, Vec<Session>, bool), Error> {
+    let mut task = find_task(tx.conn(), caller, task_ref).await?;
     let before = task.clone();
     let actor = caller.user.id.clone();
     if let Some(title) = title.filter(|t| *t != task.title) {
         record_event(
-            &mut tx,
+            tx.conn(),
             &task.id,
             &actor,
             "title_changed",
@@ -143,14 +191,14 @@ pub async fn update(
         task.title = title;
     }
     if let Some(description) = description.filter(|d| *d != task.description) {
-        record_event(&mut tx, &task.id, &actor, "description_changed", json!({}), now).await?;
+        record_event(tx.conn(), &task.id, &actor, "description_changed", json!({}), now).await?;
         task.description = description;
     }
     if let Some(status_id) = &patch.status_id {
-        let status_id = checked_status(&mut tx, caller, status_id).await?;
+        let status_id = checked_status(tx.conn(), caller, status_id).await?;
         if status_id != task.status_id {
             record_event(
-                &mut tx,
+                tx.conn(),
                 &task.id,
                 &actor,
                 "status_changed",
@@ -164,13 +212,13 @@ pub async fn update(
     let mut newly_assigned_bot = None;
     if let Some(assignee) = &patch.assignee {
         let user = match assignee {
-            Some(reference) => Some(assignable_user(&mut tx, caller, reference).await?),
+            Some(reference) => Some(assignable_user(tx.conn(), caller, reference).await?),
             None => None,
         };
         let new_id = user.as_ref().map(|u| u.id.clone());
         if new_id != task.assignee_id {
             record_event(
-                &mut tx,
+                tx.conn(),
                 &task.id,
                 &actor,
                 "assignee_changed",
@@ -183,7 +231,7 @@ pub async fn update(
         }
     }
     task.updated_at = now;
-    store::tasks::update(&mut tx, &task).await?;
+    store::tasks::update(tx.conn(), &task).await?;
     // The bot this task was taken from stops the work it was assigned (mentions keep going).
     let mut canceled = Vec::new();
     if let Some(previous) = before
@@ -192,16 +240,16 @@ pub async fn update(
         .filter(|p| Some(*p) != task.assignee_id.as_ref())
     {
         let reason = format!("unassigned by {}", caller.user.name);
-        for mut session in store::sessions::open_for_bot(&mut tx, previous).await? {
+        for mut session in store::sessions::open_for_bot(tx.conn(), previous).await? {
             if session.task_id == task.id && session.trigger_kind == TriggerKind::Assigned {
-                sessions::cancel(&mut tx, &mut session, reason.clone(), now).await?;
+                sessions::cancel(tx.conn(), &mut session, reason.clone(), now).await?;
                 canceled.push(session.id.to_string());
             }
         }
     }
     let mut opened = Vec::new();
     if let Some(bot) = &newly_assigned_bot {
-        opened.push(sessions::open(&mut tx, app, &task, bot, assigned_by(caller)).await?);
+        opened.push(sessions::open(tx.conn(), app, &task, bot, assigned_by(caller)).await?);
     }
     let changed: Vec<&str> = [
         ("title", before.title != task.title),
@@ -213,25 +261,41 @@ pub async fn update(
     .filter_map(|(field, differs)| differs.then_some(field))
     .collect();
     let details = json!({"changed": changed, "statusId": task.status_id, "assigneeId": task.assignee_id, "canceledSessions": canceled});
-    finish(tx, app, caller, "task.update", &task.id, details, &opened, now).await?;
-    if !canceled.is_empty() {
-        app.jobs_queued.notify_one();
-    }
-    Ok((task, opened))
+    audit_change(tx, caller, "task.update", &task.id, details, &opened, now);
+    Ok((task, opened, !canceled.is_empty()))
 }
 
 /// Adds a comment. Every enabled bot it @mentions (other than its author) gets a session carrying
 /// the comment.
 pub async fn add_comment(
-    app: &App,
+    app: &SharedApp,
     caller: &Caller,
     task_ref: &TaskRef,
     body: &str,
 ) -> Result<(Comment, Vec<Session>), Error> {
     let body = validate_comment(body)?;
     let now = app.clock.now();
-    let mut tx = app.db.begin().await?;
-    let task = find_task(&mut tx, caller, task_ref).await?;
+    let (shared, caller, task_ref) = (app.clone(), caller.clone(), task_ref.clone());
+    let (comment, opened) = app
+        .writer
+        .write(move |tx| {
+            let (app, caller, task_ref, body) = (shared.clone(), caller.clone(), task_ref.clone(), body.clone());
+            Box::pin(async move { add_comment_in(tx, &app, &caller, &task_ref, body, now).await })
+        })
+        .await?;
+    started(app, &opened);
+    Ok((comment, opened))
+}
+
+async fn add_comment_in(
+    tx: &mut WriteTx,
+    app: &App,
+    caller: &Caller,
+    task_ref: &TaskRef,
+    body: String,
+    now: Timestamp,
+) -> Result<(Comment, Vec<Session>), Error> {
+    let task = find_task(tx.conn(), caller, task_ref).await?;
     let comment = Comment {
         id: CommentId::generate(),
         workspace_id: task.workspace_id.clone(),
@@ -240,9 +304,9 @@ pub async fn add_comment(
         body,
         created_at: now,
     };
-    store::tasks::insert_comment(&mut tx, &comment).await?;
+    store::tasks::insert_comment(tx.conn(), &comment).await?;
     let handles = mentioned_handles(&comment.body);
-    let bots = store::users::bots_by_handle(&mut tx, &task.workspace_id, &handles).await?;
+    let bots = store::users::bots_by_handle(tx.conn(), &task.workspace_id, &handles).await?;
     let mut opened = Vec::new();
     for bot in bots.iter().filter(|b| b.is_enabled() && b.id != caller.user.id) {
         let trigger = Trigger {
@@ -250,7 +314,7 @@ pub async fn add_comment(
             actor: Some(caller.user.id.clone()),
             comment: Some(comment.id.clone()),
         };
-        match sessions::open(&mut tx, app, &task, bot, trigger).await {
+        match sessions::open(tx.conn(), app, &task, bot, trigger).await {
             Ok(session) => opened.push(session),
             // A mentioned bot without a connection is named in the comment but does no work.
             Err(OpenError::NoConnection(reason) | OpenError::BotDisabled(reason)) => {
@@ -260,7 +324,7 @@ pub async fn add_comment(
         }
     }
     let details = json!({"commentId": comment.id, "mentions": handles});
-    finish(tx, app, caller, "task.comment.create", &task.id, details, &opened, now).await?;
+    audit_change(tx, caller, "task.comment.create", &task.id, details, &opened, now);
     Ok((comment, opened))
 }
 
@@ -285,33 +349,25 @@ fn assigned_by(caller: &Caller) -> Trigger {
     }
 }
 
-/// Records the caller's audit record (naming the sessions the change opened), commits, and wakes
-/// the job worker for those sessions.
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    mut tx: Tx,
-    app: &App,
+/// Buffers the caller's audit record of a change, naming the sessions it opened.
+fn audit_change(
+    tx: &mut WriteTx,
     caller: &Caller,
     action: &'static str,
     task: &TaskId,
     mut details: serde_json::Value,
     opened: &[Session],
     now: Timestamp,
-) -> Result<(), Error> {
+) {
     details["openedSessions"] = json!(opened.iter().map(|s| s.id.to_string()).collect::<Vec<_>>());
-    audit::record(
-        &mut tx,
-        &app.audit_keys,
-        &caller.actor(),
-        Entry::new(action, "task", task, details),
-        now,
-    )
-    .await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.audit(&caller.actor(), Entry::new(action, "task", task, details), now);
+}
+
+/// Wakes the job worker for the sessions a committed change opened.
+fn started(app: &App, opened: &[Session]) {
     if !opened.is_empty() {
         app.jobs_queued.notify_one();
     }
-    Ok(())
 }
 
 /// The status named by `reference`: a status id, or (for agents that pass what they read) a

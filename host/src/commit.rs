@@ -1,0 +1,223 @@
+//! Group commit: the write path batches the work of many requests and job outcomes into one
+//! transaction, so the cost of a transaction (a pool connection, `BEGIN`, `COMMIT` and its disk
+//! write, the audit chain head's lock) is paid once per batch instead of once per write.
+//!
+//! A write is a *unit*: a closure over a [`WriteTx`] that does what one request or job outcome
+//! needs and buffers its audit records. A writer task takes every unit waiting (up to
+//! [`MAX_BATCH`]), runs each inside a savepoint — a unit that fails is rolled back alone and gets
+//! its own error, the others go on — appends the batch's audit records to the chain with one head
+//! update, commits, and only then answers each unit. So a caller that got an answer knows its
+//! write is committed: an acknowledged write survives a killed process; with SQLite's
+//! `synchronous = NORMAL` (WAL) a power loss may lose the last batches acknowledged before it,
+//! never leave half of one.
+//!
+//! SQLite has one writer task (it has one writer connection); PostgreSQL has several, whose
+//! batches run side by side and meet only at the rows they share (the audit head last of all).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::{Actor, AuditKeys, Entry};
+use crate::domain::time::Timestamp;
+use crate::store::{self, Backend, Conn, Db, StoreError, Tx};
+
+/// Units one transaction takes at most.
+pub const MAX_BATCH: usize = 128;
+/// Units waiting for a writer at most; more wait to be queued.
+const QUEUE: usize = 4_096;
+/// Writer tasks on PostgreSQL.
+const POSTGRES_WRITERS: usize = 4;
+
+/// The transaction a batch runs in, as one unit sees it.
+pub struct WriteTx {
+    tx: Tx,
+    audit: Vec<(Actor, Entry, Timestamp)>,
+}
+
+impl std::fmt::Debug for WriteTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTx")
+            .field("audit", &self.audit.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WriteTx {
+    /// The connection, for the store's functions.
+    pub fn conn(&mut self) -> &mut Conn {
+        &mut self.tx
+    }
+
+    /// Records `entry` by `actor` at `at` in the audit trail, with the batch (in unit order).
+    pub fn audit(&mut self, actor: &Actor, entry: Entry, at: Timestamp) {
+        self.audit.push((actor.clone(), entry, at));
+    }
+}
+
+/// A unit's work: returns whether it succeeded (its value waits in the unit until the batch is
+/// committed).
+type Work = Box<dyn for<'a> Fn(&'a mut WriteTx) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> + Send + Sync>;
+/// Tells the unit's caller how its batch ended.
+type Answer = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send + Sync>;
+
+struct Unit {
+    work: Work,
+    answer: Answer,
+}
+
+/// Why a unit's write did not happen, besides the unit's own error.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The batch could not be committed (or the writer is gone).
+    #[error("the write could not be committed: {0}")]
+    Store(Arc<StoreError>),
+}
+
+impl From<WriteError> for StoreError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Store(cause) => match Arc::try_unwrap(cause) {
+                Ok(error) => error,
+                Err(shared) => StoreError::Database(sqlx::Error::Protocol(format!("{shared}"))),
+            },
+        }
+    }
+}
+
+/// Hands units to the writer tasks.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Unit>,
+}
+
+impl std::fmt::Debug for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unit")
+    }
+}
+
+impl Writer {
+    /// Starts the writer tasks over `db`, chaining audit records with `keys`. They stop when every
+    /// `Writer` is dropped, after the units already queued.
+    pub fn start(db: Db, keys: AuditKeys) -> (Writer, Vec<tokio::task::JoinHandle<()>>) {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let writers = match db.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => POSTGRES_WRITERS,
+        };
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        let handles = (0..writers)
+            .map(|_| tokio::spawn(run(db.clone(), keys.clone(), receiver.clone())))
+            .collect();
+        (Writer { queue }, handles)
+    }
+
+    /// Runs `work` in the next batch and answers once that batch is committed: `work`'s own error
+    /// (its writes rolled back, the batch's others kept), or the batch's store error. `work` may
+    /// run more than once (it must not have effects outside the transaction).
+    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: for<'a> Fn(&'a mut WriteTx) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let slot: Arc<Mutex<Option<Result<T, E>>>> = Arc::new(Mutex::new(None));
+        let (told, answered) = oneshot::channel::<Result<T, E>>();
+        let kept = slot.clone();
+        let unit = Unit {
+            work: Box::new(move |tx| {
+                let slot = kept.clone();
+                let done = work(tx);
+                Box::pin(async move {
+                    let result = done.await;
+                    let ok = result.is_ok();
+                    if let Ok(mut slot) = slot.lock() {
+                        *slot = Some(result);
+                    }
+                    ok
+                })
+            }),
+            answer: Box::new(move |batch: Result<(), Arc<StoreError>>| {
+                let result = slot.lock().ok().and_then(|mut s| s.take());
+                let reply = match (batch, result) {
+                    // A unit that failed answers with its own error, however the batch ended.
+                    (_, Some(Err(unit_error))) => Err(unit_error),
+                    (Ok(()), Some(Ok(value))) => Ok(value),
+                    (Err(cause), _) => Err(E::from(WriteError::Store(cause).into())),
+                    (Ok(()), None) => Err(E::from(StoreError::Database(sqlx::Error::Protocol(
+                        "a write unit never ran".into(),
+                    )))),
+                };
+                let _ = told.send(reply);
+            }),
+        };
+        let gone = || E::from(StoreError::Database(sqlx::Error::PoolClosed));
+        if self.queue.send(unit).await.is_err() {
+            return Err(gone());
+        }
+        answered.await.unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+/// One writer task: batches until the queue closes.
+async fn run(db: Db, keys: AuditKeys, receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Unit>>>) {
+    let mut batch: Vec<Unit> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            let mut receiver = receiver.lock().await;
+            if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                break;
+            }
+        }
+        // The batch runs in its own task, so a unit that panics fails its batch, not the writer.
+        let units = std::mem::take(&mut batch);
+        let (db, keys) = (db.clone(), keys.clone());
+        let ran = tokio::spawn(async move {
+            let outcome = commit_batch(&db, &keys, &units).await.map_err(Arc::new);
+            (units, outcome)
+        })
+        .await;
+        match ran {
+            Ok((units, outcome)) => {
+                if let Err(error) = &outcome {
+                    tracing::error!(%error, units = units.len(), "a write batch could not be committed");
+                }
+                for unit in units {
+                    (unit.answer)(outcome.clone());
+                }
+            }
+            // Its units' callers hear that the writer is gone; the next batch goes on.
+            Err(panicked) => tracing::error!(error = %panicked, "a write batch panicked"),
+        }
+    }
+}
+
+/// Runs every unit in its savepoint, appends the batch's audit records, and commits.
+async fn commit_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<(), StoreError> {
+    let mut tx = WriteTx {
+        tx: db.begin().await?,
+        audit: Vec::new(),
+    };
+    for unit in batch {
+        sqlx::query("SAVEPOINT unit").execute(tx.conn()).await?;
+        let audited = tx.audit.len();
+        if (unit.work)(&mut tx).await {
+            sqlx::query("RELEASE SAVEPOINT unit").execute(tx.conn()).await?;
+        } else {
+            // Only this unit's writes and audit records go.
+            sqlx::query("ROLLBACK TO SAVEPOINT unit").execute(tx.conn()).await?;
+            sqlx::query("RELEASE SAVEPOINT unit").execute(tx.conn()).await?;
+            tx.audit.truncate(audited);
+        }
+    }
+    let audit = std::mem::take(&mut tx.audit);
+    store::audit::append_many(tx.conn(), &keys.chain, &audit).await?;
+    tx.tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! The group commit's promises, against the real database: every unit of a batch gets its own
+//! answer, a unit that fails (by its own error, or a statement the database refused) takes back
+//! only its own writes and audit records, and the audit chain stays whole.
+
+use std::collections::BTreeSet;
+
+use leadtime_host::audit::{self, AuditKeys};
+use leadtime_host::commit::Writer;
+use leadtime_host::domain::audit::{Actor, Entry};
+use leadtime_host::domain::time::Timestamp;
+use leadtime_host::secrets::SecretBox;
+use leadtime_host::store::{self, Db, StoreError};
+
+use crate::utils::db::TestDb;
+
+#[derive(Debug)]
+enum UnitError {
+    Store(#[allow(dead_code)] StoreError),
+    Refused(u32),
+}
+
+impl From<StoreError> for UnitError {
+    fn from(error: StoreError) -> Self {
+        UnitError::Store(error)
+    }
+}
+
+/// What unit `n` does: 0 succeeds, 1 refuses after writing, 2 runs a statement the database
+/// rejects after writing.
+fn fate(n: u32) -> u32 {
+    n % 3
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_unit_takes_back_only_its_own_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let test_db = TestDb::create(dir.path()).await;
+    let db = Db::connect(&test_db.url).await.unwrap();
+    {
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("CREATE TABLE scratch (n BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let keys = AuditKeys::derive(&SecretBox::from_key(&[7; 32]));
+    let (writer, tasks) = Writer::start(db.clone(), keys.clone());
+
+    // Sent together, so they share batches (each batch takes every unit waiting).
+    let mut units = tokio::task::JoinSet::new();
+    for n in 0..90u32 {
+        let writer = writer.clone();
+        units.spawn(async move {
+            let answer = writer
+                .write(move |tx| {
+                    Box::pin(async move {
+                        sqlx::query("INSERT INTO scratch (n) VALUES ($1)")
+                            .bind(i64::from(n))
+                            .execute(tx.conn())
+                            .await
+                            .map_err(StoreError::from)?;
+                        let entry = Entry::new("test.unit", "scratch", n, serde_json::json!({}));
+                        tx.audit(
+                            &Actor::system(None),
+                            entry,
+                            Timestamp::from_millis(1_000 + i64::from(n)),
+                        );
+                        match fate(n) {
+                            0 => Ok(n),
+                            1 => Err(UnitError::Refused(n)),
+                            _ => {
+                                sqlx::query("SELECT no_such_column FROM scratch")
+                                    .execute(tx.conn())
+                                    .await
+                                    .map_err(StoreError::from)?;
+                                Ok(n)
+                            }
+                        }
+                    })
+                })
+                .await;
+            (n, answer)
+        });
+    }
+    let answers = units.join_all().await;
+    assert_eq!(answers.len(), 90);
+
+    for (n, answer) in &answers {
+        match (fate(*n), answer) {
+            (0, Ok(value)) => assert_eq!(value, n),
+            (1, Err(UnitError::Refused(value))) => assert_eq!(value, n),
+            (2, Err(UnitError::Store(_))) => {}
+            (_, other) => panic!("unit {n} answered {other:?}"),
+        }
+    }
+    let kept: BTreeSet<i64> = (0..90).filter(|n| fate(*n) == 0).map(i64::from).collect();
+
+    let mut conn = db.read().await.unwrap();
+    let rows: Vec<(i64,)> = sqlx::query_as("SELECT n FROM scratch")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let written: BTreeSet<i64> = rows.into_iter().map(|(n,)| n).collect();
+    assert_eq!(written, kept, "only the units that succeeded keep their rows");
+
+    let records = store::audit::after(&mut conn, 0, 1_000).await.unwrap();
+    let audited: BTreeSet<i64> = records
+        .iter()
+        .map(|r| r.target_id.as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(audited, kept, "only the units that succeeded keep their audit records");
+    assert_eq!(records.len(), kept.len(), "one record per unit that succeeded");
+    drop(conn);
+    let verified = audit::verify(&db, &keys, None).await.unwrap().expect("the chain holds");
+    assert_eq!(verified.records, kept.len() as i64);
+
+    // Dropping the last handle lets the writers finish and stop.
+    drop(writer);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    db.close().await;
+}
