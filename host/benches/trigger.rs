@@ -2,9 +2,13 @@
 //! session is committed **and** its first webhook is enqueued in the outbox (the session worker
 //! ran the real self-hosted plugin's `start-session` and committed what it queued).
 //!
-//! Baseline, measured in the same run on the same kind of database: a bare axum endpoint that
-//! writes one row per request through the host's own `Db` (sqlx, SQLite's single writer) — the
-//! least a durable write per HTTP request costs on this machine.
+//! Baselines, measured in the same run on the same kind of database:
+//! - throughput: a raw sqlx commit loop that writes, per trigger, the three rows a trigger leaves
+//!   (its session, its start job, its webhook delivery) in one transaction, with the host's own
+//!   store statements, on the host's database once the host stopped — what the database can commit
+//!   one trigger at a time, with no HTTP, plugin or group commit;
+//! - latency: a bare axum endpoint that writes one row per request through the host's own `Db` —
+//!   the least a durable write per HTTP request costs on this machine.
 //!
 //! Run with `./dev bench --bench trigger`; `LEADTIME_BENCH_DATABASE_URL=postgres://…` runs it on
 //! PostgreSQL.
@@ -20,7 +24,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use leadtime_host::RunningHost;
 use leadtime_host::app::HostEvent;
-use leadtime_host::store::Db;
+use leadtime_host::domain::ids::{DeliveryId, SessionId};
+use leadtime_host::domain::jobs::JobKind;
+use leadtime_host::domain::time::Timestamp;
+use leadtime_host::store::{self, Db, deliveries::Delivery};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -28,8 +35,8 @@ use tokio::sync::Semaphore;
 const TRIGGERS: usize = 2_000;
 /// Requests in flight at once in the throughput run.
 const CONCURRENCY: usize = 32;
-/// Requests per second, and how many, in the latency run.
-const LATENCY_RATE: u64 = 500;
+/// Requests per second of the latency runs, and how many requests each sends.
+const LATENCY_RATES: [u64; 2] = [500, 1_000];
 const LATENCY_REQUESTS: usize = 1_000;
 
 fn main() -> Result<()> {
@@ -109,9 +116,9 @@ async fn baseline_throughput(client: &reqwest::Client, url: &str) -> Result<f64>
     Ok(TRIGGERS as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Baseline latency: `LATENCY_REQUESTS` writes at `LATENCY_RATE` per second; (p50, p99).
-async fn baseline_latency(client: &reqwest::Client, url: &str) -> Result<(Duration, Duration)> {
-    let latencies = paced(LATENCY_REQUESTS, |n| {
+/// Baseline latency: `LATENCY_REQUESTS` writes at `rate` per second; (p50, p99).
+async fn baseline_latency(client: &reqwest::Client, url: &str, rate: u64) -> Result<(Duration, Duration)> {
+    let latencies = paced(LATENCY_REQUESTS, rate, |n| {
         let (client, url) = (client.clone(), url.to_owned());
         async move {
             let started = Instant::now();
@@ -124,14 +131,14 @@ async fn baseline_latency(client: &reqwest::Client, url: &str) -> Result<(Durati
     Ok(percentiles(latencies))
 }
 
-/// Runs `request(n)` for `count` requests started at `LATENCY_RATE` per second, whatever the
-/// answers' pace (an open-loop load), and returns what each returned.
-async fn paced<F, Fut>(count: usize, request: F) -> Result<Vec<Duration>>
+/// Runs `request(n)` for `count` requests started at `rate` per second, whatever the answers'
+/// pace (an open-loop load), and returns what each returned.
+async fn paced<F, Fut>(count: usize, rate: u64, request: F) -> Result<Vec<Duration>>
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = Result<Duration>> + Send + 'static,
 {
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut all = tokio::task::JoinSet::new();
     for n in 0..count {
@@ -276,9 +283,9 @@ impl Bench {
         Ok(count as f64 / elapsed.as_secs_f64())
     }
 
-    /// Assigns tasks at `LATENCY_RATE` per second; (p50, p99) of the API answer (session
-    /// committed) and of the first webhook being enqueued, both from the request's start.
-    async fn latency(&self, tasks: Vec<String>) -> Result<((Duration, Duration), (Duration, Duration))> {
+    /// Assigns tasks at `rate` per second; (p50, p99) of the API answer (session committed) and
+    /// of the first webhook being enqueued, both from the request's start.
+    async fn latency(&self, tasks: Vec<String>, rate: u64) -> Result<((Duration, Duration), (Duration, Duration))> {
         let count = tasks.len();
         let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
         let mut events = self.host.app.events.subscribe();
@@ -301,14 +308,14 @@ impl Bench {
                             }
                         }
                         Ok(_) => {}
-                        Err(error) => anyhow::bail!("lost host events ({error}); lower LATENCY_RATE"),
+                        Err(error) => anyhow::bail!("lost host events ({error}); lower the rate"),
                     },
                 }
             }
             anyhow::Ok(enqueue)
         });
         let tasks = Arc::new(tasks);
-        let api = paced(count, |n| {
+        let api = paced(count, rate, |n| {
             let assignment = self.assignment(tasks[n].clone());
             let started_tx = started_tx.clone();
             async move {
@@ -333,24 +340,77 @@ async fn enqueued_deliveries(app: &leadtime_host::App) -> Result<i64> {
         .await?)
 }
 
+/// The throughput baseline: `count` transactions, one after the other, each writing the three
+/// rows a trigger leaves — a session (copied from one the host opened, so every reference holds),
+/// its start job and its webhook delivery (with a real delivery's body).
+async fn commit_loop(database_url: &str, count: usize) -> Result<f64> {
+    let db = Db::connect(database_url).await?;
+    let (template, delivery) = {
+        let mut conn = db.read().await?;
+        let (session_id, url, body): (String, String, String) =
+            sqlx::query_as("SELECT session_id, url, body FROM webhook_deliveries WHERE session_id IS NOT NULL LIMIT 1")
+                .fetch_one(&mut *conn)
+                .await?;
+        let session = store::sessions::get_any(&mut conn, &SessionId::from(session_id))
+            .await?
+            .context("the host's session")?;
+        (session, (url, body))
+    };
+    let started = Instant::now();
+    for _ in 0..count {
+        let now = Timestamp::from_millis(template.created_at.millis() + started.elapsed().as_millis() as i64);
+        let session = leadtime_host::domain::sessions::Session {
+            id: SessionId::generate(),
+            created_at: now,
+            updated_at: now,
+            ..template.clone()
+        };
+        let pending = Delivery::pending(
+            DeliveryId::generate(),
+            session.workspace_id.clone(),
+            session.connection_id.clone(),
+            Some(session.id.clone()),
+            delivery.0.clone(),
+            delivery.1.clone(),
+            now,
+        );
+        let mut tx = db.begin().await?;
+        store::sessions::insert(&mut tx, &session).await?;
+        store::jobs::insert(&mut tx, &JobKind::StartSession, Some(&session.id), now).await?;
+        store::deliveries::insert(&mut tx, &pending).await?;
+        tx.commit().await?;
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    db.close().await;
+    Ok(rate)
+}
+
 async fn run() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let baseline_db = common::BenchDb::create(dir.path(), "baseline").await?;
     let (baseline, baseline_pool) = baseline_server(baseline_db.url.clone()).await?;
     let client = reqwest::Client::builder().no_proxy().build()?;
-    let baseline_rate = baseline_throughput(&client, &baseline).await?;
-    let (baseline_p50, baseline_p99) = baseline_latency(&client, &baseline).await?;
+    let http_rate = baseline_throughput(&client, &baseline).await?;
+    let mut baseline_latencies = Vec::new();
+    for rate in LATENCY_RATES {
+        baseline_latencies.push(baseline_latency(&client, &baseline, rate).await?);
+    }
     baseline_pool.close().await;
     baseline_db.drop_database().await?;
 
     let host_db = common::BenchDb::create(dir.path(), "trigger").await?;
     let bench = Bench::start(&host_db.url, dir.path()).await?;
-    let tasks = bench.tasks(TRIGGERS + LATENCY_REQUESTS).await?;
-    let (throughput_tasks, latency_tasks) = tasks.split_at(TRIGGERS);
-    let rate = bench.throughput(throughput_tasks.to_vec()).await?;
-    let ((api_p50, api_p99), (enqueue_p50, enqueue_p99)) = bench.latency(latency_tasks.to_vec()).await?;
+    let mut tasks = bench.tasks(TRIGGERS + LATENCY_REQUESTS * LATENCY_RATES.len()).await?;
+    let latency_tasks = tasks.split_off(TRIGGERS);
+    let rate = bench.throughput(tasks).await?;
+    let mut latencies = Vec::new();
+    for (n, latency_rate) in LATENCY_RATES.into_iter().enumerate() {
+        let batch = latency_tasks[n * LATENCY_REQUESTS..(n + 1) * LATENCY_REQUESTS].to_vec();
+        latencies.push(bench.latency(batch, latency_rate).await?);
+    }
     let backend = format!("{:?}", bench.host.app.db.backend());
     bench.host.shutdown().await;
+    let loop_rate = commit_loop(&host_db.url, TRIGGERS).await?;
     host_db.drop_database().await?;
 
     let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
@@ -360,35 +420,45 @@ async fn run() -> Result<()> {
     println!("{:<62} {:>10} {:>8}", "throughput", "per sec", "ratio");
     println!(
         "{:<62} {:>10.0} {:>8.2}",
-        "baseline: bare axum endpoint, one row per request", baseline_rate, 1.0
+        "baseline: raw sqlx commit loop, a trigger's 3 rows per tx", loop_rate, 1.0
+    );
+    println!(
+        "{:<62} {:>10.0} {:>8.2}",
+        "reference: bare axum endpoint, one row per request",
+        http_rate,
+        http_rate / loop_rate
     );
     println!(
         "{:<62} {:>10.0} {:>8.2}",
         "host: PATCH /tasks/{id} assignee → session + plugin + outbox",
         rate,
-        rate / baseline_rate
+        rate / loop_rate
     );
-    println!("latency at {LATENCY_RATE} requests/s ({LATENCY_REQUESTS} requests)      p50 ms   p99 ms  p99 ratio");
-    println!(
-        "{:<56} {:>8.1} {:>8.1} {:>10.2}",
-        "baseline: one row per request",
-        ms(baseline_p50),
-        ms(baseline_p99),
-        1.0
-    );
-    println!(
-        "{:<56} {:>8.1} {:>8.1} {:>10.2}",
-        "host: API answer (session committed)",
-        ms(api_p50),
-        ms(api_p99),
-        ms(api_p99) / ms(baseline_p99)
-    );
-    println!(
-        "{:<56} {:>8.1} {:>8.1} {:>10.2}",
-        "host: first webhook enqueued (plugin ran, outbox row)",
-        ms(enqueue_p50),
-        ms(enqueue_p99),
-        ms(enqueue_p99) / ms(baseline_p99)
-    );
+    for ((latency_rate, (baseline_p50, baseline_p99)), ((api_p50, api_p99), (enqueue_p50, enqueue_p99))) in
+        LATENCY_RATES.iter().zip(&baseline_latencies).zip(&latencies)
+    {
+        println!("latency at {latency_rate} requests/s ({LATENCY_REQUESTS} requests)      p50 ms   p99 ms  p99 ratio");
+        println!(
+            "{:<56} {:>8.1} {:>8.1} {:>10.2}",
+            "baseline: one row per request",
+            ms(*baseline_p50),
+            ms(*baseline_p99),
+            1.0
+        );
+        println!(
+            "{:<56} {:>8.1} {:>8.1} {:>10.2}",
+            "host: API answer (session committed)",
+            ms(*api_p50),
+            ms(*api_p99),
+            ms(*api_p99) / ms(*baseline_p99)
+        );
+        println!(
+            "{:<56} {:>8.1} {:>8.1} {:>10.2}",
+            "host: first webhook enqueued (plugin ran, outbox row)",
+            ms(*enqueue_p50),
+            ms(*enqueue_p99),
+            ms(*enqueue_p99) / ms(*baseline_p99)
+        );
+    }
     Ok(())
 }

@@ -4,8 +4,8 @@
 //!
 //! A write is a *unit*: a closure over a [`WriteTx`] that does what one request or job outcome
 //! needs and buffers its audit records. A writer task takes every unit waiting (up to
-//! [`MAX_BATCH`]), runs each inside a savepoint — a unit that fails is rolled back alone and gets
-//! its own error, the others go on — appends the batch's audit records to the chain with one head
+//! [`MAX_BATCH`]) and runs them — a unit that fails is rolled back alone (the batch is run again
+//! with a savepoint per unit) and gets its own error, the others go on — appends the batch's audit records to the chain with one head
 //! update, commits, and only then answers each unit. So a caller that got an answer knows its
 //! write is committed: an acknowledged write survives a killed process; with SQLite's
 //! `synchronous = NORMAL` (WAL) a power loss may lose the last batches acknowledged before it,
@@ -26,6 +26,8 @@ use crate::store::{self, Backend, Conn, Db, StoreError, Tx};
 
 /// Units one transaction takes at most.
 pub const MAX_BATCH: usize = 128;
+/// Times a batch the database gave up on (a deadlock between PostgreSQL's writers) runs again.
+const RETRIES: usize = 3;
 /// Units waiting for a writer at most; more wait to be queued.
 const QUEUE: usize = 4_096;
 /// Writer tasks on PostgreSQL.
@@ -57,9 +59,30 @@ impl WriteTx {
     }
 }
 
-/// A unit's work: returns whether it succeeded (its value waits in the unit until the batch is
-/// committed).
-type Work = Box<dyn for<'a> Fn(&'a mut WriteTx) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> + Send + Sync>;
+/// The errors a unit may fail with: the store's, or its own rules'.
+pub trait UnitError: From<StoreError> {
+    /// Whether the database gave up on the transaction (a deadlock, a serialization failure), so
+    /// running the batch again may succeed.
+    fn is_retryable(&self) -> bool;
+}
+
+impl UnitError for StoreError {
+    fn is_retryable(&self) -> bool {
+        StoreError::is_retryable(self)
+    }
+}
+
+/// How a unit's run ended (its value or error waits in the unit until the batch is committed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    Done,
+    Failed,
+    /// The database gave up on the transaction: the whole batch must run again.
+    Retry,
+}
+
+/// A unit's work.
+type Work = Box<dyn for<'a> Fn(&'a mut WriteTx) -> Pin<Box<dyn Future<Output = Ran> + Send + 'a>> + Send + Sync>;
 /// Tells the unit's caller how its batch ended.
 type Answer = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send + Sync>;
 
@@ -121,7 +144,7 @@ impl Writer {
     pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
+        E: UnitError + Send + 'static,
         F: for<'a> Fn(&'a mut WriteTx) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>
             + Send
             + Sync
@@ -136,11 +159,15 @@ impl Writer {
                 let done = work(tx);
                 Box::pin(async move {
                     let result = done.await;
-                    let ok = result.is_ok();
+                    let ran = match &result {
+                        Ok(_) => Ran::Done,
+                        Err(error) if error.is_retryable() => Ran::Retry,
+                        Err(_) => Ran::Failed,
+                    };
                     if let Ok(mut slot) = slot.lock() {
                         *slot = Some(result);
                     }
-                    ok
+                    ran
                 })
             }),
             answer: Box::new(move |batch: Result<(), Arc<StoreError>>| {
@@ -198,8 +225,64 @@ async fn run(db: Db, keys: AuditKeys, receiver: Arc<tokio::sync::Mutex<mpsc::Rec
     }
 }
 
-/// Runs every unit in its savepoint, appends the batch's audit records, and commits.
+/// Runs the batch, appends its audit records, and commits. The batch first runs without
+/// savepoints (two statements a unit saved); if a unit fails, that attempt is rolled back and the
+/// batch runs again with a savepoint per unit, so only the failed units' writes go (a batch of
+/// one unit has nothing else to keep). A batch the database gave up on (a deadlock with another
+/// writer's batch) runs again from the start, up to [`RETRIES`] times.
 async fn commit_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<(), StoreError> {
+    let mut retries = 0;
+    loop {
+        let attempt = match run_batch(db, keys, batch).await {
+            Err(error) if error.is_retryable() => Ran::Retry,
+            Err(error) => return Err(error),
+            Ok(ran) => ran,
+        };
+        if attempt != Ran::Retry {
+            return Ok(());
+        }
+        if retries == RETRIES {
+            // Nothing of the batch was committed: every unit hears so.
+            return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                "the database gave up on the write batch {} times (deadlocks with other writers)",
+                RETRIES + 1
+            ))));
+        }
+        retries += 1;
+        tracing::debug!(
+            retries,
+            units = batch.len(),
+            "the database gave up on a write batch; running it again"
+        );
+    }
+}
+
+/// One attempt at a batch: `Done` when it committed (some units may have failed alone), `Retry`
+/// when the database gave up on it (nothing committed).
+async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, StoreError> {
+    let mut tx = WriteTx {
+        tx: db.begin().await?,
+        audit: Vec::new(),
+    };
+    let mut first_failure = Ran::Done;
+    for unit in batch {
+        first_failure = (unit.work)(&mut tx).await;
+        if first_failure != Ran::Done {
+            break;
+        }
+    }
+    match first_failure {
+        Ran::Done => return commit(tx, keys).await.map(|()| Ran::Done),
+        Ran::Retry => {
+            tx.tx.rollback().await?;
+            return Ok(Ran::Retry);
+        }
+        Ran::Failed => tx.tx.rollback().await?,
+    }
+    if batch.len() == 1 {
+        // Nothing else to keep: the unit answers with its error.
+        return Ok(Ran::Done);
+    }
     let mut tx = WriteTx {
         tx: db.begin().await?,
         audit: Vec::new(),
@@ -207,15 +290,27 @@ async fn commit_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<(), S
     for unit in batch {
         sqlx::query("SAVEPOINT unit").execute(tx.conn()).await?;
         let audited = tx.audit.len();
-        if (unit.work)(&mut tx).await {
-            sqlx::query("RELEASE SAVEPOINT unit").execute(tx.conn()).await?;
-        } else {
-            // Only this unit's writes and audit records go.
-            sqlx::query("ROLLBACK TO SAVEPOINT unit").execute(tx.conn()).await?;
-            sqlx::query("RELEASE SAVEPOINT unit").execute(tx.conn()).await?;
-            tx.audit.truncate(audited);
+        match (unit.work)(&mut tx).await {
+            Ran::Done => {
+                sqlx::query("RELEASE SAVEPOINT unit").execute(tx.conn()).await?;
+            }
+            Ran::Failed => {
+                // Only this unit's writes and audit records go.
+                sqlx::query("ROLLBACK TO SAVEPOINT unit").execute(tx.conn()).await?;
+                sqlx::query("RELEASE SAVEPOINT unit").execute(tx.conn()).await?;
+                tx.audit.truncate(audited);
+            }
+            Ran::Retry => {
+                // The locks the batch's earlier units hold are part of the deadlock: all go.
+                tx.tx.rollback().await?;
+                return Ok(Ran::Retry);
+            }
         }
     }
+    commit(tx, keys).await.map(|()| Ran::Done)
+}
+
+async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
     let audit = std::mem::take(&mut tx.audit);
     store::audit::append_many(tx.conn(), &keys.chain, &audit).await?;
     tx.tx.commit().await?;

@@ -17,6 +17,18 @@ use crate::utils::db::TestDb;
 enum UnitError {
     Store(#[allow(dead_code)] StoreError),
     Refused(u32),
+    /// Stands for a deadlock the database broke by giving up on the transaction.
+    GaveUp,
+}
+
+impl leadtime_host::commit::UnitError for UnitError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            UnitError::Store(error) => error.is_retryable(),
+            UnitError::GaveUp => true,
+            UnitError::Refused(_) => false,
+        }
+    }
 }
 
 impl From<StoreError> for UnitError {
@@ -116,6 +128,88 @@ async fn a_failing_unit_takes_back_only_its_own_writes() {
     assert_eq!(verified.records, kept.len() as i64);
 
     // Dropping the last handle lets the writers finish and stop.
+    drop(writer);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    db.close().await;
+}
+
+/// A unit the database gave up on (as it does to break a deadlock between PostgreSQL's writers)
+/// makes its whole batch run again: every unit answers once, with what its last run gave, and what
+/// the abandoned run wrote is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_database_gave_up_on_runs_again_whole() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let test_db = TestDb::create(dir.path()).await;
+    let db = Db::connect(&test_db.url).await.unwrap();
+    {
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("CREATE TABLE scratch (n BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let keys = AuditKeys::derive(&SecretBox::from_key(&[7; 32]));
+    let (writer, tasks) = Writer::start(db.clone(), keys.clone());
+
+    // Unit 0 gives up on its first two runs, unit 20 (sent alone, after) on every run.
+    let runs: Arc<Vec<AtomicUsize>> = Arc::new((0..21).map(|_| AtomicUsize::new(0)).collect());
+    let unit = |n: u32| {
+        let (writer, runs) = (writer.clone(), runs.clone());
+        async move {
+            writer
+                .write(move |tx| {
+                    let runs = runs.clone();
+                    Box::pin(async move {
+                        let run = runs[n as usize].fetch_add(1, Ordering::SeqCst);
+                        sqlx::query("INSERT INTO scratch (n) VALUES ($1)")
+                            .bind(i64::from(n))
+                            .execute(tx.conn())
+                            .await
+                            .map_err(StoreError::from)?;
+                        let entry = Entry::new("test.unit", "scratch", n, serde_json::json!({}));
+                        tx.audit(&Actor::system(None), entry, Timestamp::from_millis(1_000));
+                        match (n, run) {
+                            (0, 0 | 1) | (20, _) => Err(UnitError::GaveUp),
+                            _ => Ok(n),
+                        }
+                    })
+                })
+                .await
+        }
+    };
+    let mut units = tokio::task::JoinSet::new();
+    for n in 0..20u32 {
+        let answer = unit(n);
+        units.spawn(async move { (n, answer.await) });
+    }
+    for (n, answer) in units.join_all().await {
+        assert_eq!(answer.unwrap(), n, "unit {n}");
+    }
+    assert_eq!(runs[0].load(Ordering::SeqCst), 3, "unit 0 ran until it got through");
+    let gave_up = unit(20).await;
+    assert!(matches!(gave_up, Err(UnitError::GaveUp)), "{gave_up:?}");
+    assert_eq!(runs[20].load(Ordering::SeqCst), 4, "a batch runs again at most 3 times");
+
+    let mut conn = db.read().await.unwrap();
+    let rows: Vec<(i64,)> = sqlx::query_as("SELECT n FROM scratch ORDER BY n")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let written: Vec<i64> = rows.into_iter().map(|(n,)| n).collect();
+    assert_eq!(
+        written,
+        (0..20).collect::<Vec<i64>>(),
+        "each acknowledged unit's row, once; no other"
+    );
+    drop(conn);
+    let verified = audit::verify(&db, &keys, None).await.unwrap().expect("the chain holds");
+    assert_eq!(verified.records, 20);
     drop(writer);
     for task in tasks {
         task.await.unwrap();

@@ -9,30 +9,22 @@ use crate::domain::sessions::{Connection, Session, TriggerKind};
 use crate::domain::tasks::Comment;
 use crate::domain::users::User;
 use crate::runtime::bindings::types as wit;
+use crate::store::session_start::StartRows;
 use crate::store::{self, Conn};
 
-/// Builds the `session-start` record for `session`.
-pub async fn session_start(
-    conn: &mut Conn,
-    session: &Session,
-    api_base_url: &str,
-) -> anyhow::Result<wit::SessionStart> {
+/// Builds the `session-start` record from a session's start rows.
+pub async fn session_start(conn: &mut Conn, rows: StartRows, api_base_url: &str) -> anyhow::Result<wit::SessionStart> {
+    let StartRows {
+        session,
+        workspace_name,
+        task,
+        status_name,
+        bot_name,
+        bot_handle,
+        connection,
+        ..
+    } = rows;
     let missing = |what: &str| anyhow!("session {} refers to a missing {what}", session.id);
-    let workspace = store::workspaces::get(conn, &session.workspace_id)
-        .await?
-        .ok_or_else(|| missing("workspace"))?;
-    let task = store::tasks::get_any(conn, &session.task_id)
-        .await?
-        .ok_or_else(|| missing("task"))?;
-    let status = store::tasks::status(conn, &task.workspace_id, task.status_id.as_str())
-        .await?
-        .ok_or_else(|| missing("task status"))?;
-    let bot = store::users::get_any(conn, &session.bot_id)
-        .await?
-        .ok_or_else(|| missing("bot"))?;
-    let connection = store::connections::get(conn, &session.connection_id)
-        .await?
-        .ok_or_else(|| missing("connection"))?;
     let comments = store::tasks::comments(conn, &task.id).await?;
 
     let mut user_ids: Vec<UserId> = comments.iter().map(|c| c.author_id.clone()).collect();
@@ -71,13 +63,13 @@ pub async fn session_start(
 
     Ok(wit::SessionStart {
         session_id: session.id.to_string(),
-        workspace_id: workspace.id.to_string(),
-        workspace_name: workspace.name,
+        workspace_id: session.workspace_id.to_string(),
+        workspace_name,
         created_at: session.created_at.to_iso(),
         bot: wit::BotInfo {
-            id: bot.id.to_string(),
-            name: bot.name.clone(),
-            handle: bot.handle.clone(),
+            id: session.bot_id.to_string(),
+            name: bot_name,
+            handle: bot_handle,
         },
         connection: connection_info(&connection),
         trigger,
@@ -86,8 +78,8 @@ pub async fn session_start(
             short_number: u64::try_from(task.short_number).unwrap_or_default(),
             title: task.title,
             description: task.description,
-            status: status.name,
-            status_id: status.id.to_string(),
+            status: status_name,
+            status_id: task.status_id.to_string(),
             assignee: task.assignee_id.as_ref().map(&actor),
             created_at: task.created_at.to_iso(),
         },

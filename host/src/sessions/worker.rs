@@ -164,7 +164,7 @@ async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str, cpu: Dur
             let (job, error, reason) = (job.clone(), error.clone(), reason.clone());
             Box::pin(async move {
                 if let Some(session) = &job.session_id {
-                    record_cpu(tx.conn(), session, cpu).await?;
+                    settle_call(tx.conn(), session, None, cpu).await?;
                 }
                 if job.attempts >= MAX_ATTEMPTS {
                     if let Some(session) = &job.session_id {
@@ -186,16 +186,15 @@ async fn start_session(app: &Arc<App>, share: &FairShare, job: &Job) -> anyhow::
     let session_id: SessionId = job.session_id.clone().context("start_session job without a session")?;
     let (session, start, workspace_hosts) = {
         let mut conn = app.db.read().await?;
-        let session: Session = store::sessions::get_any(&mut conn, &session_id)
+        let rows = store::session_start::read(&mut conn, &session_id)
             .await?
-            .context("the session is gone")?;
-        if session.status.is_terminal() {
+            .context("the session, or a row it refers to, is gone")?;
+        if rows.session.status.is_terminal() {
             drop(conn);
             return complete(app, job).await.map(|()| Ran::On(None));
         }
-        let start = snapshot::session_start(&mut conn, &session, &app.config.api_base_url()).await?;
-        let hosts =
-            store::connection_types::outbound_hosts(&mut conn, &session.workspace_id, &session.connection_type).await?;
+        let (session, hosts) = (rows.session.clone(), rows.workspace_hosts.clone());
+        let start = snapshot::session_start(&mut conn, rows, &app.config.api_base_url()).await?;
         (session, start, hosts)
     };
 
@@ -417,18 +416,10 @@ async fn settle_call(
     pin: Option<&str>,
     cpu: Duration,
 ) -> Result<(), StoreError> {
-    if let Some(sha) = pin {
-        store::sessions::set_plugin(tx, session, sha).await?;
-    }
-    record_cpu(tx, session, cpu).await
-}
-
-/// Adds a call's CPU time to its session (nothing for a call that used none).
-async fn record_cpu(tx: &mut store::Conn, session: &SessionId, cpu: Duration) -> Result<(), StoreError> {
-    if cpu.is_zero() {
+    if pin.is_none() && cpu.is_zero() {
         return Ok(());
     }
-    store::sessions::add_plugin_cpu(tx, session, cpu.as_micros().min(i64::MAX as u128) as i64).await
+    store::sessions::settle_call(tx, session, pin, cpu.as_micros().min(i64::MAX as u128) as i64).await
 }
 
 /// Puts `job` back for a moment: its workspace or connection has its share of calls running.

@@ -36,7 +36,7 @@ pub async fn choices(conn: &mut Conn, workspace: &WorkspaceId) -> Result<HashMap
 }
 
 /// A stored narrowing; one that cannot be read allows nothing rather than everything.
-fn parse_hosts(text: &str) -> Vec<String> {
+pub(super) fn parse_hosts(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
 }
 

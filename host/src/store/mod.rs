@@ -17,6 +17,7 @@ pub mod endpoints;
 pub mod host_keys;
 pub mod jobs;
 pub mod kv;
+pub mod session_start;
 pub mod sessions;
 pub mod setup_codes;
 pub mod tasks;
@@ -51,6 +52,19 @@ pub enum StoreError {
     /// `DATABASE_URL` names no supported backend.
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
+}
+
+impl StoreError {
+    /// Whether the database gave up on the transaction for a reason that running it again may
+    /// not meet: a deadlock or a serialization failure (PostgreSQL's `40P01`, `40001`).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("40P01" | "40001"))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Turns a unique-constraint violation into [`StoreError::Conflict`]; other errors pass through.
@@ -142,6 +156,8 @@ fn sqlite_pool(max_connections: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(30))
+        // A connection to a local file does not go stale; a ping per acquire is a thread hop.
+        .test_before_acquire(false)
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 conn.execute(

@@ -41,13 +41,23 @@ pub async fn insert(conn: &mut Conn, s: &Session) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Adds the CPU time of a plugin call to `session`'s total.
-pub async fn add_plugin_cpu(conn: &mut Conn, session: &SessionId, micros: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE agent_sessions SET plugin_cpu_micros = plugin_cpu_micros + $2 WHERE id = $1")
-        .bind(session.as_str())
-        .bind(micros)
-        .execute(conn)
-        .await?;
+/// What a plugin call leaves on its session, in one statement: `micros` more of CPU time and, if
+/// given, the plugin version (wasm SHA-256) the session is pinned to.
+pub async fn settle_call(
+    conn: &mut Conn,
+    session: &SessionId,
+    pin: Option<&str>,
+    micros: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE agent_sessions SET plugin_cpu_micros = plugin_cpu_micros + $2, \
+         plugin_sha256 = COALESCE($3, plugin_sha256) WHERE id = $1",
+    )
+    .bind(session.as_str())
+    .bind(micros)
+    .bind(pin)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -64,6 +64,12 @@ impl From<DomainError> for Error {
     }
 }
 
+impl crate::commit::UnitError for Error {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Error::Internal(cause) if cause.downcast_ref::<StoreError>().is_some_and(StoreError::is_retryable))
+    }
+}
+
 impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
         match error {
