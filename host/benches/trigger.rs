@@ -3,10 +3,11 @@
 //! ran the real self-hosted plugin's `start-session` and committed what it queued).
 //!
 //! Baselines, measured in the same run on the same kind of database:
-//! - throughput: a raw sqlx commit loop that writes, per trigger, the three rows a trigger leaves
-//!   (its session, its start job, its webhook delivery) in one transaction, with the host's own
-//!   store statements, on the host's database once the host stopped — what the database can commit
-//!   one trigger at a time, with no HTTP, plugin or group commit;
+//! - throughput: a raw sqlx commit loop (sqlx's own driver and pool) that writes, per trigger, the
+//!   three rows a trigger leaves (its session, its start job, its webhook delivery) in one
+//!   transaction, on the host's database once the host stopped — what the database can commit one
+//!   trigger at a time, with no HTTP, plugin or group commit. The same loop through the host's own
+//!   store (`Db`, which runs SQLite statements in the calling task) is shown beside it;
 //! - latency: a bare axum endpoint that writes one row per request through the host's own `Db` —
 //!   the least a durable write per HTTP request costs on this machine.
 //!
@@ -340,12 +341,10 @@ async fn enqueued_deliveries(app: &leadtime_host::App) -> Result<i64> {
         .await?)
 }
 
-/// The throughput baseline: `count` transactions, one after the other, each writing the three
-/// rows a trigger leaves — a session (copied from one the host opened, so every reference holds),
-/// its start job and its webhook delivery (with a real delivery's body).
-async fn commit_loop(database_url: &str, count: usize) -> Result<f64> {
+/// A session the host opened and its delivery's URL and body: what the commit loops copy.
+async fn template(database_url: &str) -> Result<(leadtime_host::domain::sessions::Session, String, String)> {
     let db = Db::connect(database_url).await?;
-    let (template, delivery) = {
+    let found = {
         let mut conn = db.read().await?;
         let (session_id, url, body): (String, String, String) =
             sqlx::query_as("SELECT session_id, url, body FROM webhook_deliveries WHERE session_id IS NOT NULL LIMIT 1")
@@ -354,8 +353,87 @@ async fn commit_loop(database_url: &str, count: usize) -> Result<f64> {
         let session = store::sessions::get_any(&mut conn, &SessionId::from(session_id))
             .await?
             .context("the host's session")?;
-        (session, (url, body))
+        (session, url, body)
     };
+    db.close().await;
+    Ok(found)
+}
+
+/// The throughput baseline: `count` transactions, one after the other, on one connection of
+/// sqlx's own pool, each inserting a session (the template's, under a new id), its start job and
+/// its webhook delivery.
+async fn sqlx_commit_loop(database_url: &str, count: usize) -> Result<f64> {
+    let (session, url, body) = template(database_url).await?;
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await?;
+    let started = Instant::now();
+    for _ in 0..count {
+        let (id, delivery) = (SessionId::generate().to_string(), DeliveryId::generate().to_string());
+        let now = session.created_at.millis() + started.elapsed().as_millis() as i64;
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO agent_sessions (id, workspace_id, task_id, bot_id, connection_id, connection_type, \
+             trigger_kind, trigger_actor_id, comment_id, status, status_message, external_url, external_label, \
+             created_at, started_at, ended_at, updated_at, plugin_sha256, plugin_cpu_micros) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+        )
+        .bind(&id)
+        .bind(session.workspace_id.as_str())
+        .bind(session.task_id.as_str())
+        .bind(session.bot_id.as_str())
+        .bind(session.connection_id.as_str())
+        .bind(&session.connection_type)
+        .bind(session.trigger_kind.as_str())
+        .bind(session.trigger_actor_id.as_ref().map(|a| a.as_str()))
+        .bind(None::<&str>)
+        .bind("queued")
+        .bind(None::<&str>)
+        .bind(None::<&str>)
+        .bind(None::<&str>)
+        .bind(now)
+        .bind(None::<i64>)
+        .bind(None::<i64>)
+        .bind(now)
+        .bind(None::<&str>)
+        .bind(0_i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, session_id, payload, run_at, attempts, created_at) \
+             VALUES ($1, 'start_session', $2, '{}', $3, 0, $3)",
+        )
+        .bind(ulid::Ulid::new().to_string())
+        .bind(&id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, workspace_id, connection_id, session_id, url, body, status, \
+             attempts, retry_base, next_attempt_at, last_error, delivered_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, 0, $7, NULL, NULL, $7)",
+        )
+        .bind(&delivery)
+        .bind(session.workspace_id.as_str())
+        .bind(session.connection_id.as_str())
+        .bind(&id)
+        .bind(&url)
+        .bind(&body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    Ok(rate)
+}
+
+/// The same loop through the host's store (`Db` and its insert functions).
+async fn store_commit_loop(database_url: &str, count: usize) -> Result<f64> {
+    let (template, url, body) = template(database_url).await?;
+    let db = Db::connect(database_url).await?;
     let started = Instant::now();
     for _ in 0..count {
         let now = Timestamp::from_millis(template.created_at.millis() + started.elapsed().as_millis() as i64);
@@ -370,8 +448,8 @@ async fn commit_loop(database_url: &str, count: usize) -> Result<f64> {
             session.workspace_id.clone(),
             session.connection_id.clone(),
             Some(session.id.clone()),
-            delivery.0.clone(),
-            delivery.1.clone(),
+            url.clone(),
+            body.clone(),
             now,
         );
         let mut tx = db.begin().await?;
@@ -410,7 +488,8 @@ async fn run() -> Result<()> {
     }
     let backend = format!("{:?}", bench.host.app.db.backend());
     bench.host.shutdown().await;
-    let loop_rate = commit_loop(&host_db.url, TRIGGERS).await?;
+    let loop_rate = sqlx_commit_loop(&host_db.url, TRIGGERS).await?;
+    let store_loop_rate = store_commit_loop(&host_db.url, TRIGGERS).await?;
     host_db.drop_database().await?;
 
     let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
@@ -421,6 +500,12 @@ async fn run() -> Result<()> {
     println!(
         "{:<62} {:>10.0} {:>8.2}",
         "baseline: raw sqlx commit loop, a trigger's 3 rows per tx", loop_rate, 1.0
+    );
+    println!(
+        "{:<62} {:>10.0} {:>8.2}",
+        "reference: the same loop through the host's store (Db)",
+        store_loop_rate,
+        store_loop_rate / loop_rate
     );
     println!(
         "{:<62} {:>10.0} {:>8.2}",

@@ -1,12 +1,14 @@
-//! Persistence with sqlx on SQLite (the embedded default) or PostgreSQL (`DATABASE_URL=postgres://…`).
+//! Persistence on SQLite (the embedded default) or PostgreSQL (`DATABASE_URL=postgres://…`).
 //!
 //! Queries are written once in the SQL both backends understand (`$1` parameters, `RETURNING`,
-//! `ON CONFLICT`, partial indexes) and run through sqlx's `Any` driver; the few places that differ
-//! ask [`Db::backend`]. Each backend has its own migrations folder, applied at start.
+//! `ON CONFLICT`, partial indexes) with sqlx's query builders over its `Any` types; the few places
+//! that differ ask [`Db::backend`]. Each backend has its own migrations folder, applied at start
+//! (by sqlx's migrator).
 //!
-//! On SQLite every write goes through one dedicated connection, so writers queue in-process
-//! instead of failing with `SQLITE_BUSY`; reads use a separate pool (WAL lets them run alongside).
-//! On PostgreSQL both share one pool.
+//! A [`Conn`] runs a query on PostgreSQL through sqlx's driver, and on SQLite in the calling task
+//! ([`sqlite`]: no thread hand-over per statement). On SQLite every write goes through one
+//! connection, so writers queue in-process instead of failing with `SQLITE_BUSY`; reads use a
+//! few more (WAL lets them run alongside). On PostgreSQL both share one pool.
 
 pub mod audit;
 pub mod connection_secrets;
@@ -20,22 +22,206 @@ pub mod kv;
 pub mod session_start;
 pub mod sessions;
 pub mod setup_codes;
+pub mod sqlite;
 pub mod tasks;
 pub mod tokens;
 pub mod users;
 pub mod workspaces;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use either::Either;
+use futures_core::future::BoxFuture;
+use futures_core::stream::BoxStream;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyPool, Execute, Executor};
 
-/// The connection type store functions take: a pooled connection or an open transaction.
-pub type Conn = AnyConnection;
-/// An open write transaction.
-pub type Tx = Transaction<'static, Any>;
+/// Readers SQLite keeps open at most.
+const SQLITE_READERS: usize = 8;
+
+/// A connection the store's functions run queries on: a reader, or the connection of an open
+/// transaction ([`Tx`] dereferences to it).
+pub enum Conn {
+    Sqlite(sqlite::Handle),
+    Postgres(PoolConnection<Any>),
+    /// What a finished transaction leaves behind: every query fails.
+    Released,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Conn::Sqlite(handle) => handle.fmt(f),
+            Conn::Postgres(_) => f.write_str("postgres connection"),
+            Conn::Released => f.write_str("released connection"),
+        }
+    }
+}
+
+fn released() -> sqlx::Error {
+    sqlx::Error::Protocol("the transaction is over; its connection was released".into())
+}
+
+impl<'c> Executor<'c> for &'c mut Conn {
+    type Database = Any;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        mut query: E,
+    ) -> BoxStream<'e, Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        match self {
+            Conn::Postgres(conn) => (&mut **conn).fetch_many(query),
+            Conn::Sqlite(handle) => {
+                let ran = query
+                    .take_arguments()
+                    .map_err(sqlx::Error::Encode)
+                    .and_then(|arguments| sqlite::run(handle, query.sql(), arguments, None));
+                let items: Vec<Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>> = match ran {
+                    Ok(ran) => ran
+                        .rows
+                        .into_iter()
+                        .map(|row| Ok(Either::Right(row)))
+                        .chain(std::iter::once(Ok(Either::Left(ran.result))))
+                        .collect(),
+                    Err(error) => vec![Err(error)],
+                };
+                Box::pin(futures_util::stream::iter(items))
+            }
+            Conn::Released => Box::pin(futures_util::stream::iter(vec![Err(released())])),
+        }
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(self, mut query: E) -> BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        match self {
+            Conn::Postgres(conn) => (&mut **conn).fetch_optional(query),
+            Conn::Sqlite(handle) => {
+                let ran = query
+                    .take_arguments()
+                    .map_err(sqlx::Error::Encode)
+                    .and_then(|arguments| sqlite::run(handle, query.sql(), arguments, Some(1)))
+                    .map(|ran| ran.rows.into_iter().next());
+                Box::pin(std::future::ready(ran))
+            }
+            Conn::Released => Box::pin(std::future::ready(Err(released()))),
+        }
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [AnyTypeInfo],
+    ) -> BoxFuture<'e, Result<AnyStatement<'q>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        match self {
+            Conn::Postgres(conn) => (&mut **conn).prepare_with(sql, parameters),
+            _ => Box::pin(std::future::ready(Err(sqlx::Error::Protocol(
+                "prepared statement objects are not used on SQLite".into(),
+            )))),
+        }
+    }
+
+    fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, Result<sqlx::Describe<Any>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        match self {
+            Conn::Postgres(conn) => (&mut **conn).describe(sql),
+            _ => Box::pin(std::future::ready(Err(sqlx::Error::Protocol(
+                "describe is not used on SQLite".into(),
+            )))),
+        }
+    }
+}
+
+/// A connection for reads outside any transaction.
+#[derive(Debug)]
+pub struct ReadConn(Conn);
+
+impl std::ops::Deref for ReadConn {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ReadConn {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.0
+    }
+}
+
+/// An open write transaction: committed by [`Tx::commit`], rolled back when dropped otherwise.
+#[derive(Debug)]
+pub struct Tx {
+    conn: Conn,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+}
+
+impl Tx {
+    /// Commits the transaction.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        self.finish("COMMIT").await
+    }
+
+    /// Rolls the transaction back.
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        self.finish("ROLLBACK").await
+    }
+
+    /// Ends the transaction with `statement`; the connection goes back once that succeeded (else
+    /// the drop rolls back what is left).
+    async fn finish(&mut self, statement: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::query(statement).execute(&mut self.conn).await?;
+        self.conn = Conn::Released;
+        Ok(())
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        match std::mem::replace(&mut self.conn, Conn::Released) {
+            Conn::Released => {}
+            // Runs here and now: the writer is free again when the drop returns.
+            Conn::Sqlite(handle) => sqlite::roll_back(&handle),
+            Conn::Postgres(mut conn) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move {
+                        if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                            conn.close_on_drop();
+                        }
+                    });
+                }
+                // No runtime to roll back on: the server rolls back when the connection closes.
+                Err(_) => conn.close_on_drop(),
+            },
+        }
+    }
+}
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -84,12 +270,17 @@ pub enum Backend {
     Postgres,
 }
 
-/// The database: a read pool and a write pool (the same pool on PostgreSQL).
+/// The database: SQLite's writer and readers, or PostgreSQL's pool.
 #[derive(Debug, Clone)]
 pub struct Db {
     backend: Backend,
-    read: AnyPool,
-    write: AnyPool,
+    connections: Connections,
+}
+
+#[derive(Debug, Clone)]
+enum Connections {
+    Sqlite(Arc<sqlite::Sqlite>),
+    Postgres(AnyPool),
 }
 
 impl Db {
@@ -105,13 +296,24 @@ impl Db {
             return Err(StoreError::UnsupportedUrl(redact_url(url)));
         };
         let options = AnyConnectOptions::from_str(url)?;
-        let db = match backend {
+        let connections = match backend {
             Backend::Sqlite => {
-                let write = sqlite_pool(1).connect_with(options.clone()).await?;
-                // Migrate before the read pool opens, so readers never see a half-made schema.
-                sqlx::migrate!("../migrations/sqlite").run(&write).await?;
-                let read = sqlite_pool(8).connect_with(options).await?;
-                Db { backend, read, write }
+                // sqlx's migrator applies the migrations (on a connection of its own, closed
+                // before the host's connections open, so they never see a half-made schema).
+                let migrator = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?;
+                sqlx::migrate!("../migrations/sqlite").run(&migrator).await?;
+                migrator.close().await;
+                Connections::Sqlite(Arc::new(sqlite::Sqlite::open(url, SQLITE_READERS)?))
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -120,14 +322,10 @@ impl Db {
                     .connect_with(options)
                     .await?;
                 sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-                Db {
-                    backend,
-                    read: pool.clone(),
-                    write: pool,
-                }
+                Connections::Postgres(pool)
             }
         };
-        Ok(db)
+        Ok(Db { backend, connections })
     }
 
     /// Which backend this is.
@@ -137,37 +335,35 @@ impl Db {
 
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(self.write.begin().await?)
+        let mut tx = Tx {
+            conn: match &self.connections {
+                Connections::Sqlite(sqlite) => Conn::Sqlite(sqlite.writer().await),
+                Connections::Postgres(pool) => Conn::Postgres(pool.acquire().await?),
+            },
+        };
+        if let Err(error) = sqlx::query("BEGIN").execute(&mut tx.conn).await {
+            // Nothing to roll back.
+            tx.conn = Conn::Released;
+            return Err(error.into());
+        }
+        Ok(tx)
     }
 
     /// A connection for reads outside any transaction.
-    pub async fn read(&self) -> Result<PoolConnection<Any>, StoreError> {
-        Ok(self.read.acquire().await?)
+    pub async fn read(&self) -> Result<ReadConn, StoreError> {
+        Ok(ReadConn(match &self.connections {
+            Connections::Sqlite(sqlite) => Conn::Sqlite(sqlite.reader().await?),
+            Connections::Postgres(pool) => Conn::Postgres(pool.acquire().await?),
+        }))
     }
 
     /// Closes every connection.
     pub async fn close(&self) {
-        self.write.close().await;
-        self.read.close().await;
+        match &self.connections {
+            Connections::Sqlite(sqlite) => sqlite.close(),
+            Connections::Postgres(pool) => pool.close().await,
+        }
     }
-}
-
-fn sqlite_pool(max_connections: u32) -> AnyPoolOptions {
-    AnyPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(30))
-        // A connection to a local file does not go stale; a ping per acquire is a thread hop.
-        .test_before_acquire(false)
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                conn.execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                )
-                .await?;
-                Ok(())
-            })
-        })
 }
 
 /// The URL with any password replaced, for messages and logs.
