@@ -21,12 +21,16 @@ use super::{PluginServices, snapshot};
 use crate::domain::jobs::{self, JobKind, QueuedEvent};
 use crate::use_cases::sessions::fail;
 
-/// Jobs run at once.
-const CONCURRENCY: usize = 16;
-/// How long a claimed job is reserved for its worker (a plugin call's time limit plus a margin); a
-/// worker that dies releases it after this.
+/// Jobs in hand at once (reading their session, waiting for their share, calling, committing).
+const JOB_SLOTS: usize = 64;
+/// Plugin calls at once (each holds an instance, up to its memory limit), shared fairly.
+const CALLS: usize = 16;
+/// How long a job over its share waits in memory for its turn before it is put back.
+const SHARE_PATIENCE: Duration = Duration::from_secs(2);
+/// How long a claimed job is reserved for its worker (its wait for a share and a plugin call's
+/// time limit, plus a margin); a worker that dies releases it after this.
 fn lease_ms(app: &App) -> i64 {
-    app.config.plugin_limits.timeout.as_millis() as i64 + 5_000
+    (app.config.plugin_limits.timeout + SHARE_PATIENCE).as_millis() as i64 + 5_000
 }
 /// Longest sleep between looks at the job table when nothing is due.
 const IDLE_POLL: Duration = Duration::from_secs(5);
@@ -46,8 +50,10 @@ enum Ran {
 
 /// Runs the job worker until `shutdown`.
 pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(CONCURRENCY));
-    let share = Arc::new(FairShare::of(CONCURRENCY));
+    let slots = Arc::new(Semaphore::new(JOB_SLOTS));
+    // Half the job slots may wait for one workspace's or connection's share; the rest stay free
+    // for everyone else's jobs.
+    let share = Arc::new(FairShare::new(CALLS, JOB_SLOTS / 2));
     let mut running = tokio::task::JoinSet::new();
     loop {
         let free = slots.available_permits() as i64;
@@ -207,7 +213,10 @@ async fn start_session(app: &Arc<App>, share: &FairShare, job: &Job) -> anyhow::
             .await
             .map(|()| Ran::On(None));
     };
-    let Some(_ticket) = share.try_enter(&session.workspace_id, &session.connection_id) else {
+    let Some(ticket) = share
+        .enter(&session.workspace_id, &session.connection_id, SHARE_PATIENCE)
+        .await
+    else {
         return defer(app, job).await;
     };
     // The session is pinned to this version with the start's outcome (no transaction of its own).
@@ -216,6 +225,7 @@ async fn start_session(app: &Arc<App>, share: &FairShare, job: &Job) -> anyhow::
     let ran_on = Some(plugin.wasm_sha256.clone());
     let (context, services) = call_for(app, &session, &plugin, workspace_hosts);
     let called = app.runtime.start_session(&plugin, context, services, start).await;
+    drop(ticket);
     let cpu = called.cpu;
     match called.result {
         Ok(effects) => commit_effects(app, job, &session, effects, pin, cpu).await?,
@@ -300,7 +310,10 @@ async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: Sess
         // Nobody to tell: the plugin is gone.
         return complete(app, job).await.map(|()| Ran::On(None));
     };
-    let Some(_ticket) = share.try_enter(&session.workspace_id, &session.connection_id) else {
+    let Some(ticket) = share
+        .enter(&session.workspace_id, &session.connection_id, SHARE_PATIENCE)
+        .await
+    else {
         return defer(app, job).await;
     };
     let ran_on = Some(plugin.wasm_sha256.clone());
@@ -309,6 +322,7 @@ async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: Sess
         .runtime
         .on_event(&plugin, context, services, session_ref, event)
         .await;
+    drop(ticket);
     let cpu = called.cpu;
     match called.result {
         Ok(effects) => commit_effects(app, job, &session, effects, None, cpu).await?,

@@ -91,14 +91,24 @@ pub async fn list(conn: &mut Conn, workspace: &WorkspaceId, kind: Option<UserKin
     .await?)
 }
 
-/// Users by id (for naming authors and actors); unknown ids are skipped.
+/// Users by id (for naming authors and actors); unknown ids are skipped. One query per
+/// [`MANY_CHUNK`] ids, however many there are.
 pub async fn get_many(conn: &mut Conn, ids: &[UserId]) -> Result<Vec<User>, StoreError> {
     let mut users = Vec::with_capacity(ids.len());
-    for id in ids {
-        users.extend(get_any(&mut *conn, id).await?);
+    for chunk in ids.chunks(MANY_CHUNK) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE id IN ({})", placeholders.join(", "));
+        let mut query = sqlx::query_as(&sql);
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        users.extend(query.fetch_all(&mut *conn).await?);
     }
     Ok(users)
 }
+
+/// Ids per query of [`get_many`] (below both backends' limits on bound parameters).
+const MANY_CHUNK: usize = 500;
 
 /// Writes a user's name, handle and avatar; a taken handle is a [`StoreError::Conflict`].
 pub async fn update_profile(conn: &mut Conn, user: &User) -> Result<(), StoreError> {
