@@ -110,9 +110,11 @@ impl CallServices for PluginServices {
         max_total_bytes: i64,
     ) -> Result<(), CapabilityError> {
         let mut tx = self.app.db.begin().await.map_err(unavailable)?;
-        let previous = store::kv::get(&mut tx, connection, key).await.map_err(unavailable)?;
-        let used = store::kv::usage(&mut tx, connection).await.map_err(unavailable)?;
-        let freed = previous.map(|v| (v.len() + key.len()) as i64).unwrap_or(0);
+        let used = store::kv::lock_usage(&mut tx, connection).await.map_err(unavailable)?;
+        let freed = store::kv::stored_size(&mut tx, connection, key)
+            .await
+            .map_err(unavailable)?
+            .unwrap_or(0);
         let after = used - freed + (key.len() + value.len()) as i64;
         if after > max_total_bytes {
             return Err(CapabilityError::LimitExceeded(format!(
@@ -122,12 +124,24 @@ impl CallServices for PluginServices {
         store::kv::set(&mut tx, connection, key, value, self.app.clock.now())
             .await
             .map_err(unavailable)?;
+        store::kv::set_usage(&mut tx, connection, after)
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(|e| unavailable(e.into()))
     }
 
     async fn kv_delete(&self, connection: &ConnectionId, key: &str) -> Result<(), CapabilityError> {
         let mut tx = self.app.db.begin().await.map_err(unavailable)?;
-        store::kv::delete(&mut tx, connection, key).await.map_err(unavailable)?;
+        let used = store::kv::lock_usage(&mut tx, connection).await.map_err(unavailable)?;
+        if let Some(freed) = store::kv::stored_size(&mut tx, connection, key)
+            .await
+            .map_err(unavailable)?
+        {
+            store::kv::delete(&mut tx, connection, key).await.map_err(unavailable)?;
+            store::kv::set_usage(&mut tx, connection, used - freed)
+                .await
+                .map_err(unavailable)?;
+        }
         tx.commit().await.map_err(|e| unavailable(e.into()))
     }
 

@@ -47,13 +47,36 @@ pub async fn delete(conn: &mut Conn, connection: &ConnectionId, key: &str) -> Re
     Ok(())
 }
 
-/// Bytes stored by `connection` (keys and values, counted in bytes, not characters), for its quota.
-pub async fn usage(conn: &mut Conn, connection: &ConnectionId) -> Result<i64, StoreError> {
-    let total: Option<i64> = sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(OCTET_LENGTH(key) + OCTET_LENGTH(value)), 0) AS BIGINT) FROM plugin_kv WHERE connection_id = $1",
+/// Bytes stored by `connection` (keys and values, counted in bytes, not characters), for its
+/// quota. Locks the connection's count until the transaction ends (PostgreSQL), so concurrent kv
+/// writes of one connection take turns and each sees the others' sizes.
+pub async fn lock_usage(conn: &mut Conn, connection: &ConnectionId) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO plugin_kv_usage (connection_id, bytes) VALUES ($1, 0) \
+         ON CONFLICT (connection_id) DO UPDATE SET bytes = plugin_kv_usage.bytes RETURNING bytes",
     )
     .bind(connection.as_str())
     .fetch_one(conn)
-    .await?;
-    Ok(total.unwrap_or(0))
+    .await?)
+}
+
+/// Records that `connection` now stores `bytes` in kv (after [`lock_usage`] in the same transaction).
+pub async fn set_usage(conn: &mut Conn, connection: &ConnectionId, bytes: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE plugin_kv_usage SET bytes = $2 WHERE connection_id = $1")
+        .bind(connection.as_str())
+        .bind(bytes)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The size in bytes of `key` and its value, if stored.
+pub async fn stored_size(conn: &mut Conn, connection: &ConnectionId, key: &str) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT CAST(OCTET_LENGTH(key) + OCTET_LENGTH(value) AS BIGINT) FROM plugin_kv WHERE connection_id = $1 AND key = $2",
+    )
+    .bind(connection.as_str())
+    .bind(key)
+    .fetch_optional(conn)
+    .await?)
 }
