@@ -25,6 +25,25 @@ pub enum CapabilityError {
     Unavailable(String),
 }
 
+/// The bytes a connection's kv state comes to once `key` holds `value`, given what it stores
+/// (`used`) and what `key` holds now (`freed`), or the refusal when that is over `max_total_bytes`.
+/// Every [`CallServices::kv_set`] applies this rule.
+pub fn kv_bytes_after(
+    used: i64,
+    freed: i64,
+    key: &str,
+    value: &[u8],
+    max_total_bytes: i64,
+) -> Result<i64, CapabilityError> {
+    let after = used - freed + (key.len() + value.len()) as i64;
+    if after > max_total_bytes {
+        return Err(CapabilityError::LimitExceeded(format!(
+            "this connection's kv state would grow to {after} bytes; at most {max_total_bytes} are allowed"
+        )));
+    }
+    Ok(after)
+}
+
 impl From<CapabilityError> for HostError {
     fn from(error: CapabilityError) -> Self {
         match error {
@@ -174,17 +193,15 @@ pub(crate) mod fake {
             max_total_bytes: i64,
         ) -> Result<(), CapabilityError> {
             let mut kv = self.kv.lock().unwrap();
-            let used: usize = kv
+            let used: i64 = kv
                 .iter()
-                .filter(|((c, k), _)| c == connection.as_str() && k != key)
-                .map(|((_, k), v)| k.len() + v.len())
+                .filter(|((c, _), _)| c == connection.as_str())
+                .map(|((_, k), v)| (k.len() + v.len()) as i64)
                 .sum();
-            let after = (used + key.len() + value.len()) as i64;
-            if after > max_total_bytes {
-                return Err(CapabilityError::LimitExceeded(format!(
-                    "this connection's kv state would grow to {after} bytes; at most {max_total_bytes} are allowed"
-                )));
-            }
+            let freed = kv
+                .get(&(connection.to_string(), key.into()))
+                .map_or(0, |v| (key.len() + v.len()) as i64);
+            super::kv_bytes_after(used, freed, key, value, max_total_bytes)?;
             kv.insert((connection.to_string(), key.into()), value.to_vec());
             Ok(())
         }

@@ -10,7 +10,7 @@ use crate::audit::Actor;
 use crate::domain::ids::{ConnectionId, SessionId};
 use crate::domain::jobs;
 use crate::domain::sessions::{NewActivity, RecordSource, Session, SessionStatus};
-use crate::runtime::{CallServices, CapabilityError};
+use crate::runtime::{CallServices, CapabilityError, kv_bytes_after};
 use crate::secrets::SecretValue;
 use crate::store;
 use crate::use_cases::Error;
@@ -115,12 +115,7 @@ impl CallServices for PluginServices {
             .await
             .map_err(unavailable)?
             .unwrap_or(0);
-        let after = used - freed + (key.len() + value.len()) as i64;
-        if after > max_total_bytes {
-            return Err(CapabilityError::LimitExceeded(format!(
-                "this connection's kv state would grow to {after} bytes; at most {max_total_bytes} are allowed"
-            )));
-        }
+        let after = kv_bytes_after(used, freed, key, value, max_total_bytes)?;
         store::kv::set(&mut tx, connection, key, value, self.app.clock.now())
             .await
             .map_err(unavailable)?;
