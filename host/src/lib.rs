@@ -296,12 +296,22 @@ async fn checkpoint_audit_trail(app: SharedApp, shutdown: CancellationToken) {
     }
 }
 
-/// Drops full rate-limit buckets now and then, so memory stays bounded however many tokens call.
+/// How often dropped plugin log lines are reported (one line per report, with counts).
+const LOG_DROP_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Drops full rate-limit buckets now and then, so memory stays bounded however many tokens call,
+/// and reports the plugin log lines the per-connection limit dropped, once per interval.
 async fn forget_idle_rate_limits(app: SharedApp, shutdown: CancellationToken) {
     let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+    let mut report_drops = tokio::time::interval(LOG_DROP_REPORT_INTERVAL);
+    report_drops.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                app.runtime.report_dropped_log_lines(LOG_DROP_REPORT_INTERVAL);
+                break;
+            }
+            _ = report_drops.tick() => app.runtime.report_dropped_log_lines(LOG_DROP_REPORT_INTERVAL),
             _ = every_minute.tick() => {
                 app.rate_limits.forget_idle();
                 app.failed_auth.forget_idle();

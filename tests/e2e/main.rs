@@ -14,6 +14,7 @@ mod credentials;
 mod delivery;
 mod group_commit;
 mod input_rules;
+mod logging;
 mod openapi;
 mod plugin_http;
 mod plugin_reload;

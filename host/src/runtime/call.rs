@@ -151,8 +151,6 @@ pub struct CallData {
     pub(crate) budget: Budget,
     pub(crate) effects: CallEffects,
     pub(crate) log_rate: Arc<LogRate>,
-    /// Log lines the per-connection rate limit dropped in this call.
-    pub(crate) log_lines_dropped: u32,
 }
 
 impl std::fmt::Debug for CallData {
@@ -186,7 +184,6 @@ impl CallData {
             },
             effects: CallEffects::default(),
             log_rate,
-            log_lines_dropped: 0,
         }
     }
 
@@ -233,19 +230,8 @@ impl CallData {
         }
     }
 
-    /// The effects the call queued (reporting log lines the rate limit dropped, once).
+    /// The effects the call queued.
     pub(crate) fn into_effects(self, http_problems: HttpProblems) -> CallEffects {
-        if self.log_lines_dropped > 0 {
-            let context = &self.context;
-            tracing::warn!(
-                target: "plugin",
-                plugin = %context.plugin_id,
-                connection = context.connection_id.as_ref().map(|c| c.as_str()).unwrap_or("-"),
-                session = context.session_id.as_ref().map(|s| s.as_str()).unwrap_or("-"),
-                dropped = self.log_lines_dropped,
-                "plugin log lines dropped by the per-connection rate limit"
-            );
-        }
         let mut effects = self.effects;
         effects.http_problems = http_problems;
         effects

@@ -174,6 +174,11 @@ impl PluginRuntime {
         self.log_rate.forget_idle();
     }
 
+    /// Logs one line for the plugin log lines dropped since the last report, if any.
+    pub fn report_dropped_log_lines(&self, interval: std::time::Duration) {
+        self.log_rate.report_dropped(interval);
+    }
+
     /// Compiles (or loads from cache), checks and registers a plugin. The plugin's `manifest()`
     /// gives its connection-type id.
     pub async fn load(&self, source: &str, wasm: &[u8]) -> Result<Arc<LoadedPlugin>, LoadError> {

@@ -43,7 +43,8 @@ impl Plugin for SelfHosted {
         let config = Config::parse(&session.connection.config_json()?).map_err(PluginError::InvalidConfig)?;
         let body = webhook_body(&session, &config);
         let delivery_id = webhook::deliver(&config.webhook_url, &body.to_string())?;
-        log::info(&format!(
+        // One line per session: detail, not news (the session card and delivery log show it).
+        log::debug(&format!(
             "session {} queued for the wrapper as delivery {delivery_id}",
             session.session_id
         ));
@@ -71,7 +72,7 @@ impl Plugin for SelfHosted {
                     SessionEvent::FollowUp(_) => "follow-up",
                     SessionEvent::CancelRequested(_) => "cancel",
                 };
-                log::info(&format!(
+                log::debug(&format!(
                     "session {}: {kind} not forwarded to the wrapper",
                     session.session_id
                 ));

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -66,10 +67,21 @@ impl HostFiles {
     }
 }
 
+/// Log lines of a host process kept for a test to read (the newest; older ones are counted).
+const LOG_LINES_KEPT: usize = 20_000;
+
+/// What a host process wrote to its log since it listened.
+#[derive(Default)]
+struct LogLines {
+    lines: std::collections::VecDeque<String>,
+    total: usize,
+}
+
 /// A `leadtime-host serve` child process; dropping it kills it (`kill -9`).
 pub struct HostProcess {
     child: Child,
     pub port: u16,
+    log: Arc<Mutex<LogLines>>,
 }
 
 impl Drop for HostProcess {
@@ -133,9 +145,26 @@ impl HostProcess {
         })
         .await;
         assert_eq!(ready, Ok(true), "the host did not start");
-        // Keep draining its log so the pipe never fills.
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        HostProcess { child, port }
+        // Keep draining its log so the pipe never fills, keeping the newest lines.
+        let log = Arc::new(Mutex::new(LogLines::default()));
+        let kept = log.clone();
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                let mut kept = kept.lock().expect("log lock");
+                kept.total += 1;
+                if kept.lines.len() == LOG_LINES_KEPT {
+                    kept.lines.pop_front();
+                }
+                kept.lines.push_back(line);
+            }
+        });
+        HostProcess { child, port, log }
+    }
+
+    /// The log lines written since the host listened (the newest 20,000), and how many in all.
+    pub fn log_lines(&self) -> (Vec<String>, usize) {
+        let log = self.log.lock().expect("log lock");
+        (log.lines.iter().cloned().collect(), log.total)
     }
 
     /// `http://127.0.0.1:PORT`
