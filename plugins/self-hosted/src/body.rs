@@ -11,7 +11,9 @@ use crate::config::{Config, Mode};
 const PROMPT_COMMENT_LIMIT: usize = 30;
 
 /// The `agent_session.created` body. `webhookTimestamp` starts as the session's creation time;
-/// the host stamps each attempt's time into it when it sends.
+/// the host stamps each attempt's time into it when it sends. The task's description — often the
+/// largest text — is sent once, in `promptContext`; `context.task` carries the task's fields the
+/// contract names and its metadata (a wrapper reads the raw description through the task API).
 pub fn webhook_body(session: &SessionStart, config: &Config) -> Value {
     let comment_id = match &session.trigger {
         Trigger::Mentioned(comment) => Value::String(comment.id.clone()),
@@ -31,7 +33,6 @@ pub fn webhook_body(session: &SessionStart, config: &Config) -> Value {
                 "id": task.id,
                 "shortNumber": task.short_number,
                 "title": task.title,
-                "description": task.description,
                 "status": task.status,
                 "statusId": task.status_id,
                 "assignee": task.assignee.as_ref().map(actor_json),
@@ -283,6 +284,23 @@ mod tests {
                 "commentId",
                 "context"
             ]
+        );
+    }
+
+    #[test]
+    fn a_long_description_is_sent_once() {
+        let mut start = session(Trigger::Assigned(actor("Ada")), vec![]);
+        start.task.description = "A long description. ".repeat(100);
+        let body = webhook_body(&start, &config(None)).to_string();
+        assert_eq!(
+            body.matches("A long description.").count(),
+            100,
+            "only in promptContext"
+        );
+        assert!(
+            body.len() < start.task.description.len() + 2_000,
+            "{} bytes",
+            body.len()
         );
     }
 
