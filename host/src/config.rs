@@ -55,6 +55,14 @@ pub struct Config {
     pub audit_checkpoint_interval: Duration,
 }
 
+/// Webhook attempts in flight at once, across all receivers (each holds an outbound connection
+/// and its body until the receiver answers or the attempt times out).
+pub const DEFAULT_DELIVERY_CONCURRENCY: usize = 128;
+/// Webhook attempts in flight at once to one endpoint: a quarter of the slots, so one busy
+/// endpoint is served with ample concurrency while a slow one (holding its attempts until they
+/// time out) leaves three quarters to everyone else.
+pub const DEFAULT_DELIVERY_PER_ENDPOINT: usize = 32;
+
 /// How webhooks are delivered.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -76,8 +84,8 @@ impl Default for DeliveryConfig {
             // Svix-like: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (8 attempts over ~27.6 h).
             retry_schedule: parse_schedule("5s,5m,30m,2h,5h,10h,10h").unwrap_or_default(),
             attempt_timeout: Duration::from_secs(15),
-            max_in_flight: 64,
-            per_endpoint_in_flight: 8,
+            max_in_flight: DEFAULT_DELIVERY_CONCURRENCY,
+            per_endpoint_in_flight: DEFAULT_DELIVERY_PER_ENDPOINT,
             auto_disable_after_failed_deliveries: 10,
         }
     }
@@ -161,10 +169,10 @@ pub struct ServeArgs {
     #[arg(long, env = "LEADTIME_ALLOW_PRIVATE_TARGETS")]
     pub allow_private_targets: bool,
     /// Webhook attempts in flight at once.
-    #[arg(long, env = "LEADTIME_DELIVERY_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "LEADTIME_DELIVERY_CONCURRENCY", default_value_t = DEFAULT_DELIVERY_CONCURRENCY)]
     pub delivery_concurrency: usize,
     /// Webhook attempts in flight at once to one endpoint.
-    #[arg(long, env = "LEADTIME_DELIVERY_PER_ENDPOINT", default_value_t = 8)]
+    #[arg(long, env = "LEADTIME_DELIVERY_PER_ENDPOINT", default_value_t = DEFAULT_DELIVERY_PER_ENDPOINT)]
     pub delivery_per_endpoint: usize,
     /// Disable an endpoint after this many deliveries in a row failed for good (0: never).
     #[arg(long, env = "LEADTIME_DELIVERY_AUTO_DISABLE_AFTER", default_value_t = 10)]

@@ -121,6 +121,17 @@ impl Receiver {
         assert!(reached.is_ok(), "{path} never had {n} requests in progress");
     }
 
+    /// Waits until `path` has received `n` requests.
+    pub async fn wait_for_hits(&self, path: &str, n: usize) {
+        let mut changes = self.shared.changed.subscribe();
+        let reached = tokio::time::timeout(EVENT_TIMEOUT, changes.wait_for(|_| self.hits(path).len() >= n)).await;
+        assert!(
+            reached.is_ok(),
+            "{path} got {} requests, not {n}",
+            self.hits(path).len()
+        );
+    }
+
     /// Requests on `path` in progress now.
     pub fn in_flight(&self, path: &str) -> usize {
         self.shared
