@@ -23,24 +23,63 @@ pub async fn insert_status(conn: &mut Conn, status: &TaskStatus) -> Result<(), S
 }
 
 /// The statuses of `workspace` in board order.
+///
+/// A workspace's statuses are written once, when it is created, and never change (there is no
+/// way to edit them), so they are read from the database once per process and kept: they are read
+/// by most task requests (the default status, every task view). Should statuses become editable,
+/// this memo must go (or be invalidated across hosts).
 pub async fn statuses(conn: &mut Conn, workspace: &WorkspaceId) -> Result<Vec<TaskStatus>, StoreError> {
-    Ok(sqlx::query_as(
+    if let Some(kept) = status_memo::get(workspace) {
+        return Ok(kept.to_vec());
+    }
+    let statuses: Vec<TaskStatus> = sqlx::query_as(
         "SELECT id, workspace_id, name, category, position FROM task_statuses WHERE workspace_id = $1 ORDER BY position, id",
     )
     .bind(workspace.as_str())
     .fetch_all(conn)
-    .await?)
+    .await?;
+    status_memo::keep(workspace, &statuses);
+    Ok(statuses)
 }
 
 /// The status `id` of `workspace`.
 pub async fn status(conn: &mut Conn, workspace: &WorkspaceId, id: &str) -> Result<Option<TaskStatus>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT id, workspace_id, name, category, position FROM task_statuses WHERE workspace_id = $1 AND id = $2",
-    )
-    .bind(workspace.as_str())
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
+    Ok(statuses(conn, workspace)
+        .await?
+        .into_iter()
+        .find(|status| status.id.as_str() == id))
+}
+
+/// The process's memo of workspace statuses (see [`statuses`]).
+mod status_memo {
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock, Mutex};
+
+    use crate::domain::ids::WorkspaceId;
+    use crate::domain::tasks::TaskStatus;
+
+    /// Workspaces kept at most; past it the memo starts over (a read costs one query again).
+    const WORKSPACES: usize = 10_000;
+
+    type Memo = HashMap<WorkspaceId, Arc<[TaskStatus]>>;
+    static MEMO: LazyLock<Mutex<Memo>> = LazyLock::new(Mutex::default);
+
+    pub(super) fn get(workspace: &WorkspaceId) -> Option<Arc<[TaskStatus]>> {
+        MEMO.lock().unwrap_or_else(|p| p.into_inner()).get(workspace).cloned()
+    }
+
+    /// Keeps `statuses` unless there are none yet (a workspace being created reads them before
+    /// its transaction commits them).
+    pub(super) fn keep(workspace: &WorkspaceId, statuses: &[TaskStatus]) {
+        if statuses.is_empty() {
+            return;
+        }
+        let mut memo = MEMO.lock().unwrap_or_else(|p| p.into_inner());
+        if memo.len() >= WORKSPACES {
+            memo.clear();
+        }
+        memo.insert(workspace.clone(), statuses.into());
+    }
 }
 
 /// Inserts a task.

@@ -94,13 +94,9 @@ pub async fn authenticate(app: &App, bearer: &str, request: RequestMeta) -> Resu
     let now = app.clock.now();
     let (token, user) = {
         let mut conn = app.db.read().await?;
-        let token = store::tokens::find_by_digest(&mut conn, &digest)
+        store::tokens::find_with_user(&mut conn, &digest)
             .await?
-            .ok_or_else(|| unauthorized("unknown or revoked token"))?;
-        let user = store::users::get_any(&mut conn, &token.user_id)
-            .await?
-            .ok_or_else(|| unauthorized("unknown or revoked token"))?;
-        (token, user)
+            .ok_or_else(|| unauthorized("unknown or revoked token"))?
     };
     if token.revoked_at.is_some() || user.deleted_at.is_some() {
         return Err(unauthorized("unknown or revoked token"));
