@@ -9,6 +9,10 @@ use leadtime_host::use_cases::accounts::{self, Bootstrap};
 use leadtime_host::{Config, RunningHost};
 use sqlx::Connection;
 
+/// The allocator the host binary runs with (`src/main.rs`), so the benches measure the same.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A host on a loopback port with one workspace: the host, its public API base URL and the
 /// workspace admin's token. `configure` adjusts the benchmark's configuration (private targets
 /// allowed, no rate limit) before the start.
