@@ -14,6 +14,7 @@
 //! SQLite has one writer task (it has one writer connection); PostgreSQL has several, whose
 //! batches run side by side and meet only at the rows they share (the audit head last of all).
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{Actor, AuditKeys, Entry};
+use crate::domain::ids::{TaskId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::store::{self, Backend, Conn, Db, StoreError, Tx};
 
@@ -37,6 +39,26 @@ const POSTGRES_WRITERS: usize = 4;
 pub struct WriteTx {
     tx: Tx,
     audit: Vec<(Actor, Entry, Timestamp)>,
+    numbering: Vec<Numbering>,
+}
+
+/// A task short number given when its batch commits: read it once the write answered.
+#[derive(Debug, Clone, Default)]
+pub struct TaskNumber(Arc<std::sync::OnceLock<i64>>);
+
+impl TaskNumber {
+    /// The number, once the batch that took it committed.
+    pub fn get(&self) -> Option<i64> {
+        self.0.get().copied()
+    }
+}
+
+/// A task of the batch waiting for its short number.
+struct Numbering {
+    workspace: WorkspaceId,
+    task: TaskId,
+    placeholder: i64,
+    number: TaskNumber,
 }
 
 impl std::fmt::Debug for WriteTx {
@@ -56,6 +78,25 @@ impl WriteTx {
     /// Records `entry` by `actor` at `at` in the audit trail, with the batch (in unit order).
     pub fn audit(&mut self, actor: &Actor, entry: Entry, at: Timestamp) {
         self.audit.push((actor.clone(), entry, at));
+    }
+
+    /// A short number for `task`, which this unit inserts: the unit inserts it with the returned
+    /// placeholder (negative, unique), and just before the batch commits the workspace's next
+    /// numbers are taken for all the batch's new tasks in one statement, the tasks updated, and
+    /// the audit entries' `shortNumber` placeholders replaced. So the workspace's counter row is
+    /// locked only while the batch commits, not from a unit's start to the batch's end — on
+    /// PostgreSQL that lock serialised every writer's batches. Numbers stay gap-free and in commit
+    /// order.
+    pub fn number_task(&mut self, workspace: &WorkspaceId, task: &TaskId) -> (i64, TaskNumber) {
+        let placeholder = -1 - (rand::random::<i64>() & (i64::MAX >> 1));
+        let number = TaskNumber::default();
+        self.numbering.push(Numbering {
+            workspace: workspace.clone(),
+            task: task.clone(),
+            placeholder,
+            number: number.clone(),
+        });
+        (placeholder, number)
     }
 }
 
@@ -263,6 +304,7 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
     let mut tx = WriteTx {
         tx: db.begin().await?,
         audit: Vec::new(),
+        numbering: Vec::new(),
     };
     let mut first_failure = Ran::Done;
     for unit in batch {
@@ -286,10 +328,11 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
     let mut tx = WriteTx {
         tx: db.begin().await?,
         audit: Vec::new(),
+        numbering: Vec::new(),
     };
     for unit in batch {
         sqlx::query("SAVEPOINT unit").execute(tx.conn()).await?;
-        let audited = tx.audit.len();
+        let (audited, numbered) = (tx.audit.len(), tx.numbering.len());
         match (unit.work)(&mut tx).await {
             Ran::Done => {
                 sqlx::query("RELEASE SAVEPOINT unit").execute(tx.conn()).await?;
@@ -299,6 +342,7 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
                 sqlx::query("ROLLBACK TO SAVEPOINT unit").execute(tx.conn()).await?;
                 sqlx::query("RELEASE SAVEPOINT unit").execute(tx.conn()).await?;
                 tx.audit.truncate(audited);
+                tx.numbering.truncate(numbered);
             }
             Ran::Retry => {
                 // The locks the batch's earlier units hold are part of the deadlock: all go.
@@ -311,8 +355,46 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
 }
 
 async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
-    let audit = std::mem::take(&mut tx.audit);
+    let numbering = std::mem::take(&mut tx.numbering);
+    let mut audit = std::mem::take(&mut tx.audit);
+    let numbers = number_tasks(tx.conn(), &numbering).await?;
+    if !numbers.is_empty() {
+        for (_, entry, _) in &mut audit {
+            let placeholder = entry.details.get("shortNumber").and_then(serde_json::Value::as_i64);
+            if let Some(number) = placeholder.and_then(|p| numbers.get(&p)) {
+                entry.details["shortNumber"] = (*number).into();
+            }
+        }
+    }
     store::audit::append_many(tx.conn(), &keys.chain, &audit).await?;
     tx.tx.commit().await?;
+    for task in &numbering {
+        if let Some(number) = numbers.get(&task.placeholder) {
+            let _ = task.number.0.set(*number);
+        }
+    }
     Ok(())
+}
+
+/// Takes the batch's task numbers, workspace by workspace in id order (so writers lock counter
+/// rows in one order), and gives them to the tasks; returns placeholder → number.
+async fn number_tasks(conn: &mut Conn, numbering: &[Numbering]) -> Result<HashMap<i64, i64>, StoreError> {
+    let mut numbers = HashMap::with_capacity(numbering.len());
+    let mut by_workspace: BTreeMap<&WorkspaceId, Vec<&Numbering>> = BTreeMap::new();
+    for task in numbering {
+        by_workspace.entry(&task.workspace).or_default().push(task);
+    }
+    for (workspace, tasks) in by_workspace {
+        let first = store::workspaces::take_task_numbers(conn, workspace, tasks.len() as i64).await?;
+        let given: Vec<(TaskId, i64)> = tasks
+            .iter()
+            .zip(first..)
+            .map(|(task, number)| (task.task.clone(), number))
+            .collect();
+        store::tasks::set_short_numbers(conn, &given).await?;
+        for (task, number) in tasks.iter().zip(first..) {
+            numbers.insert(task.placeholder, number);
+        }
+    }
+    Ok(numbers)
 }

@@ -497,29 +497,6 @@ async fn a_slow_receiver_does_not_stall_the_others() {
     host.stop().await;
 }
 
-/// Opens `count` sessions of `bot`, `parallel` task creations (with the bot as assignee) at a time.
-async fn open_sessions(admin: &Api, bot: &str, count: usize, parallel: usize) -> Vec<String> {
-    let slots = Arc::new(tokio::sync::Semaphore::new(parallel));
-    let mut all = tokio::task::JoinSet::new();
-    for n in 0..count {
-        let permit = slots.clone().acquire_owned().await.unwrap();
-        let (admin, bot) = (admin.clone(), bot.to_owned());
-        all.spawn(async move {
-            let (status, task) = admin
-                .post("/tasks", json!({"title": format!("work {n}"), "assigneeId": bot}))
-                .await;
-            drop(permit);
-            assert_eq!(status, StatusCode::CREATED, "{task}");
-            task["agentSessionIds"][0].as_str().unwrap().to_owned()
-        });
-    }
-    let mut sessions = Vec::with_capacity(count);
-    while let Some(session) = all.join_next().await {
-        sessions.push(session.unwrap());
-    }
-    sessions
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_default_limits_busy_and_slow_endpoints_do_not_starve_each_other() {
     // The default limits; only the attempt timeout is long, so held attempts never time out.
@@ -548,14 +525,14 @@ async fn at_the_default_limits_busy_and_slow_endpoints_do_not_starve_each_other(
     let busy = admin.create_bot("Busy", "busy", &receiver.url("busy")).await;
 
     // Two slow endpoints, each with more sessions than it may have attempts in flight.
-    open_sessions(&admin, &slow_a.id, per_endpoint + 5, 8).await;
-    open_sessions(&admin, &slow_b.id, per_endpoint + 5, 8).await;
+    admin.open_sessions(&slow_a.id, per_endpoint + 5, 8).await;
+    admin.open_sessions(&slow_b.id, per_endpoint + 5, 8).await;
     receiver.wait_for_in_flight("slow-a", per_endpoint).await;
     receiver.wait_for_in_flight("slow-b", per_endpoint).await;
 
     // A busy endpoint gets everything through while both slow ones hold their attempts.
     let busy_sessions = 200;
-    open_sessions(&admin, &busy.id, busy_sessions, 16).await;
+    admin.open_sessions(&busy.id, busy_sessions, 16).await;
     receiver.wait_for_hits("busy", busy_sessions).await;
     for slow in ["slow-a", "slow-b"] {
         assert_eq!(

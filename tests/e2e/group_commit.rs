@@ -11,6 +11,10 @@ use leadtime_host::domain::time::Timestamp;
 use leadtime_host::secrets::SecretBox;
 use leadtime_host::store::{self, Db, StoreError};
 
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::utils::TestHost;
 use crate::utils::db::TestDb;
 
 #[derive(Debug)]
@@ -215,4 +219,59 @@ async fn a_batch_the_database_gave_up_on_runs_again_whole() {
         task.await.unwrap();
     }
     db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_created_at_once_get_gap_free_numbers_in_answers_rows_and_audit() {
+    let host = TestHost::start().await;
+    let workspaces = [
+        host.api(&host.bootstrap("Acme").await.admin_token),
+        host.api(&host.bootstrap("Other").await.admin_token),
+    ];
+    // Many creations at once in two workspaces (so batches hold tasks of both); every third
+    // names an assignee that does not exist, which fails its unit inside the batch.
+    let mut all = tokio::task::JoinSet::new();
+    for n in 0..120 {
+        let api = workspaces[n % 2].clone();
+        all.spawn(async move {
+            let assignee = if n % 3 == 0 { json!("@nobody") } else { json!(null) };
+            let (status, task) = api
+                .post("/tasks", json!({"title": format!("task {n}"), "assigneeId": assignee}))
+                .await;
+            (n % 2, n % 3 == 0, status, task)
+        });
+    }
+    let mut created: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
+    while let Some(done) = all.join_next().await {
+        let (workspace, refused, status, task) = done.unwrap();
+        if refused {
+            assert_eq!(status, StatusCode::NOT_FOUND, "{task}");
+        } else {
+            assert_eq!(status, StatusCode::CREATED, "{task}");
+            created[workspace].push(task);
+        }
+    }
+    for (api, tasks) in workspaces.iter().zip(&created) {
+        let mut numbers: Vec<i64> = tasks.iter().map(|t| t["shortNumber"].as_i64().unwrap()).collect();
+        numbers.sort();
+        assert_eq!(
+            numbers,
+            (1..=tasks.len() as i64).collect::<Vec<_>>(),
+            "numbers are gap-free: a refused creation takes none"
+        );
+        for task in tasks {
+            let id = task["id"].as_str().unwrap();
+            let (_, stored) = api.get(&format!("/tasks/{id}")).await;
+            assert_eq!(
+                stored["shortNumber"], task["shortNumber"],
+                "the answer's number is the row's"
+            );
+            let (_, audit) = api.get(&format!("/audit?targetId={id}&action=task.create")).await;
+            assert_eq!(
+                audit["records"][0]["detailsJson"]["shortNumber"], task["shortNumber"],
+                "the audit record names the number: {audit}"
+            );
+        }
+    }
+    host.stop().await;
 }

@@ -2,37 +2,12 @@
 //! no line per session, and plugin lines the per-connection rate limit drops are reported as one
 //! line per interval with a count, not one warning per call.
 
-use std::sync::Arc;
-
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::utils::process::{HostFiles, HostProcess};
 use crate::utils::receiver::{Answer, Receiver};
-use crate::utils::{Api, EVENT_TIMEOUT, HOSTILE_PLUGIN};
-
-/// Creates `count` tasks assigned to `bot`, 32 at a time; returns the sessions they opened.
-async fn assign_many(admin: &Api, bot: &str, count: usize) -> Vec<String> {
-    let slots = Arc::new(tokio::sync::Semaphore::new(32));
-    let mut all = tokio::task::JoinSet::new();
-    for n in 0..count {
-        let permit = slots.clone().acquire_owned().await.unwrap();
-        let (admin, bot) = (admin.clone(), bot.to_owned());
-        all.spawn(async move {
-            let (status, task) = admin
-                .post("/tasks", json!({"title": format!("burst {n}"), "assigneeId": bot}))
-                .await;
-            drop(permit);
-            assert_eq!(status, StatusCode::CREATED, "{task}");
-            task["agentSessionIds"][0].as_str().unwrap().to_owned()
-        });
-    }
-    let mut sessions = Vec::with_capacity(count);
-    while let Some(session) = all.join_next().await {
-        sessions.push(session.unwrap());
-    }
-    sessions
-}
+use crate::utils::{EVENT_TIMEOUT, HOSTILE_PLUGIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_sessions_writes_no_line_per_session() {
@@ -43,7 +18,7 @@ async fn a_burst_of_sessions_writes_no_line_per_session() {
     let bot = admin.create_bot("Claw", "claw", &receiver.url("hook")).await;
 
     let burst = 400;
-    let sessions = assign_many(&admin, &bot.id, burst).await;
+    let sessions = admin.open_sessions(&bot.id, burst, 32).await;
     receiver.wait_for_hits("hook", burst).await;
 
     let (lines, total) = host.log_lines();
@@ -83,7 +58,7 @@ async fn dropped_plugin_log_lines_are_reported_once_per_interval_with_a_count() 
     // Four sessions of one connection log 500 lines each (the per-call cap): the connection's
     // burst of 500 passes, most of the rest is dropped.
     let started = std::time::Instant::now();
-    let sessions = assign_many(&admin, bot_id, 4).await;
+    let sessions = admin.open_sessions(bot_id, 4, 4).await;
     for session in &sessions {
         let finished = tokio::time::timeout(EVENT_TIMEOUT, async {
             loop {

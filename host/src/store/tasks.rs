@@ -82,6 +82,32 @@ mod status_memo {
     }
 }
 
+/// Gives tasks their short numbers: `(task, number)` pairs.
+pub async fn set_short_numbers(conn: &mut Conn, numbers: &[(TaskId, i64)]) -> Result<(), StoreError> {
+    // Three parameters a task; 100 tasks a statement stay far below every backend's limit.
+    for chunk in numbers.chunks(100) {
+        let cases: String = (0..chunk.len())
+            .map(|n| format!(" WHEN ${} THEN CAST(${} AS BIGINT)", 2 * n + 1, 2 * n + 2))
+            .collect();
+        let ids: Vec<String> = (0..chunk.len())
+            .map(|n| format!("${}", 2 * chunk.len() + n + 1))
+            .collect();
+        let sql = format!(
+            "UPDATE tasks SET short_number = CASE id{cases} END WHERE id IN ({})",
+            ids.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (task, number) in chunk {
+            query = query.bind(task.as_str()).bind(*number);
+        }
+        for (task, _) in chunk {
+            query = query.bind(task.as_str());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Inserts a task.
 pub async fn insert(conn: &mut Conn, task: &Task) -> Result<(), StoreError> {
     sqlx::query(&format!(

@@ -26,14 +26,15 @@ pub async fn get(conn: &mut Conn, id: &WorkspaceId) -> Result<Option<Workspace>,
     )
 }
 
-/// Takes the workspace's next task short number (call inside the transaction that inserts the
-/// task, so a rolled-back insert gives the number back).
-pub async fn take_task_number(conn: &mut Conn, id: &WorkspaceId) -> Result<i64, StoreError> {
-    let number: i64 = sqlx::query_scalar(
-        "UPDATE workspaces SET next_task_number = next_task_number + 1 WHERE id = $1 RETURNING next_task_number - 1",
+/// Takes the workspace's next `count` task short numbers and returns the first (call in the
+/// transaction that gives the tasks their numbers, so a rollback gives the numbers back).
+pub async fn take_task_numbers(conn: &mut Conn, id: &WorkspaceId, count: i64) -> Result<i64, StoreError> {
+    let first: i64 = sqlx::query_scalar(
+        "UPDATE workspaces SET next_task_number = next_task_number + $2 WHERE id = $1 RETURNING next_task_number - $2",
     )
     .bind(id.as_str())
+    .bind(count)
     .fetch_one(conn)
     .await?;
-    Ok(number)
+    Ok(first)
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::sessions::{self, OpenError, Trigger};
 use crate::app::{App, SharedApp};
 use crate::audit::Entry;
-use crate::commit::WriteTx;
+use crate::commit::{TaskNumber, WriteTx};
 use crate::domain::comments::{mentioned_handles, validate_comment};
 use crate::domain::ids::{CommentId, StatusId, TaskEventId, TaskId, UserId};
 use crate::domain::sessions::{Session, TriggerKind};
@@ -52,7 +52,7 @@ pub async fn create(app: &SharedApp, caller: &Caller, request: NewTask) -> Resul
     let description = validate_description(request.description.as_deref().unwrap_or(""))?;
     let now = app.clock.now();
     let (shared, caller) = (app.clone(), caller.clone());
-    let (task, opened) = app
+    let (mut task, opened, number) = app
         .writer
         .write(move |tx| {
             let (app, caller, request) = (shared.clone(), caller.clone(), request.clone());
@@ -60,6 +60,10 @@ pub async fn create(app: &SharedApp, caller: &Caller, request: NewTask) -> Resul
             Box::pin(async move { create_in(tx, &app, &caller, request, title, description, now).await })
         })
         .await?;
+    // The batch committed, so its tasks have their numbers.
+    task.short_number = number
+        .get()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("a created task's batch committed without numbering it")))?;
     started(app, &opened);
     Ok((task, opened))
 }
@@ -72,7 +76,7 @@ async fn create_in(
     title: String,
     description: String,
     now: Timestamp,
-) -> Result<(Task, Vec<Session>), Error> {
+) -> Result<(Task, Vec<Session>, TaskNumber), Error> {
     let workspace = caller.workspace_id().clone();
     let status_id = match &request.status_id {
         Some(id) => checked_status(tx.conn(), caller, id).await?,
@@ -89,10 +93,12 @@ async fn create_in(
         Some(reference) => Some(assignable_user(tx.conn(), caller, reference).await?),
         None => None,
     };
+    let id = TaskId::generate();
+    let (placeholder, number) = tx.number_task(&workspace, &id);
     let task = Task {
-        id: TaskId::generate(),
+        id,
         workspace_id: workspace.clone(),
-        short_number: store::workspaces::take_task_number(tx.conn(), &workspace).await?,
+        short_number: placeholder,
         title,
         description,
         status_id,
@@ -128,7 +134,7 @@ async fn create_in(
     }
     let details = json!({"shortNumber": task.short_number, "title": task.title, "assigneeId": task.assignee_id});
     audit_change(tx, caller, "task.create", &task.id, details, &opened, now);
-    Ok((task, opened))
+    Ok((task, opened, number))
 }
 
 /// Changes a task. Assigning it to a bot (from anyone else, or nobody) opens a session; sending

@@ -412,7 +412,6 @@ impl Api {
         }
     }
 
-    /// Creates a task and returns its JSON.
     /// Lets this workspace's bots use connection type `id`.
     pub async fn enable_connection_type(&self, id: &str) {
         let (status, body) = self
@@ -421,6 +420,7 @@ impl Api {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
+    /// Creates a task and returns its JSON.
     pub async fn create_task(&self, title: &str) -> Value {
         let (status, body) = self
             .post(
@@ -430,5 +430,29 @@ impl Api {
             .await;
         assert_eq!(status, StatusCode::CREATED, "create task: {body}");
         body
+    }
+
+    /// Creates `count` tasks assigned to `bot`, `parallel` requests at a time; returns the
+    /// sessions they opened.
+    pub async fn open_sessions(&self, bot: &str, count: usize, parallel: usize) -> Vec<String> {
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel));
+        let mut all = tokio::task::JoinSet::new();
+        for n in 0..count {
+            let permit = slots.clone().acquire_owned().await.expect("semaphore");
+            let (api, bot) = (self.clone(), bot.to_owned());
+            all.spawn(async move {
+                let (status, task) = api
+                    .post("/tasks", json!({"title": format!("work {n}"), "assigneeId": bot}))
+                    .await;
+                drop(permit);
+                assert_eq!(status, StatusCode::CREATED, "{task}");
+                task["agentSessionIds"][0].as_str().expect("a session").to_owned()
+            });
+        }
+        let mut sessions = Vec::with_capacity(count);
+        while let Some(session) = all.join_next().await {
+            sessions.push(session.expect("a task creation"));
+        }
+        sessions
     }
 }
