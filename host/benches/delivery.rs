@@ -25,7 +25,9 @@ const DELIVERIES: usize = 3_000;
 const RECEIVERS: usize = 20;
 const SLOW_RECEIVERS: usize = 2;
 const SLOW_ANSWER: Duration = Duration::from_millis(500);
-const CONCURRENCY: usize = 64;
+/// The host's default attempts in flight (at most a quarter of them to one endpoint); the
+/// baseline client uses as many.
+const CONCURRENCY: usize = leadtime_host::config::DEFAULT_DELIVERY_CONCURRENCY;
 
 fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -100,10 +102,8 @@ struct Bench {
 async fn start_host() -> Result<Bench> {
     let dir = tempfile::tempdir()?;
     let db = common::BenchDb::create(dir.path(), "delivery").await?;
-    let (host, base, admin) = common::start_host(&dir.path().join("data"), &db.url, |config| {
-        config.delivery.max_in_flight = CONCURRENCY;
-    })
-    .await?;
+    // The default delivery limits, as an operator runs the host.
+    let (host, base, admin) = common::start_host(&dir.path().join("data"), &db.url, |_| {}).await?;
     Ok(Bench {
         host,
         db,
@@ -246,7 +246,8 @@ async fn run() -> Result<()> {
     bench.db.drop_database().await?;
 
     println!(
-        "delivery throughput ({DELIVERIES} deliveries of ~1.7 KB to {RECEIVERS} loopback receivers, {CONCURRENCY} in flight, {backend})"
+        "delivery throughput ({DELIVERIES} deliveries of ~1.7 KB to {RECEIVERS} loopback receivers, {CONCURRENCY} in flight, {} per endpoint, {backend})",
+        leadtime_host::config::DEFAULT_DELIVERY_PER_ENDPOINT
     );
     println!("{:<58} {:>10} {:>8}", "scenario", "per sec", "ratio");
     println!(
