@@ -275,3 +275,61 @@ async fn tasks_created_at_once_get_gap_free_numbers_in_answers_rows_and_audit() 
     }
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_numbers_hundreds_of_tasks_of_one_workspace() {
+    use leadtime_host::domain::ids::{TaskId, WorkspaceId};
+    use leadtime_host::domain::tasks::Task;
+
+    let host = TestHost::start().await;
+    let workspace = host.bootstrap("Acme").await;
+    let admin = host.api(&workspace.admin_token);
+    let app = host.app().clone();
+    let (workspace_id, admin_id) = (WorkspaceId::from(workspace.id.as_str()), workspace.admin_id.clone());
+    let status = {
+        let mut conn = app.db.read().await.unwrap();
+        store::tasks::statuses(&mut conn, &workspace_id).await.unwrap()[0]
+            .id
+            .clone()
+    };
+    // One unit inserting 250 tasks: their numbers are set in more than one statement.
+    let numbers = app
+        .writer
+        .write(move |tx| {
+            let (workspace_id, admin_id, status) = (workspace_id.clone(), admin_id.clone(), status.clone());
+            Box::pin(async move {
+                let mut numbers = Vec::new();
+                for n in 0..250 {
+                    let id = TaskId::generate();
+                    let (placeholder, number) = tx.number_task(&workspace_id, &id);
+                    let now = Timestamp::from_millis(1_800_000_000_000);
+                    let task = Task {
+                        id: id.clone(),
+                        workspace_id: workspace_id.clone(),
+                        short_number: placeholder,
+                        title: format!("bulk {n}"),
+                        description: String::new(),
+                        status_id: status.clone(),
+                        assignee_id: None,
+                        created_by: admin_id.as_str().into(),
+                        created_at: now,
+                        updated_at: now,
+                    };
+                    store::tasks::insert(tx.conn(), &task).await?;
+                    numbers.push((id, number));
+                }
+                Ok::<_, StoreError>(numbers)
+            })
+        })
+        .await
+        .unwrap();
+    for (expected, (id, number)) in (1..).zip(&numbers) {
+        assert_eq!(number.get(), Some(expected), "in the order the unit asked");
+        let (_, task) = admin.get(&format!("/tasks/{id}")).await;
+        assert_eq!(task["shortNumber"], expected, "{task}");
+    }
+    // The next task through the API continues the sequence.
+    let task = admin.create_task("after the bulk").await;
+    assert_eq!(task["shortNumber"], 251);
+    host.stop().await;
+}
