@@ -55,6 +55,9 @@ pub struct Config {
     pub audit_checkpoint_interval: Duration,
 }
 
+/// The SQLite database's file in the data directory, when no database URL is given.
+pub const DEFAULT_DATABASE_FILE: &str = "leadtime.db";
+
 /// Webhook attempts in flight at once, across all receivers (each holds an outbound connection
 /// and its body until the receiver answers or the attempt times out).
 pub const DEFAULT_DELIVERY_CONCURRENCY: usize = 128;
@@ -94,8 +97,8 @@ impl Default for DeliveryConfig {
 impl Config {
     /// A configuration with defaults for everything but where state lives and the public URL.
     pub fn new(data_dir: PathBuf, database_url: Option<String>, public_url: String) -> Self {
-        let database_url =
-            database_url.unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("leadtime.db").display()));
+        let database_url = database_url
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join(DEFAULT_DATABASE_FILE).display()));
         Self {
             database_url,
             plugin_cache_dir: Some(data_dir.join("plugin-cache")),

@@ -194,6 +194,17 @@ async fn main() -> anyhow::Result<()> {
                     checkpoint_dir,
                 },
         } => {
+            // Verifying reads: a data directory the host never ran in has nothing to verify, and
+            // must not get an empty database that would then read as "intact".
+            let default_database = data_dir.join(leadtime_host::config::DEFAULT_DATABASE_FILE);
+            if database_url.is_none() && !default_database.exists() {
+                anyhow::bail!(
+                    "no database at {}: the host has not run with this data directory yet. Start it \
+                     (`./dev run`) or bootstrap a workspace first, or name the host's database with \
+                     --data-dir / --database-url",
+                    default_database.display()
+                );
+            }
             let mut config = Config::new(data_dir, database_url, "http://127.0.0.1:8080".into());
             config.secrets_key = secrets_key;
             if let Some(file) = secrets_key_file {

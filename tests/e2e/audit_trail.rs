@@ -302,3 +302,24 @@ async fn admins_read_their_workspace_trail_with_filters_and_pages() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     host.stop().await;
 }
+
+#[test]
+fn verifying_a_data_directory_the_host_never_ran_in_says_so_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let output = Command::new(env!("CARGO_BIN_EXE_leadtime-host"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&data_dir)
+        .env("LEADTIME_LOG", "error")
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run leadtime-host");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains("no database at") && said.contains("./dev run"),
+        "the error says what is missing and what to do: {said}"
+    );
+    assert!(!data_dir.join("leadtime.db").exists(), "verify created no database");
+}
