@@ -118,14 +118,8 @@ async fn bots(bench: &Bench, urls: &[String], tag: &str) -> Result<Vec<String>> 
     let client = reqwest::Client::new();
     let mut connections = Vec::new();
     for (n, url) in urls.iter().enumerate() {
-        let created: Value = client
-            .post(format!("{}/bots", bench.base))
-            .bearer_auth(&bench.admin)
-            .json(&json!({"name": format!("{tag} {n}"), "handle": format!("{tag}{n}"), "connection": {"type": "self-hosted", "config": {"webhookUrl": url}}}))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let created =
+            common::create_self_hosted_bot(&client, &bench.base, &bench.admin, &format!("{tag}{n}"), url).await?;
         connections.push(
             created["bot"]["connection"]["id"]
                 .as_str()

@@ -239,12 +239,11 @@ async fn load(base: &str, token: &str, assignee: &str, count: usize, receiver: &
     let (first, last) = receiver.wait_for(count).await?;
     let repeats = receiver.arrivals.lock().unwrap_or_else(|p| p.into_inner()).repeats;
     anyhow::ensure!(repeats == 0, "{repeats} webhooks arrived twice");
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    let (p50, p99) = common::percentiles(latencies);
     Ok(Figures {
         accepts_per_sec: count as f64 / (last_accept - started).as_secs_f64(),
-        p50: at(0.50),
-        p99: at(0.99),
+        p50,
+        p99,
         deliveries_per_sec: count as f64 / (last - first).as_secs_f64().max(1e-6),
         lag: last.saturating_duration_since(last_accept),
     })
@@ -255,14 +254,7 @@ async fn host_run(receiver: &Receiver, hook: &str, count: usize) -> Result<(Figu
     let dir = tempfile::tempdir()?;
     let db = common::BenchDb::create(dir.path(), "end_to_end").await?;
     let (host, base, admin) = common::start_host(&dir.path().join("data"), &db.url, |_| {}).await?;
-    let created: Value = reqwest::Client::new()
-        .post(format!("{base}/bots"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "Claw", "handle": "claw", "connection": {"type": "self-hosted", "config": {"webhookUrl": hook}}}))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let created = common::create_self_hosted_bot(&reqwest::Client::new(), &base, &admin, "claw", hook).await?;
     let bot = created["bot"]["id"].as_str().context("a bot id")?.to_owned();
     let secret = created["webhookSecret"]
         .as_str()

@@ -129,7 +129,7 @@ async fn baseline_latency(client: &reqwest::Client, url: &str, rate: u64) -> Res
         }
     })
     .await?;
-    Ok(percentiles(latencies))
+    Ok(common::percentiles(latencies))
 }
 
 /// Runs `request(n)` for `count` requests started at `rate` per second, whatever the answers'
@@ -153,12 +153,6 @@ where
     Ok(latencies)
 }
 
-fn percentiles(mut latencies: Vec<Duration>) -> (Duration, Duration) {
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
-    (at(0.50), at(0.99))
-}
-
 struct Bench {
     host: RunningHost,
     client: reqwest::Client,
@@ -172,14 +166,7 @@ impl Bench {
         let (host, base, admin) = common::start_host(&dir.join("data"), database_url, |_| {}).await?;
         let client = reqwest::Client::builder().no_proxy().build()?;
         let hook = receiver().await?;
-        let created: Value = client
-            .post(format!("{base}/bots"))
-            .bearer_auth(&admin)
-            .json(&json!({"name": "Bench bot", "handle": "benchbot", "connection": {"type": "self-hosted", "config": {"webhookUrl": hook}}}))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let created = common::create_self_hosted_bot(&client, &base, &admin, "benchbot", &hook).await?;
         let bot = created["bot"]["id"].as_str().context("a bot id")?.to_owned();
         Ok(Bench {
             host,
@@ -329,7 +316,7 @@ impl Bench {
         })
         .await?;
         let enqueue = tokio::time::timeout(Duration::from_secs(120), watcher).await???;
-        Ok((percentiles(api), percentiles(enqueue)))
+        Ok((common::percentiles(api), common::percentiles(enqueue)))
     }
 }
 

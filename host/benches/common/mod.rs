@@ -42,6 +42,34 @@ pub async fn start_host(
     Ok((host, format!("{public}/api/public"), workspace.admin_token))
 }
 
+/// Creates a bot with a self-hosted connection whose webhook goes to `webhook_url`; the API's
+/// answer (`bot`, `token`, `webhookSecret`).
+pub async fn create_self_hosted_bot(
+    client: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    handle: &str,
+    webhook_url: &str,
+) -> Result<serde_json::Value> {
+    let created: serde_json::Value = client
+        .post(format!("{base}/bots"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"name": handle, "handle": handle, "connection": {"type": "self-hosted", "config": {"webhookUrl": webhook_url}}}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(created["bot"]["id"].is_string(), "no bot created: {created}");
+    Ok(created)
+}
+
+/// The median and 99th percentile of `latencies`.
+pub fn percentiles(mut latencies: Vec<std::time::Duration>) -> (std::time::Duration, std::time::Duration) {
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
 /// The environment variable naming a PostgreSQL server to benchmark on (SQLite if unset).
 pub const BENCH_DATABASE_URL: &str = "LEADTIME_BENCH_DATABASE_URL";
 
