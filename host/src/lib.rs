@@ -300,7 +300,7 @@ async fn checkpoint_audit_trail(app: SharedApp, shutdown: CancellationToken) {
 const LOG_DROP_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Drops full rate-limit buckets now and then, so memory stays bounded however many tokens call,
-/// and reports the plugin log lines the per-connection limit dropped, once per interval.
+/// deletes provider webhooks past their deduplication window (a bounded batch a minute), and reports the plugin log lines the per-connection limit dropped, once per interval.
 async fn forget_idle_rate_limits(app: SharedApp, shutdown: CancellationToken) {
     let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
     let mut report_drops = tokio::time::interval(LOG_DROP_REPORT_INTERVAL);
@@ -316,6 +316,9 @@ async fn forget_idle_rate_limits(app: SharedApp, shutdown: CancellationToken) {
                 app.rate_limits.forget_idle();
                 app.failed_auth.forget_idle();
                 app.runtime.forget_idle_log_buckets();
+                if let Err(error) = use_cases::inbound::forget_old_events(&app).await {
+                    tracing::warn!(%error, "could not delete provider webhooks past their retention");
+                }
             }
         }
     }

@@ -85,6 +85,44 @@ pub mod timers {
     }
 }
 
+/// Provider webhooks (contract 0.1.2): open the connection's endpoint, give its URL to the
+/// provider, and route the provider's ids to the current session; `on_event` then gets
+/// `SessionEvent::InboundWebhook(request)` for each verified event, once. Declare the `inbound`
+/// capability to use them.
+pub mod inbound {
+    use crate::HostError;
+    use crate::bindings::leadtime::agent_runtime::inbound as wit;
+    pub use crate::bindings::leadtime::agent_runtime::inbound::{EndpointSpec, HmacSignature, SignatureScheme};
+
+    /// The reference to the host-generated endpoint secret, for an outbound request's header or
+    /// body (the host inserts the value; the plugin never sees it).
+    pub const GENERATED_SECRET_REFERENCE: &str = "{{secret:inbound-webhook}}";
+
+    /// Opens the connection's endpoint (or changes how it checks and routes) and returns its URL.
+    pub fn open(spec: &EndpointSpec) -> Result<String, HostError> {
+        wit::open(spec)
+    }
+
+    /// An endpoint checking `{header}: {prefix}<hex HMAC-SHA256>` signatures with the
+    /// host-generated secret, deduplicating on `event_id_header`, routing on `route_pointer`.
+    pub fn hmac_hex(header: &str, prefix: &str, event_id_header: &str, route_pointer: &str) -> EndpointSpec {
+        EndpointSpec {
+            scheme: SignatureScheme::HmacSha256Hex(HmacSignature {
+                header: header.to_owned(),
+                prefix: prefix.to_owned(),
+                event_id_header: event_id_header.to_owned(),
+            }),
+            secret: None,
+            route_pointer: route_pointer.to_owned(),
+        }
+    }
+
+    /// Sends events whose route key is `key` to the current session.
+    pub fn route(key: &str) -> Result<(), HostError> {
+        wit::route(key)
+    }
+}
+
 /// Structured logs, tagged by the host with plugin, connection and session.
 pub mod log {
     use crate::bindings::leadtime::agent_runtime::log as wit;

@@ -26,7 +26,7 @@
 //! ```
 //!
 //! Build with `cargo build --target wasm32-wasip2 --release`; the `.wasm` it produces is the
-//! component the host loads. The contract is `leadtime:agent-runtime@0.1.1` (see `wit/`).
+//! component the host loads. The contract is `leadtime:agent-runtime@0.1.2` (see `wit/`).
 
 #[doc(hidden)]
 pub mod bindings;
@@ -34,7 +34,7 @@ mod capabilities;
 pub mod http;
 mod types;
 
-pub use capabilities::{kv, log, session, timers, webhook};
+pub use capabilities::{inbound, kv, log, session, timers, webhook};
 pub use types::{FieldErrors, WIT_VERSION};
 
 pub use bindings::leadtime::agent_runtime::types::{

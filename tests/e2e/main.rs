@@ -18,6 +18,7 @@ mod logging;
 mod openapi;
 mod plugin_http;
 mod plugin_reload;
+mod provider_webhooks;
 mod readme_walkthrough;
 mod resource_bounds;
 mod sandbox;

@@ -182,15 +182,16 @@ async fn plugins_reach_only_their_hosts_and_use_secrets_without_seeing_them() {
     assert_eq!(provider.violations(), Vec::<String>::new());
     assert_eq!(provider.requests("/v1/me").len(), 1);
     assert_eq!(provider.requests("/v1/ping").len(), 32);
-    // A reference outside a header value travels as written.
+    // A reference in a body reaches a listed host as the value (contract 0.1.2), and the echo of
+    // the value comes back to the plugin as the reference: the value never enters it.
     let echo = provider.requests("/v1/echo");
     assert_eq!(echo.len(), 1);
     assert_eq!(echo[0].method, Method::POST);
-    assert_eq!(echo[0].body, b"{{secret:api-key}}");
+    assert_eq!(echo[0].body, API_KEY.as_bytes());
     let exfiltrator_log = &cards["exfiltrator"]["activities"][0]["body"];
     assert_eq!(exfiltrator_log, "echo got: {{secret:api-key}}");
     for request in provider.all_requests() {
-        if request.path != "/v1/me" {
+        if request.path != "/v1/me" && request.path != "/v1/echo" {
             for (name, value) in &request.headers {
                 assert!(
                     !value.to_str().unwrap_or_default().contains(API_KEY),

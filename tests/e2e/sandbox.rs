@@ -191,8 +191,8 @@ fn plugin_check_explains_what_a_file_is() {
     for needle in [
         "OK:",
         "connection type: hostile",
-        "leadtime:agent-runtime@0.1.1",
-        "capabilities:    session, kv, log, webhook, timers, http",
+        "leadtime:agent-runtime@0.1.2",
+        "capabilities:    session, kv, log, webhook, timers, http, inbound",
         "outbound hosts:  127.0.0.1, localhost, 169.254.169.254",
         "secrets:         api-key (Key the fake provider expects)",
     ] {
@@ -289,7 +289,7 @@ async fn a_plugin_built_against_the_first_contract_still_loads_and_works() {
         .runtime
         .load("test:legacy", LEGACY_PLUGIN)
         .await
-        .expect("a 0.1.0 plugin loads in a 0.1.1 host");
+        .expect("a 0.1.0 plugin loads in a 0.1.2 host");
     assert_eq!(plugin.manifest.wit_version, "0.1.0");
     let admin = host.api(&host.bootstrap("Acme").await.admin_token);
     let (status, _) = admin.patch("/connection-types/legacy", json!({"enabled": true})).await;

@@ -50,6 +50,9 @@ pub enum AppError {
     /// 415: the request body is not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 503: temporarily unable to take more of this; try again later.
+    #[error("{0}")]
+    Busy(String),
     /// 500: a bug or an outage; details go to the log, not the caller.
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
@@ -82,6 +85,7 @@ impl AppError {
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,6 +104,7 @@ impl AppError {
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::Timeout(_) => "timeout",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
+            AppError::Busy(_) => "busy",
             AppError::Internal(_) => "internal",
         }
     }
@@ -128,6 +133,7 @@ impl From<crate::use_cases::Error> for AppError {
             Error::NotFound(m) => AppError::NotFound(m),
             Error::Conflict(m) => AppError::Conflict(m),
             Error::Gone(m) => AppError::Gone(m),
+            Error::Busy(m) => AppError::Busy(m),
             Error::Internal(cause) => AppError::Internal(cause),
         }
     }

@@ -12,6 +12,7 @@ pub mod deliveries;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod inbound;
 pub mod input;
 pub mod schema;
 pub mod tasks;
@@ -126,6 +127,8 @@ pub fn router(app: SharedApp) -> Router {
             axum::routing::get(|| async { super::api::extract::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route_layer(axum::middleware::from_fn(input::check_input))
+        // Provider webhooks: raw bodies checked by signature, not the public API's input rules.
+        .merge(inbound::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(input::InputRules::new(docs.value.clone())))

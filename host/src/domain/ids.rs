@@ -111,6 +111,9 @@ define_id!(
 define_id!(
     /// A durable background job.
     JobId, "job");
+define_id!(
+    /// A provider webhook the host received for a connection (`inbound`).
+    InboundEventId, "ibe");
 
 impl UserId {
     /// A new id for a bot user (`bot_…`).

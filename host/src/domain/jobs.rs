@@ -23,6 +23,8 @@ pub enum JobKind {
 pub enum QueuedEvent {
     /// The session was canceled (the task was taken from the bot, the bot was disabled).
     Cancel { reason: Option<String> },
+    /// A provider webhook routed to the session (the stored `inbound_events` row).
+    Inbound { event: String },
 }
 
 /// The stored payloads, one per kind.
@@ -107,6 +109,7 @@ mod tests {
             JobKind::Timer {
                 payload: r#"{"poll":1}"#.into(),
             },
+            JobKind::SessionEvent(QueuedEvent::Inbound { event: "ibe_01".into() }),
         ] {
             let stored = job.payload("ses_1");
             assert_eq!(JobKind::parse(job.name(), &stored).unwrap(), job, "{stored}");

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod comments;
 pub mod connection_schema;
 pub mod ids;
+pub mod inbound;
 pub mod jobs;
 pub mod sessions;
 pub mod tasks;

@@ -88,6 +88,20 @@ pub fn standard_signature(secrets: &[String], id: &str, timestamp: i64, body: &[
         .map(|v| v.join(" "))
 }
 
+/// Whether `hex_digest` is the lowercase or uppercase hex HMAC-SHA256 of `body` keyed by the
+/// UTF-8 text of `secret` (compared in constant time).
+pub fn hmac_hex_matches(secret: &str, body: &[u8], hex_digest: &str) -> bool {
+    match hex::decode(hex_digest.trim()) {
+        Ok(candidate) => mac(secret.as_bytes(), &[body]).verify_slice(&candidate).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The lowercase hex HMAC-SHA256 of `body` keyed by the UTF-8 text of `secret`.
+pub fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    hex::encode(mac(secret.as_bytes(), &[body]).finalize().into_bytes())
+}
+
 /// Why a signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {

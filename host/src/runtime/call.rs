@@ -24,8 +24,12 @@ pub struct CallContext {
     pub outbound_hosts: Vec<String>,
     /// The workspace's narrowing of `outbound_hosts`, if its admins set one.
     pub workspace_outbound_hosts: Option<Vec<String>>,
-    /// Secret names header values may refer to (the manifest's `secrets`).
+    /// Secret names outbound requests may refer to (the manifest's `secrets`, and the generated
+    /// `inbound-webhook` when the plugin has the `inbound` capability).
     pub secrets: Vec<String>,
+    /// Whether request bodies may hold secret references too (plugins built against 0.1.2 on;
+    /// for older ones a reference in a body travels as written, as their contract said).
+    pub secrets_in_bodies: bool,
     pub workspace_id: Option<WorkspaceId>,
     pub connection_id: Option<ConnectionId>,
     /// The session the call is about; `session` capabilities act on it alone.
@@ -41,12 +45,18 @@ impl CallContext {
         connection: ConnectionId,
         session: SessionId,
     ) -> Self {
+        let mut secrets: Vec<String> = manifest.secrets.iter().map(|s| s.name.clone()).collect();
+        if grants.contains(Capability::Inbound) {
+            // The endpoint's host-generated secret, which the plugin hands to its provider.
+            secrets.push(crate::domain::inbound::GENERATED_SECRET.to_owned());
+        }
         Self {
             plugin_id: manifest.id.clone(),
             grants,
             outbound_hosts: manifest.outbound_hosts.clone(),
             workspace_outbound_hosts: None,
-            secrets: manifest.secrets.iter().map(|s| s.name.clone()).collect(),
+            secrets,
+            secrets_in_bodies: !matches!(manifest.wit_version.as_str(), "0.1.0" | "0.1.1"),
             workspace_id: Some(workspace),
             connection_id: Some(connection),
             session_id: Some(session),
@@ -68,6 +78,7 @@ impl CallContext {
             outbound_hosts: Vec::new(),
             workspace_outbound_hosts: None,
             secrets: Vec::new(),
+            secrets_in_bodies: false,
             workspace_id: None,
             connection_id: None,
             session_id: None,
@@ -82,6 +93,7 @@ impl CallContext {
             outbound_hosts: Vec::new(),
             workspace_outbound_hosts: None,
             secrets: Vec::new(),
+            secrets_in_bodies: false,
             workspace_id: None,
             connection_id: None,
             session_id: None,
@@ -137,6 +149,8 @@ pub(crate) struct Budget {
     pub kv_operations: u32,
     pub timers: u32,
     pub timer_cancels: u32,
+    /// `inbound` calls (`open`, `route`): each may write a row.
+    pub inbound: u32,
     /// Bytes of queued effects (webhook bodies, timer payloads) the call may still hold.
     pub effect_bytes: usize,
 }
@@ -180,6 +194,7 @@ impl CallData {
                 kv_operations: limits.kv_operations,
                 timers: limits.timers,
                 timer_cancels: limits.timers,
+                inbound: super::capabilities::INBOUND_CALLS,
                 effect_bytes: limits.effect_bytes,
             },
             effects: CallEffects::default(),
@@ -249,6 +264,7 @@ pub(crate) fn test_call(grants: &[&str], services: Arc<dyn CallServices>, limits
         outbound_hosts: Vec::new(),
         workspace_outbound_hosts: None,
         secrets: Vec::new(),
+        secrets_in_bodies: true,
         workspace_id: Some(WorkspaceId::from("ws_test")),
         connection_id: Some(ConnectionId::from("con_test")),
         session_id: Some(SessionId::from("ses_test")),

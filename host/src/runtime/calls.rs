@@ -205,6 +205,7 @@ pub(crate) fn http_grant(context: &CallContext) -> Result<http::Grant, String> {
             hosts: context.outbound_hosts.clone(),
             workspace_hosts: context.workspace_outbound_hosts.clone(),
             secrets: context.secrets.clone(),
+            secrets_in_bodies: context.secrets_in_bodies,
             connection: connection.clone(),
         }),
         _ => Err("outbound HTTP is only available in calls about a session".into()),

@@ -16,17 +16,20 @@ pub enum Capability {
     Timers,
     /// Outbound HTTP (`wasi:http/outgoing-handler`) to the manifest's hosts.
     Http,
+    /// Provider webhooks: the connection's endpoint and routing (0.1.2).
+    Inbound,
 }
 
 impl Capability {
     /// Every capability, in manifest order.
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::Session,
         Capability::Webhook,
         Capability::Kv,
         Capability::Log,
         Capability::Timers,
         Capability::Http,
+        Capability::Inbound,
     ];
 
     /// The manifest name.
@@ -38,6 +41,7 @@ impl Capability {
             Capability::Log => "log",
             Capability::Timers => "timers",
             Capability::Http => "http",
+            Capability::Inbound => "inbound",
         }
     }
 
@@ -96,6 +100,8 @@ mod tests {
         assert!(!grants.contains(Capability::Http));
         assert_eq!(grants.only(&[Capability::Log]), Grants::parse(&["log".into()]).unwrap());
         let error = Grants::parse(&["sockets".into()]).unwrap_err();
-        assert!(error.contains("unknown capability `sockets`; known: session, webhook, kv, log, timers, http"));
+        assert!(
+            error.contains("unknown capability `sockets`; known: session, webhook, kv, log, timers, http, inbound")
+        );
     }
 }

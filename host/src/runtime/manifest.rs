@@ -10,7 +10,7 @@ use super::bindings;
 use super::grants::Grants;
 
 /// The contract versions this host can load, newest first.
-pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.1", "0.1.0"];
+pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.2", "0.1.1", "0.1.0"];
 /// The exported interface every plugin must provide (without the version).
 const PLUGIN_INTERFACE: &str = "leadtime:agent-runtime/plugin";
 
@@ -106,6 +106,16 @@ pub(crate) fn check_manifest(
     }
     if !raw.outbound_hosts.is_empty() && !grants.contains(super::grants::Capability::Http) {
         return Err("it lists outbound-hosts but not the `http` capability; add `http` to capabilities".into());
+    }
+    if raw
+        .secrets
+        .iter()
+        .any(|s| s.name == crate::domain::inbound::GENERATED_SECRET)
+    {
+        return Err(format!(
+            "secret name `{}` is reserved for the host-generated provider webhook secret; choose another name",
+            crate::domain::inbound::GENERATED_SECRET
+        ));
     }
     let manifest = Manifest {
         id: raw.id,

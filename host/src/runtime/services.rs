@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 
 use crate::domain::ids::{ConnectionId, SessionId};
+use crate::domain::inbound::EndpointSpec;
 use crate::domain::sessions::{NewActivity, SessionStatus};
 use crate::secrets::SecretValue;
 
@@ -93,6 +94,22 @@ pub trait CallServices: Send + Sync {
     ) -> Result<Option<SecretValue>, CapabilityError>;
     /// Timers of `session` scheduled and not yet fired.
     async fn pending_timers(&self, session: &SessionId) -> Result<u64, CapabilityError>;
+    /// Opens (or re-specifies) the provider webhook endpoint of `connection` (of type
+    /// `connection_type`) in a call about `session`; returns its URL.
+    async fn open_inbound(
+        &self,
+        connection_type: &str,
+        connection: &ConnectionId,
+        session: &SessionId,
+        spec: EndpointSpec,
+    ) -> Result<String, CapabilityError>;
+    /// Sends provider webhooks of `connection` with route `key` to `session`.
+    async fn route_inbound(
+        &self,
+        connection: &ConnectionId,
+        session: &SessionId,
+        key: &str,
+    ) -> Result<(), CapabilityError>;
 }
 
 /// Services for calls that may touch no records (`manifest`, `validate-config`).
@@ -122,6 +139,18 @@ impl CallServices for NoServices {
         Err(none())
     }
     async fn pending_timers(&self, _: &SessionId) -> Result<u64, CapabilityError> {
+        Err(none())
+    }
+    async fn open_inbound(
+        &self,
+        _: &str,
+        _: &ConnectionId,
+        _: &SessionId,
+        _: EndpointSpec,
+    ) -> Result<String, CapabilityError> {
+        Err(none())
+    }
+    async fn route_inbound(&self, _: &ConnectionId, _: &SessionId, _: &str) -> Result<(), CapabilityError> {
         Err(none())
     }
 }
@@ -156,6 +185,8 @@ pub(crate) mod fake {
         pub links: Mutex<Vec<(String, String)>>,
         pub kv: Mutex<HashMap<(String, String), Vec<u8>>>,
         pub pending_timers: Mutex<u64>,
+        pub inbound_specs: Mutex<Vec<EndpointSpec>>,
+        pub routes: Mutex<Vec<(SessionId, String)>>,
     }
 
     #[async_trait]
@@ -214,6 +245,22 @@ pub(crate) mod fake {
         }
         async fn pending_timers(&self, _: &SessionId) -> Result<u64, CapabilityError> {
             Ok(*self.pending_timers.lock().unwrap())
+        }
+        async fn open_inbound(
+            &self,
+            connection_type: &str,
+            connection: &ConnectionId,
+            _: &SessionId,
+            spec: EndpointSpec,
+        ) -> Result<String, CapabilityError> {
+            self.inbound_specs.lock().unwrap().push(spec);
+            Ok(format!(
+                "https://host.test/api/plugins/{connection_type}/inbound/{connection}"
+            ))
+        }
+        async fn route_inbound(&self, _: &ConnectionId, session: &SessionId, key: &str) -> Result<(), CapabilityError> {
+            self.routes.lock().unwrap().push((session.clone(), key.to_owned()));
+            Ok(())
         }
     }
 }

@@ -8,13 +8,14 @@ use async_trait::async_trait;
 use crate::app::App;
 use crate::audit::Actor;
 use crate::domain::ids::{ConnectionId, SessionId};
+use crate::domain::inbound::EndpointSpec;
 use crate::domain::jobs;
 use crate::domain::sessions::{NewActivity, RecordSource, Session, SessionStatus};
 use crate::runtime::{CallServices, CapabilityError, kv_bytes_after};
 use crate::secrets::SecretValue;
 use crate::store;
 use crate::use_cases::Error;
-use crate::use_cases::sessions;
+use crate::use_cases::{inbound, sessions};
 
 /// [`CallServices`] backed by the host's database.
 pub struct PluginServices {
@@ -146,6 +147,29 @@ impl CallServices for PluginServices {
             .await
             .map_err(unavailable)?;
         Ok(count.max(0) as u64)
+    }
+
+    async fn open_inbound(
+        &self,
+        connection_type: &str,
+        connection: &ConnectionId,
+        session: &SessionId,
+        spec: EndpointSpec,
+    ) -> Result<String, CapabilityError> {
+        inbound::open_endpoint(&self.app, connection_type, connection, session, spec)
+            .await
+            .map_err(refused)
+    }
+
+    async fn route_inbound(
+        &self,
+        connection: &ConnectionId,
+        session: &SessionId,
+        key: &str,
+    ) -> Result<(), CapabilityError> {
+        inbound::route(&self.app, connection, key, session)
+            .await
+            .map_err(refused)
     }
 
     async fn connection_secret(

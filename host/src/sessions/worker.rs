@@ -10,9 +10,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, HostEvent};
-use crate::domain::ids::SessionId;
+use crate::domain::ids::{InboundEventId, SessionId};
 use crate::domain::sessions::Session;
-use crate::runtime::bindings::types::SessionEvent;
+use crate::runtime::bindings::types::{InboundRequest, SessionEvent};
 use crate::runtime::{CallContext, CallEffects, CallError, LoadedPlugin};
 use crate::store::{self, StoreError, deliveries::Delivery, jobs::Job};
 
@@ -124,6 +124,12 @@ async fn run_job(app: &Arc<App>, share: &FairShare, job: Job) {
             deliver_event(app, share, &job, SessionEvent::CancelRequested(reason)).await
         }
         Ok(JobKind::Timer { payload }) => deliver_event(app, share, &job, SessionEvent::TimerFired(payload)).await,
+        Ok(JobKind::SessionEvent(QueuedEvent::Inbound { event })) => match inbound_request(app, &event).await {
+            Ok(Some(request)) => deliver_event(app, share, &job, SessionEvent::InboundWebhook(request)).await,
+            // Past the retention window: nothing left to hand over.
+            Ok(None) => complete(app, &job).await.map(|()| Ran::On(None)),
+            Err(error) => Err(error),
+        },
         Err(unreadable) => Err(anyhow::anyhow!("{unreadable}")),
     };
     let plugin_sha256 = match outcome {
@@ -288,8 +294,8 @@ async fn plugin_for(app: &App, session: &Session) -> Option<Arc<LoadedPlugin>> {
     app.runtime.plugin(&session.connection_type)
 }
 
-/// Calls `on-event` on the plugin version the session runs on. A timer of a finished session is
-/// dropped; a plugin that fails to handle an event of an unfinished session fails the session
+/// Calls `on-event` on the plugin version the session runs on. A timer or provider webhook of a
+/// finished session is dropped; a plugin that fails to handle an event of an unfinished session fails the session
 /// with its reason. Returns the version that ran.
 async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: SessionEvent) -> anyhow::Result<Ran> {
     let session_id: SessionId = job.session_id.clone().context("session event job without a session")?;
@@ -303,7 +309,7 @@ async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: Sess
             store::connection_types::outbound_hosts(&mut conn, &session.workspace_id, &session.connection_type).await?;
         (session, session_ref, hosts)
     };
-    if matches!(event, SessionEvent::TimerFired(_)) && session.status.is_terminal() {
+    if matches!(event, SessionEvent::TimerFired(_) | SessionEvent::InboundWebhook(_)) && session.status.is_terminal() {
         return complete(app, job).await.map(|()| Ran::On(None));
     }
     let Some(plugin) = plugin_for(app, &session).await else {
@@ -346,6 +352,22 @@ async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: Sess
         }
     }
     Ok(Ran::On(ran_on))
+}
+
+/// The stored provider webhook `event` as the plugin receives it, if it is still kept.
+async fn inbound_request(app: &App, event: &str) -> anyhow::Result<Option<InboundRequest>> {
+    let mut conn = app.db.read().await?;
+    let Some(stored) = store::inbound::get_event(&mut conn, &InboundEventId::from(event)).await? else {
+        return Ok(None);
+    };
+    let headers: Vec<(String, String)> =
+        serde_json::from_str(&stored.headers).context("a stored provider webhook's headers")?;
+    Ok(Some(InboundRequest {
+        method: stored.method,
+        path: stored.path,
+        headers,
+        body: stored.body,
+    }))
 }
 
 /// Commits what a successful start queued, together with the job's completion.

@@ -17,6 +17,7 @@ pub mod connections;
 pub mod deliveries;
 pub mod endpoints;
 pub mod host_keys;
+pub mod inbound;
 pub mod jobs;
 pub mod kv;
 pub mod session_start;

@@ -32,6 +32,9 @@ pub enum Error {
     /// The thing existed but is no longer usable (an expired setup code).
     #[error("{0}")]
     Gone(String),
+    /// Temporarily unable to take more of this; the caller should try again later.
+    #[error("{0}")]
+    Busy(String),
     /// A bug or an outage; details go to the log, not the caller.
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),

@@ -8,6 +8,7 @@ pub mod caller;
 pub mod connection_types;
 pub mod deliveries;
 pub mod error;
+pub mod inbound;
 pub mod sessions;
 pub mod tasks;
 

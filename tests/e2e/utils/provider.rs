@@ -2,7 +2,11 @@
 //! - `GET /v1/me` needs `Authorization: Bearer <the key>` and answers `{"id":"me"}`;
 //! - `POST /v1/echo` answers with the body it got;
 //! - `GET /v1/huge` answers 5 MiB;
-//! - `GET /v1/ping` answers `pong`.
+//! - `GET /v1/ping` answers `pong`;
+//! - `POST /v0/agents` (a Cursor-like launch) needs a JSON body with `prompt.text` and
+//!   `webhook: {url, secret}` (the secret `whsec_…`), and answers `{"id":"agent-N", "status":
+//!   "CREATING", "webhook": …}` — echoing the webhook, secret included, as a careless provider might.
+//!   The webhook of each launch is kept ([`FakeProvider::webhooks`]) so tests can play the provider.
 //!
 //! Every request is recorded; one that breaks the contract (wrong key, unknown route) is recorded
 //! as a violation too, so tests can assert there were none.
@@ -30,6 +34,8 @@ struct Shared {
     violations: Mutex<Vec<String>>,
     /// Requests received so far, for tests that wait for some.
     received: tokio::sync::watch::Sender<usize>,
+    /// `(agent id, webhook url, webhook secret)` of every launch.
+    launches: Mutex<Vec<(String, String, String)>>,
 }
 
 /// A running fake provider.
@@ -48,6 +54,7 @@ impl FakeProvider {
             requests: Mutex::default(),
             violations: Mutex::default(),
             received: tokio::sync::watch::channel(0).0,
+            launches: Mutex::default(),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -90,6 +97,11 @@ impl FakeProvider {
         self.shared.requests.lock().expect("lock").clone()
     }
 
+    /// `(agent id, webhook url, webhook secret)` of every launch, in order.
+    pub fn launches(&self) -> Vec<(String, String, String)> {
+        self.shared.launches.lock().expect("lock").clone()
+    }
+
     /// Requests that broke the contract, described.
     pub fn violations(&self) -> Vec<String> {
         self.shared.violations.lock().expect("lock").clone()
@@ -124,6 +136,29 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         ("POST", "/v1/echo") => Bytes::from(body.to_vec()).into_response(),
         ("GET", "/v1/huge") => vec![b'x'; 5 << 20].into_response(),
         ("GET", "/v1/ping") => "pong".into_response(),
+        ("POST", "/v0/agents") => {
+            let json_type = parts
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            let launch: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let url = launch["webhook"]["url"].as_str().unwrap_or_default().to_owned();
+            let secret = launch["webhook"]["secret"].as_str().unwrap_or_default().to_owned();
+            if !json_type
+                || !launch["prompt"]["text"].is_string()
+                || !url.starts_with("http")
+                || !secret.starts_with("whsec_")
+            {
+                violation(format!("POST /v0/agents with {}", String::from_utf8_lossy(&body)));
+                return StatusCode::BAD_REQUEST.into_response();
+            }
+            let mut launches = shared.launches.lock().expect("lock");
+            let id = format!("agent-{}", launches.len() + 1);
+            launches.push((id.clone(), url.clone(), secret.clone()));
+            let answer = serde_json::json!({"id": id, "status": "CREATING", "webhook": {"url": url, "secret": secret}});
+            ([("content-type", "application/json")], answer.to_string()).into_response()
+        }
         (method, path) => {
             violation(format!("{method} {path} is not part of the provider's API"));
             StatusCode::NOT_FOUND.into_response()

@@ -9,10 +9,13 @@
 //! - every address it connects to passes the same SSRF guard as webhook delivery
 //!   ([`crate::outbound`]: checked after DNS resolution, no redirects, no proxy).
 //!
-//! Header values may hold `{{secret:NAME}}`; the host replaces each with the connection's secret
-//! `NAME` (declared in the manifest, set by an admin) after the host check, so a secret only ever
-//! travels to hosts the plugin is allowed to call and its value never enters plugin memory.
-//! References anywhere else (URL, body) are sent as written.
+//! Header values and (since 0.1.2) bodies may hold `{{secret:NAME}}`; the host replaces each with
+//! the connection's secret `NAME` (declared in the manifest and set by an admin, or the generated
+//! `inbound-webhook` secret) after the host check — JSON-escaped in a JSON body — so a secret only
+//! ever travels to hosts the plugin is allowed to call. Its value never enters plugin memory: a
+//! response that echoes a secret sent in this call gets the reference back in its place.
+//! References in the URL (and, for plugins built against 0.1.0/0.1.1, in the body) are sent as
+//! written.
 //!
 //! Responses are read whole, up to the response-size cap, within the call's timeouts. Every
 //! refusal and failure is remembered with a reason, so a plugin call that fails because of one says
@@ -81,6 +84,8 @@ pub(crate) struct Grant {
     pub workspace_hosts: Option<Vec<String>>,
     /// Secret names the manifest declares.
     pub secrets: Vec<String>,
+    /// Whether references in the body are replaced too (contract 0.1.2 on).
+    pub secrets_in_bodies: bool,
     pub connection: ConnectionId,
 }
 
@@ -301,6 +306,36 @@ impl Outbound {
                 )
             })?
             .to_bytes();
+        let body = if grant.secrets_in_bodies && body.windows(SECRET_OPEN.len()).any(|w| w == SECRET_OPEN.as_bytes()) {
+            match std::str::from_utf8(&body) {
+                Ok(text) if secret_references(text).iter().any(|p| matches!(p, Piece::Secret(_))) => {
+                    let loopback_allowed = self.policy.allow_private_targets && is_loopback_host(&url);
+                    if url.scheme() != "https" && !loopback_allowed {
+                        return Err(Refusal::denied(
+                            "the request body refers to a secret, which is only sent over https (or, in \
+                             development with private targets allowed, over http to this machine)",
+                        ));
+                    }
+                    references += secret_references(text)
+                        .iter()
+                        .filter(|p| matches!(p, Piece::Secret(_)))
+                        .count();
+                    if references > MAX_SECRET_REFERENCES {
+                        return Err(Refusal::denied(format!(
+                            "a request may refer to at most {MAX_SECRET_REFERENCES} secrets"
+                        )));
+                    }
+                    let json = headers
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(is_json_media_type);
+                    Bytes::from(self.substitute(grant, "the request body", text, json).await?)
+                }
+                _ => body,
+            }
+        } else {
+            body
+        };
 
         let first_byte = options
             .and_then(|o| o.first_byte_timeout)
@@ -324,9 +359,16 @@ impl Outbound {
             })?
             .map_err(send_error)?;
 
+        let echoes = self.sent_secrets().await;
         let mut builder = http::Response::builder().status(response.status().as_u16());
         for (name, value) in response.headers() {
-            builder = builder.header(name, value);
+            match value.to_str() {
+                Ok(text) if echoes.iter().any(|(_, secret)| text.contains(secret.as_str())) => {
+                    let redacted = redact(text.as_bytes(), &echoes);
+                    builder = builder.header(name, redacted);
+                }
+                _ => builder = builder.header(name, value),
+            }
         }
         let mut received = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(send_error)? {
@@ -354,6 +396,9 @@ impl Outbound {
             }
             received.extend_from_slice(&chunk);
         }
+        if !echoes.is_empty() {
+            received = redact(&received, &echoes);
+        }
         let body = Full::new(Bytes::from(received))
             .map_err(|never| match never {})
             .boxed_unsync();
@@ -370,6 +415,30 @@ impl Outbound {
         header: &str,
         text: &str,
     ) -> Result<reqwest::header::HeaderValue, Refusal> {
+        let out = self
+            .substitute(grant, &format!("header `{header}`"), text, false)
+            .await?;
+        let mut value = reqwest::header::HeaderValue::from_str(&out)
+            .map_err(|_| Refusal::denied(format!("header `{header}` is not a valid header value")))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// The secrets sent so far in this call that are long enough to look for in a response, each
+    /// with its reference text.
+    async fn sent_secrets(&self) -> Vec<(String, String)> {
+        self.opened
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, value)| value.expose().len() >= MIN_REDACTED_SECRET_BYTES)
+            .map(|(name, value)| (format!("{SECRET_OPEN}{name}{SECRET_CLOSE}"), value.expose().to_owned()))
+            .collect()
+    }
+
+    /// `text` (in `what`) with every `{{secret:NAME}}` replaced by the connection's secret
+    /// (JSON-escaped when `json`).
+    async fn substitute(&self, grant: &Grant, what: &str, text: &str, json: bool) -> Result<String, Refusal> {
         let mut out = String::new();
         for piece in secret_references(text) {
             match piece {
@@ -377,7 +446,7 @@ impl Outbound {
                 Piece::Secret(name) => {
                     if !grant.secrets.iter().any(|s| s == name) {
                         return Err(Refusal::denied(format!(
-                            "header `{header}` refers to secret `{name}`, which the plugin's manifest does not declare"
+                            "{what} refers to secret `{name}`, which the plugin's manifest does not declare"
                         )));
                     }
                     let mut opened = self.opened.lock().await;
@@ -389,23 +458,60 @@ impl Outbound {
                             .map_err(|e| Refusal::new(HttpError::InternalError(None), e.to_string()))?
                             .ok_or_else(|| {
                                 Refusal::denied(format!(
-                                    "header `{header}` refers to secret `{name}`, which is not set on this connection; \
+                                    "{what} refers to secret `{name}`, which is not set on this connection; \
                                      a workspace admin sets it with PUT /api/public/bots/{{id}}/secrets/{name}"
                                 ))
                             })?;
                         opened.insert(name.to_owned(), value);
                     }
                     if let Some(value) = opened.get(name) {
-                        out.push_str(value.expose());
+                        if json {
+                            // The value as the inside of a JSON string.
+                            let quoted = serde_json::to_string(value.expose()).unwrap_or_default();
+                            out.push_str(&quoted[1..quoted.len().saturating_sub(1).max(1)]);
+                        } else {
+                            out.push_str(value.expose());
+                        }
                     }
                 }
             }
         }
-        let mut value = reqwest::header::HeaderValue::from_str(&out)
-            .map_err(|_| Refusal::denied(format!("header `{header}` is not a valid header value")))?;
-        value.set_sensitive(true);
-        Ok(value)
+        Ok(out)
     }
+}
+
+/// Secrets shorter than this are not looked for in responses (a short value would also match
+/// ordinary text).
+const MIN_REDACTED_SECRET_BYTES: usize = 8;
+
+/// `bytes` with every occurrence of each secret value replaced by its reference text.
+fn redact(bytes: &[u8], secrets: &[(String, String)]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    for (reference, value) in secrets {
+        let value = value.as_bytes();
+        if value.is_empty() || !out.windows(value.len()).any(|w| w == value) {
+            continue;
+        }
+        let mut replaced = Vec::with_capacity(out.len());
+        let mut i = 0;
+        while i < out.len() {
+            if out[i..].starts_with(value) {
+                replaced.extend_from_slice(reference.as_bytes());
+                i += value.len();
+            } else {
+                replaced.push(out[i]);
+                i += 1;
+            }
+        }
+        out = replaced;
+    }
+    out
+}
+
+/// Whether a `content-type` value is JSON (`application/json`, `…+json`).
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
 }
 
 /// A part of a header value: literal text or a secret reference.
@@ -572,6 +678,19 @@ mod tests {
         assert!(!within(&manifest, "anthropic.com"));
         assert!(!within(&manifest, "example.org"));
         assert!(!within(&manifest, "*.com"));
+    }
+
+    #[test]
+    fn echoed_secrets_are_replaced_by_their_reference() {
+        let secrets = vec![("{{secret:api-key}}".to_owned(), "sk-12345678".to_owned())];
+        assert_eq!(
+            redact(br#"{"key":"sk-12345678","again":"xsk-12345678y"}"#, &secrets),
+            br#"{"key":"{{secret:api-key}}","again":"x{{secret:api-key}}y"}"#.to_vec()
+        );
+        assert_eq!(redact(b"nothing here", &secrets), b"nothing here".to_vec());
+        assert!(is_json_media_type("application/json; charset=utf-8"));
+        assert!(is_json_media_type("application/vnd.api+json"));
+        assert!(!is_json_media_type("text/plain"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Host capabilities, one module per WIT interface: `session`, `webhook`, `kv`, `log`, `timers`, and
+//! Host capabilities, one module per WIT interface: `session`, `webhook`, `kv`, `log`, `timers`, `inbound`, and
 //! `wasi:http/outgoing-handler` (`http`).
 //!
 //! Each module implements the generated `Host` trait for [`CallData`] (what one call acts on):
@@ -8,6 +8,7 @@
 //! bugs become traps.
 
 pub mod http;
+mod inbound;
 mod kv;
 pub mod log;
 mod session;
@@ -15,5 +16,7 @@ mod timers;
 mod webhook;
 
 use super::call::CallData;
+
+pub(crate) use inbound::INBOUND_CALLS;
 
 impl super::bindings::types::Host for CallData {}

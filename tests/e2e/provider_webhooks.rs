@@ -1,0 +1,289 @@
+//! Provider webhooks (contract 0.1.2, `inbound`): a plugin opens its connection's endpoint, hands
+//! the URL and a host-generated secret (by reference) to its provider, and routes the provider's
+//! id to its session; the provider's signed webhooks then reach the session once each. Played with
+//! the `hostile` fixture's `provider-webhooks` behavior against the loopback fake provider, the test
+//! acting as the provider's webhook sender (with the secret the fake received at launch).
+
+use leadtime_host::app::HostEvent;
+use leadtime_host::domain::webhook_signing::hmac_hex;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::utils::provider::FakeProvider;
+use crate::utils::{Api, Events, TestHost};
+
+async fn host_with_hostile() -> (TestHost, Api) {
+    let host = TestHost::start_with(|config| config.outbound.allow_private_targets = true, None).await;
+    host.load_hostile_plugin().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    admin.enable_connection_type("hostile").await;
+    (host, admin)
+}
+
+/// Plays the provider: signs `body` the way Cursor does and posts it to `url`.
+async fn send_webhook(url: &str, secret: &str, event_id: &str, body: &Value) -> (StatusCode, Value) {
+    let body = body.to_string();
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header(
+            "X-Webhook-Signature",
+            format!("sha256={}", hmac_hex(secret, body.as_bytes())),
+        )
+        .header("X-Webhook-ID", event_id)
+        .header("X-Webhook-Event", "statusChange")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Assigns a new task to `bot`; returns the session id.
+async fn assign(admin: &Api, bot: &str, title: &str) -> String {
+    let task = admin.create_task(title).await;
+    let (status, assigned) = admin
+        .patch(
+            &format!("/tasks/{}", task["id"].as_str().unwrap()),
+            json!({"assigneeId": bot}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{assigned}");
+    assigned["agentSessionIds"][0].as_str().unwrap().to_owned()
+}
+
+/// Waits for the next job of `session` of `kind` (`start_session`, `session_event`) to finish.
+async fn job_done(events: &mut Events, session: &str, kind: &str) -> HostEvent {
+    events
+        .wait_for(&format!("a {kind} job of {session}"), |e| {
+            matches!(e, HostEvent::JobFinished { kind: k, session_id: Some(s), .. } if s.as_str() == session && k == kind)
+        })
+        .await
+}
+
+fn thoughts(card: &Value) -> Vec<String> {
+    card["activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["activityType"] == "thought")
+        .map(|a| a["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_provider_webhooks_reach_their_session_once() {
+    let (host, admin) = host_with_hostile().await;
+    let provider = FakeProvider::start("unused").await;
+    let (status, created) = admin
+        .post(
+            "/bots",
+            json!({"name": "Agent", "handle": "agent", "connection": {"type": "hostile", "config": {"behavior": "provider-webhooks", "target": provider.base}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let bot = created["bot"]["id"].as_str().unwrap().to_owned();
+    let mut events = host.events();
+
+    let session = assign(&admin, &bot, "Fix the login page").await;
+    job_done(&mut events, &session, "start_session").await;
+    let launches = provider.launches();
+    assert_eq!(launches.len(), 1);
+    let (agent, url, secret) = launches[0].clone();
+    assert_eq!(agent, "agent-1");
+    let connection = url.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(
+        url,
+        format!("{}/api/plugins/hostile/inbound/{connection}", host.base_url)
+    );
+    // The provider got the host-generated secret in the launch body (JSON-escaped into the string
+    // the plugin wrote), and echoed it back: the plugin read the reference, never the value.
+    assert!(secret.starts_with("whsec_") && secret.len() > 40, "{secret}");
+    let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
+    assert_eq!(card["status"], "running", "{card}");
+    let launched = card["activities"][0]["body"].as_str().unwrap();
+    assert!(
+        launched.contains(r#""secret":"{{secret:inbound-webhook}}""#),
+        "{launched}"
+    );
+    assert!(!card.to_string().contains(&secret));
+    host.assert_absent_from_database(std::slice::from_ref(&secret)).await;
+    assert_eq!(provider.violations(), Vec::<String>::new());
+
+    // Unsigned, wrongly signed or tampered requests are refused and leave nothing behind.
+    let running = json!({"event": "statusChange", "id": agent, "status": "RUNNING"});
+    let (status, body) = send_webhook(&url, "whsec_not-the-secret", "evt-1", &running).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "unauthorized");
+    assert!(
+        body["message"].as_str().unwrap().contains("signature does not match"),
+        "{body}"
+    );
+    let unsigned = reqwest::Client::new()
+        .post(&url)
+        .body(running.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    let signature = hmac_hex(&secret, running.to_string().as_bytes());
+    let tampered = reqwest::Client::new()
+        .post(&url)
+        .header("X-Webhook-Signature", format!("sha256={signature}"))
+        .header("X-Webhook-ID", "evt-1")
+        .body(json!({"event": "statusChange", "id": agent, "status": "FINISHED"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tampered.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(host.count("inbound_events").await, 0);
+
+    // A signed event is accepted once; the provider's redelivery of it is acknowledged, not
+    // handed over again.
+    let (status, body) = send_webhook(&url, &secret, "evt-1", &running).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body, json!({"received": true, "duplicate": false}));
+    job_done(&mut events, &session, "session_event").await;
+    let (status, body) = send_webhook(&url, &secret, "evt-1", &running).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["duplicate"], true);
+    // Below the endpoint's URL is the same endpoint; the path reaches the plugin.
+    let finished = json!({"event": "statusChange", "id": agent, "status": "FINISHED", "summary": "Login page fixed"});
+    let (status, _) = send_webhook(&format!("{url}/status?v=0"), &secret, "evt-2", &finished).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    job_done(&mut events, &session, "session_event").await;
+    let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
+    assert_eq!(card["status"], "done", "{card}");
+    assert_eq!(card["result"], "Login page fixed");
+    assert_eq!(
+        thoughts(&card),
+        ["POST agent-1 said RUNNING", "POST agent-1 said FINISHED"],
+        "each event once, in order: {card}"
+    );
+    assert_eq!(host.count("inbound_events").await, 2);
+
+    // An event for an id no session has routed yet waits for the session that routes it.
+    let early = json!({"event": "statusChange", "id": "agent-2", "status": "RUNNING"});
+    let (status, _) = send_webhook(&url, &secret, "evt-3", &early).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let second = assign(&admin, &bot, "Fix the signup page").await;
+    job_done(&mut events, &second, "start_session").await;
+    job_done(&mut events, &second, "session_event").await;
+    let (_, card) = admin.get(&format!("/agent-sessions/{second}")).await;
+    assert_eq!(thoughts(&card), ["POST agent-2 said RUNNING"], "{card}");
+
+    // An event for a finished session is stored and dropped, without calling the plugin.
+    let late = json!({"event": "statusChange", "id": agent, "status": "RUNNING"});
+    let (status, _) = send_webhook(&url, &secret, "evt-4", &late).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let dropped = job_done(&mut events, &session, "session_event").await;
+    assert!(
+        matches!(
+            dropped,
+            HostEvent::JobFinished {
+                plugin_sha256: None,
+                ..
+            }
+        ),
+        "{dropped:?}"
+    );
+    let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
+    assert_eq!(thoughts(&card).len(), 2);
+
+    // The audit trail says the plugin opened the endpoint, once (later calls changed nothing).
+    let (_, audit) = admin.get("/audit?action=connection.inbound.open").await;
+    assert_eq!(audit["records"].as_array().unwrap().len(), 1, "{audit}");
+    assert!(!audit.to_string().contains(&secret));
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_refuses_what_it_cannot_check_and_stays_bounded() {
+    let (host, admin) = host_with_hostile().await;
+    let provider = FakeProvider::start("unused").await;
+    let (_, created) = admin
+        .post(
+            "/bots",
+            json!({"name": "Agent", "handle": "agent", "connection": {"type": "hostile", "config": {"behavior": "provider-webhooks", "target": provider.base}}}),
+        )
+        .await;
+    let bot = created["bot"]["id"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+
+    // Unknown connections and types, and an endpoint its plugin has not opened yet: 404.
+    let (status, body) = send_webhook(
+        &format!("{}/api/plugins/hostile/inbound/con_nope", host.base_url),
+        "x",
+        "e",
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let mut events = host.events();
+    let session = assign(&admin, &bot, "Task").await;
+    job_done(&mut events, &session, "start_session").await;
+    let (_, url, secret) = provider.launches()[0].clone();
+    let connection = url.rsplit('/').next().unwrap().to_owned();
+    let (status, body) = send_webhook(
+        &format!("{}/api/plugins/self-hosted/inbound/{connection}", host.base_url),
+        &secret,
+        "e",
+        &json!({}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another type's path does not reach it: {body}"
+    );
+
+    // A body over 256 KiB is refused with a JSON error.
+    let huge = json!({"id": "agent-1", "pad": "x".repeat(300 * 1024)});
+    let (status, body) = send_webhook(&url, &secret, "big", &huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"], "payload_too_large");
+
+    // A flood of badly signed requests stores nothing, and the API answers meanwhile.
+    let flood = (0..200).map(|n| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            client
+                .post(&url)
+                .header("X-Webhook-Signature", "sha256=00")
+                .header("X-Webhook-ID", format!("forged-{n}"))
+                .body(r#"{"id":"agent-1"}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let (statuses, (api_status, _)) = tokio::join!(futures_util::future::join_all(flood), admin.get("/bots"));
+    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED));
+    assert_eq!(api_status, StatusCode::OK);
+    assert_eq!(host.count("inbound_events").await, 0);
+
+    // Events no session claims are kept up to a bound per connection; past it the provider is
+    // told to come back later (503) and nothing more is stored.
+    let waiting = 1_000;
+    let senders = (0..8).map(|worker| {
+        let (url, secret) = (url.clone(), secret.clone());
+        async move {
+            for n in (worker..waiting).step_by(8) {
+                let event = json!({"id": format!("ghost-{n}"), "status": "RUNNING"});
+                let (status, body) = send_webhook(&url, &secret, &format!("ghost-{n}"), &event).await;
+                assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            }
+        }
+    });
+    futures_util::future::join_all(senders).await;
+    let (status, body) = send_webhook(&url, &secret, "one-too-many", &json!({"id": "ghost-x"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "busy");
+    // An event for a routed session is still taken.
+    let (status, _) = send_webhook(&url, &secret, "routed", &json!({"id": "agent-1", "status": "RUNNING"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(host.count("inbound_events").await, waiting as i64 + 1);
+    host.stop().await;
+}
