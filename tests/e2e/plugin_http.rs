@@ -352,3 +352,49 @@ async fn a_workspace_narrows_the_hosts_a_plugin_may_call() {
     assert_eq!(audit["records"].as_array().unwrap().len(), 2, "{audit}");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validating_a_saved_connection_checks_it_with_the_provider() {
+    let (host, admin) = host_with_hostile(true).await;
+    let provider = FakeProvider::start(API_KEY).await;
+    // Saving a config checks its shape only: the plugin's live check is denied and skipped.
+    let caller = bot(&admin, "caller", "provider-call", &provider.base).await;
+    assert!(provider.all_requests().is_empty());
+    let validate_path = format!("/bots/{caller}/validate-connection");
+    let validate = || admin.post(&validate_path, json!({}));
+
+    // No key yet: the host says why the check could not run.
+    let (status, result) = validate().await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["ok"], false, "{result}");
+    let message = result["fieldErrors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("refers to secret `api-key`, which is not set on this connection"),
+        "{result}"
+    );
+    assert!(provider.all_requests().is_empty());
+
+    // A key the provider refuses is named as the field at fault.
+    let secret_path = format!("/bots/{caller}/secrets/api-key");
+    let (wrong, right) = (json!({"value": "sk-not-the-key-0000"}), json!({ "value": API_KEY }));
+    let set = |value| admin.call(Method::PUT, &secret_path, Some(value));
+    assert_eq!(set(&wrong).await.0, StatusCode::NO_CONTENT);
+    let (_, result) = validate().await;
+    assert_eq!(
+        result["fieldErrors"],
+        json!([{"field": "api-key", "message": "the provider refused this key; paste a valid one"}]),
+        "{result}"
+    );
+    // The right key passes; the provider saw each key only in the header it was meant for.
+    assert_eq!(set(&right).await.0, StatusCode::NO_CONTENT);
+    let (_, result) = validate().await;
+    assert_eq!(result, json!({"ok": true, "fieldErrors": []}));
+    let seen: Vec<String> = provider
+        .requests("/v1/me")
+        .iter()
+        .map(|r| r.headers["authorization"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen, ["Bearer sk-not-the-key-0000", &format!("Bearer {API_KEY}")]);
+    assert!(!result.to_string().contains(API_KEY));
+    host.stop().await;
+}

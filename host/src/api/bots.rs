@@ -441,6 +441,8 @@ async fn enable_bot(
 /// Validate a bot's connection
 ///
 /// Asks the connection type whether the bot's stored config is usable, with field errors when not.
+/// The plugin may check it with its provider (for example, that the API key is accepted); when the
+/// host refused one of its requests (a secret not set yet), that reason is listed with field `""`.
 /// Admins only.
 #[utoipa::path(post, path = "/bots/{id}/validate-connection", tag = "bots", operation_id = "validateBotConnection",
     params(("id" = String, Path, description = "Bot id")),

@@ -45,6 +45,14 @@ impl CallContext {
         connection: ConnectionId,
         session: SessionId,
     ) -> Self {
+        Self {
+            session_id: Some(session),
+            ..Self::of_connection(manifest, grants, workspace, connection)
+        }
+    }
+
+    /// A call about `connection` and no session.
+    fn of_connection(manifest: &Manifest, grants: Grants, workspace: WorkspaceId, connection: ConnectionId) -> Self {
         let mut secrets: Vec<String> = manifest.secrets.iter().map(|s| s.name.clone()).collect();
         if grants.contains(Capability::Inbound) {
             // The endpoint's host-generated secret, which the plugin hands to its provider.
@@ -59,7 +67,7 @@ impl CallContext {
             secrets_in_bodies: !matches!(manifest.wit_version.as_str(), "0.1.0" | "0.1.1"),
             workspace_id: Some(workspace),
             connection_id: Some(connection),
-            session_id: Some(session),
+            session_id: None,
         }
     }
 
@@ -67,6 +75,21 @@ impl CallContext {
     pub fn with_workspace_outbound_hosts(mut self, hosts: Option<Vec<String>>) -> Self {
         self.workspace_outbound_hosts = hosts;
         self
+    }
+
+    /// A `validate-config` call about the saved connection `connection` (an admin's "validate
+    /// connection", contract 0.1.2): `log`, and `http` to the manifest's hosts with the
+    /// connection's secrets by reference, so the plugin can check its config with the provider.
+    pub fn for_connection(
+        manifest: &Manifest,
+        grants: Grants,
+        workspace: WorkspaceId,
+        connection: ConnectionId,
+    ) -> Self {
+        Self {
+            grants: grants.only(&[Capability::Log, Capability::Http]),
+            ..Self::of_connection(manifest, grants, workspace, connection)
+        }
     }
 
     /// A call of the plugin with `manifest` and `grants` outside any session (`validate-config`):

@@ -200,15 +200,18 @@ pub(crate) fn http_grant(context: &CallContext) -> Result<http::Grant, String> {
             context.plugin_id
         ));
     }
-    match (&context.connection_id, &context.session_id) {
-        (Some(connection), Some(_)) => Ok(http::Grant {
+    match &context.connection_id {
+        Some(connection) => Ok(http::Grant {
             hosts: context.outbound_hosts.clone(),
             workspace_hosts: context.workspace_outbound_hosts.clone(),
             secrets: context.secrets.clone(),
             secrets_in_bodies: context.secrets_in_bodies,
             connection: connection.clone(),
         }),
-        _ => Err("outbound HTTP is only available in calls about a session".into()),
+        None => Err(
+            "outbound HTTP is only available in calls about a connection (sessions, and validating a saved connection)"
+                .into(),
+        ),
     }
 }
 

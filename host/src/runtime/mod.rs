@@ -317,6 +317,39 @@ impl PluginRuntime {
         }
     }
 
+    /// Calls `validate-config` about a saved connection (`context` from
+    /// [`CallContext::for_connection`]): the plugin may check the config with its provider over
+    /// `http`. Returns the plugin's field errors, followed by what the host refused or saw fail
+    /// of its outbound requests (field `""`: e.g. a secret not set), so an admin sees why a check
+    /// could not run.
+    pub async fn validate_saved(
+        &self,
+        plugin: &LoadedPlugin,
+        context: CallContext,
+        services: Arc<dyn CallServices>,
+        config: &str,
+    ) -> Result<Vec<ConfigFieldError>, CallError> {
+        let (returned, effects) = self
+            .call(
+                &plugin.pre,
+                &plugin.label(),
+                context,
+                services,
+                Export::ValidateConfig(config.to_owned()),
+            )
+            .await
+            .0?;
+        let Returned::Config(result) = returned else {
+            return Err(CallError::Crashed("unexpected result from validate-config".into()));
+        };
+        let mut errors: Vec<ConfigFieldError> = result.err().unwrap_or_default().into_iter().map(Into::into).collect();
+        errors.extend(effects.http_problems.first.into_iter().map(|message| ConfigFieldError {
+            field: String::new(),
+            message,
+        }));
+        Ok(errors)
+    }
+
     /// Calls `start-session`. On success returns what the call queued (webhooks to deliver).
     pub async fn start_session(
         &self,

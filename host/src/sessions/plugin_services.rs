@@ -177,22 +177,6 @@ impl CallServices for PluginServices {
         connection: &ConnectionId,
         name: &str,
     ) -> Result<Option<SecretValue>, CapabilityError> {
-        let mut conn = self.app.db.read().await.map_err(unavailable)?;
-        let Some(sealed) = store::connection_secrets::get(&mut conn, connection, name)
-            .await
-            .map_err(unavailable)?
-        else {
-            return Ok(None);
-        };
-        self.app
-            .secrets
-            .open(connection.as_str(), name, &sealed)
-            .map(Some)
-            .map_err(|e| {
-                tracing::error!(connection = %connection.as_str(), secret = name, "{e}");
-                CapabilityError::Unavailable(format!(
-                    "secret `{name}` could not be read by the host; an operator must check the secrets key"
-                ))
-            })
+        crate::use_cases::accounts::connection_secrets::open(&self.app, connection, name).await
     }
 }

@@ -1,6 +1,7 @@
 //! Bots and their agent connections: create, change, disable, enable, delete, validate the
 //! connection, rotate the webhook signing secret.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -14,12 +15,13 @@ use crate::domain::time::Timestamp;
 use crate::domain::tokens::{Scope, Scopes};
 use crate::domain::users::{Role, User, UserKind, normalize_handle};
 use crate::domain::webhook_signing as signing;
-use crate::runtime::{CallError, ConfigFieldError, LoadedPlugin};
+use crate::runtime::{CallContext, CallError, ConfigFieldError, LoadedPlugin};
 use crate::secrets::{SecretValue, WEBHOOK_SIGNING_SECRET};
 use crate::store::{self, Conn, StoreError};
 use crate::use_cases::error::Error;
 use crate::use_cases::sessions;
 
+use super::connection_secrets::SecretsOnly;
 use super::{Caller, handle_taken, tokens};
 use crate::use_cases::connection_types;
 
@@ -278,16 +280,35 @@ pub async fn delete(app: &App, caller: &Caller, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Asks the connection's plugin whether the bot's stored config is (still) usable.
-pub async fn validate_connection(app: &App, caller: &Caller, id: &str) -> Result<Vec<ConfigFieldError>, Error> {
-    let connection = {
+/// Asks the connection's plugin whether the bot's stored config is (still) usable. The plugin may
+/// check it with its provider (contract 0.1.2: `http` with the connection's secrets by
+/// reference); what the host refused of its requests (a secret not set, a host not allowed) is
+/// reported beside the plugin's own field errors.
+pub async fn validate_connection(app: &Arc<App>, caller: &Caller, id: &str) -> Result<Vec<ConfigFieldError>, Error> {
+    let (connection, workspace_hosts) = {
         let mut conn = app.db.read().await?;
         let bot = find_bot(&mut conn, caller, id).await?;
-        connection_of(&mut conn, &bot).await?
+        let connection = connection_of(&mut conn, &bot).await?;
+        let hosts =
+            store::connection_types::outbound_hosts(&mut conn, &connection.workspace_id, &connection.connection_type)
+                .await?;
+        (connection, hosts)
     };
     let plugin = plugin(app, &connection.connection_type)?;
-    match app.runtime.validate_config(&plugin, &connection.config).await {
-        Ok(()) => Ok(Vec::new()),
+    let context = CallContext::for_connection(
+        &plugin.manifest,
+        plugin.grants,
+        connection.workspace_id.clone(),
+        connection.id.clone(),
+    )
+    .with_workspace_outbound_hosts(workspace_hosts);
+    let services = Arc::new(SecretsOnly::new(app.clone()));
+    match app
+        .runtime
+        .validate_saved(&plugin, context, services, &connection.config)
+        .await
+    {
+        Ok(errors) => Ok(errors),
         Err(CallError::InvalidConfig(errors)) => Ok(errors),
         Err(other) => Err(Error::Internal(anyhow::anyhow!(
             "{}: validate-config failed: {other}",

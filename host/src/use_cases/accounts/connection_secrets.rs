@@ -4,12 +4,19 @@
 //! they reach the database (`crate::secrets`) and are never returned; the audit trail records the
 //! secret's name only.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use serde_json::json;
 
 use crate::app::App;
 use crate::audit::{self, Entry};
+use crate::domain::ids::{ConnectionId, SessionId};
+use crate::domain::inbound::EndpointSpec;
+use crate::domain::sessions::{NewActivity, SessionStatus};
 use crate::domain::time::Timestamp;
 use crate::runtime::SecretSpec;
+use crate::runtime::{CallServices, CapabilityError};
 use crate::secrets::SecretValue;
 use crate::store::{self, StoreError};
 use crate::use_cases::error::Error;
@@ -138,4 +145,91 @@ fn check_value(value: &str) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// The value of `connection`'s secret `name`, for an outbound request the host sends for its
+/// plugin. Never returned to a plugin or an API caller.
+pub async fn open(app: &App, connection: &ConnectionId, name: &str) -> Result<Option<SecretValue>, CapabilityError> {
+    let mut conn = app.db.read().await.map_err(|error| {
+        tracing::error!(%error, "database error while reading a connection secret");
+        CapabilityError::Unavailable("the host could not read the secret; try again later".into())
+    })?;
+    let sealed = store::connection_secrets::get(&mut conn, connection, name)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "database error while reading a connection secret");
+            CapabilityError::Unavailable("the host could not read the secret; try again later".into())
+        })?;
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    app.secrets
+        .open(connection.as_str(), name, &sealed)
+        .map(Some)
+        .map_err(|e| {
+            tracing::error!(connection = %connection.as_str(), secret = name, "{e}");
+            CapabilityError::Unavailable(format!(
+                "secret `{name}` could not be read by the host; an operator must check the secrets key"
+            ))
+        })
+}
+
+/// What a `validate-config` call about a saved connection may reach: the connection's secrets,
+/// by reference in its outbound requests, and no record at all.
+pub struct SecretsOnly {
+    app: Arc<App>,
+}
+
+impl SecretsOnly {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+fn not_in_validation() -> CapabilityError {
+    CapabilityError::NotAllowed("validating a connection may only use `log` and `http`".into())
+}
+
+#[async_trait]
+impl CallServices for SecretsOnly {
+    async fn post_activity(&self, _: &SessionId, _: NewActivity) -> Result<(), CapabilityError> {
+        Err(not_in_validation())
+    }
+    async fn set_status(&self, _: &SessionId, _: SessionStatus, _: Option<String>) -> Result<(), CapabilityError> {
+        Err(not_in_validation())
+    }
+    async fn set_external_link(&self, _: &SessionId, _: &str, _: &str) -> Result<(), CapabilityError> {
+        Err(not_in_validation())
+    }
+    async fn kv_get(&self, _: &ConnectionId, _: &str) -> Result<Option<Vec<u8>>, CapabilityError> {
+        Err(not_in_validation())
+    }
+    async fn kv_set(&self, _: &ConnectionId, _: &str, _: &[u8], _: i64) -> Result<(), CapabilityError> {
+        Err(not_in_validation())
+    }
+    async fn kv_delete(&self, _: &ConnectionId, _: &str) -> Result<(), CapabilityError> {
+        Err(not_in_validation())
+    }
+    async fn connection_secret(
+        &self,
+        connection: &ConnectionId,
+        name: &str,
+    ) -> Result<Option<SecretValue>, CapabilityError> {
+        open(&self.app, connection, name).await
+    }
+    async fn pending_timers(&self, _: &SessionId) -> Result<u64, CapabilityError> {
+        Err(not_in_validation())
+    }
+    async fn open_inbound(
+        &self,
+        _: &str,
+        _: &ConnectionId,
+        _: &SessionId,
+        _: EndpointSpec,
+    ) -> Result<String, CapabilityError> {
+        Err(not_in_validation())
+    }
+    async fn route_inbound(&self, _: &ConnectionId, _: &SessionId, _: &str) -> Result<(), CapabilityError> {
+        Err(not_in_validation())
+    }
 }
