@@ -287,3 +287,122 @@ async fn the_endpoint_refuses_what_it_cannot_check_and_stays_bounded() {
     assert_eq!(host.count("inbound_events").await, waiting as i64 + 1);
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mention_follows_up_on_an_open_session_and_cancel_reaches_the_provider() {
+    let (host, admin) = host_with_hostile().await;
+    let provider = FakeProvider::start("unused").await;
+    let (_, created) = admin
+        .post(
+            "/bots",
+            json!({"name": "Agent", "handle": "agent", "connection": {"type": "hostile", "config": {"behavior": "provider-webhooks", "target": provider.base}}}),
+        )
+        .await;
+    let bot = created["bot"]["id"].as_str().unwrap().to_owned();
+    // The type lists `follow-up`, so mentions continue open sessions unless the admin says not.
+    assert_eq!(created["bot"]["connection"]["followUps"], Value::Null);
+    let mut events = host.events();
+    let session = assign(&admin, &bot, "Fix the login page").await;
+    job_done(&mut events, &session, "start_session").await;
+    let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
+    let task = card["taskId"].as_str().unwrap().to_owned();
+
+    // A mention while the session runs continues it: the plugin gets the comment as a follow-up.
+    let (status, comment) = admin
+        .post(
+            &format!("/tasks/{task}/comments"),
+            json!({"comment": "@agent please also fix the footer"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{comment}");
+    assert_eq!(comment["agentSessionIds"], json!([]));
+    assert_eq!(comment["followedUpSessionIds"], json!([session]));
+    job_done(&mut events, &session, "session_event").await;
+    let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
+    let feed: Vec<(String, String)> = card["activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["activityType"].as_str().unwrap().to_owned(),
+                a["body"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(feed.len(), 2, "{card}");
+    assert_eq!(feed[1].0, "thought");
+    assert!(feed[1].1.starts_with("follow-up from @"), "{card}");
+    assert!(feed[1].1.ends_with(": @agent please also fix the footer"), "{card}");
+
+    // Per connection, an admin can have mentions open new sessions instead; a type that cannot
+    // continue sessions refuses `continue`, and an unknown mode is refused.
+    for (mode, expected) in [("sometimes", StatusCode::BAD_REQUEST), ("newSession", StatusCode::OK)] {
+        let (status, body) = admin
+            .patch(&format!("/bots/{bot}"), json!({"connection": {"followUps": mode}}))
+            .await;
+        assert_eq!(status, expected, "{body}");
+    }
+    let (status, body) = admin
+        .post(
+            "/bots",
+            json!({"name": "Wrapper", "handle": "wrapper", "connection": {"type": "self-hosted", "config": {"webhookUrl": "https://wrapper.example/leadtime/webhook"}, "followUps": "continue"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("cannot continue a session"),
+        "{body}"
+    );
+    let (_, comment) = admin
+        .post(
+            &format!("/tasks/{task}/comments"),
+            json!({"comment": "@agent and the header"}),
+        )
+        .await;
+    assert_eq!(comment["followedUpSessionIds"], json!([]));
+    let second = comment["agentSessionIds"][0].as_str().unwrap().to_owned();
+    assert_ne!(second, session);
+    job_done(&mut events, &second, "start_session").await;
+
+    // Taking the task from the bot cancels its assigned session; the plugin stops its agent.
+    let (status, _) = admin
+        .patch(&format!("/tasks/{task}"), json!({"assigneeId": null}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    job_done(&mut events, &session, "session_event").await;
+    assert_eq!(provider.requests("/v0/agents/agent-1/stop").len(), 1);
+    let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
+    assert_eq!(card["status"], "canceled", "{card}");
+    // Back to continuing: a mention reaches the bot's latest session on the task (the second,
+    // still running), never the canceled one; once that one ends, a mention opens a new session.
+    let (status, _) = admin
+        .patch(
+            &format!("/bots/{bot}"),
+            json!({"connection": {"followUps": "continue"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, comment) = admin
+        .post(
+            &format!("/tasks/{task}/comments"),
+            json!({"comment": "@agent one more thing"}),
+        )
+        .await;
+    assert_eq!(comment["followedUpSessionIds"], json!([second]), "{comment}");
+    let bot_api = host.api(created["token"].as_str().unwrap());
+    let (status, body) = bot_api
+        .patch(&format!("/agent-sessions/{second}/status"), json!({"status": "done"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, comment) = admin
+        .post(
+            &format!("/tasks/{task}/comments"),
+            json!({"comment": "@agent last thing"}),
+        )
+        .await;
+    assert_eq!(comment["followedUpSessionIds"], json!([]), "{comment}");
+    assert_eq!(comment["agentSessionIds"].as_array().unwrap().len(), 1, "{comment}");
+    assert_eq!(provider.violations(), Vec::<String>::new());
+    host.stop().await;
+}

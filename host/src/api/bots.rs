@@ -52,6 +52,7 @@ pub fn router() -> OpenApiRouter<SharedApp> {
 
 /// The connection of a new bot.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 struct NewConnection {
     /// A connection type id from `GET /api/public/connection-types`, e.g. `self-hosted` (one that
     /// is not installed is answered 404, a disabled one 409).
@@ -63,6 +64,12 @@ struct NewConnection {
     /// `fieldErrors` when it refuses it).
     #[schema(value_type = Object)]
     config: serde_json::Value,
+    /// What an @mention of the bot does while its latest session on the task is open: `continue`
+    /// it (the plugin gets the comment as a follow-up; only for connection types whose manifest
+    /// lists the `follow-up` capability) or open a `newSession`. Absent: `continue` where the type
+    /// supports it, else `newSession`.
+    #[schema(value_type = Option<String>, pattern = "^(continue|newSession)$")]
+    follow_ups: Option<String>,
 }
 
 /// A bot to create.
@@ -88,12 +95,16 @@ struct CreateBot {
     connection: NewConnection,
 }
 
-/// A new config for the bot's connection.
+/// Changes to the bot's connection: at least one of `config` and `followUps`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 struct ConnectionPatch {
     /// The config the bot's connection type checks (400 with `fieldErrors` when it refuses it).
-    #[schema(value_type = Object)]
-    config: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
+    config: Option<serde_json::Value>,
+    /// `continue` or `newSession` (see creating a bot).
+    #[schema(value_type = Option<String>, pattern = "^(continue|newSession)$")]
+    follow_ups: Option<String>,
 }
 
 /// Changes to a bot: at least one of `name`, `handle`, `avatarUrl` and `connection`; absent
@@ -130,6 +141,8 @@ struct ConnectionView {
     connection_type: String,
     #[schema(value_type = Object)]
     config: serde_json::Value,
+    /// `continue`, `newSession`, or `null`: the connection type's default.
+    follow_ups: Option<String>,
     updated_at: String,
 }
 
@@ -139,6 +152,7 @@ impl From<&Connection> for ConnectionView {
             id: c.id.to_string(),
             connection_type: c.connection_type.clone(),
             config: serde_json::from_str(&c.config).unwrap_or_default(),
+            follow_ups: c.follow_ups.clone(),
             updated_at: c.updated_at.to_iso(),
         }
     }
@@ -322,6 +336,7 @@ async fn create_bot(
         avatar_url: body.avatar_url,
         connection_type: body.connection.connection_type,
         config: body.connection.config,
+        follow_ups: body.connection.follow_ups,
     };
     let created = bots::create(&app, &caller, request).await?;
     let view = CreatedBotView {
@@ -380,7 +395,8 @@ async fn update_bot(
         name: body.name,
         handle: body.handle,
         avatar_url: body.avatar_url,
-        config: body.connection.map(|c| c.config),
+        config: body.connection.as_ref().and_then(|c| c.config.clone()),
+        follow_ups: body.connection.and_then(|c| c.follow_ups),
     };
     let (bot, connection) = bots::update(&app, &caller, &id, patch).await?;
     Ok(Json(BotView {

@@ -127,6 +127,9 @@ struct CommentResponse {
     comment: CommentView,
     /// Sessions opened by @mentions of bots in this comment.
     agent_session_ids: Vec<String>,
+    /// Open sessions the comment continued: a mentioned bot's latest session on the task was still
+    /// running and its connection continues sessions, so its plugin got the comment as a follow-up.
+    followed_up_session_ids: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -301,7 +304,7 @@ async fn update_task(
 
 /// Comment on a task
 ///
-/// Adds a comment (`{"comment": "…"}`). Each bot @mentioned in it gets an agent session carrying the comment.
+/// Adds a comment (`{"comment": "…"}`). Each bot @mentioned in it gets an agent session carrying the comment, or — when its latest session on the task is still open and its connection continues sessions — that session gets the comment as a follow-up.
 #[utoipa::path(post, path = "/tasks/{identifier}/comments", tag = "tasks", operation_id = "addTaskComment", request_body = AddComment,
     params(("identifier" = String, Path, description = "Task id or short number")),
     responses((status = 201, body = CommentResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -311,15 +314,16 @@ async fn add_comment(
     Path(identifier): Path<String>,
     Json(body): Json<AddComment>,
 ) -> Result<(StatusCode, Json<CommentResponse>), AppError> {
-    let (comment, opened) = tasks::add_comment(&app, &caller, &TaskRef::parse(&identifier), &body.comment).await?;
+    let added = tasks::add_comment(&app, &caller, &TaskRef::parse(&identifier), &body.comment).await?;
     let mut conn = app.db.read().await?;
-    let people = People::load(&mut conn, [comment.author_id.clone()]).await?;
-    let comment = views::comment_view(&comment, &people);
+    let people = People::load(&mut conn, [added.comment.author_id.clone()]).await?;
+    let comment = views::comment_view(&added.comment, &people);
     Ok((
         StatusCode::CREATED,
         Json(CommentResponse {
             comment,
-            agent_session_ids: session_ids(&opened),
+            agent_session_ids: session_ids(&added.opened),
+            followed_up_session_ids: added.followed_up.iter().map(ToString::to_string).collect(),
         }),
     ))
 }

@@ -25,6 +25,8 @@ pub enum QueuedEvent {
     Cancel { reason: Option<String> },
     /// A provider webhook routed to the session (the stored `inbound_events` row).
     Inbound { event: String },
+    /// The bot was @mentioned again on the task while the session was open (the comment's id).
+    FollowUp { comment: String },
 }
 
 /// The stored payloads, one per kind.

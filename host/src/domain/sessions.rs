@@ -552,6 +552,49 @@ pub struct Connection {
     pub connection_type: String,
     /// JSON config accepted by the plugin's `validate-config`.
     pub config: String,
+    /// The admin's choice of [`FollowUps`] (its stored name); `None`: the connection type's default.
+    pub follow_ups: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl Connection {
+    /// What a mention does while the bot's latest session on the task is open, given whether the
+    /// connection's plugin `handles_follow_ups`.
+    pub fn follow_ups(&self, handles_follow_ups: bool) -> FollowUps {
+        match self.follow_ups.as_deref().and_then(FollowUps::parse) {
+            Some(FollowUps::Continue) if handles_follow_ups => FollowUps::Continue,
+            Some(_) => FollowUps::NewSession,
+            None if handles_follow_ups => FollowUps::Continue,
+            None => FollowUps::NewSession,
+        }
+    }
+}
+
+/// What an @mention of a bot does while its latest session on the task is still open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowUps {
+    /// The open session continues: its plugin gets the comment as a `follow-up` event.
+    Continue,
+    /// A new session opens, as for any mention.
+    NewSession,
+}
+
+impl FollowUps {
+    /// The stored and API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FollowUps::Continue => "continue",
+            FollowUps::NewSession => "newSession",
+        }
+    }
+
+    /// The mode named `name`.
+    pub fn parse(name: &str) -> Option<FollowUps> {
+        match name {
+            "continue" => Some(FollowUps::Continue),
+            "newSession" => Some(FollowUps::NewSession),
+            _ => None,
+        }
+    }
 }

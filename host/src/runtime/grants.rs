@@ -18,11 +18,14 @@ pub enum Capability {
     Http,
     /// Provider webhooks: the connection's endpoint and routing (0.1.2).
     Inbound,
+    /// The plugin continues an open session when its bot is @mentioned again (`on-event`
+    /// `follow-up`, 0.1.2); without it every mention opens a new session.
+    FollowUp,
 }
 
 impl Capability {
     /// Every capability, in manifest order.
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Capability::Session,
         Capability::Webhook,
         Capability::Kv,
@@ -30,6 +33,7 @@ impl Capability {
         Capability::Timers,
         Capability::Http,
         Capability::Inbound,
+        Capability::FollowUp,
     ];
 
     /// The manifest name.
@@ -42,6 +46,7 @@ impl Capability {
             Capability::Timers => "timers",
             Capability::Http => "http",
             Capability::Inbound => "inbound",
+            Capability::FollowUp => "follow-up",
         }
     }
 
@@ -100,8 +105,8 @@ mod tests {
         assert!(!grants.contains(Capability::Http));
         assert_eq!(grants.only(&[Capability::Log]), Grants::parse(&["log".into()]).unwrap());
         let error = Grants::parse(&["sockets".into()]).unwrap_err();
-        assert!(
-            error.contains("unknown capability `sockets`; known: session, webhook, kv, log, timers, http, inbound")
-        );
+        assert!(error.contains(
+            "unknown capability `sockets`; known: session, webhook, kv, log, timers, http, inbound, follow-up"
+        ));
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use anyhow::anyhow;
 
-use crate::domain::ids::UserId;
+use crate::domain::ids::{CommentId, UserId};
 use crate::domain::sessions::{Connection, Session, TriggerKind};
 use crate::domain::tasks::Comment;
 use crate::domain::users::User;
@@ -107,6 +107,18 @@ pub async fn session_ref(conn: &mut Conn, session: &Session) -> anyhow::Result<w
         },
         connection: connection_info(&connection),
     })
+}
+
+/// The comment `id` as a `follow-up` event carries it, if it still exists.
+pub async fn follow_up(conn: &mut Conn, id: &CommentId) -> anyhow::Result<Option<wit::Comment>> {
+    let Some(found) = store::tasks::comment(conn, id).await? else {
+        return Ok(None);
+    };
+    let author = match store::users::get_any(conn, &found.author_id).await? {
+        Some(user) => actor(&user),
+        None => unknown_actor(&found.author_id),
+    };
+    Ok(Some(comment(&found, author)))
 }
 
 /// The `connection-info` of a connection.

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, HostEvent};
-use crate::domain::ids::{InboundEventId, SessionId};
+use crate::domain::ids::{CommentId, InboundEventId, SessionId};
 use crate::domain::sessions::Session;
 use crate::runtime::bindings::types::{InboundRequest, SessionEvent};
 use crate::runtime::{CallContext, CallEffects, CallError, LoadedPlugin};
@@ -127,6 +127,12 @@ async fn run_job(app: &Arc<App>, share: &FairShare, job: Job) {
         Ok(JobKind::SessionEvent(QueuedEvent::Inbound { event })) => match inbound_request(app, &event).await {
             Ok(Some(request)) => deliver_event(app, share, &job, SessionEvent::InboundWebhook(request)).await,
             // Past the retention window: nothing left to hand over.
+            Ok(None) => complete(app, &job).await.map(|()| Ran::On(None)),
+            Err(error) => Err(error),
+        },
+        Ok(JobKind::SessionEvent(QueuedEvent::FollowUp { comment })) => match follow_up(app, &comment).await {
+            Ok(Some(comment)) => deliver_event(app, share, &job, SessionEvent::FollowUp(comment)).await,
+            // The comment is gone: nothing to hand over.
             Ok(None) => complete(app, &job).await.map(|()| Ran::On(None)),
             Err(error) => Err(error),
         },
@@ -294,8 +300,8 @@ async fn plugin_for(app: &App, session: &Session) -> Option<Arc<LoadedPlugin>> {
     app.runtime.plugin(&session.connection_type)
 }
 
-/// Calls `on-event` on the plugin version the session runs on. A timer or provider webhook of a
-/// finished session is dropped; a plugin that fails to handle an event of an unfinished session fails the session
+/// Calls `on-event` on the plugin version the session runs on. A timer, provider webhook or
+/// follow-up of a finished session is dropped; a plugin that fails to handle an event of an unfinished session fails the session
 /// with its reason. Returns the version that ran.
 async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: SessionEvent) -> anyhow::Result<Ran> {
     let session_id: SessionId = job.session_id.clone().context("session event job without a session")?;
@@ -309,7 +315,7 @@ async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: Sess
             store::connection_types::outbound_hosts(&mut conn, &session.workspace_id, &session.connection_type).await?;
         (session, session_ref, hosts)
     };
-    if matches!(event, SessionEvent::TimerFired(_) | SessionEvent::InboundWebhook(_)) && session.status.is_terminal() {
+    if !matches!(event, SessionEvent::CancelRequested(_)) && session.status.is_terminal() {
         return complete(app, job).await.map(|()| Ran::On(None));
     }
     let Some(plugin) = plugin_for(app, &session).await else {
@@ -368,6 +374,12 @@ async fn inbound_request(app: &App, event: &str) -> anyhow::Result<Option<Inboun
         headers,
         body: stored.body,
     }))
+}
+
+/// The comment `id` as a `follow-up` event carries it, if it still exists.
+async fn follow_up(app: &App, id: &str) -> anyhow::Result<Option<crate::runtime::bindings::types::Comment>> {
+    let mut conn = app.db.read().await?;
+    snapshot::follow_up(&mut conn, &CommentId::from(id)).await
 }
 
 /// Commits what a successful start queued, together with the job's completion.

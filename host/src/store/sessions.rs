@@ -307,6 +307,21 @@ pub async fn status_changes(conn: &mut Conn, session: &SessionId) -> Result<Vec<
     .await?)
 }
 
+/// The latest session of `bot` on `task`, if any.
+pub async fn latest_of_bot_on_task(
+    conn: &mut Conn,
+    task: &TaskId,
+    bot: &UserId,
+) -> Result<Option<Session>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {SESSION_COLUMNS} FROM agent_sessions WHERE task_id = $1 AND bot_id = $2 ORDER BY created_at DESC, id DESC LIMIT 1"
+    ))
+    .bind(task.as_str())
+    .bind(bot.as_str())
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// The unfinished sessions of `bot`.
 pub async fn open_for_bot(conn: &mut Conn, bot: &UserId) -> Result<Vec<Session>, StoreError> {
     Ok(sqlx::query_as(&format!(

@@ -126,6 +126,60 @@ pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Tr
     Ok(session)
 }
 
+/// What an @mention of a bot came to.
+#[derive(Debug, Clone)]
+pub enum Mentioned {
+    /// A new session opened.
+    Opened(Session),
+    /// The bot's open session on the task continues: the comment reached it as a follow-up.
+    FollowedUp(SessionId),
+}
+
+/// Handles an @mention of `bot` in `comment` on `task`, inside the caller's transaction. When the
+/// bot's latest session on the task is still open and its connection continues sessions
+/// ([`rules::FollowUps`]), the comment is queued for that session's plugin as a `follow-up` event
+/// (the plugin records it in the feed as it sees fit, e.g. as a `prompt`); otherwise a session
+/// opens as for any trigger.
+pub async fn mention(
+    tx: &mut Conn,
+    app: &App,
+    task: &Task,
+    bot: &User,
+    comment: &crate::domain::tasks::Comment,
+) -> Result<Mentioned, OpenError> {
+    let trigger = Trigger {
+        kind: TriggerKind::Mentioned,
+        actor: Some(comment.author_id.clone()),
+        comment: Some(comment.id.clone()),
+    };
+    if !bot.is_enabled() {
+        return open(tx, app, task, bot, trigger).await.map(Mentioned::Opened);
+    }
+    let latest = store::sessions::latest_of_bot_on_task(tx, &task.id, &bot.id).await?;
+    let Some(latest) = latest.filter(|s| !s.status.is_terminal()) else {
+        return open(tx, app, task, bot, trigger).await.map(Mentioned::Opened);
+    };
+    let continues = match store::connections::get(tx, &latest.connection_id).await? {
+        Some(connection) => {
+            let handles = app
+                .runtime
+                .plugin(&connection.connection_type)
+                .is_some_and(|p| p.grants.contains(crate::runtime::Capability::FollowUp));
+            connection.follow_ups(handles) == rules::FollowUps::Continue
+        }
+        None => false,
+    };
+    if !continues {
+        return open(tx, app, task, bot, trigger).await.map(Mentioned::Opened);
+    }
+    let now = app.clock.now();
+    let job = JobKind::SessionEvent(QueuedEvent::FollowUp {
+        comment: comment.id.to_string(),
+    });
+    store::jobs::insert(tx, &job, Some(&latest.id), now).await?;
+    Ok(Mentioned::FollowedUp(latest.id))
+}
+
 /// Appends an activity to a session on behalf of `actor`, after the checks every activity meets
 /// (the API's and plugins' paths meet here). A repeated idempotency key returns the original
 /// activity and `false`, and records nothing.

@@ -4,12 +4,12 @@
 
 use serde_json::json;
 
-use super::sessions::{self, OpenError, Trigger};
+use super::sessions::{self, Mentioned, OpenError, Trigger};
 use crate::app::{App, SharedApp};
 use crate::audit::Entry;
 use crate::commit::{TaskNumber, WriteTx};
 use crate::domain::comments::{mentioned_handles, validate_comment};
-use crate::domain::ids::{CommentId, StatusId, TaskEventId, TaskId, UserId};
+use crate::domain::ids::{CommentId, SessionId, StatusId, TaskEventId, TaskId, UserId};
 use crate::domain::sessions::{Session, TriggerKind};
 use crate::domain::tasks::{
     Comment, DEFAULT_NEW_TASK_STATUS, Task, TaskEvent, TaskRef, validate_description, validate_title,
@@ -271,26 +271,40 @@ async fn update_in(
     Ok((task, opened, !canceled.is_empty()))
 }
 
+/// A comment and what its @mentions came to.
+#[derive(Debug, Clone)]
+pub struct CommentAdded {
+    pub comment: Comment,
+    /// Sessions the mentions opened.
+    pub opened: Vec<Session>,
+    /// Open sessions the mentions continued (their plugins get the comment as a follow-up).
+    pub followed_up: Vec<SessionId>,
+}
+
 /// Adds a comment. Every enabled bot it @mentions (other than its author) gets a session carrying
-/// the comment.
+/// the comment — or, when the bot's latest session on the task is open and its connection
+/// continues sessions, that session gets the comment as a follow-up.
 pub async fn add_comment(
     app: &SharedApp,
     caller: &Caller,
     task_ref: &TaskRef,
     body: &str,
-) -> Result<(Comment, Vec<Session>), Error> {
+) -> Result<CommentAdded, Error> {
     let body = validate_comment(body)?;
     let now = app.clock.now();
     let (shared, caller, task_ref) = (app.clone(), caller.clone(), task_ref.clone());
-    let (comment, opened) = app
+    let added = app
         .writer
         .write(move |tx| {
             let (app, caller, task_ref, body) = (shared.clone(), caller.clone(), task_ref.clone(), body.clone());
             Box::pin(async move { add_comment_in(tx, &app, &caller, &task_ref, body, now).await })
         })
         .await?;
-    started(app, &opened);
-    Ok((comment, opened))
+    started(app, &added.opened);
+    if !added.followed_up.is_empty() {
+        app.jobs_queued.notify_one();
+    }
+    Ok(added)
 }
 
 async fn add_comment_in(
@@ -300,7 +314,7 @@ async fn add_comment_in(
     task_ref: &TaskRef,
     body: String,
     now: Timestamp,
-) -> Result<(Comment, Vec<Session>), Error> {
+) -> Result<CommentAdded, Error> {
     let task = find_task(tx.conn(), caller, task_ref).await?;
     let comment = Comment {
         id: CommentId::generate(),
@@ -313,15 +327,11 @@ async fn add_comment_in(
     store::tasks::insert_comment(tx.conn(), &comment).await?;
     let handles = mentioned_handles(&comment.body);
     let bots = store::users::bots_by_handle(tx.conn(), &task.workspace_id, &handles).await?;
-    let mut opened = Vec::new();
+    let (mut opened, mut followed_up) = (Vec::new(), Vec::new());
     for bot in bots.iter().filter(|b| b.is_enabled() && b.id != caller.user.id) {
-        let trigger = Trigger {
-            kind: TriggerKind::Mentioned,
-            actor: Some(caller.user.id.clone()),
-            comment: Some(comment.id.clone()),
-        };
-        match sessions::open(tx.conn(), app, &task, bot, trigger).await {
-            Ok(session) => opened.push(session),
+        match sessions::mention(tx.conn(), app, &task, bot, &comment).await {
+            Ok(Mentioned::Opened(session)) => opened.push(session),
+            Ok(Mentioned::FollowedUp(session)) => followed_up.push(session),
             // A mentioned bot without a connection is named in the comment but does no work.
             Err(OpenError::NoConnection(reason) | OpenError::BotDisabled(reason)) => {
                 tracing::info!(bot = %bot.id, %reason, "mention opened no session")
@@ -329,9 +339,13 @@ async fn add_comment_in(
             Err(OpenError::Store(error)) => return Err(error.into()),
         }
     }
-    let details = json!({"commentId": comment.id, "mentions": handles});
+    let details = json!({"commentId": comment.id, "mentions": handles, "followedUpSessions": followed_up});
     audit_change(tx, caller, "task.comment.create", &task.id, details, &opened, now);
-    Ok((comment, opened))
+    Ok(CommentAdded {
+        comment,
+        opened,
+        followed_up,
+    })
 }
 
 /// The task of the caller's workspace named by `task_ref`, or 404.

@@ -6,7 +6,8 @@
 //! - `POST /v0/agents` (a Cursor-like launch) needs a JSON body with `prompt.text` and
 //!   `webhook: {url, secret}` (the secret `whsec_…`), and answers `{"id":"agent-N", "status":
 //!   "CREATING", "webhook": …}` — echoing the webhook, secret included, as a careless provider might.
-//!   The webhook of each launch is kept ([`FakeProvider::webhooks`]) so tests can play the provider.
+//!   The webhook of each launch is kept ([`FakeProvider::launches`]) so tests can play the provider;
+//! - `POST /v0/agents/{id}/stop` stops a launched agent (an unknown id is a violation).
 //!
 //! Every request is recorded; one that breaks the contract (wrong key, unknown route) is recorded
 //! as a violation too, so tests can assert there were none.
@@ -158,6 +159,21 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             launches.push((id.clone(), url.clone(), secret.clone()));
             let answer = serde_json::json!({"id": id, "status": "CREATING", "webhook": {"url": url, "secret": secret}});
             ([("content-type", "application/json")], answer.to_string()).into_response()
+        }
+        ("POST", stop) if stop.starts_with("/v0/agents/") && stop.ends_with("/stop") => {
+            let id = &stop["/v0/agents/".len()..stop.len() - "/stop".len()];
+            if shared
+                .launches
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|(agent, _, _)| agent == id)
+            {
+                ([("content-type", "application/json")], format!(r#"{{"id":"{id}"}}"#)).into_response()
+            } else {
+                violation(format!("POST {stop}: no such agent"));
+                StatusCode::NOT_FOUND.into_response()
+            }
         }
         (method, path) => {
             violation(format!("{method} {path} is not part of the provider's API"));

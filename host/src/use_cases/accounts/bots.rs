@@ -10,12 +10,12 @@ use crate::app::App;
 use crate::audit::{self, Entry};
 use crate::domain::bounded_text;
 use crate::domain::ids::{ConnectionId, SecretId, UserId};
-use crate::domain::sessions::Connection;
+use crate::domain::sessions::{Connection, FollowUps};
 use crate::domain::time::Timestamp;
 use crate::domain::tokens::{Scope, Scopes};
 use crate::domain::users::{Role, User, UserKind, normalize_handle};
 use crate::domain::webhook_signing as signing;
-use crate::runtime::{CallContext, CallError, ConfigFieldError, LoadedPlugin};
+use crate::runtime::{CallContext, CallError, Capability, ConfigFieldError, LoadedPlugin};
 use crate::secrets::{SecretValue, WEBHOOK_SIGNING_SECRET};
 use crate::store::{self, Conn, StoreError};
 use crate::use_cases::error::Error;
@@ -33,6 +33,8 @@ pub struct NewBot {
     pub avatar_url: Option<String>,
     pub connection_type: String,
     pub config: serde_json::Value,
+    /// `continue` or `newSession`; `None`: the connection type's default.
+    pub follow_ups: Option<String>,
 }
 
 /// A created bot; `token` and `webhook_secret` are shown once.
@@ -61,6 +63,11 @@ pub async fn create(app: &App, caller: &Caller, request: NewBot) -> Result<Creat
         connection_types::ensure_usable(&mut conn, app, caller.workspace_id(), &request.connection_type).await?;
     }
     let plugin = plugin(app, &request.connection_type)?;
+    let follow_ups = request
+        .follow_ups
+        .as_deref()
+        .map(|mode| checked_follow_ups(&plugin, mode))
+        .transpose()?;
     let config = validated_config(app, &plugin, &request.config).await?;
 
     let now = app.clock.now();
@@ -84,6 +91,7 @@ pub async fn create(app: &App, caller: &Caller, request: NewBot) -> Result<Creat
         bot_id: bot.id.clone(),
         connection_type: plugin.manifest.id.clone(),
         config,
+        follow_ups,
         created_at: now,
         updated_at: now,
     };
@@ -129,14 +137,23 @@ pub struct BotPatch {
     pub avatar_url: Option<Option<String>>,
     /// A new connection config, validated by the connection's plugin.
     pub config: Option<serde_json::Value>,
+    /// `continue` or `newSession`.
+    pub follow_ups: Option<String>,
 }
 
 /// Changes a bot's name, handle, avatar or connection config.
 pub async fn update(app: &App, caller: &Caller, id: &str, patch: BotPatch) -> Result<(User, Connection), Error> {
-    if patch.name.is_none() && patch.handle.is_none() && patch.avatar_url.is_none() && patch.config.is_none() {
+    if patch.name.is_none()
+        && patch.handle.is_none()
+        && patch.avatar_url.is_none()
+        && patch.config.is_none()
+        && patch.follow_ups.is_none()
+    {
         return Err(Error::Invalid {
             field: None,
-            message: "nothing to change: send at least one of name, handle, avatarUrl, connection.config".into(),
+            message:
+                "nothing to change: send at least one of name, handle, avatarUrl, connection.config, connection.followUps"
+                    .into(),
         });
     }
     let name = patch
@@ -160,6 +177,10 @@ pub async fn update(app: &App, caller: &Caller, id: &str, patch: BotPatch) -> Re
         Some(config) => Some(validated_config(app, &*plugin(app, &connection.connection_type)?, config).await?),
         None => None,
     };
+    let follow_ups = match patch.follow_ups.as_deref() {
+        Some(mode) => Some(checked_follow_ups(&*plugin(app, &connection.connection_type)?, mode)?),
+        None => None,
+    };
     let now = app.clock.now();
     let mut changed = Vec::new();
     if let Some(name) = name.filter(|n| *n != bot.name) {
@@ -179,11 +200,20 @@ pub async fn update(app: &App, caller: &Caller, id: &str, patch: BotPatch) -> Re
     store::users::update_profile(&mut tx, &bot)
         .await
         .map_err(|e| handle_taken(e, &bot.handle))?;
+    let mut connection_changed = false;
     if let Some(config) = config {
         connection.config = config;
+        connection_changed = true;
+        changed.push("connection.config");
+    }
+    if let Some(mode) = follow_ups.filter(|m| connection.follow_ups.as_deref() != Some(m)) {
+        connection.follow_ups = Some(mode);
+        connection_changed = true;
+        changed.push("connection.followUps");
+    }
+    if connection_changed {
         connection.updated_at = now;
         store::connections::update_config(&mut tx, &connection).await?;
-        changed.push("connection.config");
     }
     audit::record(
         &mut tx,
@@ -413,6 +443,27 @@ fn plugin(app: &App, connection_type: &str) -> Result<std::sync::Arc<LoadedPlugi
             "connection type `{connection_type}` is not installed on this host"
         ))
     })
+}
+
+/// `mode` as stored, if the connection type supports it.
+fn checked_follow_ups(plugin: &LoadedPlugin, mode: &str) -> Result<String, Error> {
+    match FollowUps::parse(mode) {
+        Some(FollowUps::Continue) if !plugin.grants.contains(Capability::FollowUp) => Err(Error::invalid(
+            "connection.followUps",
+            format!(
+                "connection type `{}` cannot continue a session (its manifest does not list the `follow-up` capability); use `newSession`",
+                plugin.manifest.id
+            ),
+        )),
+        Some(mode) => Ok(mode.as_str().to_owned()),
+        None => Err(Error::invalid(
+            "connection.followUps",
+            format!(
+                "`connection.followUps` is `continue` or `newSession`, not `{}`",
+                mode.chars().take(40).collect::<String>()
+            ),
+        )),
+    }
 }
 
 fn delivers_webhooks(plugin: &LoadedPlugin) -> bool {
