@@ -18,6 +18,11 @@ const BUILTIN_PLUGINS: &[(&str, &str, &str)] = &[
         "LEADTIME_BUILTIN_PLUGIN_SELF_HOSTED",
     ),
     (
+        "plugin-cursor-cloud",
+        "plugin_cursor_cloud",
+        "LEADTIME_BUILTIN_PLUGIN_CURSOR_CLOUD",
+    ),
+    (
         "fixture-hostile-plugin",
         "fixture_hostile_plugin",
         "LEADTIME_TEST_FIXTURE_HOSTILE",

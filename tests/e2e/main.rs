@@ -11,6 +11,7 @@ mod bad_input;
 mod connector_conformance;
 mod crash;
 mod credentials;
+mod cursor_cloud;
 mod delivery;
 mod group_commit;
 mod input_rules;

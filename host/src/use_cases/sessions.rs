@@ -130,7 +130,7 @@ pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Tr
 #[derive(Debug, Clone)]
 pub enum Mentioned {
     /// A new session opened.
-    Opened(Session),
+    Opened(Box<Session>),
     /// The bot's open session on the task continues: the comment reached it as a follow-up.
     FollowedUp(SessionId),
 }
@@ -153,11 +153,15 @@ pub async fn mention(
         comment: Some(comment.id.clone()),
     };
     if !bot.is_enabled() {
-        return open(tx, app, task, bot, trigger).await.map(Mentioned::Opened);
+        return open(tx, app, task, bot, trigger)
+            .await
+            .map(|s| Mentioned::Opened(Box::new(s)));
     }
     let latest = store::sessions::latest_of_bot_on_task(tx, &task.id, &bot.id).await?;
     let Some(latest) = latest.filter(|s| !s.status.is_terminal()) else {
-        return open(tx, app, task, bot, trigger).await.map(Mentioned::Opened);
+        return open(tx, app, task, bot, trigger)
+            .await
+            .map(|s| Mentioned::Opened(Box::new(s)));
     };
     let continues = match store::connections::get(tx, &latest.connection_id).await? {
         Some(connection) => {
@@ -170,7 +174,9 @@ pub async fn mention(
         None => false,
     };
     if !continues {
-        return open(tx, app, task, bot, trigger).await.map(Mentioned::Opened);
+        return open(tx, app, task, bot, trigger)
+            .await
+            .map(|s| Mentioned::Opened(Box::new(s)));
     }
     let now = app.clock.now();
     let job = JobKind::SessionEvent(QueuedEvent::FollowUp {

@@ -330,7 +330,7 @@ async fn add_comment_in(
     let (mut opened, mut followed_up) = (Vec::new(), Vec::new());
     for bot in bots.iter().filter(|b| b.is_enabled() && b.id != caller.user.id) {
         match sessions::mention(tx.conn(), app, &task, bot, &comment).await {
-            Ok(Mentioned::Opened(session)) => opened.push(session),
+            Ok(Mentioned::Opened(session)) => opened.push(*session),
             Ok(Mentioned::FollowedUp(session)) => followed_up.push(session),
             // A mentioned bot without a connection is named in the comment but does no work.
             Err(OpenError::NoConnection(reason) | OpenError::BotDisabled(reason)) => {

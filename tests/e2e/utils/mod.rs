@@ -2,6 +2,7 @@
 //! public API, and loopback fakes of outside services.
 
 pub mod connector;
+pub mod cursor;
 pub mod db;
 pub mod process;
 pub mod provider;
