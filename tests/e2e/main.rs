@@ -16,6 +16,7 @@ mod delivery;
 mod group_commit;
 mod input_rules;
 mod logging;
+mod mcp;
 mod openapi;
 mod plugin_http;
 mod plugin_reload;

@@ -127,7 +127,7 @@ struct Targets {
 /// Everything a wrapper needs to work on the session.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SessionContext {
+pub(crate) struct SessionContext {
     session: ContextSession,
     trigger: ContextTrigger,
     task: TaskView,
@@ -149,7 +149,7 @@ async fn find(app: &App, caller: &Caller, id: &str) -> Result<Session, AppError>
 }
 
 /// Like [`find`], and refuses any caller but the session's own bot.
-async fn find_own(app: &App, caller: &Caller, id: &str) -> Result<Session, AppError> {
+pub(crate) async fn find_own(app: &App, caller: &Caller, id: &str) -> Result<Session, AppError> {
     let session = find(app, caller, id).await?;
     if session.bot_id != caller.user.id {
         return Err(AppError::Forbidden(format!(
@@ -187,7 +187,12 @@ async fn get_context(
     Reader(caller): Reader,
     Path(id): Path<String>,
 ) -> Result<Json<SessionContext>, AppError> {
-    let session = find_own(&app, &caller, &id).await?;
+    Ok(Json(session_context(&app, &caller, &id).await?))
+}
+
+/// The context of session `id` for its own bot (the REST call and the MCP tool).
+pub(crate) async fn session_context(app: &App, caller: &Caller, id: &str) -> Result<SessionContext, AppError> {
+    let session = find_own(app, caller, id).await?;
     let mut conn = app.db.read().await?;
     let task = store::tasks::get_any(&mut conn, &session.task_id)
         .await?
@@ -234,7 +239,7 @@ async fn get_context(
             comment_id: session.comment_id.as_ref().map(ToString::to_string),
         },
     };
-    Ok(Json(context))
+    Ok(context)
 }
 
 /// Text of an optional JSON field: strings as they are, other JSON serialized, null as none.

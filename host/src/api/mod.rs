@@ -14,6 +14,8 @@ pub mod error;
 pub mod extract;
 pub mod inbound;
 pub mod input;
+pub mod mcp;
+pub mod mcp_tools;
 pub mod schema;
 pub mod tasks;
 pub mod tokens;
@@ -129,6 +131,8 @@ pub fn router(app: SharedApp) -> Router {
         .route_layer(axum::middleware::from_fn(input::check_input))
         // Provider webhooks: raw bodies checked by signature, not the public API's input rules.
         .merge(inbound::router())
+        // MCP for agents: JSON-RPC bodies, authorised by a bot token.
+        .merge(mcp::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(input::InputRules::new(docs.value.clone())))

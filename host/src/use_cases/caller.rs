@@ -3,7 +3,7 @@
 
 use crate::app::App;
 use crate::audit::{Actor, ActorKind};
-use crate::domain::ids::WorkspaceId;
+use crate::domain::ids::{SessionId, WorkspaceId};
 use crate::domain::tokens::{self as token_rules, ApiToken, Scope};
 use crate::domain::users::{Role, User, UserKind};
 use crate::store::{self, StoreError};
@@ -23,6 +23,9 @@ pub struct Caller {
     pub user: User,
     pub token: ApiToken,
     pub request: RequestMeta,
+    /// The agent session a bot's call is made for, when it names one (MCP tool calls do); the
+    /// audit trail records it.
+    pub session: Option<SessionId>,
 }
 
 impl Caller {
@@ -73,7 +76,7 @@ impl Caller {
             id: Some(self.user.id.clone()),
             workspace_id: Some(self.user.workspace_id.clone()),
             token_id: Some(self.token.id.clone()),
-            session_id: None,
+            session_id: self.session.clone(),
             request_id: self.request.request_id.clone(),
             ip: self.request.ip.clone(),
             user_agent: self.request.user_agent.clone(),
@@ -115,5 +118,10 @@ pub async fn authenticate(app: &App, bearer: &str, request: RequestMeta) -> Resu
         store::tokens::touch(&mut tx, &token.id, now, request.ip.as_deref()).await?;
         tx.commit().await.map_err(StoreError::from)?;
     }
-    Ok(Caller { user, token, request })
+    Ok(Caller {
+        user,
+        token,
+        request,
+        session: None,
+    })
 }

@@ -329,6 +329,11 @@ impl Api {
         }
     }
 
+    /// The bearer token this client sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// Sends `method path` with an optional JSON body.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
         let reply = self.send(method, path, body).await;
