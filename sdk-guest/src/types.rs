@@ -85,6 +85,26 @@ impl FieldErrors {
         });
     }
 
+    /// Starts validating `config`, which must be a JSON object whose keys are all in `known`:
+    /// the object and the errors so far (one per unknown key, naming the allowed ones), or the
+    /// one error when it is not an object at all.
+    pub fn for_object<'a>(
+        config: &'a serde_json::Value,
+        known: &[&str],
+    ) -> Result<(&'a serde_json::Map<String, serde_json::Value>, FieldErrors), Vec<FieldError>> {
+        let Some(object) = config.as_object() else {
+            return Err(vec![FieldError {
+                field: String::new(),
+                message: "the config must be a JSON object".into(),
+            }]);
+        };
+        let mut errors = FieldErrors::new();
+        for key in object.keys().filter(|k| !known.contains(&k.as_str())) {
+            errors.add(key, format!("unknown field `{key}`; allowed: {}", known.join(", ")));
+        }
+        Ok((object, errors))
+    }
+
     /// `Ok` when nothing was recorded, else every error.
     pub fn finish(self) -> Result<(), Vec<FieldError>> {
         if self.0.is_empty() { Ok(()) } else { Err(self.0) }

@@ -20,6 +20,19 @@ async fn host_with_hostile() -> (TestHost, Api) {
     (host, admin)
 }
 
+/// Creates @agent, a `hostile` bot launching "agents" at `provider` (`provider-webhooks`); the
+/// creation answer.
+async fn agent_bot(admin: &Api, provider: &FakeProvider) -> Value {
+    let (status, created) = admin
+        .post(
+            "/bots",
+            json!({"name": "Agent", "handle": "agent", "connection": {"type": "hostile", "config": {"behavior": "provider-webhooks", "target": provider.base}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created
+}
+
 /// Plays the provider: signs `body` the way Cursor does and posts it to `url`.
 async fn send_webhook(url: &str, secret: &str, event_id: &str, body: &Value) -> (StatusCode, Value) {
     let body = body.to_string();
@@ -76,13 +89,7 @@ fn thoughts(card: &Value) -> Vec<String> {
 async fn signed_provider_webhooks_reach_their_session_once() {
     let (host, admin) = host_with_hostile().await;
     let provider = FakeProvider::start("unused").await;
-    let (status, created) = admin
-        .post(
-            "/bots",
-            json!({"name": "Agent", "handle": "agent", "connection": {"type": "hostile", "config": {"behavior": "provider-webhooks", "target": provider.base}}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created = agent_bot(&admin, &provider).await;
     let bot = created["bot"]["id"].as_str().unwrap().to_owned();
     let mut events = host.events();
 
@@ -202,12 +209,7 @@ async fn signed_provider_webhooks_reach_their_session_once() {
 async fn the_endpoint_refuses_what_it_cannot_check_and_stays_bounded() {
     let (host, admin) = host_with_hostile().await;
     let provider = FakeProvider::start("unused").await;
-    let (_, created) = admin
-        .post(
-            "/bots",
-            json!({"name": "Agent", "handle": "agent", "connection": {"type": "hostile", "config": {"behavior": "provider-webhooks", "target": provider.base}}}),
-        )
-        .await;
+    let created = agent_bot(&admin, &provider).await;
     let bot = created["bot"]["id"].as_str().unwrap().to_owned();
     let client = reqwest::Client::new();
 
@@ -292,12 +294,7 @@ async fn the_endpoint_refuses_what_it_cannot_check_and_stays_bounded() {
 async fn a_mention_follows_up_on_an_open_session_and_cancel_reaches_the_provider() {
     let (host, admin) = host_with_hostile().await;
     let provider = FakeProvider::start("unused").await;
-    let (_, created) = admin
-        .post(
-            "/bots",
-            json!({"name": "Agent", "handle": "agent", "connection": {"type": "hostile", "config": {"behavior": "provider-webhooks", "target": provider.base}}}),
-        )
-        .await;
+    let created = agent_bot(&admin, &provider).await;
     let bot = created["bot"]["id"].as_str().unwrap().to_owned();
     // The type lists `follow-up`, so mentions continue open sessions unless the admin says not.
     assert_eq!(created["bot"]["connection"]["followUps"], Value::Null);

@@ -295,26 +295,14 @@ impl PluginRuntime {
         self.registry.all()
     }
 
-    /// Asks the plugin whether `config` (JSON) is a usable connection config.
+    /// Asks the plugin whether `config` (JSON) is a usable connection config (its shape only: the
+    /// plugin may use no host capability but `log`).
     pub async fn validate_config(&self, plugin: &LoadedPlugin, config: &str) -> Result<(), CallError> {
         let context = CallContext::without_session(&plugin.manifest, plugin.grants);
-        let services: Arc<dyn CallServices> = Arc::new(services::NoServices);
-        match self
-            .call(
-                &plugin.pre,
-                &plugin.label(),
-                context,
-                services,
-                Export::ValidateConfig(config.to_owned()),
-            )
-            .await
-            .0?
-        {
-            (Returned::Config(result), _) => {
-                result.map_err(|errors| CallError::InvalidConfig(errors.into_iter().map(Into::into).collect()))
-            }
-            _ => Err(CallError::Crashed("unexpected result from validate-config".into())),
-        }
+        let (result, _) = self
+            .call_validate(plugin, context, Arc::new(services::NoServices), config)
+            .await?;
+        result.map_err(CallError::InvalidConfig)
     }
 
     /// Calls `validate-config` about a saved connection (`context` from
@@ -329,7 +317,24 @@ impl PluginRuntime {
         services: Arc<dyn CallServices>,
         config: &str,
     ) -> Result<Vec<ConfigFieldError>, CallError> {
-        let (returned, effects) = self
+        let (result, effects) = self.call_validate(plugin, context, services, config).await?;
+        let mut errors = result.err().unwrap_or_default();
+        errors.extend(effects.http_problems.first.into_iter().map(|message| ConfigFieldError {
+            field: String::new(),
+            message,
+        }));
+        Ok(errors)
+    }
+
+    /// Runs `validate-config`: the plugin's verdict and what the call left.
+    async fn call_validate(
+        &self,
+        plugin: &LoadedPlugin,
+        context: CallContext,
+        services: Arc<dyn CallServices>,
+        config: &str,
+    ) -> Result<(Result<(), Vec<ConfigFieldError>>, CallEffects), CallError> {
+        match self
             .call(
                 &plugin.pre,
                 &plugin.label(),
@@ -338,16 +343,14 @@ impl PluginRuntime {
                 Export::ValidateConfig(config.to_owned()),
             )
             .await
-            .0?;
-        let Returned::Config(result) = returned else {
-            return Err(CallError::Crashed("unexpected result from validate-config".into()));
-        };
-        let mut errors: Vec<ConfigFieldError> = result.err().unwrap_or_default().into_iter().map(Into::into).collect();
-        errors.extend(effects.http_problems.first.into_iter().map(|message| ConfigFieldError {
-            field: String::new(),
-            message,
-        }));
-        Ok(errors)
+            .0?
+        {
+            (Returned::Config(result), effects) => Ok((
+                result.map_err(|errors| errors.into_iter().map(Into::into).collect()),
+                effects,
+            )),
+            _ => Err(CallError::Crashed("unexpected result from validate-config".into())),
+        }
     }
 
     /// Calls `start-session`. On success returns what the call queued (webhooks to deliver).

@@ -60,20 +60,29 @@ impl From<CapabilityError> for HostError {
 /// The host's records as plugins may touch them. Implemented over the database by
 /// the sessions module; tests may substitute their own.
 #[async_trait]
+#[allow(unused_variables)] // the refusing defaults name their parameters for the docs
 pub trait CallServices: Send + Sync {
     /// Appends an activity to `session` (idempotent on its key).
-    async fn post_activity(&self, session: &SessionId, activity: NewActivity) -> Result<(), CapabilityError>;
+    async fn post_activity(&self, session: &SessionId, activity: NewActivity) -> Result<(), CapabilityError> {
+        Err(none())
+    }
     /// Moves `session` to `status`.
     async fn set_status(
         &self,
         session: &SessionId,
         status: SessionStatus,
         message: Option<String>,
-    ) -> Result<(), CapabilityError>;
+    ) -> Result<(), CapabilityError> {
+        Err(none())
+    }
     /// Sets the link on `session`'s card.
-    async fn set_external_link(&self, session: &SessionId, url: &str, label: &str) -> Result<(), CapabilityError>;
+    async fn set_external_link(&self, session: &SessionId, url: &str, label: &str) -> Result<(), CapabilityError> {
+        Err(none())
+    }
     /// Reads a kv entry of `connection`.
-    async fn kv_get(&self, connection: &ConnectionId, key: &str) -> Result<Option<Vec<u8>>, CapabilityError>;
+    async fn kv_get(&self, connection: &ConnectionId, key: &str) -> Result<Option<Vec<u8>>, CapabilityError> {
+        Err(none())
+    }
     /// Writes a kv entry of `connection`, refusing it when the connection would keep more than
     /// `max_total_bytes`.
     async fn kv_set(
@@ -82,18 +91,26 @@ pub trait CallServices: Send + Sync {
         key: &str,
         value: &[u8],
         max_total_bytes: i64,
-    ) -> Result<(), CapabilityError>;
+    ) -> Result<(), CapabilityError> {
+        Err(none())
+    }
     /// Removes a kv entry of `connection`.
-    async fn kv_delete(&self, connection: &ConnectionId, key: &str) -> Result<(), CapabilityError>;
+    async fn kv_delete(&self, connection: &ConnectionId, key: &str) -> Result<(), CapabilityError> {
+        Err(none())
+    }
     /// The value of secret `name` of `connection`, for the outbound request being sent; never
     /// handed to the plugin.
     async fn connection_secret(
         &self,
         connection: &ConnectionId,
         name: &str,
-    ) -> Result<Option<SecretValue>, CapabilityError>;
+    ) -> Result<Option<SecretValue>, CapabilityError> {
+        Err(none())
+    }
     /// Timers of `session` scheduled and not yet fired.
-    async fn pending_timers(&self, session: &SessionId) -> Result<u64, CapabilityError>;
+    async fn pending_timers(&self, session: &SessionId) -> Result<u64, CapabilityError> {
+        Err(none())
+    }
     /// Opens (or re-specifies) the provider webhook endpoint of `connection` (of type
     /// `connection_type`) in a call about `session`; returns its URL.
     async fn open_inbound(
@@ -102,58 +119,25 @@ pub trait CallServices: Send + Sync {
         connection: &ConnectionId,
         session: &SessionId,
         spec: EndpointSpec,
-    ) -> Result<String, CapabilityError>;
+    ) -> Result<String, CapabilityError> {
+        Err(none())
+    }
     /// Sends provider webhooks of `connection` with route `key` to `session`.
     async fn route_inbound(
         &self,
         connection: &ConnectionId,
         session: &SessionId,
         key: &str,
-    ) -> Result<(), CapabilityError>;
+    ) -> Result<(), CapabilityError> {
+        Err(none())
+    }
 }
 
 /// Services for calls that may touch no records (`manifest`, `validate-config`).
 pub(crate) struct NoServices;
 
 #[async_trait]
-impl CallServices for NoServices {
-    async fn post_activity(&self, _: &SessionId, _: NewActivity) -> Result<(), CapabilityError> {
-        Err(none())
-    }
-    async fn set_status(&self, _: &SessionId, _: SessionStatus, _: Option<String>) -> Result<(), CapabilityError> {
-        Err(none())
-    }
-    async fn set_external_link(&self, _: &SessionId, _: &str, _: &str) -> Result<(), CapabilityError> {
-        Err(none())
-    }
-    async fn kv_get(&self, _: &ConnectionId, _: &str) -> Result<Option<Vec<u8>>, CapabilityError> {
-        Err(none())
-    }
-    async fn kv_set(&self, _: &ConnectionId, _: &str, _: &[u8], _: i64) -> Result<(), CapabilityError> {
-        Err(none())
-    }
-    async fn kv_delete(&self, _: &ConnectionId, _: &str) -> Result<(), CapabilityError> {
-        Err(none())
-    }
-    async fn connection_secret(&self, _: &ConnectionId, _: &str) -> Result<Option<SecretValue>, CapabilityError> {
-        Err(none())
-    }
-    async fn pending_timers(&self, _: &SessionId) -> Result<u64, CapabilityError> {
-        Err(none())
-    }
-    async fn open_inbound(
-        &self,
-        _: &str,
-        _: &ConnectionId,
-        _: &SessionId,
-        _: EndpointSpec,
-    ) -> Result<String, CapabilityError> {
-        Err(none())
-    }
-    async fn route_inbound(&self, _: &ConnectionId, _: &SessionId, _: &str) -> Result<(), CapabilityError> {
-        Err(none())
-    }
-}
+impl CallServices for NoServices {}
 
 fn none() -> CapabilityError {
     CapabilityError::NotAllowed("no host records are reachable in this call".into())

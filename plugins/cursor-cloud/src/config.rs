@@ -29,28 +29,19 @@ pub struct Config {
 impl Config {
     /// Parses and validates a config, reporting every wrong field at once.
     pub fn parse(value: &Value) -> Result<Config, Vec<FieldError>> {
-        let Some(object) = value.as_object() else {
-            return Err(vec![FieldError {
-                field: String::new(),
-                message: "the config must be a JSON object".into(),
-            }]);
-        };
-        let mut errors = FieldErrors::new();
-        for key in object.keys() {
-            if !matches!(
-                key.as_str(),
-                "repository"
-                    | "ref"
-                    | "model"
-                    | "autoCreatePr"
-                    | "branchName"
-                    | "guidance"
-                    | "pollSeconds"
-                    | "apiBaseUrl"
-            ) {
-                errors.add(key, format!("unknown field `{key}`"));
-            }
-        }
+        let (object, mut errors) = FieldErrors::for_object(
+            value,
+            &[
+                "repository",
+                "ref",
+                "model",
+                "autoCreatePr",
+                "branchName",
+                "guidance",
+                "pollSeconds",
+                "apiBaseUrl",
+            ],
+        )?;
         let text = |errors: &mut FieldErrors, field: &str, max: usize| -> Option<String> {
             match object.get(field) {
                 None | Some(Value::Null) => None,

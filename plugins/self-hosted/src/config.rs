@@ -47,26 +47,10 @@ pub struct Config {
 impl Config {
     /// Parses and validates a config, reporting every wrong field at once.
     pub fn parse(value: &Value) -> Result<Config, Vec<FieldError>> {
-        let Some(object) = value.as_object() else {
-            return Err(vec![FieldError {
-                field: String::new(),
-                message: "the config must be a JSON object".into(),
-            }]);
-        };
-        let mut errors = FieldErrors::new();
-        for key in object.keys() {
-            if !matches!(
-                key.as_str(),
-                "webhookUrl" | "mode" | "guidance" | "exposeRawApiCredentialToAgent"
-            ) {
-                errors.add(
-                    key,
-                    format!(
-                        "unknown field `{key}`; allowed: webhookUrl, mode, guidance, exposeRawApiCredentialToAgent"
-                    ),
-                );
-            }
-        }
+        let (object, mut errors) = FieldErrors::for_object(
+            value,
+            &["webhookUrl", "mode", "guidance", "exposeRawApiCredentialToAgent"],
+        )?;
         let webhook_url = match object.get("webhookUrl") {
             None | Some(Value::Null) => {
                 errors.add(

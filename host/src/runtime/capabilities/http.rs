@@ -268,24 +268,7 @@ impl Outbound {
         for (name, value) in &parts.headers {
             let value = match value.to_str() {
                 Ok(text) if text.contains(SECRET_OPEN) => {
-                    // A secret never travels in cleartext, except to this machine when the
-                    // operator allows private targets (loopback fakes in development).
-                    let loopback_allowed = self.policy.allow_private_targets && is_loopback_host(&url);
-                    if url.scheme() != "https" && !loopback_allowed {
-                        return Err(Refusal::denied(format!(
-                            "header `{name}` refers to a secret, which is only sent over https (or, in \
-                             development with private targets allowed, over http to this machine)"
-                        )));
-                    }
-                    references += secret_references(text)
-                        .iter()
-                        .filter(|p| matches!(p, Piece::Secret(_)))
-                        .count();
-                    if references > MAX_SECRET_REFERENCES {
-                        return Err(Refusal::denied(format!(
-                            "a request may refer to at most {MAX_SECRET_REFERENCES} secrets"
-                        )));
-                    }
+                    self.may_carry_secrets(&url, &format!("header `{name}`"), text, &mut references)?;
                     self.with_secrets(grant, name.as_str(), text).await?
                 }
                 _ => value.clone(),
@@ -309,22 +292,7 @@ impl Outbound {
         let body = if grant.secrets_in_bodies && body.windows(SECRET_OPEN.len()).any(|w| w == SECRET_OPEN.as_bytes()) {
             match std::str::from_utf8(&body) {
                 Ok(text) if secret_references(text).iter().any(|p| matches!(p, Piece::Secret(_))) => {
-                    let loopback_allowed = self.policy.allow_private_targets && is_loopback_host(&url);
-                    if url.scheme() != "https" && !loopback_allowed {
-                        return Err(Refusal::denied(
-                            "the request body refers to a secret, which is only sent over https (or, in \
-                             development with private targets allowed, over http to this machine)",
-                        ));
-                    }
-                    references += secret_references(text)
-                        .iter()
-                        .filter(|p| matches!(p, Piece::Secret(_)))
-                        .count();
-                    if references > MAX_SECRET_REFERENCES {
-                        return Err(Refusal::denied(format!(
-                            "a request may refer to at most {MAX_SECRET_REFERENCES} secrets"
-                        )));
-                    }
+                    self.may_carry_secrets(&url, "the request body", text, &mut references)?;
                     let json = headers
                         .get(http::header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
@@ -405,6 +373,29 @@ impl Outbound {
         builder
             .body(body)
             .map_err(|e| Refusal::new(HttpError::HttpProtocolError, format!("unusable response: {e}")))
+    }
+
+    /// Refuses secret references in `what` (`text`) unless the request goes over https (or, with
+    /// private targets allowed for development, plain http to this machine), and counts them
+    /// against the request's cap.
+    fn may_carry_secrets(&self, url: &url::Url, what: &str, text: &str, references: &mut usize) -> Result<(), Refusal> {
+        let loopback_allowed = self.policy.allow_private_targets && is_loopback_host(url);
+        if url.scheme() != "https" && !loopback_allowed {
+            return Err(Refusal::denied(format!(
+                "{what} refers to a secret, which is only sent over https (or, in development with \
+                 private targets allowed, over http to this machine)"
+            )));
+        }
+        *references += secret_references(text)
+            .iter()
+            .filter(|p| matches!(p, Piece::Secret(_)))
+            .count();
+        if *references > MAX_SECRET_REFERENCES {
+            return Err(Refusal::denied(format!(
+                "a request may refer to at most {MAX_SECRET_REFERENCES} secrets"
+            )));
+        }
+        Ok(())
     }
 
     /// `text` with every `{{secret:NAME}}` replaced by the connection's secret, as a sensitive

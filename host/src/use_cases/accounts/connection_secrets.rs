@@ -11,9 +11,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::audit::{self, Entry};
-use crate::domain::ids::{ConnectionId, SessionId};
-use crate::domain::inbound::EndpointSpec;
-use crate::domain::sessions::{NewActivity, SessionStatus};
+use crate::domain::ids::ConnectionId;
 use crate::domain::time::Timestamp;
 use crate::runtime::SecretSpec;
 use crate::runtime::{CallServices, CapabilityError};
@@ -186,50 +184,14 @@ impl SecretsOnly {
     }
 }
 
-fn not_in_validation() -> CapabilityError {
-    CapabilityError::NotAllowed("validating a connection may only use `log` and `http`".into())
-}
-
+/// Everything else is refused by the trait's defaults.
 #[async_trait]
 impl CallServices for SecretsOnly {
-    async fn post_activity(&self, _: &SessionId, _: NewActivity) -> Result<(), CapabilityError> {
-        Err(not_in_validation())
-    }
-    async fn set_status(&self, _: &SessionId, _: SessionStatus, _: Option<String>) -> Result<(), CapabilityError> {
-        Err(not_in_validation())
-    }
-    async fn set_external_link(&self, _: &SessionId, _: &str, _: &str) -> Result<(), CapabilityError> {
-        Err(not_in_validation())
-    }
-    async fn kv_get(&self, _: &ConnectionId, _: &str) -> Result<Option<Vec<u8>>, CapabilityError> {
-        Err(not_in_validation())
-    }
-    async fn kv_set(&self, _: &ConnectionId, _: &str, _: &[u8], _: i64) -> Result<(), CapabilityError> {
-        Err(not_in_validation())
-    }
-    async fn kv_delete(&self, _: &ConnectionId, _: &str) -> Result<(), CapabilityError> {
-        Err(not_in_validation())
-    }
     async fn connection_secret(
         &self,
         connection: &ConnectionId,
         name: &str,
     ) -> Result<Option<SecretValue>, CapabilityError> {
         open(&self.app, connection, name).await
-    }
-    async fn pending_timers(&self, _: &SessionId) -> Result<u64, CapabilityError> {
-        Err(not_in_validation())
-    }
-    async fn open_inbound(
-        &self,
-        _: &str,
-        _: &ConnectionId,
-        _: &SessionId,
-        _: EndpointSpec,
-    ) -> Result<String, CapabilityError> {
-        Err(not_in_validation())
-    }
-    async fn route_inbound(&self, _: &ConnectionId, _: &SessionId, _: &str) -> Result<(), CapabilityError> {
-        Err(not_in_validation())
     }
 }
