@@ -42,6 +42,8 @@ pub struct App {
     pub events: broadcast::Sender<HostEvent>,
     /// Connection counters of the HTTP server.
     pub server_stats: Arc<crate::server::ServerStats>,
+    /// Provider webhooks refused per connection (in memory, bounded).
+    pub inbound_rejections: crate::use_cases::inbound::Rejections,
 }
 
 /// Something the background workers finished, broadcast to whoever listens (tests wait on these

@@ -118,6 +118,7 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         deliveries_queued: Notify::new(),
         events: tokio::sync::broadcast::channel(1024).0,
         server_stats: Arc::default(),
+        inbound_rejections: Default::default(),
     }))
 }
 

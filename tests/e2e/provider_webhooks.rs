@@ -169,6 +169,18 @@ async fn signed_provider_webhooks_reach_their_session_once() {
         "each event once, in order: {card}"
     );
     assert_eq!(host.count("inbound_events").await, 2);
+    // Admins see the endpoint, what it took, and what it refused and why.
+    let (status, health) = admin.get(&format!("/bots/{bot}/provider-webhooks")).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["url"], url);
+    assert_eq!(
+        (health["received"].as_i64(), health["waiting"].as_i64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(health["rejected"], 3, "forged, unsigned, tampered: {health}");
+    let reason = health["lastRejectionReason"].as_str().unwrap();
+    assert!(reason.contains("the signature does not match"), "{health}");
+    assert!(!health.to_string().contains(&secret));
 
     // An event for an id no session has routed yet waits for the session that routes it.
     let early = json!({"event": "statusChange", "id": "agent-2", "status": "RUNNING"});

@@ -109,6 +109,7 @@ pub const POLICIES: &[Policy] = &[
     policy("redeliverFailedDeliveries", Admins, ADMIN, true),
     policy("getWebhookEndpoint", Admins, ADMIN, false),
     policy("enableWebhookEndpoint", Admins, ADMIN, true),
+    policy("getProviderWebhooks", Admins, ADMIN, false),
     policy("claimConnectorSetup", Public, None, true),
     policy("getOpenApiDocument", Public, None, false),
     policy("getApiDocsPage", Public, None, false),

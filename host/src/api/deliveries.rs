@@ -24,6 +24,50 @@ pub fn router() -> OpenApiRouter<SharedApp> {
         .routes(routes!(redeliver_failed))
         .routes(routes!(get_webhook_endpoint))
         .routes(routes!(enable_webhook_endpoint))
+        .routes(routes!(get_provider_webhooks))
+}
+
+/// A bot's provider-webhook endpoint (for connection types whose provider calls back).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ProviderWebhooksView {
+    /// Where the provider sends webhooks; `null` until the connection's plugin opened the endpoint
+    /// (it does when it starts a session).
+    url: Option<String>,
+    /// Webhooks stored within the 7-day retention window, and when the last arrived.
+    received: i64,
+    last_received_at: Option<String>,
+    /// Webhooks waiting for a session to claim them.
+    waiting: i64,
+    /// Requests refused (bad or missing signature, unset secret) since the host started.
+    rejected: u64,
+    last_rejected_at: Option<String>,
+    /// Why the last one was refused: what to fix (usually the secret the provider signs with).
+    last_rejection_reason: Option<String>,
+}
+
+/// Get a bot's provider-webhook endpoint
+///
+/// Its URL, the webhooks received and waiting, and those refused — with why the last one was —
+/// so an admin sees when a provider's webhooks are turned away. Admins only.
+#[utoipa::path(get, path = "/bots/{id}/provider-webhooks", tag = "deliveries", operation_id = "getProviderWebhooks",
+    params(("id" = String, Path, description = "Bot id")),
+    responses((status = 200, body = ProviderWebhooksView), (status = 404, body = ErrorBody)))]
+async fn get_provider_webhooks(
+    State(app): State<SharedApp>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<ProviderWebhooksView>, AppError> {
+    let health = crate::use_cases::inbound::health(&app, &caller, &id).await?;
+    Ok(Json(ProviderWebhooksView {
+        url: health.url,
+        received: health.received,
+        last_received_at: health.last_received_at.map(Timestamp::to_iso),
+        waiting: health.waiting,
+        rejected: health.rejected.as_ref().map_or(0, |r| r.count),
+        last_rejected_at: health.rejected.as_ref().map(|r| r.last_at.to_iso()),
+        last_rejection_reason: health.rejected.map(|r| r.last_reason),
+    }))
 }
 
 /// One attempt at sending a delivery.

@@ -116,6 +116,16 @@ pub async fn count_waiting(conn: &mut Conn, connection: &ConnectionId) -> Result
     )
 }
 
+/// How many events `connection` has stored, and when the last arrived (milliseconds).
+pub async fn received(conn: &mut Conn, connection: &ConnectionId) -> Result<(i64, Option<i64>), StoreError> {
+    Ok(
+        sqlx::query_as("SELECT COUNT(*), MAX(received_at) FROM inbound_events WHERE connection_id = $1")
+            .bind(connection.as_str())
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// Hands the waiting events of `connection` with route `key` to `session`; their ids, oldest first.
 pub async fn take_waiting(
     conn: &mut Conn,

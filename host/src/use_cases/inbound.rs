@@ -4,6 +4,9 @@
 //! event for the session that routed its key — or kept until one does. Plugins open endpoints and
 //! route keys through [`open_endpoint`] and [`route`].
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use serde_json::json;
 
 use crate::app::App;
@@ -11,12 +14,98 @@ use crate::audit::{Actor, Entry};
 use crate::domain::ids::{ConnectionId, InboundEventId, SessionId};
 use crate::domain::inbound::{self, EndpointSpec};
 use crate::domain::jobs::{JobKind, QueuedEvent};
+use crate::domain::time::Timestamp;
 use crate::domain::webhook_signing;
 use crate::secrets::SecretValue;
 use crate::store::inbound::InboundEvent;
 use crate::store::{self, StoreError};
 
 use super::Error;
+use super::accounts::Caller;
+use super::accounts::bots::{connection_of, find_bot};
+
+/// Connections whose refusals are remembered at most; past it the longest quiet one is forgotten.
+const TRACKED_CONNECTIONS: usize = 10_000;
+
+/// What a connection's endpoint refused since the host started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub count: u64,
+    pub last_at: Timestamp,
+    /// Why the last one was refused (e.g. "the signature does not match …").
+    pub last_reason: String,
+}
+
+/// Provider webhooks refused per connection, so admins can see that (and why) a provider's
+/// webhooks are turned away. Kept in memory, bounded ([`TRACKED_CONNECTIONS`]), and only for
+/// connections whose endpoint is open: a flood of forged requests costs no database write.
+#[derive(Debug, Default)]
+pub struct Rejections(Mutex<HashMap<ConnectionId, Rejected>>);
+
+impl Rejections {
+    fn record(&self, connection: &ConnectionId, at: Timestamp, reason: String) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = map.get_mut(connection) {
+            entry.count += 1;
+            entry.last_at = at;
+            entry.last_reason = reason;
+            return;
+        }
+        if map.len() >= TRACKED_CONNECTIONS
+            && let Some(quietest) = map.iter().min_by_key(|(_, r)| r.last_at).map(|(c, _)| c.clone())
+        {
+            map.remove(&quietest);
+        }
+        map.insert(
+            connection.clone(),
+            Rejected {
+                count: 1,
+                last_at: at,
+                last_reason: reason,
+            },
+        );
+    }
+
+    /// What `connection`'s endpoint refused, if anything (since the host started).
+    pub fn of(&self, connection: &ConnectionId) -> Option<Rejected> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(connection)
+            .cloned()
+    }
+}
+
+/// How a bot's provider-webhook endpoint is doing, for its admins.
+#[derive(Debug, Clone)]
+pub struct EndpointHealth {
+    /// The endpoint's URL once its plugin opened it.
+    pub url: Option<String>,
+    /// Events stored (within the retention window), and the last one's time.
+    pub received: i64,
+    pub last_received_at: Option<Timestamp>,
+    /// Events no session has routed yet.
+    pub waiting: i64,
+    /// Requests refused since the host started.
+    pub rejected: Option<Rejected>,
+}
+
+/// The provider-webhook endpoint of bot `bot_id`'s connection. Admins only (the API checks).
+pub async fn health(app: &App, caller: &Caller, bot_id: &str) -> Result<EndpointHealth, Error> {
+    let mut conn = app.db.read().await?;
+    let bot = find_bot(&mut conn, caller, bot_id).await?;
+    let connection = connection_of(&mut conn, &bot).await?;
+    let opened = store::inbound::endpoint(&mut conn, &connection.id).await?.is_some();
+    let (received, last) = store::inbound::received(&mut conn, &connection.id).await?;
+    let waiting = store::inbound::count_waiting(&mut conn, &connection.id).await?;
+    Ok(EndpointHealth {
+        url: opened.then(|| endpoint_url(app, &connection.connection_type, &connection.id)),
+        received,
+        last_received_at: last.map(Timestamp::from_millis),
+        waiting,
+        rejected: app.inbound_rejections.of(&connection.id),
+    })
+}
 
 /// A request as it reached the endpoint.
 #[derive(Debug, Clone)]
@@ -81,14 +170,15 @@ pub async fn receive(
         let secret = opened_secret(app, &mut conn, &connection, spec.secret_name()).await?;
         (spec, secret)
     };
+    let now = app.clock.now();
     let Some(secret) = secret else {
-        tracing::debug!(connection = %connection, secret = spec.secret_name(), "provider webhook refused: the connection's signing secret is not set");
-        return Err(Error::Unauthenticated(format!(
+        let reason = format!(
             "this endpoint cannot check signatures yet: secret `{}` is not set on the connection",
             spec.secret_name()
-        )));
+        );
+        app.inbound_rejections.record(&connection, now, reason.clone());
+        return Err(Error::Unauthenticated(reason));
     };
-    let now = app.clock.now();
     let event_id = inbound::verify(
         &spec,
         secret.expose(),
@@ -96,7 +186,11 @@ pub async fn receive(
         &request.body,
         now.millis() / 1_000,
     )
-    .map_err(|refused| Error::Unauthenticated(format!("provider webhook refused: {refused}")))?;
+    .map_err(|refused| {
+        let reason = format!("provider webhook refused: {refused}");
+        app.inbound_rejections.record(&connection, now, reason.clone());
+        Error::Unauthenticated(reason)
+    })?;
     let route_key = inbound::route_key(&spec, &request.body);
     let event = InboundEvent {
         id: InboundEventId::generate(),
@@ -295,4 +389,37 @@ pub async fn forget_old_events(app: &App) -> Result<u64, Error> {
         })
         .await?;
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_counted_per_connection_and_bounded() {
+        let rejections = Rejections::default();
+        let at = Timestamp::from_millis;
+        let first = ConnectionId::from("con_first");
+        rejections.record(&first, at(1), "bad signature".into());
+        rejections.record(&first, at(2), "stale".into());
+        assert_eq!(
+            rejections.of(&first),
+            Some(Rejected {
+                count: 2,
+                last_at: at(2),
+                last_reason: "stale".into()
+            })
+        );
+        for n in 0..TRACKED_CONNECTIONS {
+            rejections.record(
+                &ConnectionId::from(format!("con_{n}").as_str()),
+                at(10 + n as i64),
+                "x".into(),
+            );
+        }
+        // Full: the quietest connection (the first, last refused at 2 ms) made room.
+        assert_eq!(rejections.0.lock().unwrap().len(), TRACKED_CONNECTIONS);
+        assert_eq!(rejections.of(&first), None);
+        assert!(rejections.of(&ConnectionId::from("con_0")).is_some());
+    }
 }
