@@ -42,6 +42,9 @@ pub struct App {
     pub events: broadcast::Sender<HostEvent>,
     /// Connection counters of the HTTP server.
     pub server_stats: Arc<crate::server::ServerStats>,
+    /// Where this host's API listens (set once the listener is bound): the MCP endpoint's full
+    /// mode runs public API operations through it, as the REST calls they are.
+    pub local_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Provider webhooks refused per connection (in memory, bounded).
     pub inbound_rejections: crate::use_cases::inbound::Rejections,
 }

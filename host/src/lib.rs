@@ -118,6 +118,7 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         deliveries_queued: Notify::new(),
         events: tokio::sync::broadcast::channel(1024).0,
         server_stats: Arc::default(),
+        local_addr: Default::default(),
         inbound_rejections: Default::default(),
     }))
 }
@@ -203,6 +204,7 @@ pub async fn start_with_clock(
         }
     }
     let addr = listener.local_addr()?;
+    let _ = app.local_addr.set(addr);
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
 

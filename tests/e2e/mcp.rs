@@ -172,3 +172,91 @@ async fn a_real_mcp_client_uses_the_task_tools_as_its_bot() {
     assert_eq!(stream.status(), StatusCode::METHOD_NOT_ALLOWED);
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_mode_opens_the_public_api_with_the_bots_own_rights() {
+    let host = TestHost::start().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let (alpha, token) = bot(&admin, "alpha").await;
+    let (task, session) = assigned_task(&admin, &alpha, "Write the release notes").await;
+    let connect = |query: String| {
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(format!("{}/api/mcp{query}", host.base_url))
+                .auth_header(token.clone()),
+        );
+        ().serve(transport)
+    };
+
+    // Without `tools=full` the API tools are not there.
+    let basic = connect(String::new()).await.unwrap();
+    assert_eq!(basic.list_all_tools().await.unwrap().len(), 5);
+    assert!(
+        basic
+            .call_tool(CallToolRequestParams::new("list_operations"))
+            .await
+            .is_err()
+    );
+    basic.cancel().await.ok();
+
+    let client = connect(format!("?agentRunId={session}&tools=full")).await.unwrap();
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 8);
+    let call = |name: &'static str, arguments: Value| {
+        let client = &client;
+        async move {
+            let mut params = CallToolRequestParams::new(name);
+            params.arguments = args(arguments);
+            let result = client.call_tool(params).await.expect("a tool answer");
+            assert_ne!(result.is_error, Some(true), "{name}: {:?}", result.content);
+            result.structured_content.unwrap_or(Value::Null)
+        }
+    };
+    let listed = call("list_operations", json!({"tag": "tasks"})).await;
+    let ids: Vec<&str> = listed["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["operationId"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"getTask") && ids.contains(&"addTaskComment"), "{ids:?}");
+    assert!(!ids.contains(&"createBot"), "only the tag asked for");
+    let described = call("describe_operation", json!({"operationId": "addTaskComment"})).await;
+    assert_eq!(
+        (described["method"].as_str(), described["path"].as_str()),
+        (Some("POST"), Some("/tasks/{identifier}/comments"))
+    );
+    assert!(described["schemas"]["AddComment"].is_object(), "{described}");
+
+    // An operation runs as the bot's own REST call: allowed, refused, audited with the session.
+    let read = call(
+        "call_operation",
+        json!({"operationId": "getTask", "pathParams": {"identifier": task}}),
+    )
+    .await;
+    assert_eq!(read["status"], 200);
+    assert_eq!(read["body"]["id"], task);
+    let commented = call(
+        "call_operation",
+        json!({"operationId": "addTaskComment", "pathParams": {"identifier": task}, "body": {"comment": "Through the API tools."}}),
+    )
+    .await;
+    assert_eq!(commented["status"], 201, "{commented}");
+    let forbidden = call(
+        "call_operation",
+        json!({"operationId": "createBot", "body": {"name": "x", "handle": "x", "connection": {"type": "self-hosted", "config": {}}}}),
+    )
+    .await;
+    assert_eq!(
+        forbidden["status"], 403,
+        "a bot token cannot create bots, here either: {forbidden}"
+    );
+    let (_, audit) = admin
+        .get(&format!("/audit?sessionId={session}&action=task.comment.create"))
+        .await;
+    assert_eq!(audit["records"].as_array().unwrap().len(), 1, "{audit}");
+    let mut missing = CallToolRequestParams::new("call_operation");
+    missing.arguments = args(json!({"operationId": "getTask"}));
+    let result = client.call_tool(missing).await.unwrap();
+    assert_eq!(result.is_error, Some(true));
+    client.cancel().await.ok();
+    host.stop().await;
+}

@@ -95,11 +95,22 @@ impl FromRequestParts<SharedApp> for Caller {
         if let Err(AppError::Unauthorized(_)) = &outcome {
             app.failed_auth.failed(address)?;
         }
-        let caller = outcome?;
+        let mut caller = outcome?;
         app.rate_limits.check(&caller.token.id)?;
+        // A bot may say which of its agent sessions a call is for; the audit trail records it.
+        if let Some(session) = parts.headers.get(AGENT_RUN_HEADER) {
+            let id = session
+                .to_str()
+                .map_err(|_| AppError::invalid(AGENT_RUN_HEADER, "must be an agent session id (ses_…)"))?;
+            caller.session = Some(super::agent_sessions::find_own(app, &caller, id).await?.id);
+        }
         Ok(caller)
     }
 }
+
+/// The header in which a bot names the agent session a call is for (`ses_…`): its own, or the
+/// call is refused (403; 404 for no such session).
+pub const AGENT_RUN_HEADER: &str = "leadtime-agent-run-id";
 
 /// The caller the request's bearer token belongs to.
 async fn authenticate_parts(parts: &mut Parts, app: &SharedApp) -> Result<Caller, AppError> {

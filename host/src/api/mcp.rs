@@ -5,7 +5,10 @@
 //! (and checks) as the REST calls, so a tool can do nothing the bot's token could not. A client
 //! may bind the connection to one of the bot's agent sessions (`?agentRunId=ses_…` on the URL, or
 //! the `Leadtime-Agent-Run-Id` header): calls are then audited with that session, and
-//! `get_session_context` defaults to it; another bot's session is refused.
+//! `get_session_context` defaults to it; another bot's session is refused. With `?tools=full` the
+//! catalog adds the public API itself — `list_operations`, `describe_operation` and
+//! `call_operation`, which runs an operation as a REST call with the bot's own token (so it grants
+//! nothing the token does not).
 //!
 //! The server is stateless: it issues no `Mcp-Session-Id`, keeps nothing per client, and offers
 //! no server-initiated stream (`GET` is 405), so a client cannot make the host hold anything
@@ -36,11 +39,13 @@ pub fn router() -> Router<SharedApp> {
     Router::new().route("/api/mcp", axum::routing::post(handle).get(no_stream).delete(no_stream))
 }
 
-/// Where the connection may be bound to an agent session.
+/// Options on the endpoint's URL: the agent session the connection is bound to (also accepted as
+/// the `Leadtime-Agent-Run-Id` header), and `tools=full` for the public API tools.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Binding {
     agent_run_id: Option<String>,
+    tools: Option<String>,
 }
 
 async fn no_stream() -> Response {
@@ -88,16 +93,19 @@ async fn handle(
         ));
     }
     caller.require(Scope::Read)?;
-    let bound = binding.agent_run_id.or_else(|| {
-        headers
-            .get("leadtime-agent-run-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
-    if let Some(id) = bound {
+    // (The header form is checked by the `Caller` extractor, like on every API call.)
+    if let Some(id) = binding.agent_run_id {
         let session = super::agent_sessions::find_own(&app, &caller, &id).await?;
         caller.session = Some(session.id);
     }
+    let tools = mcp_tools::Tools {
+        full: binding.tools.as_deref() == Some("full"),
+        authorization: headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    };
 
     let message: RpcMessage = match serde_json::from_slice(&body) {
         Ok(message) => message,
@@ -152,7 +160,7 @@ async fn handle(
             )
         }
         "ping" => rpc_result(id, json!({})),
-        "tools/list" => rpc_result(id, json!({"tools": mcp_tools::catalog()})),
+        "tools/list" => rpc_result(id, json!({"tools": mcp_tools::catalog(tools.full)})),
         "tools/call" => {
             let Some(name) = message.params["name"].as_str() else {
                 return Ok(rpc_error(
@@ -166,7 +174,7 @@ async fn handle(
                 Value::Null => json!({}),
                 other => other.clone(),
             };
-            match mcp_tools::call(&app, &caller, name, &arguments).await {
+            match mcp_tools::call(&app, &caller, &tools, name, &arguments).await {
                 Err(mcp_tools::Unknown) => rpc_error(
                     StatusCode::OK,
                     id,
