@@ -39,6 +39,29 @@ fn args(value: Value) -> Option<serde_json::Map<String, Value>> {
     value.as_object().cloned()
 }
 
+/// Calls tool `name` with `arguments`: whether it was a tool error, its structured content, and
+/// its text.
+async fn call_tool(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    name: &'static str,
+    arguments: Value,
+) -> (bool, Value, String) {
+    let mut params = CallToolRequestParams::new(name);
+    params.arguments = args(arguments);
+    let result = client.call_tool(params).await.expect("a tool answer");
+    let text = result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map(|t| t.text.clone())
+        .unwrap_or_default();
+    (
+        result.is_error.unwrap_or(false),
+        result.structured_content.unwrap_or(Value::Null),
+        text,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_mcp_client_uses_the_task_tools_as_its_bot() {
     let host = TestHost::start().await;
@@ -76,25 +99,7 @@ async fn a_real_mcp_client_uses_the_task_tools_as_its_bot() {
         ]
     );
 
-    let call = |name: &'static str, arguments: Value| {
-        let client = &client;
-        async move {
-            let mut params = CallToolRequestParams::new(name);
-            params.arguments = args(arguments);
-            let result = client.call_tool(params).await.expect("a tool answer");
-            let text = result
-                .content
-                .first()
-                .and_then(|c| c.as_text())
-                .map(|t| t.text.clone())
-                .unwrap_or_default();
-            (
-                result.is_error.unwrap_or(false),
-                result.structured_content.unwrap_or(Value::Null),
-                text,
-            )
-        }
-    };
+    let call = |name: &'static str, arguments: Value| call_tool(&client, name, arguments);
 
     // The bound session's context, without naming it.
     let (failed, context, _) = call("get_session_context", json!({})).await;
@@ -200,15 +205,11 @@ async fn full_mode_opens_the_public_api_with_the_bots_own_rights() {
 
     let client = connect(format!("?agentRunId={session}&tools=full")).await.unwrap();
     assert_eq!(client.list_all_tools().await.unwrap().len(), 8);
-    let call = |name: &'static str, arguments: Value| {
-        let client = &client;
-        async move {
-            let mut params = CallToolRequestParams::new(name);
-            params.arguments = args(arguments);
-            let result = client.call_tool(params).await.expect("a tool answer");
-            assert_ne!(result.is_error, Some(true), "{name}: {:?}", result.content);
-            result.structured_content.unwrap_or(Value::Null)
-        }
+    let connected = &client;
+    let call = |name: &'static str, arguments: Value| async move {
+        let (failed, structured, text) = call_tool(connected, name, arguments).await;
+        assert!(!failed, "{name}: {text}");
+        structured
     };
     let listed = call("list_operations", json!({"tag": "tasks"})).await;
     let ids: Vec<&str> = listed["operations"]

@@ -53,6 +53,19 @@ pub async fn put_endpoint(
     Ok(())
 }
 
+/// Serialises, per connection, the transactions that store events and bind routes (until the
+/// transaction ends), so an event stored while its key is being routed is seen by one of the
+/// two: on PostgreSQL a transaction-scoped advisory lock; SQLite's single writer already does it.
+pub async fn lock_routes(conn: &mut Conn, connection: &ConnectionId) -> Result<(), StoreError> {
+    if matches!(conn, Conn::Postgres(_)) {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+            .bind(format!("inbound:{connection}"))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The session `key` routes to.
 pub async fn route(conn: &mut Conn, connection: &ConnectionId, key: &str) -> Result<Option<SessionId>, StoreError> {
     Ok(

@@ -211,6 +211,7 @@ pub async fn receive(
             let mut event = stored.clone();
             Box::pin(async move {
                 let tx = tx.conn();
+                store::inbound::lock_routes(tx, &event.connection_id).await?;
                 let session = match &event.route_key {
                     Some(key) => store::inbound::route(tx, &event.connection_id, key).await?,
                     None => None,
@@ -236,21 +237,8 @@ pub async fn receive(
             })
         })
         .await?;
-    if received == Received::Accepted {
-        if waiting {
-            // A session may have routed the key while this event was being stored.
-            if let Some(key) = &event.route_key {
-                let session = {
-                    let mut conn = app.db.read().await?;
-                    store::inbound::route(&mut conn, &connection, key).await?
-                };
-                if let Some(session) = session {
-                    hand_over_waiting(app, &connection, key, &session).await?;
-                }
-            }
-        } else {
-            app.jobs_queued.notify_one();
-        }
+    if received == Received::Accepted && !waiting {
+        app.jobs_queued.notify_one();
     }
     Ok(received)
 }
@@ -364,6 +352,7 @@ async fn hand_over_waiting(app: &App, connection: &ConnectionId, key: &str, sess
             let (connection, key, session) = (connection.clone(), key.clone(), session.clone());
             Box::pin(async move {
                 let tx = tx.conn();
+                store::inbound::lock_routes(tx, &connection).await?;
                 store::inbound::put_route(tx, &connection, &key, &session, now).await?;
                 let waiting = store::inbound::take_waiting(tx, &connection, &key, &session).await?;
                 for event in &waiting {
