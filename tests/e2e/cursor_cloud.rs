@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use leadtime_host::app::HostEvent;
 use leadtime_host::domain::time::{Clock, ManualClock, SystemClock};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -65,19 +64,11 @@ async fn assign(admin: &Api, bot: &str, title: &str, description: &str) -> (Stri
     (task, assigned["agentSessionIds"][0].as_str().unwrap().to_owned())
 }
 
-async fn job_done(events: &mut Events, session: &str, kind: &str) {
-    events
-        .wait_for(&format!("a {kind} job of {session}"), |e| {
-            matches!(e, HostEvent::JobFinished { kind: k, session_id: Some(s), .. } if s.as_str() == session && k == kind)
-        })
-        .await;
-}
-
 /// Lets the polling timers of the next 30 s fire and waits for `session`'s.
 async fn poll(host: &TestHost, clock: &ManualClock, events: &mut Events, session: &str) {
     clock.advance(30_000);
     host.app().jobs_queued.notify_one();
-    job_done(events, session, "timer").await;
+    events.job_finished(session, "timer").await;
 }
 
 async fn card(admin: &Api, session: &str) -> Value {
@@ -107,7 +98,7 @@ async fn a_cursor_session_runs_from_launch_to_pull_request() {
     let bot = cursor_bot(&admin, &cursor, "cursor", config, Some(KEY)).await;
     let mut events = host.events();
     let (_, session) = assign(&admin, &bot, "Fix the login page", "The button does nothing.").await;
-    job_done(&mut events, &session, "start_session").await;
+    events.job_finished(&session, "start_session").await;
 
     // The launch carried the task, the guidance, the repository and where to report back.
     let agents = cursor.agents();
@@ -163,7 +154,7 @@ async fn a_cursor_session_runs_from_launch_to_pull_request() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(cursor.send_webhook("bc_1", "evt-1", None).await, StatusCode::ACCEPTED);
-    job_done(&mut events, &session, "session_event").await;
+    events.job_finished(&session, "session_event").await;
     assert_eq!(cursor.send_webhook("bc_1", "evt-1", None).await, StatusCode::OK);
     let done = card(&admin, &session).await;
     assert_eq!(done["status"], "done", "{done}");
@@ -191,7 +182,7 @@ async fn a_cursor_session_runs_from_launch_to_pull_request() {
     // The next poll finds the session finished and leaves it alone.
     clock.advance(30_000);
     host.app().jobs_queued.notify_one();
-    job_done(&mut events, &session, "timer").await;
+    events.job_finished(&session, "timer").await;
     assert_eq!(feed(&card(&admin, &session).await).len(), 5);
     assert_eq!(cursor.violations(), Vec::<String>::new());
     assert_eq!(cursor.unauthorized(), 0);
@@ -208,7 +199,7 @@ async fn a_lost_webhook_and_a_host_restart_do_not_leave_a_session_hanging() {
     let bot = cursor_bot(&admin, &cursor, "cursor", json!({"repository": REPOSITORY}), Some(KEY)).await;
     let mut events = host.events();
     let (_, session) = assign(&admin, &bot, "Bump the dependencies", "").await;
-    job_done(&mut events, &session, "start_session").await;
+    events.job_finished(&session, "start_session").await;
 
     host.restart().await;
     let admin = host.api(&token);
@@ -241,7 +232,7 @@ async fn follow_ups_and_cancel_reach_the_agent() {
     let bot = cursor_bot(&admin, &cursor, "cursor", json!({"repository": REPOSITORY}), Some(KEY)).await;
     let mut events = host.events();
     let (task, session) = assign(&admin, &bot, "Fix the login page", "").await;
-    job_done(&mut events, &session, "start_session").await;
+    events.job_finished(&session, "start_session").await;
 
     let (_, comment) = admin
         .post(
@@ -250,7 +241,7 @@ async fn follow_ups_and_cancel_reach_the_agent() {
         )
         .await;
     assert_eq!(comment["followedUpSessionIds"], json!([session]), "{comment}");
-    job_done(&mut events, &session, "session_event").await;
+    events.job_finished(&session, "session_event").await;
     let agent = cursor.agent("bc_1");
     assert_eq!(agent.follow_ups.len(), 1);
     assert!(
@@ -266,7 +257,7 @@ async fn follow_ups_and_cancel_reach_the_agent() {
     admin
         .patch(&format!("/tasks/{task}"), json!({"assigneeId": null}))
         .await;
-    job_done(&mut events, &session, "session_event").await;
+    events.job_finished(&session, "session_event").await;
     assert!(cursor.agent("bc_1").stopped);
     let stops = cursor.requests("POST", "/v0/agents/bc_1/stop");
     assert_eq!(stops.len(), 1);
@@ -325,7 +316,7 @@ async fn provider_errors_tell_the_admin_what_to_do() {
     let mut events = host.events();
     cursor.fail_launches(1, 403, json!({"error": "Repository access denied"}));
     let (_, session) = assign(&admin, &bot, "Task one", "").await;
-    job_done(&mut events, &session, "start_session").await;
+    events.job_finished(&session, "start_session").await;
     let failed = card(&admin, &session).await;
     assert_eq!(failed["status"], "failed");
     let message = failed["statusMessage"].as_str().unwrap();
@@ -337,11 +328,11 @@ async fn provider_errors_tell_the_admin_what_to_do() {
     // Cursor down: the start is retried later, and launches exactly one agent.
     cursor.fail_launches(1, 503, json!({"error": "upstream unavailable"}));
     let (_, session) = assign(&admin, &bot, "Task two", "").await;
-    job_done(&mut events, &session, "start_session").await;
+    events.job_finished(&session, "start_session").await;
     assert_eq!(card(&admin, &session).await["status"], "queued");
     clock.advance(2_000);
     host.app().jobs_queued.notify_one();
-    job_done(&mut events, &session, "start_session").await;
+    events.job_finished(&session, "start_session").await;
     assert_eq!(cursor.agents().len(), 1);
     assert!(
         feed(&card(&admin, &session).await)[0]
@@ -352,7 +343,7 @@ async fn provider_errors_tell_the_admin_what_to_do() {
     // A bot without a repository: the session says what to set.
     let bare = cursor_bot(&admin, &cursor, "bare", json!({}), Some(KEY)).await;
     let (_, session) = assign(&admin, &bare, "Task three", "").await;
-    job_done(&mut events, &session, "start_session").await;
+    events.job_finished(&session, "start_session").await;
     let failed = card(&admin, &session).await;
     assert_eq!(failed["status"], "failed");
     assert!(

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::utils::provider::FakeProvider;
-use crate::utils::{Api, Events, TestHost};
+use crate::utils::{Api, TestHost};
 
 async fn host_with_hostile() -> (TestHost, Api) {
     let host = TestHost::start_with(|config| config.outbound.allow_private_targets = true, None).await;
@@ -66,15 +66,6 @@ async fn assign(admin: &Api, bot: &str, title: &str) -> String {
     assigned["agentSessionIds"][0].as_str().unwrap().to_owned()
 }
 
-/// Waits for the next job of `session` of `kind` (`start_session`, `session_event`) to finish.
-async fn job_done(events: &mut Events, session: &str, kind: &str) -> HostEvent {
-    events
-        .wait_for(&format!("a {kind} job of {session}"), |e| {
-            matches!(e, HostEvent::JobFinished { kind: k, session_id: Some(s), .. } if s.as_str() == session && k == kind)
-        })
-        .await
-}
-
 fn thoughts(card: &Value) -> Vec<String> {
     card["activities"]
         .as_array()
@@ -94,7 +85,7 @@ async fn signed_provider_webhooks_reach_their_session_once() {
     let mut events = host.events();
 
     let session = assign(&admin, &bot, "Fix the login page").await;
-    job_done(&mut events, &session, "start_session").await;
+    events.job_finished(&session, "start_session").await;
     let launches = provider.launches();
     assert_eq!(launches.len(), 1);
     let (agent, url, secret) = launches[0].clone();
@@ -151,7 +142,7 @@ async fn signed_provider_webhooks_reach_their_session_once() {
     let (status, body) = send_webhook(&url, &secret, "evt-1", &running).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body, json!({"received": true, "duplicate": false}));
-    job_done(&mut events, &session, "session_event").await;
+    events.job_finished(&session, "session_event").await;
     let (status, body) = send_webhook(&url, &secret, "evt-1", &running).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["duplicate"], true);
@@ -159,7 +150,7 @@ async fn signed_provider_webhooks_reach_their_session_once() {
     let finished = json!({"event": "statusChange", "id": agent, "status": "FINISHED", "summary": "Login page fixed"});
     let (status, _) = send_webhook(&format!("{url}/status?v=0"), &secret, "evt-2", &finished).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    job_done(&mut events, &session, "session_event").await;
+    events.job_finished(&session, "session_event").await;
     let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
     assert_eq!(card["status"], "done", "{card}");
     assert_eq!(card["result"], "Login page fixed");
@@ -187,8 +178,8 @@ async fn signed_provider_webhooks_reach_their_session_once() {
     let (status, _) = send_webhook(&url, &secret, "evt-3", &early).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let second = assign(&admin, &bot, "Fix the signup page").await;
-    job_done(&mut events, &second, "start_session").await;
-    job_done(&mut events, &second, "session_event").await;
+    events.job_finished(&second, "start_session").await;
+    events.job_finished(&second, "session_event").await;
     let (_, card) = admin.get(&format!("/agent-sessions/{second}")).await;
     assert_eq!(thoughts(&card), ["POST agent-2 said RUNNING"], "{card}");
 
@@ -196,7 +187,7 @@ async fn signed_provider_webhooks_reach_their_session_once() {
     let late = json!({"event": "statusChange", "id": agent, "status": "RUNNING"});
     let (status, _) = send_webhook(&url, &secret, "evt-4", &late).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let dropped = job_done(&mut events, &session, "session_event").await;
+    let dropped = events.job_finished(&session, "session_event").await;
     assert!(
         matches!(
             dropped,
@@ -236,7 +227,7 @@ async fn the_endpoint_refuses_what_it_cannot_check_and_stays_bounded() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let mut events = host.events();
     let session = assign(&admin, &bot, "Task").await;
-    job_done(&mut events, &session, "start_session").await;
+    events.job_finished(&session, "start_session").await;
     let (_, url, secret) = provider.launches()[0].clone();
     let connection = url.rsplit('/').next().unwrap().to_owned();
     let (status, body) = send_webhook(
@@ -312,7 +303,7 @@ async fn a_mention_follows_up_on_an_open_session_and_cancel_reaches_the_provider
     assert_eq!(created["bot"]["connection"]["followUps"], Value::Null);
     let mut events = host.events();
     let session = assign(&admin, &bot, "Fix the login page").await;
-    job_done(&mut events, &session, "start_session").await;
+    events.job_finished(&session, "start_session").await;
     let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
     let task = card["taskId"].as_str().unwrap().to_owned();
 
@@ -326,7 +317,7 @@ async fn a_mention_follows_up_on_an_open_session_and_cancel_reaches_the_provider
     assert_eq!(status, StatusCode::CREATED, "{comment}");
     assert_eq!(comment["agentSessionIds"], json!([]));
     assert_eq!(comment["followedUpSessionIds"], json!([session]));
-    job_done(&mut events, &session, "session_event").await;
+    events.job_finished(&session, "session_event").await;
     let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
     let feed: Vec<(String, String)> = card["activities"]
         .as_array()
@@ -372,14 +363,14 @@ async fn a_mention_follows_up_on_an_open_session_and_cancel_reaches_the_provider
     assert_eq!(comment["followedUpSessionIds"], json!([]));
     let second = comment["agentSessionIds"][0].as_str().unwrap().to_owned();
     assert_ne!(second, session);
-    job_done(&mut events, &second, "start_session").await;
+    events.job_finished(&second, "start_session").await;
 
     // Taking the task from the bot cancels its assigned session; the plugin stops its agent.
     let (status, _) = admin
         .patch(&format!("/tasks/{task}"), json!({"assigneeId": null}))
         .await;
     assert_eq!(status, StatusCode::OK);
-    job_done(&mut events, &session, "session_event").await;
+    events.job_finished(&session, "session_event").await;
     assert_eq!(provider.requests("/v0/agents/agent-1/stop").len(), 1);
     let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
     assert_eq!(card["status"], "canceled", "{card}");

@@ -4,6 +4,8 @@
 //! event, `200` for a redelivery of one already stored; `401` for a bad or missing signature (nothing
 //! is stored). Not part of the public API document: providers, not API clients, call it.
 
+use std::collections::HashMap;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -28,45 +30,27 @@ pub fn router() -> Router<SharedApp> {
         )
         .route(
             "/api/plugins/{connection_type}/inbound/{connection_id}/{*rest}",
-            axum::routing::post(receive_below),
+            axum::routing::post(receive),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
+/// Both routes: the endpoint itself, and any path below it (`rest`, handed to the plugin).
 async fn receive(
     State(app): State<SharedApp>,
-    Path((connection_type, connection_id)): Path<(String, String)>,
+    Path(params): Path<HashMap<String, String>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    let param = |name: &str| params.get(name).cloned().unwrap_or_default();
+    let below = params.get("rest").map(|rest| format!("/{rest}")).unwrap_or_default();
     answer(
         &app,
-        connection_type,
-        connection_id,
-        String::new(),
-        method,
-        uri,
-        headers,
-        body,
-    )
-    .await
-}
-
-async fn receive_below(
-    State(app): State<SharedApp>,
-    Path((connection_type, connection_id, rest)): Path<(String, String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
-    answer(
-        &app,
-        connection_type,
-        connection_id,
-        format!("/{rest}"),
+        param("connection_type"),
+        param("connection_id"),
+        below,
         method,
         uri,
         headers,

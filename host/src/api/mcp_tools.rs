@@ -274,7 +274,9 @@ async fn call_operation(app: &SharedApp, caller: &Caller, tools: &Tools, argumen
         }
     }
     let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| AppError::Internal(e.into()))?;
-    let mut request = reqwest::Client::new()
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    let mut request = CLIENT
+        .get_or_init(reqwest::Client::new)
         .request(method, url)
         .timeout(OPERATION_TIMEOUT)
         .header(reqwest::header::AUTHORIZATION, &tools.authorization);

@@ -274,6 +274,15 @@ impl Events {
         .await;
         found.unwrap_or_else(|_| panic!("{what} did not happen within {EVENT_TIMEOUT:?}"))
     }
+
+    /// Waits for the next job of `kind` (`start_session`, `session_event`, `timer`) of `session`
+    /// to finish.
+    pub async fn job_finished(&mut self, session: &str, kind: &str) -> HostEvent {
+        self.wait_for(&format!("a {kind} job of {session}"), |e| {
+            matches!(e, HostEvent::JobFinished { kind: k, session_id: Some(s), .. } if s.as_str() == session && k == kind)
+        })
+        .await
+    }
 }
 
 /// A bootstrapped workspace.
