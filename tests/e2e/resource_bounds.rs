@@ -2,7 +2,8 @@
 //! are its own): plugins spinning on every plugin thread leave the API answering; plugins hoarding
 //! host-side resources fail with the limit named while the host's memory stays bounded; thousands
 //! of idle, slow and half-sent connections leave room for real clients; at the connection cap the
-//! host sheds load with `503` and `Retry-After` instead of refusing to accept.
+//! host sheds load with `503` and `Retry-After` instead of refusing to accept; floods of forged
+//! provider webhooks and MCP tool calls leave the API answering and memory bounded, storing nothing.
 //!
 //! A child process sends the test no events, so where a test must wait for its state it asks the
 //! API again every few milliseconds ([`eventually`]), under the usual safety timeout.
@@ -290,4 +291,113 @@ async fn at_the_connection_cap_with_every_connection_busy_new_ones_get_503() {
         read_answer(&mut stream).await.starts_with("HTTP/1.1 200")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_provider_webhooks_and_mcp_floods_leave_the_api_answering_and_memory_bounded() {
+    use futures_util::StreamExt;
+
+    let (_files, host, admin) = hostile_host(&[]).await;
+    let provider = FakeProvider::start("key").await;
+    let (status, created) = admin
+        .post(
+            "/bots",
+            json!({"name": "agent", "handle": "agent", "connection": {"type": "hostile", "config": {"behavior": "provider-webhooks", "target": provider.base}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let bot = created["bot"]["id"].as_str().unwrap().to_owned();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let (_, task) = admin
+        .post("/tasks", json!({"title": "launch", "assigneeId": bot}))
+        .await;
+    let task = task["id"].as_str().unwrap().to_owned();
+    // The session's start opens the connection's endpoint.
+    let health = format!("/bots/{bot}/provider-webhooks");
+    eventually("the endpoint opens", || {
+        let (admin, health) = (admin.clone(), health.clone());
+        async move { admin.get(&health).await.1["url"].is_string() }
+    })
+    .await;
+    let url = admin.get(&health).await.1["url"].as_str().unwrap().to_owned();
+    let before = host.memory_kib("VmRSS");
+
+    // 2,000 forged webhooks with 200 KiB bodies from 32 clients at once, and 400 MCP tool calls
+    // with the bot's token, while another client measures the API.
+    let client = http_client();
+    let padding = "x".repeat(200 << 10);
+    let forged = futures_util::stream::iter(0..2_000)
+        .map(|n| {
+            let (client, url) = (client.clone(), url.clone());
+            let body = format!(r#"{{"id":"agent-1","n":{n},"pad":"{padding}"}}"#);
+            async move {
+                client
+                    .post(&url)
+                    .header("X-Webhook-Signature", format!("sha256={n:064x}"))
+                    .header("X-Webhook-ID", format!("forged-{n}"))
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>();
+    let mcp_url = format!("{}/api/mcp", host.base_url());
+    let tool_calls = futures_util::stream::iter(0..400)
+        .map(|n| {
+            let (client, url, token, task) = (client.clone(), mcp_url.clone(), token.clone(), task.clone());
+            async move {
+                let call = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "get_task", "arguments": {"task": task}}});
+                client.post(&url).bearer_auth(&token).json(&call).send().await.unwrap().status()
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>();
+    let measured = async {
+        let mut slowest = Duration::ZERO;
+        for round in 0..3 {
+            slowest = slowest.max(slowest_answer(&host, &admin, round).await);
+        }
+        slowest
+    };
+    let started = Instant::now();
+    let (forged, tool_calls, slowest) = tokio::join!(forged, tool_calls, measured);
+    let took = started.elapsed();
+    let peak = host.memory_kib("VmHWM");
+    let answered = tool_calls.iter().filter(|s| **s == StatusCode::OK).count();
+    eprintln!(
+        "2,000 forged webhooks of 200 KiB + 400 MCP calls ({answered} answered) in {took:?}: \
+         slowest API answer {slowest:?}; host memory {before} KiB before, peak {peak} KiB"
+    );
+    assert!(
+        forged.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "every forged webhook is refused"
+    );
+    assert!(
+        tool_calls
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::TOO_MANY_REQUESTS),
+        "tool calls are answered or rate limited: {tool_calls:?}"
+    );
+    assert!(answered > 0);
+    assert!(slowest < ANSWER_BOUND, "an API call took {slowest:?} during the floods");
+    assert!(
+        peak.saturating_sub(before) < 256 << 10,
+        "the host grew from {before} KiB to a peak of {peak} KiB"
+    );
+    // Nothing was stored for the forgeries; admins see that they were refused, and why.
+    let (_, health) = admin.get(&health).await;
+    assert_eq!(
+        (health["received"].as_i64(), health["rejected"].as_i64()),
+        (Some(0), Some(2_000)),
+        "{health}"
+    );
+    assert!(
+        health["lastRejectionReason"]
+            .as_str()
+            .unwrap()
+            .contains("signature does not match")
+    );
 }
