@@ -23,6 +23,11 @@ const BUILTIN_PLUGINS: &[(&str, &str, &str)] = &[
         "LEADTIME_BUILTIN_PLUGIN_CURSOR_CLOUD",
     ),
     (
+        "plugin-claude-agent",
+        "plugin_claude_agent",
+        "LEADTIME_BUILTIN_PLUGIN_CLAUDE_AGENT",
+    ),
+    (
         "fixture-hostile-plugin",
         "fixture_hostile_plugin",
         "LEADTIME_TEST_FIXTURE_HOSTILE",

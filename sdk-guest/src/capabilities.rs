@@ -5,6 +5,12 @@ pub mod session {
     use crate::bindings::leadtime::agent_runtime::session as wit;
     use crate::{Activity, ActivityType, HostError, SessionStatus};
 
+    /// The reference to the session's token (capability `task-tools`, contract 0.1.2), for an
+    /// outbound request's header or body: the host inserts a bearer token with which the
+    /// provider's agent uses the Leadtime task tools (`{api-base-url}/mcp`) as the bot, for this
+    /// session alone and only while it is open. The plugin never sees the token.
+    pub const TOKEN_REFERENCE: &str = "{{secret:session-token}}";
+
     /// Appends an activity to the session's feed.
     pub fn post_activity(activity: &Activity) -> Result<(), HostError> {
         wit::post_activity(activity)
@@ -113,6 +119,17 @@ pub mod inbound {
                 event_id_header: event_id_header.to_owned(),
             }),
             secret: None,
+            route_pointer: route_pointer.to_owned(),
+        }
+    }
+
+    /// An endpoint checking Standard Webhooks signatures (`webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`) with the connection secret `secret` (a `whsec_…` key the admin copied
+    /// from the provider), routing on `route_pointer`.
+    pub fn standard_webhooks(secret: &str, route_pointer: &str) -> EndpointSpec {
+        EndpointSpec {
+            scheme: SignatureScheme::StandardWebhooks,
+            secret: Some(secret.to_owned()),
             route_pointer: route_pointer.to_owned(),
         }
     }

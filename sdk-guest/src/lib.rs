@@ -30,6 +30,7 @@
 
 #[doc(hidden)]
 pub mod bindings;
+pub mod brief;
 mod capabilities;
 pub mod http;
 mod types;

@@ -35,13 +35,13 @@ async fn assigned_task(admin: &Api, bot: &str, title: &str) -> (String, String) 
     (task, assigned["agentSessionIds"][0].as_str().unwrap().to_owned())
 }
 
-fn args(value: Value) -> Option<serde_json::Map<String, Value>> {
+pub(crate) fn args(value: Value) -> Option<serde_json::Map<String, Value>> {
     value.as_object().cloned()
 }
 
 /// Calls tool `name` with `arguments`: whether it was a tool error, its structured content, and
 /// its text.
-async fn call_tool(
+pub(crate) async fn call_tool(
     client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
     name: &'static str,
     arguments: Value,

@@ -102,7 +102,8 @@ impl FromRequestParts<SharedApp> for Caller {
             let id = session
                 .to_str()
                 .map_err(|_| AppError::invalid(AGENT_RUN_HEADER, "must be an agent session id (ses_…)"))?;
-            caller.session = Some(super::agent_sessions::find_own(app, &caller, id).await?.id);
+            let session = super::agent_sessions::find_own(app, &caller, id).await?.id;
+            caller.bind_session(session)?;
         }
         Ok(caller)
     }

@@ -96,7 +96,7 @@ async fn handle(
     // (The header form is checked by the `Caller` extractor, like on every API call.)
     if let Some(id) = binding.agent_run_id {
         let session = super::agent_sessions::find_own(&app, &caller, &id).await?;
-        caller.session = Some(session.id);
+        caller.bind_session(session.id)?;
     }
     let tools = mcp_tools::Tools {
         full: binding.tools.as_deref() == Some("full"),

@@ -321,6 +321,8 @@ async fn get_session_context(app: &SharedApp, caller: &Caller, arguments: &Value
             )
         })?,
     };
+    // A session token reads its own session's context alone.
+    caller.clone().bind_session(id.as_str().into())?;
     let context = super::agent_sessions::session_context(app, caller, &id).await?;
     serde_json::to_value(context).map_err(|e| AppError::Internal(e.into()))
 }

@@ -214,6 +214,10 @@ pub struct ApiToken {
     pub last_used_ip: Option<String>,
     pub revoked_at: Option<super::time::Timestamp>,
     pub created_at: super::time::Timestamp,
+    /// For a session token (never stored; see [`super::session_tokens`]): the one agent session
+    /// it may act for.
+    #[sqlx(skip)]
+    pub session_id: Option<super::ids::SessionId>,
 }
 
 impl TryFrom<String> for Scopes {

@@ -10,4 +10,8 @@ pub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[
         "builtin:cursor-cloud",
         include_bytes!(env!("LEADTIME_BUILTIN_PLUGIN_CURSOR_CLOUD")),
     ),
+    (
+        "builtin:claude-agent",
+        include_bytes!(env!("LEADTIME_BUILTIN_PLUGIN_CLAUDE_AGENT")),
+    ),
 ];

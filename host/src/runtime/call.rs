@@ -45,10 +45,17 @@ impl CallContext {
         connection: ConnectionId,
         session: SessionId,
     ) -> Self {
-        Self {
+        let mut context = Self {
             session_id: Some(session),
             ..Self::of_connection(manifest, grants, workspace, connection)
+        };
+        if context.grants.contains(Capability::TaskTools) && context.secrets_in_bodies {
+            // The session's token for the task tools, which the plugin hands its provider.
+            context
+                .secrets
+                .push(crate::domain::session_tokens::SECRET_NAME.to_owned());
         }
+        context
     }
 
     /// A call about `connection` and no session.

@@ -207,6 +207,7 @@ pub(crate) fn http_grant(context: &CallContext) -> Result<http::Grant, String> {
             secrets: context.secrets.clone(),
             secrets_in_bodies: context.secrets_in_bodies,
             connection: connection.clone(),
+            session: context.session_id.clone(),
         }),
         None => Err(
             "outbound HTTP is only available in calls about a connection (sessions, and validating a saved connection)"

@@ -21,11 +21,15 @@ pub enum Capability {
     /// The plugin continues an open session when its bot is @mentioned again (`on-event`
     /// `follow-up`, 0.1.2); without it every mention opens a new session.
     FollowUp,
+    /// The plugin hands its provider's agent a session token by reference
+    /// (`{{secret:session-token}}`, 0.1.2), with which the agent uses the Leadtime task tools
+    /// (`/api/mcp`) as the bot, for that session alone, while it is open.
+    TaskTools,
 }
 
 impl Capability {
     /// Every capability, in manifest order.
-    pub const ALL: [Capability; 8] = [
+    pub const ALL: [Capability; 9] = [
         Capability::Session,
         Capability::Webhook,
         Capability::Kv,
@@ -34,6 +38,7 @@ impl Capability {
         Capability::Http,
         Capability::Inbound,
         Capability::FollowUp,
+        Capability::TaskTools,
     ];
 
     /// The manifest name.
@@ -47,17 +52,18 @@ impl Capability {
             Capability::Http => "http",
             Capability::Inbound => "inbound",
             Capability::FollowUp => "follow-up",
+            Capability::TaskTools => "task-tools",
         }
     }
 
-    fn bit(self) -> u8 {
+    fn bit(self) -> u16 {
         1 << (self as u8)
     }
 }
 
 /// A set of capabilities.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Grants(u8);
+pub struct Grants(u16);
 
 impl Grants {
     /// No capability at all (the `manifest()` call).
@@ -106,7 +112,7 @@ mod tests {
         assert_eq!(grants.only(&[Capability::Log]), Grants::parse(&["log".into()]).unwrap());
         let error = Grants::parse(&["sockets".into()]).unwrap_err();
         assert!(error.contains(
-            "unknown capability `sockets`; known: session, webhook, kv, log, timers, http, inbound, follow-up"
+            "unknown capability `sockets`; known: session, webhook, kv, log, timers, http, inbound, follow-up, task-tools"
         ));
     }
 }

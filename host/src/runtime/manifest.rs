@@ -107,15 +107,21 @@ pub(crate) fn check_manifest(
     if !raw.outbound_hosts.is_empty() && !grants.contains(super::grants::Capability::Http) {
         return Err("it lists outbound-hosts but not the `http` capability; add `http` to capabilities".into());
     }
-    if raw
-        .secrets
-        .iter()
-        .any(|s| s.name == crate::domain::inbound::GENERATED_SECRET)
-    {
-        return Err(format!(
-            "secret name `{}` is reserved for the host-generated provider webhook secret; choose another name",
-            crate::domain::inbound::GENERATED_SECRET
-        ));
+    for (reserved, what) in [
+        (
+            crate::domain::inbound::GENERATED_SECRET,
+            "the host-generated provider webhook secret",
+        ),
+        (
+            crate::domain::session_tokens::SECRET_NAME,
+            "the session token of the `task-tools` capability",
+        ),
+    ] {
+        if raw.secrets.iter().any(|s| s.name == reserved) {
+            return Err(format!(
+                "secret name `{reserved}` is reserved for {what}; choose another name"
+            ));
+        }
     }
     let manifest = Manifest {
         id: raw.id,
@@ -170,4 +176,56 @@ pub fn is_host_pattern(pattern: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::call::CallContext;
+    use crate::runtime::grants::Capability;
+
+    fn raw(secrets: &[&str], capabilities: &[&str]) -> bindings::types::PluginManifest {
+        bindings::types::PluginManifest {
+            id: "provider".into(),
+            name: "Provider".into(),
+            version: "1.0.0".into(),
+            description: "A provider".into(),
+            config_schema: r#"{"type":"object"}"#.into(),
+            secrets: secrets
+                .iter()
+                .map(|name| bindings::types::SecretSpec {
+                    name: (*name).into(),
+                    description: "a secret".into(),
+                })
+                .collect(),
+            outbound_hosts: vec!["api.example.com".into()],
+            capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn names_the_host_fills_in_cannot_be_declared_as_secrets() {
+        for reserved in ["inbound-webhook", "session-token"] {
+            let error = check_manifest(raw(&["api-key", reserved], &["http"]), "0.1.2".into()).unwrap_err();
+            assert!(
+                error.contains(&format!("secret name `{reserved}` is reserved")),
+                "{error}"
+            );
+        }
+        assert!(check_manifest(raw(&["api-key"], &["http"]), "0.1.2".into()).is_ok());
+    }
+
+    #[test]
+    fn only_task_tools_plugins_of_the_current_contract_may_send_the_session_token() {
+        let context = |capabilities: &[&str], version: &str| {
+            let (manifest, grants) = check_manifest(raw(&["api-key"], capabilities), version.into()).unwrap();
+            CallContext::for_session(&manifest, grants, "ws_1".into(), "con_1".into(), "ses_1".into())
+        };
+        let granted = context(&["http", "task-tools"], "0.1.2");
+        assert!(granted.grants.contains(Capability::TaskTools));
+        assert_eq!(granted.secrets, ["api-key", "session-token"]);
+        assert_eq!(context(&["http"], "0.1.2").secrets, ["api-key"]);
+        // Before 0.1.2 references in bodies travel as written, so no token is offered.
+        assert_eq!(context(&["http", "task-tools"], "0.1.1").secrets, ["api-key"]);
+    }
 }

@@ -107,6 +107,11 @@ pub trait CallServices: Send + Sync {
     ) -> Result<Option<SecretValue>, CapabilityError> {
         Err(none())
     }
+    /// The session token of `session` (see [`crate::domain::session_tokens`]), for the outbound
+    /// request being sent; never handed to the plugin.
+    async fn session_token(&self, session: &SessionId) -> Result<SecretValue, CapabilityError> {
+        Err(none())
+    }
     /// Timers of `session` scheduled and not yet fired.
     async fn pending_timers(&self, session: &SessionId) -> Result<u64, CapabilityError> {
         Err(none())

@@ -10,6 +10,7 @@ use crate::audit::Actor;
 use crate::domain::ids::{ConnectionId, SessionId};
 use crate::domain::inbound::EndpointSpec;
 use crate::domain::jobs;
+use crate::domain::session_tokens;
 use crate::domain::sessions::{NewActivity, RecordSource, Session, SessionStatus};
 use crate::runtime::{CallServices, CapabilityError, kv_bytes_after};
 use crate::secrets::SecretValue;
@@ -170,6 +171,11 @@ impl CallServices for PluginServices {
         inbound::route(&self.app, connection, key, session)
             .await
             .map_err(refused)
+    }
+
+    async fn session_token(&self, session: &SessionId) -> Result<SecretValue, CapabilityError> {
+        let key = self.app.secrets.derive_key(session_tokens::KEY_PURPOSE);
+        Ok(SecretValue::new(session_tokens::issue(&key, session)))
     }
 
     async fn connection_secret(

@@ -4,7 +4,8 @@
 use crate::app::App;
 use crate::audit::{Actor, ActorKind};
 use crate::domain::ids::{SessionId, WorkspaceId};
-use crate::domain::tokens::{self as token_rules, ApiToken, Scope};
+use crate::domain::session_tokens;
+use crate::domain::tokens::{self as token_rules, ApiToken, Scope, Scopes};
 use crate::domain::users::{Role, User, UserKind};
 use crate::store::{self, StoreError};
 use crate::use_cases::error::Error;
@@ -66,6 +67,20 @@ impl Caller {
         self.require(Scope::Admin).is_ok()
     }
 
+    /// Says the call is made for agent session `session` (already checked to be the bot's own).
+    /// A session token acts for its own session alone: naming another is refused.
+    pub fn bind_session(&mut self, session: SessionId) -> Result<(), Error> {
+        if let Some(bound) = &self.token.session_id
+            && *bound != session
+        {
+            return Err(Error::NotAllowed(format!(
+                "this token was issued for agent session `{bound}` and may act for it alone"
+            )));
+        }
+        self.session = Some(session);
+        Ok(())
+    }
+
     /// The caller as the audit trail records them.
     pub fn actor(&self) -> Actor {
         Actor {
@@ -91,6 +106,9 @@ const TOUCH_INTERVAL_MS: i64 = 60_000;
 /// not revoked or expired and its user is enabled.
 pub async fn authenticate(app: &App, bearer: &str, request: RequestMeta) -> Result<Caller, Error> {
     let unauthorized = |why: &str| Error::Unauthenticated(why.to_owned());
+    if session_tokens::looks_like(bearer) {
+        return authenticate_session_token(app, bearer, request).await;
+    }
     token_rules::check_token_format(bearer, token_rules::TOKEN_PREFIX)
         .map_err(|_| unauthorized("the bearer token is not a valid Leadtime API token"))?;
     let digest = token_rules::token_digest(bearer);
@@ -123,5 +141,55 @@ pub async fn authenticate(app: &App, bearer: &str, request: RequestMeta) -> Resu
         token,
         request,
         session: None,
+    })
+}
+
+/// Resolves a session token (see [`session_tokens`]): its MAC, then its session, which must still
+/// be open, and the session's bot, which must be enabled. The caller is the bot, with `read` and
+/// `write`, bound to that session.
+async fn authenticate_session_token(app: &App, bearer: &str, request: RequestMeta) -> Result<Caller, Error> {
+    let unauthorized = |why: String| Error::Unauthenticated(why);
+    let key = app.secrets.derive_key(session_tokens::KEY_PURPOSE);
+    let session_id = session_tokens::verify(&key, bearer)
+        .ok_or_else(|| unauthorized("the bearer token is not a valid Leadtime session token".into()))?;
+    let (session, user) = {
+        let mut conn = app.db.read().await?;
+        let session = store::sessions::get_any(&mut conn, &session_id)
+            .await?
+            .ok_or_else(|| unauthorized("this session token's agent session no longer exists".into()))?;
+        let user = store::users::get_any(&mut conn, &session.bot_id)
+            .await?
+            .ok_or_else(|| unauthorized("this session token's bot no longer exists".into()))?;
+        (session, user)
+    };
+    if session.status.is_terminal() {
+        return Err(unauthorized(format!(
+            "agent session `{}` has ended ({}); its session token ended with it",
+            session.id,
+            session.status.as_str()
+        )));
+    }
+    if user.deleted_at.is_some() || !user.is_enabled() {
+        return Err(unauthorized(format!("@{} is disabled", user.handle)));
+    }
+    let token = ApiToken {
+        // One id per session, so rate limits and the audit trail see one token.
+        id: format!("tok_{}", session.id).into(),
+        workspace_id: session.workspace_id.clone(),
+        user_id: user.id.clone(),
+        name: format!("session token of {}", session.id),
+        scopes: Scopes::new([Scope::Read, Scope::Write]),
+        expires_at: None,
+        last_used_at: None,
+        last_used_ip: None,
+        revoked_at: None,
+        created_at: session.created_at,
+        session_id: Some(session.id.clone()),
+    };
+    Ok(Caller {
+        user,
+        token,
+        request,
+        session: Some(session.id),
     })
 }

@@ -2,7 +2,7 @@
 //! see [`api`] for why).
 //!
 //! - **start**: launches an agent on the configured repository with a prompt built from the task
-//!   ([`prompt`]), handing Cursor this connection's provider-webhook URL and a secret the host
+//!   ([`brief`]), handing Cursor this connection's provider-webhook URL and a secret the host
 //!   generated (by reference: the plugin never sees it), routes the agent's id to the session,
 //!   and schedules a polling timer.
 //! - **progress**: Cursor's signed webhook (sent when the agent finishes or fails) and the timer
@@ -16,16 +16,19 @@
 
 mod api;
 mod config;
-mod prompt;
 
 use leadtime_plugin_sdk::{
     Activity, ActivityType, Comment, FieldError, FieldErrors, Plugin, PluginError, PluginManifest, SecretSpec,
-    SessionEvent, SessionRef, SessionStart, SessionStatus, export_plugin, http::HttpError, inbound, kv, log, session,
-    timers,
+    SessionEvent, SessionRef, SessionStart, SessionStatus, brief, export_plugin, http::HttpError, inbound, kv, log,
+    session, timers,
 };
 use serde_json::{Value, json};
 
 pub use config::Config;
+
+/// How the brief ends: what Cursor's summary should say.
+const CLOSING: &str =
+    "When you finish, end with a short summary of what you changed and anything a reviewer should check.";
 
 /// Most conversation messages turned into activities in one call; the rest are summarised.
 const MESSAGES_PER_SYNC: usize = 200;
@@ -169,7 +172,7 @@ fn launch(start: &SessionStart, config: &Config, repository: &str) -> Result<Str
         target["branchName"] = json!(branch);
     }
     let mut body = json!({
-        "prompt": {"text": prompt::brief(start, config)},
+        "prompt": {"text": brief::brief(start, config.guidance.as_deref(), CLOSING)},
         "source": source,
         "target": target,
         "webhook": {"url": webhook_url, "secret": inbound::GENERATED_SECRET_REFERENCE},

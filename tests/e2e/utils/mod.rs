@@ -1,6 +1,7 @@
 //! Test harness: a real host on a loopback port with its own database, an HTTP client for the
 //! public API, and loopback fakes of outside services.
 
+pub mod anthropic;
 pub mod connector;
 pub mod cursor;
 pub mod db;

@@ -27,7 +27,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::domain::ids::ConnectionId;
+use crate::domain::ids::{ConnectionId, SessionId};
+use crate::domain::session_tokens;
 use crate::outbound::{OutboundPolicy, forbidden_in};
 use crate::secrets::SecretValue;
 
@@ -87,6 +88,8 @@ pub(crate) struct Grant {
     /// Whether references in the body are replaced too (contract 0.1.2 on).
     pub secrets_in_bodies: bool,
     pub connection: ConnectionId,
+    /// The session the call is about: a `{{secret:session-token}}` reference is its token.
+    pub session: Option<SessionId>,
 }
 
 /// The shared pieces every call's hooks are made from.
@@ -442,17 +445,19 @@ impl Outbound {
                     }
                     let mut opened = self.opened.lock().await;
                     if !opened.contains_key(name) {
-                        let value = self
-                            .services
-                            .connection_secret(&grant.connection, name)
-                            .await
-                            .map_err(|e| Refusal::new(HttpError::InternalError(None), e.to_string()))?
-                            .ok_or_else(|| {
-                                Refusal::denied(format!(
-                                    "{what} refers to secret `{name}`, which is not set on this connection; \
+                        let value = match (name, &grant.session) {
+                            (session_tokens::SECRET_NAME, Some(session)) => {
+                                self.services.session_token(session).await.map(Some)
+                            }
+                            _ => self.services.connection_secret(&grant.connection, name).await,
+                        }
+                        .map_err(|e| Refusal::new(HttpError::InternalError(None), e.to_string()))?
+                        .ok_or_else(|| {
+                            Refusal::denied(format!(
+                                "{what} refers to secret `{name}`, which is not set on this connection; \
                                      a workspace admin sets it with PUT /api/public/bots/{{id}}/secrets/{name}"
-                                ))
-                            })?;
+                            ))
+                        })?;
                         opened.insert(name.to_owned(), value);
                     }
                     if let Some(value) = opened.get(name) {

@@ -53,6 +53,7 @@ pub async fn mint(
         last_used_ip: None,
         revoked_at: None,
         created_at: now,
+        session_id: None,
     };
     store::tokens::insert(tx, &token, &rules::token_digest(&plaintext)).await?;
     Ok((token, plaintext))

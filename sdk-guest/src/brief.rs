@@ -1,19 +1,19 @@
-//! The prompt a Cursor agent starts from: why it was called, the task, its comments (the newest
-//! ones, when there are many), and the admin's standing guidance.
+//! The brief a provider's agent starts from: who it is, why it was called, the task, its comments
+//! (the newest ones, when there are many), and the admin's standing guidance. Shared by the
+//! built-in provider plugins; any plugin handing a task to an outside agent may use it.
 
 use std::fmt::Write as _;
 
-use leadtime_plugin_sdk::{SessionStart, Trigger};
-
-use crate::config::Config;
+use crate::{SessionStart, Trigger};
 
 /// At most this many comments (the newest) go into the prompt; the rest are counted.
 const COMMENT_LIMIT: usize = 20;
 /// Longest comment body quoted, in characters.
 const COMMENT_CHARS: usize = 4_000;
 
-/// The prompt for `session`.
-pub fn brief(session: &SessionStart, config: &Config) -> String {
+/// The brief for `session`, with the admin's standing `guidance` and a `closing` instruction
+/// (e.g. how to finish).
+pub fn brief(session: &SessionStart, guidance: Option<&str>, closing: &str) -> String {
     let task = &session.task;
     let mut out = String::new();
     // `write!` to a String cannot fail; the results are ignored deliberately.
@@ -53,12 +53,10 @@ pub fn brief(session: &SessionStart, config: &Config) -> String {
             out.push_str(&quote(&body));
         }
     }
-    if let Some(guidance) = &config.guidance {
+    if let Some(guidance) = guidance {
         let _ = writeln!(out, "\n## Standing instructions\n{guidance}");
     }
-    out.push_str(
-        "\nWhen you finish, end with a short summary of what you changed and anything a reviewer should check.\n",
-    );
+    let _ = writeln!(out, "\n{}", closing.trim_end());
     out
 }
 
@@ -69,7 +67,7 @@ fn quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leadtime_plugin_sdk::{Actor, BotInfo, Comment, ConnectionInfo, TaskSnapshot};
+    use crate::{Actor, BotInfo, Comment, ConnectionInfo, TaskSnapshot};
 
     fn actor(name: &str) -> Actor {
         Actor {
@@ -121,11 +119,11 @@ mod tests {
 
     #[test]
     fn the_brief_carries_the_task_its_newest_comments_and_the_guidance() {
-        let config = Config {
-            guidance: Some("Run the tests before you push.".into()),
-            ..Config::parse(&serde_json::json!({})).unwrap()
-        };
-        let brief = brief(&session(25), &config);
+        let brief = brief(
+            &session(25),
+            Some("Run the tests before you push."),
+            "Finish with a summary.",
+        );
         assert!(brief.contains("task #7 of the \"Acme\" workspace"));
         assert!(brief.contains("Ada assigned the task to you."));
         assert!(brief.contains("# Fix the login page\n\nThe button does nothing."));
@@ -133,6 +131,6 @@ mod tests {
         assert!(
             !brief.contains("> comment 4\n") && brief.contains("> comment 5\n") && brief.contains("> comment 24\n")
         );
-        assert!(brief.contains("## Standing instructions\nRun the tests before you push."));
+        assert!(brief.contains("## Standing instructions\nRun the tests before you push.\n\nFinish with a summary.\n"));
     }
 }
