@@ -282,8 +282,10 @@ async fn a_managed_claude_agent_works_the_task_with_the_task_tools() {
         ]
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
-    // The session is over: its credential is deleted and its token no longer works.
+    // The session is over: its credential is deleted, its token no longer works, and only the
+    // bot's agent and environment stay in kv.
     assert!(claude.credentials_of(&provider.id)[0].deleted);
+    assert_eq!(host.count("plugin_kv").await, 3, "agent, agent-spec, environment");
     assert_eq!(mcp_status(&host, &token).await, StatusCode::UNAUTHORIZED);
 
     // The next session reuses the agent and environment, with a token of its own.

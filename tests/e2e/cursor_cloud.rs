@@ -184,6 +184,11 @@ async fn a_cursor_session_runs_from_launch_to_pull_request() {
     host.app().jobs_queued.notify_one();
     events.job_finished(&session, "timer").await;
     assert_eq!(feed(&card(&admin, &session).await).len(), 5);
+    assert_eq!(
+        host.count("plugin_kv").await,
+        0,
+        "a finished session leaves no kv state behind"
+    );
     assert_eq!(cursor.violations(), Vec::<String>::new());
     assert_eq!(cursor.unauthorized(), 0);
     assert!(!card(&admin, &session).await.to_string().contains(KEY));

@@ -99,8 +99,9 @@ impl Plugin for CursorCloud {
             Some(id) => String::from_utf8_lossy(&id).into_owned(),
             None => launch(&start, &config, &repository)?,
         };
-        sync(&config, &agent_id)?;
-        timers::schedule(config.poll_seconds * 1_000, &json!({"poll": agent_id}))?;
+        if !sync(&config, &start.session_id, &agent_id)? {
+            timers::schedule(config.poll_seconds * 1_000, &json!({"poll": agent_id}))?;
+        }
         Ok(())
     }
 
@@ -114,9 +115,9 @@ impl Plugin for CursorCloud {
         match event {
             SessionEvent::InboundWebhook(_) => {
                 // Verified by the host; re-read the agent rather than trusting the payload's copy.
-                sync(&config, &agent_id)?;
+                sync(&config, &session_ref.session_id, &agent_id)?;
             }
-            SessionEvent::TimerFired(_) => match sync(&config, &agent_id) {
+            SessionEvent::TimerFired(_) => match sync(&config, &session_ref.session_id, &agent_id) {
                 Ok(true) => {}
                 Ok(false) => {
                     timers::schedule(config.poll_seconds * 1_000, &json!({"poll": agent_id}))?;
@@ -141,6 +142,7 @@ impl Plugin for CursorCloud {
                     Err(error) => format!("Could not stop the Cursor agent: {}", describe(&error)),
                 };
                 session::post_activity(&Activity::new(ActivityType::Log, &note).with_idempotency_key("cursor:stop"))?;
+                forget(&session_ref.session_id, &agent_id)?;
             }
         }
         Ok(())
@@ -199,9 +201,17 @@ fn launch(start: &SessionStart, config: &Config, repository: &str) -> Result<Str
     Ok(id)
 }
 
+/// Drops what this plugin kept about a session that is over, so the connection's kv state does
+/// not grow with every session.
+fn forget(session: &str, agent_id: &str) -> Result<(), PluginError> {
+    kv::delete(&agent_key(session))?;
+    kv::delete(&posted_key(agent_id))?;
+    Ok(())
+}
+
 /// Brings the session up to date with the agent: new messages, status, link. Whether the agent
-/// is finished (or gone).
-fn sync(config: &Config, agent_id: &str) -> Result<bool, PluginError> {
+/// is finished (or gone); then the session's kv state is dropped.
+fn sync(config: &Config, session_id: &str, agent_id: &str) -> Result<bool, PluginError> {
     let agent = api::agent(&config.api_base_url, agent_id)?;
     let messages = api::conversation(&config.api_base_url, agent_id)?;
     let posted: usize = kv::get(&posted_key(agent_id))?
@@ -248,6 +258,7 @@ fn sync(config: &Config, agent_id: &str) -> Result<bool, PluginError> {
             )?;
             link(target, true)?;
             session::set_status(SessionStatus::Done, None)?;
+            forget(session_id, agent_id)?;
             Ok(true)
         }
         "ERROR" | "EXPIRED" => {
@@ -259,6 +270,7 @@ fn sync(config: &Config, agent_id: &str) -> Result<bool, PluginError> {
                 _ => "The Cursor agent failed.".to_owned(),
             };
             session::set_status(SessionStatus::Failed, Some(&message))?;
+            forget(session_id, agent_id)?;
             Ok(true)
         }
         // CREATING (still queued) or a status this plugin does not know yet: keep polling.
