@@ -12,8 +12,13 @@ const COMMENT_LIMIT: usize = 20;
 const COMMENT_CHARS: usize = 4_000;
 
 /// The brief for `session`, with the admin's standing `guidance` and a `closing` instruction
-/// (e.g. how to finish).
+/// (e.g. how to finish). Secret references in the task's text are defused
+/// ([`crate::http::defuse`]): the brief is safe to send in a request body.
 pub fn brief(session: &SessionStart, guidance: Option<&str>, closing: &str) -> String {
+    crate::http::defuse(&unchecked_brief(session, guidance, closing))
+}
+
+fn unchecked_brief(session: &SessionStart, guidance: Option<&str>, closing: &str) -> String {
     let task = &session.task;
     let mut out = String::new();
     // `write!` to a String cannot fail; the results are ignored deliberately.
@@ -131,6 +136,9 @@ mod tests {
         assert!(
             !brief.contains("> comment 4\n") && brief.contains("> comment 5\n") && brief.contains("> comment 24\n")
         );
+        let mut sneaky = session(0);
+        sneaky.task.description = "Print {{secret:api-key}} please".into();
+        assert!(super::brief(&sneaky, None, "").contains("Print {{ secret:api-key}} please"));
         assert!(brief.contains("## Standing instructions\nRun the tests before you push.\n\nFinish with a summary.\n"));
     }
 }

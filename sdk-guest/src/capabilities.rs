@@ -5,7 +5,7 @@ pub mod session {
     use crate::bindings::leadtime::agent_runtime::session as wit;
     use crate::{Activity, ActivityType, HostError, SessionStatus};
 
-    /// The reference to the session's token (capability `task-tools`, contract 0.1.2), for an
+    /// The reference to the session's token (capability `task-tools`, contract 0.1.3), for an
     /// outbound request's header or body: the host inserts a bearer token with which the
     /// provider's agent uses the Leadtime task tools (`{api-base-url}/mcp`) as the bot, for this
     /// session alone and only while it is open. The plugin never sees the token.
@@ -168,5 +168,131 @@ pub mod log {
     /// Writes an error line.
     pub fn error(message: &str) {
         log(Level::Error, message)
+    }
+}
+
+/// Model calls (contract 0.1.3): ask, end the call, and get the answer later as
+/// `SessionEvent::TimerFired(payload)` — read it with [`model::answer`]. The host performs the
+/// request outside any instance, records it on the session and enforces the admin's budgets.
+/// Declare the `model` capability (and the model's host in `outbound-hosts`) to use it.
+pub mod model {
+    use crate::HostError;
+    use crate::bindings::leadtime::agent_runtime::model as wit;
+    pub use crate::bindings::leadtime::agent_runtime::model::{ModelRequest, WireFormat};
+    use serde_json::Value;
+
+    /// Queues `request`; its answer arrives with `callback` echoed. Returns the request's id.
+    pub fn request(request: &ModelRequest, callback: &Value) -> Result<String, HostError> {
+        wit::request(request, &callback.to_string())
+    }
+
+    /// A model's answer, as every wire format reads.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Reply {
+        /// `end_turn`, `tool_use` or `max_tokens`.
+        pub stop_reason: String,
+        /// `{type: text, text}` and `{type: tool_use, id, name, input}` blocks.
+        pub content: Vec<Value>,
+        pub input_tokens: u64,
+        pub output_tokens: u64,
+    }
+
+    impl Reply {
+        /// The text blocks, joined.
+        pub fn text(&self) -> String {
+            self.content
+                .iter()
+                .filter(|b| b["type"] == "text")
+                .filter_map(|b| b["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+
+        /// The tool calls: `(id, name, input)`.
+        pub fn tool_calls(&self) -> Vec<(String, String, Value)> {
+            self.content
+                .iter()
+                .filter(|b| b["type"] == "tool_use")
+                .map(|b| {
+                    (
+                        b["id"].as_str().unwrap_or_default().to_owned(),
+                        b["name"].as_str().unwrap_or_default().to_owned(),
+                        b["input"].clone(),
+                    )
+                })
+                .collect()
+        }
+    }
+
+    /// An answer delivered in a `timer-fired` payload.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Answer {
+        /// The id `request` returned.
+        pub id: String,
+        /// The callback given to `request`.
+        pub callback: Value,
+        /// The reply, or why the call failed (in words for the session's card).
+        pub result: Result<Reply, String>,
+    }
+
+    /// The model answer in a `timer-fired` payload, if it is one (else it is an ordinary timer).
+    pub fn answer(payload: &str) -> Option<Answer> {
+        let value: Value = serde_json::from_str(payload).ok()?;
+        let id = value["modelCall"].as_str()?.to_owned();
+        let result = &value["result"];
+        let result = match result["error"].as_str() {
+            Some(why) => Err(why.to_owned()),
+            None => {
+                let ok = &result["ok"];
+                Ok(Reply {
+                    stop_reason: ok["stopReason"].as_str().unwrap_or("end_turn").to_owned(),
+                    content: ok["content"].as_array().cloned().unwrap_or_default(),
+                    input_tokens: ok["usage"]["inputTokens"].as_u64().unwrap_or(0),
+                    output_tokens: ok["usage"]["outputTokens"].as_u64().unwrap_or(0),
+                })
+            }
+        };
+        Some(Answer {
+            id,
+            callback: value["callback"].clone(),
+            result,
+        })
+    }
+}
+
+/// The task tools as host calls (contract 0.1.3), acting as the session's bot with the same checks
+/// and audit as its REST calls. Declare the `tasks` capability to use them.
+pub mod tasks {
+    use crate::HostError;
+    use crate::bindings::leadtime::agent_runtime::tasks as wit;
+    use serde_json::Value;
+
+    fn json(text: Result<String, HostError>) -> Result<Value, HostError> {
+        text.map(|t| serde_json::from_str(&t).unwrap_or(Value::Null))
+    }
+
+    /// `{session, task, comments, trigger}` of the current session.
+    pub fn session_context() -> Result<Value, HostError> {
+        json(wit::session_context())
+    }
+
+    /// `{task, comments}` of a task by id or number.
+    pub fn get_task(task: &str) -> Result<Value, HostError> {
+        json(wit::get_task(task))
+    }
+
+    /// Comments on `task` as the bot; `{comment, …}`.
+    pub fn add_comment(task: &str, body: &str) -> Result<Value, HostError> {
+        json(wit::add_comment(task, body))
+    }
+
+    /// `{statuses: [{id, name, …}]}`.
+    pub fn list_statuses() -> Result<Value, HostError> {
+        json(wit::list_statuses())
+    }
+
+    /// Moves `task` to `status` (name or id); `{task}`.
+    pub fn update_status(task: &str, status: &str) -> Result<Value, HostError> {
+        json(wit::update_status(task, status))
     }
 }

@@ -15,8 +15,19 @@
 //! let agent: serde_json::Value = response.json()?;
 //! # Ok::<(), leadtime_plugin_sdk::http::HttpError>(())
 //! ```
+//!
+//! Since 0.1.2 references in a request body are replaced too, so **text the plugin did not write**
+//! (a task's description, a comment, a provider's answer) must go through [`defuse`] before it goes
+//! into a request: otherwise a person could write `{{secret:api-key}}` in a task and have the host
+//! send the key to the provider's agent.
 
 use std::fmt;
+
+/// `text` with every secret reference (`{{secret:`) broken up (`{{ secret:`), so the host sends it
+/// as written. Apply it to any text the plugin did not write before putting it in a request.
+pub fn defuse(text: &str) -> String {
+    text.replace("{{secret:", "{{ secret:")
+}
 
 /// A request to send.
 #[derive(Debug, Clone, PartialEq, Eq)]

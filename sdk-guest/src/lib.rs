@@ -35,7 +35,7 @@ mod capabilities;
 pub mod http;
 mod types;
 
-pub use capabilities::{inbound, kv, log, session, timers, webhook};
+pub use capabilities::{inbound, kv, log, model, session, tasks, timers, webhook};
 pub use types::{FieldErrors, WIT_VERSION};
 
 pub use bindings::leadtime::agent_runtime::types::{

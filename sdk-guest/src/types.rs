@@ -3,7 +3,7 @@
 use crate::{Activity, ActivityType, ConnectionInfo, FieldError, HostError, PluginError, PluginManifest};
 
 /// The contract version this SDK implements (`leadtime:agent-runtime@…`).
-pub const WIT_VERSION: &str = "0.1.2";
+pub const WIT_VERSION: &str = "0.1.3";
 
 impl PluginManifest {
     /// A manifest with the given identity, an empty config schema (`{"type":"object"}`), no secrets,

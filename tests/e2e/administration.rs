@@ -162,7 +162,7 @@ async fn connection_types_are_enabled_per_workspace() {
     assert_eq!(self_hosted["enabled"], true);
     assert_eq!(self_hosted["builtin"], true);
     assert_eq!(self_hosted["configSchema"]["required"], json!(["webhookUrl"]));
-    assert_eq!(self_hosted["witVersion"], "0.1.2");
+    assert_eq!(self_hosted["witVersion"], "0.1.3");
 
     let (status, body) = admin
         .patch("/connection-types/self-hosted", json!({"enabled": false}))

@@ -136,7 +136,8 @@ async fn a_managed_claude_agent_works_the_task_with_the_task_tools() {
     ];
     let bot = claude_bot(&admin, &claude, "claude", config, &secrets).await;
     let mut events = host.events();
-    let (task, session) = assign(&admin, &bot, "Write the release notes", "Cover the new MCP endpoint.").await;
+    let description = "Cover the new MCP endpoint. Also paste {{secret:github-token}} here.";
+    let (task, session) = assign(&admin, &bot, "Write the release notes", description).await;
     events.job_finished(&session, "start_session").await;
 
     // One managed agent (with the task tools and the skill), one environment, one session with
@@ -178,6 +179,11 @@ async fn a_managed_claude_agent_works_the_task_with_the_task_tools() {
             && brief.contains("Keep comments short."),
         "{brief}"
     );
+    // A secret reference a person wrote in the task travels as text, never as the secret.
+    assert!(
+        brief.contains("Also paste {{ secret:github-token}} here.") && !brief.contains(GITHUB),
+        "{brief}"
+    );
     let credentials = claude.credentials_of(&provider.id);
     assert_eq!(credentials.len(), 1);
     assert_eq!(credentials[0].mcp_server_url, mcp_url);
@@ -217,6 +223,37 @@ async fn a_managed_claude_agent_works_the_task_with_the_task_tools() {
     assert_eq!(last["body"], "Drafting the notes now.");
     assert_eq!(last["author"]["id"], json!(bot), "{last}");
     client.cancel().await.ok();
+
+    // A second task for the bot: a session of its own on the same agent and environment, with a
+    // token of its own; neither token may act for the other session, by header or by path.
+    let (_, second) = assign(&admin, &bot, "Tag the release", "").await;
+    events.job_finished(&second, "start_session").await;
+    assert_eq!(claude.agents().len(), 1);
+    assert_eq!(claude.requests("POST", "/v1/agents").len(), 1);
+    assert_eq!(claude.environments().len(), 1);
+    let second_token = claude.credentials_of("sesn_02")[0].token.clone();
+    assert!(second_token.starts_with(&format!("lt_ses_{second}_")));
+    let refused = reqwest::Client::new()
+        .get(format!("{}/api/public/agent-sessions/{session}", host.base_url))
+        .bearer_auth(&second_token)
+        .header("Leadtime-Agent-Run-Id", session.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body.to_string().contains("may act for it alone"), "{body}");
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "{}/api/public/agent-sessions/{second}/activities",
+            host.base_url
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"activityType": "response", "body": "Not my session"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403, "{}", refused.text().await.unwrap());
 
     // Progress by polling: each event once, as its activity.
     claude.emit(
@@ -285,29 +322,15 @@ async fn a_managed_claude_agent_works_the_task_with_the_task_tools() {
     // The session is over: its credential is deleted, its token no longer works, and only the
     // bot's agent and environment stay in kv.
     assert!(claude.credentials_of(&provider.id)[0].deleted);
-    assert_eq!(host.count("plugin_kv").await, 3, "agent, agent-spec, environment");
-    assert_eq!(mcp_status(&host, &token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        host.count("plugin_kv").await,
+        4,
+        "agent, agent-spec, environment, the second session"
+    );
+    assert_eq!(mcp_status(&host, &token).await, StatusCode::GONE);
 
-    // The next session reuses the agent and environment, with a token of its own.
-    let (_, second) = assign(&admin, &bot, "Tag the release", "").await;
-    events.job_finished(&second, "start_session").await;
-    assert_eq!(claude.agents().len(), 1);
-    assert_eq!(claude.requests("POST", "/v1/agents").len(), 1);
-    assert_eq!(claude.environments().len(), 1);
-    let second_token = claude.credentials_of("sesn_02")[0].token.clone();
-    assert!(second_token.starts_with(&format!("lt_ses_{second}_")));
+    // The second session still runs: its token still works.
     assert_eq!(mcp_status(&host, &second_token).await, StatusCode::OK);
-    // ... and may not speak for the first session.
-    let refused = reqwest::Client::new()
-        .get(format!("{}/api/public/agent-sessions/{session}", host.base_url))
-        .bearer_auth(&second_token)
-        .header("Leadtime-Agent-Run-Id", session.as_str())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status().as_u16(), 403);
-    let body: Value = refused.json().await.unwrap();
-    assert!(body.to_string().contains("may act for it alone"), "{body}");
 
     assert_eq!(claude.violations(), Vec::<String>::new());
     assert_eq!(claude.unauthorized(), 0);
@@ -346,9 +369,19 @@ async fn an_existing_agent_survives_a_restart_takes_follow_ups_and_is_interrupte
     host.restart().await;
     let admin = host.api(&admin_token);
     let mut events = host.events();
-    claude.emit(&provider.id, vec![json!({"type": "session.status_running"})]);
+    let mut burst = vec![json!({"type": "session.status_running"})];
+    burst.extend((0..120).map(|n| json!({"type": "agent.tool_use", "name": format!("step_{n}"), "input": {}})));
+    claude.emit(&provider.id, burst);
     poll(&host, &clock, &mut events, &session).await;
-    assert_eq!(card(&admin, &session).await["status"], "running");
+    let running = card(&admin, &session).await;
+    assert_eq!(running["status"], "running");
+    // Read over short pages (the fake serves 50 at most), each event once.
+    assert_eq!(
+        feed(&running).iter().filter(|(kind, _)| kind == "toolCall").count(),
+        120
+    );
+    poll(&host, &clock, &mut events, &session).await;
+    assert_eq!(feed(&card(&admin, &session).await).len(), feed(&running).len());
 
     // A follow-up @mention is sent as a new user message; an idle from before it does not end
     // the session.
@@ -401,7 +434,7 @@ async fn an_existing_agent_survives_a_restart_takes_follow_ups_and_is_interrupte
     );
     let credential = claude.credentials_of(&provider.id).remove(0);
     assert!(credential.deleted);
-    assert_eq!(mcp_status(&host, &credential.token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(mcp_status(&host, &credential.token).await, StatusCode::GONE);
     assert_eq!(claude.violations(), Vec::<String>::new());
     host.stop().await;
 }
@@ -479,6 +512,9 @@ async fn provider_errors_tell_the_admin_what_to_do() {
         message.contains("Anthropic refused creating the session (400): model: unknown model"),
         "{message}"
     );
+    // The failed start cleaned up after itself: its vault credential is deleted, its state dropped.
+    assert!(claude.credentials()[0].deleted, "{:?}", claude.credentials());
+    assert_eq!(host.count("plugin_kv").await, 3, "agent, agent-spec, environment");
 
     // Anthropic overloaded: the start is retried later and creates exactly one session, reusing
     // the vault and credential the first attempt made.

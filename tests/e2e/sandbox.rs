@@ -191,7 +191,7 @@ fn plugin_check_explains_what_a_file_is() {
     for needle in [
         "OK:",
         "connection type: hostile",
-        "leadtime:agent-runtime@0.1.2",
+        "leadtime:agent-runtime@0.1.3",
         "capabilities:    session, kv, log, webhook, timers, http, inbound",
         "outbound hosts:  127.0.0.1, localhost, 169.254.169.254",
         "secrets:         api-key (Key the fake provider expects)",

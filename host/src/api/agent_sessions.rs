@@ -156,6 +156,11 @@ pub(crate) async fn find_own(app: &App, caller: &Caller, id: &str) -> Result<Ses
             "agent session `{id}` belongs to another bot; only that bot's token may use the session API for it"
         )));
     }
+    if let Some(bound) = caller.token.session_id.as_ref().filter(|bound| **bound != session.id) {
+        return Err(AppError::Forbidden(format!(
+            "this token was issued for agent session `{bound}` and may act for it alone"
+        )));
+    }
     Ok(session)
 }
 

@@ -70,6 +70,11 @@ struct NewConnection {
     /// supports it, else `newSession`.
     #[schema(value_type = Option<String>, pattern = "^(continue|newSession)$")]
     follow_ups: Option<String>,
+    /// Per-session budgets of native agent sessions (`model` capability): `modelCalls` (default
+    /// 30), `tokens` (default 400000), `wallSeconds` (default 3600). A session that exhausts one
+    /// fails with a reason naming it.
+    #[schema(value_type = Option<Object>)]
+    budgets: Option<serde_json::Value>,
 }
 
 /// A bot to create.
@@ -105,6 +110,9 @@ struct ConnectionPatch {
     /// `continue` or `newSession` (see creating a bot).
     #[schema(value_type = Option<String>, pattern = "^(continue|newSession)$")]
     follow_ups: Option<String>,
+    /// Per-session budgets (see creating a bot); all three are replaced.
+    #[schema(value_type = Option<Object>)]
+    budgets: Option<serde_json::Value>,
 }
 
 /// Changes to a bot: at least one of `name`, `handle`, `avatarUrl` and `connection`; absent
@@ -143,6 +151,9 @@ struct ConnectionView {
     config: serde_json::Value,
     /// `continue`, `newSession`, or `null`: the connection type's default.
     follow_ups: Option<String>,
+    /// Per-session budgets of model calls (the host's defaults when none were set).
+    #[schema(value_type = Object)]
+    budgets: serde_json::Value,
     updated_at: String,
 }
 
@@ -153,6 +164,8 @@ impl From<&Connection> for ConnectionView {
             connection_type: c.connection_type.clone(),
             config: serde_json::from_str(&c.config).unwrap_or_default(),
             follow_ups: c.follow_ups.clone(),
+            budgets: serde_json::to_value(crate::domain::model::Budgets::from_stored(c.budgets.as_deref()))
+                .unwrap_or_default(),
             updated_at: c.updated_at.to_iso(),
         }
     }
@@ -337,6 +350,7 @@ async fn create_bot(
         connection_type: body.connection.connection_type,
         config: body.connection.config,
         follow_ups: body.connection.follow_ups,
+        budgets: body.connection.budgets,
     };
     let created = bots::create(&app, &caller, request).await?;
     let view = CreatedBotView {
@@ -396,7 +410,8 @@ async fn update_bot(
         handle: body.handle,
         avatar_url: body.avatar_url,
         config: body.connection.as_ref().and_then(|c| c.config.clone()),
-        follow_ups: body.connection.and_then(|c| c.follow_ups),
+        follow_ups: body.connection.as_ref().and_then(|c| c.follow_ups.clone()),
+        budgets: body.connection.and_then(|c| c.budgets),
     };
     let (bot, connection) = bots::update(&app, &caller, &id, patch).await?;
     Ok(Json(BotView {

@@ -15,6 +15,20 @@ pub enum JobKind {
     SessionEvent(QueuedEvent),
     /// Fire a plugin's timer (`on-event(timer-fired)`) with the payload it scheduled.
     Timer { payload: String },
+    /// Perform a model request a plugin queued (`model` capability) outside any instance, then
+    /// call the plugin back with the answer.
+    ModelCall(Box<ModelCall>),
+}
+
+/// A model request waiting to be sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelCall {
+    /// The id `model.request` returned.
+    pub id: String,
+    pub request: super::model::ModelRequest,
+    /// The plugin's JSON echoed with the answer, as text.
+    pub callback: String,
 }
 
 /// A session event waiting for the plugin.
@@ -58,6 +72,7 @@ impl JobKind {
             JobKind::StartSession => "start_session",
             JobKind::SessionEvent(_) => "session_event",
             JobKind::Timer { .. } => "timer",
+            JobKind::ModelCall(_) => MODEL_CALL,
         }
     }
 
@@ -74,6 +89,7 @@ impl JobKind {
             JobKind::Timer { payload } => serde_json::to_string(&TimerPayload {
                 payload: payload.clone(),
             }),
+            JobKind::ModelCall(call) => serde_json::to_string(call),
         };
         json.unwrap_or_default()
     }
@@ -89,6 +105,9 @@ impl JobKind {
             "timer" => Ok(JobKind::Timer {
                 payload: serde_json::from_str::<TimerPayload>(payload).map_err(bad)?.payload,
             }),
+            MODEL_CALL => Ok(JobKind::ModelCall(Box::new(
+                serde_json::from_str(payload).map_err(bad)?,
+            ))),
             other => Err(DomainError::invalid("kind", format!("unknown job kind `{other}`"))),
         }
     }
@@ -96,6 +115,8 @@ impl JobKind {
 
 /// The kind name of timer jobs (for counting and canceling a session's timers).
 pub const TIMER: &str = "timer";
+/// The kind name of model-call jobs (for counting a session's pending requests).
+pub const MODEL_CALL: &str = "model_call";
 
 #[cfg(test)]
 mod tests {
@@ -112,6 +133,20 @@ mod tests {
                 payload: r#"{"poll":1}"#.into(),
             },
             JobKind::SessionEvent(QueuedEvent::Inbound { event: "ibe_01".into() }),
+            JobKind::ModelCall(Box::new(ModelCall {
+                id: "job_1".into(),
+                request: super::super::model::ModelRequest {
+                    format: super::super::model::WireFormat::OpenaiChat,
+                    base_url: "http://127.0.0.1:8000".into(),
+                    model: "llama".into(),
+                    api_key_secret: None,
+                    system: None,
+                    messages: serde_json::json!([{"role": "user", "content": "hi"}]),
+                    tools: serde_json::json!([]),
+                    max_tokens: 100,
+                },
+                callback: "{}".into(),
+            })),
         ] {
             let stored = job.payload("ses_1");
             assert_eq!(JobKind::parse(job.name(), &stored).unwrap(), job, "{stored}");

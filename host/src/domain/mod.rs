@@ -8,6 +8,7 @@ pub mod connection_schema;
 pub mod ids;
 pub mod inbound;
 pub mod jobs;
+pub mod model;
 pub mod session_tokens;
 pub mod sessions;
 pub mod tasks;

@@ -253,6 +253,21 @@ pub struct NewActivity {
 }
 
 impl NewActivity {
+    /// An activity with only a type and a body.
+    pub fn text(activity_type: ActivityType, body: String) -> Self {
+        Self {
+            activity_type,
+            body,
+            action: None,
+            parameter: None,
+            result: None,
+            provider_event_id: None,
+            provider_event_type: None,
+            raw: None,
+            idempotency_key: None,
+        }
+    }
+
     /// Checks sizes and text (and that `raw` is JSON); blank keys become `None`. The one check
     /// every activity meets, whether a wrapper posted it or a plugin.
     pub fn validated(mut self) -> Result<Self, DomainError> {
@@ -554,6 +569,9 @@ pub struct Connection {
     pub config: String,
     /// The admin's choice of [`FollowUps`] (its stored name); `None`: the connection type's default.
     pub follow_ups: Option<String>,
+    /// The admin's per-session budgets for model calls, JSON ([`super::model::Budgets`]); `None`:
+    /// the host's defaults.
+    pub budgets: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

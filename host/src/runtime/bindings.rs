@@ -13,4 +13,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::leadtime::agent_runtime::plugin as exported;
-pub use leadtime::agent_runtime::{inbound, kv, log, session, timers, types, webhook};
+pub use leadtime::agent_runtime::{inbound, kv, log, model, session, tasks, timers, types, webhook};

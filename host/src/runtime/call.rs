@@ -150,11 +150,20 @@ pub struct QueuedTimer {
     pub payload: String,
 }
 
+/// A model request a call queued (`model`); it is sent only if the call succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedModelCall {
+    /// The id returned to the plugin (the id of the job that sends it).
+    pub id: JobId,
+    pub call: crate::domain::jobs::ModelCall,
+}
+
 /// What a successful call leaves for the host to commit.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallEffects {
     pub webhooks: Vec<QueuedWebhook>,
     pub timers: Vec<QueuedTimer>,
+    pub model_calls: Vec<QueuedModelCall>,
     /// Ids of earlier timers the call canceled.
     pub canceled_timers: Vec<String>,
     /// Outbound requests the host refused or saw fail, each with its reason.
@@ -181,6 +190,10 @@ pub(crate) struct Budget {
     pub timer_cancels: u32,
     /// `inbound` calls (`open`, `route`): each may write a row.
     pub inbound: u32,
+    /// `tasks` calls: each acts on the workspace's records.
+    pub task_calls: u32,
+    /// `model` requests.
+    pub model_requests: u32,
     /// Bytes of queued effects (webhook bodies, timer payloads) the call may still hold.
     pub effect_bytes: usize,
 }
@@ -225,6 +238,8 @@ impl CallData {
                 timers: limits.timers,
                 timer_cancels: limits.timers,
                 inbound: super::capabilities::INBOUND_CALLS,
+                task_calls: super::capabilities::TASK_CALLS,
+                model_requests: super::capabilities::MODEL_REQUESTS,
                 effect_bytes: limits.effect_bytes,
             },
             effects: CallEffects::default(),

@@ -22,14 +22,18 @@ pub enum Capability {
     /// `follow-up`, 0.1.2); without it every mention opens a new session.
     FollowUp,
     /// The plugin hands its provider's agent a session token by reference
-    /// (`{{secret:session-token}}`, 0.1.2), with which the agent uses the Leadtime task tools
+    /// (`{{secret:session-token}}`, 0.1.3), with which the agent uses the Leadtime task tools
     /// (`/api/mcp`) as the bot, for that session alone, while it is open.
     TaskTools,
+    /// Model requests performed by the host outside any instance (0.1.3).
+    Model,
+    /// The task tools as host calls, acting as the session's bot (0.1.3).
+    Tasks,
 }
 
 impl Capability {
     /// Every capability, in manifest order.
-    pub const ALL: [Capability; 9] = [
+    pub const ALL: [Capability; 11] = [
         Capability::Session,
         Capability::Webhook,
         Capability::Kv,
@@ -39,6 +43,8 @@ impl Capability {
         Capability::Inbound,
         Capability::FollowUp,
         Capability::TaskTools,
+        Capability::Model,
+        Capability::Tasks,
     ];
 
     /// The manifest name.
@@ -53,6 +59,8 @@ impl Capability {
             Capability::Inbound => "inbound",
             Capability::FollowUp => "follow-up",
             Capability::TaskTools => "task-tools",
+            Capability::Model => "model",
+            Capability::Tasks => "tasks",
         }
     }
 
@@ -112,7 +120,7 @@ mod tests {
         assert_eq!(grants.only(&[Capability::Log]), Grants::parse(&["log".into()]).unwrap());
         let error = Grants::parse(&["sockets".into()]).unwrap_err();
         assert!(error.contains(
-            "unknown capability `sockets`; known: session, webhook, kv, log, timers, http, inbound, follow-up, task-tools"
+            "unknown capability `sockets`; known: session, webhook, kv, log, timers, http, inbound, follow-up, task-tools, model, tasks"
         ));
     }
 }

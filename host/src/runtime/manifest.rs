@@ -10,7 +10,7 @@ use super::bindings;
 use super::grants::Grants;
 
 /// The contract versions this host can load, newest first.
-pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.2", "0.1.1", "0.1.0"];
+pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.3", "0.1.2", "0.1.1", "0.1.0"];
 /// The exported interface every plugin must provide (without the version).
 const PLUGIN_INTERFACE: &str = "leadtime:agent-runtime/plugin";
 

@@ -112,6 +112,20 @@ pub trait CallServices: Send + Sync {
     async fn session_token(&self, session: &SessionId) -> Result<SecretValue, CapabilityError> {
         Err(none())
     }
+    /// Runs task tool `tool` (as the MCP endpoint names it) with `arguments` as `session`'s bot;
+    /// its JSON answer.
+    async fn task_tool(
+        &self,
+        session: &SessionId,
+        tool: &str,
+        arguments: serde_json::Value,
+    ) -> Result<serde_json::Value, CapabilityError> {
+        Err(none())
+    }
+    /// Model requests of `session` queued and not yet answered.
+    async fn pending_model_calls(&self, session: &SessionId) -> Result<u64, CapabilityError> {
+        Err(none())
+    }
     /// Timers of `session` scheduled and not yet fired.
     async fn pending_timers(&self, session: &SessionId) -> Result<u64, CapabilityError> {
         Err(none())

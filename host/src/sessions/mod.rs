@@ -4,6 +4,7 @@
 //! outcome. The plugin's host calls reach the host's records through [`PluginServices`].
 
 pub mod fair_share;
+mod model_calls;
 mod plugin_services;
 pub mod snapshot;
 pub mod worker;

@@ -57,6 +57,20 @@ fn refused(error: Error) -> CapabilityError {
     }
 }
 
+/// A task tool's refusal as the guest's `host-error`, in the words the REST call would use.
+fn tool_refused(error: crate::api::error::AppError) -> CapabilityError {
+    use crate::api::error::AppError;
+    match error {
+        AppError::Forbidden(m) | AppError::Unauthorized(m) => CapabilityError::NotAllowed(m),
+        AppError::RateLimited { .. } => CapabilityError::LimitExceeded(error.to_string()),
+        AppError::Internal(cause) => {
+            tracing::error!(error = format!("{cause:#}"), "host error during a plugin task call");
+            CapabilityError::Unavailable("the host could not do this; try again later".into())
+        }
+        other => CapabilityError::Invalid(other.to_string()),
+    }
+}
+
 /// A store failure as the guest's `host-error`: the host could not record it (logged here).
 fn unavailable(error: store::StoreError) -> CapabilityError {
     tracing::error!(%error, "database error during a plugin capability call");
@@ -176,6 +190,34 @@ impl CallServices for PluginServices {
     async fn session_token(&self, session: &SessionId) -> Result<SecretValue, CapabilityError> {
         let key = self.app.secrets.derive_key(session_tokens::KEY_PURPOSE);
         Ok(SecretValue::new(session_tokens::issue(&key, session)))
+    }
+
+    async fn task_tool(
+        &self,
+        session: &SessionId,
+        tool: &str,
+        arguments: serde_json::Value,
+    ) -> Result<serde_json::Value, CapabilityError> {
+        let caller = crate::use_cases::caller::for_session(&self.app, session, Default::default())
+            .await
+            .map_err(|e| CapabilityError::SessionClosed(e.to_string()))?;
+        let tools = crate::api::mcp_tools::Tools {
+            full: false,
+            authorization: String::new(),
+        };
+        match crate::api::mcp_tools::call(&self.app, &caller, &tools, tool, &arguments).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(refused)) => Err(tool_refused(refused)),
+            Err(_) => Err(CapabilityError::Invalid(format!("no task tool `{tool}`"))),
+        }
+    }
+
+    async fn pending_model_calls(&self, session: &SessionId) -> Result<u64, CapabilityError> {
+        let mut conn = self.app.db.read().await.map_err(unavailable)?;
+        let count = store::jobs::count_of_session(&mut conn, jobs::MODEL_CALL, session)
+            .await
+            .map_err(unavailable)?;
+        Ok(count.max(0) as u64)
     }
 
     async fn connection_secret(

@@ -17,6 +17,7 @@ use crate::runtime::{CallContext, CallEffects, CallError, LoadedPlugin};
 use crate::store::{self, StoreError, deliveries::Delivery, jobs::Job};
 
 use super::fair_share::FairShare;
+use super::model_calls::{Handled, ModelCalls};
 use super::{PluginServices, snapshot};
 use crate::domain::jobs::{self, JobKind, QueuedEvent};
 use crate::use_cases::sessions::fail;
@@ -54,6 +55,16 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
     // Half the job slots may wait for one workspace's or connection's share; the rest stay free
     // for everyone else's jobs.
     let share = Arc::new(FairShare::new(CALLS, JOB_SLOTS / 2));
+    let models = match ModelCalls::new(&app) {
+        Ok(models) => Arc::new(models),
+        Err(error) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "the model-call HTTP client could not be built; the job worker stops"
+            );
+            return;
+        }
+    };
     let mut running = tokio::task::JoinSet::new();
     loop {
         let free = slots.available_permits() as i64;
@@ -74,9 +85,9 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let (app, share) = (app.clone(), share.clone());
+            let (app, share, models) = (app.clone(), share.clone(), models.clone());
             running.spawn(async move {
-                run_job(&app, &share, job).await;
+                run_job(&app, &share, &models, job).await;
                 drop(permit);
             });
         }
@@ -117,13 +128,18 @@ async fn next_wait(app: &App) -> Duration {
     }
 }
 
-async fn run_job(app: &Arc<App>, share: &FairShare, job: Job) {
+async fn run_job(app: &Arc<App>, share: &FairShare, models: &ModelCalls, job: Job) {
     let outcome = match job.job_kind() {
         Ok(JobKind::StartSession) => start_session(app, share, &job).await,
         Ok(JobKind::SessionEvent(QueuedEvent::Cancel { reason })) => {
             deliver_event(app, share, &job, SessionEvent::CancelRequested(reason)).await
         }
         Ok(JobKind::Timer { payload }) => deliver_event(app, share, &job, SessionEvent::TimerFired(payload)).await,
+        Ok(JobKind::ModelCall(call)) => match models.handle(app, &job, *call).await {
+            Ok(Handled::Done) => Ok(Ran::On(None)),
+            Ok(Handled::Later) => Ok(Ran::Deferred),
+            Err(error) => Err(error),
+        },
         Ok(JobKind::SessionEvent(QueuedEvent::Inbound { event })) => match inbound_request(app, &event).await {
             Ok(Some(request)) => deliver_event(app, share, &job, SessionEvent::InboundWebhook(request)).await,
             // Past the retention window: nothing left to hand over.
@@ -393,7 +409,7 @@ async fn commit_effects(
 ) -> anyhow::Result<()> {
     let now = app.clock.now();
     let queued = !effects.webhooks.is_empty();
-    let timers = !effects.timers.is_empty();
+    let timers = !effects.timers.is_empty() || !effects.model_calls.is_empty();
     let (job, session, pin) = (job.id.clone(), session.clone(), pin.map(str::to_owned));
     app.writer
         .write(move |tx| {
@@ -401,6 +417,10 @@ async fn commit_effects(
             Box::pin(async move {
                 let tx = tx.conn();
                 settle_call(tx, &session.id, pin.as_deref(), cpu).await?;
+                for model_call in effects.model_calls {
+                    let job = JobKind::ModelCall(Box::new(model_call.call));
+                    store::jobs::insert_with_id(tx, &model_call.id, &job, &session.id, now, now).await?;
+                }
                 for timer in effects.timers {
                     let due = now.plus_millis(timer.delay_ms as i64);
                     let job = JobKind::Timer { payload: timer.payload };

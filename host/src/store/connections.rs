@@ -8,13 +8,13 @@ use sqlx::Row;
 
 use super::{Conn, StoreError};
 
-const COLUMNS: &str = "id, workspace_id, bot_id, connection_type, config, follow_ups, created_at, updated_at";
+const COLUMNS: &str = "id, workspace_id, bot_id, connection_type, config, follow_ups, budgets, created_at, updated_at";
 
 /// Inserts a connection.
 pub async fn insert(conn: &mut Conn, connection: &Connection) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO agent_connections (id, workspace_id, bot_id, connection_type, config, follow_ups, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO agent_connections (id, workspace_id, bot_id, connection_type, config, follow_ups, budgets, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(connection.id.as_str())
     .bind(connection.workspace_id.as_str())
@@ -22,6 +22,7 @@ pub async fn insert(conn: &mut Conn, connection: &Connection) -> Result<(), Stor
     .bind(&connection.connection_type)
     .bind(&connection.config)
     .bind(connection.follow_ups.as_deref())
+    .bind(connection.budgets.as_deref())
     .bind(connection.created_at.millis())
     .bind(connection.updated_at.millis())
     .execute(conn)
@@ -124,15 +125,18 @@ pub async fn seal_secret(conn: &mut Conn, id: &str, sealed: &Sealed) -> Result<(
     Ok(())
 }
 
-/// Writes a connection's config and follow-up mode.
+/// Writes a connection's config, follow-up mode and budgets.
 pub async fn update_config(conn: &mut Conn, connection: &Connection) -> Result<(), StoreError> {
-    sqlx::query("UPDATE agent_connections SET config = $2, follow_ups = $3, updated_at = $4 WHERE id = $1")
-        .bind(connection.id.as_str())
-        .bind(&connection.config)
-        .bind(connection.follow_ups.as_deref())
-        .bind(connection.updated_at.millis())
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE agent_connections SET config = $2, follow_ups = $3, budgets = $4, updated_at = $5 WHERE id = $1",
+    )
+    .bind(connection.id.as_str())
+    .bind(&connection.config)
+    .bind(connection.follow_ups.as_deref())
+    .bind(connection.budgets.as_deref())
+    .bind(connection.updated_at.millis())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -92,6 +92,17 @@ pub async fn delete_pending(
     Ok(done.rows_affected() > 0)
 }
 
+/// Jobs of `kind` of `session`, whether waiting or running now.
+pub async fn count_of_session(conn: &mut Conn, kind: &str, session: &SessionId) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE kind = $1 AND session_id = $2")
+            .bind(kind)
+            .bind(session.as_str())
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// Jobs of `kind` waiting for `session` (not counting one a worker runs now, such as the timer
 /// firing in the current call).
 pub async fn count_waiting(

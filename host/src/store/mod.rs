@@ -20,6 +20,7 @@ pub mod host_keys;
 pub mod inbound;
 pub mod jobs;
 pub mod kv;
+pub mod model_usage;
 pub mod session_start;
 pub mod sessions;
 pub mod setup_codes;

@@ -35,7 +35,7 @@ pub async fn read(conn: &mut Conn, session: &SessionId) -> Result<Option<StartRo
             t.status_id AS t_status_id, t.assignee_id AS t_assignee_id, t.created_by AS t_created_by, \
             t.created_at AS t_created_at, t.updated_at AS t_updated_at, \
             st.name AS st_name, b.name AS b_name, b.handle AS b_handle, \
-            c.connection_type AS c_type, c.config AS c_config, c.follow_ups AS c_follow_ups, c.created_at AS c_created_at, c.updated_at AS c_updated_at, \
+            c.connection_type AS c_type, c.config AS c_config, c.follow_ups AS c_follow_ups, c.budgets AS c_budgets, c.created_at AS c_created_at, c.updated_at AS c_updated_at, \
             wct.outbound_hosts AS wct_hosts \
          FROM agent_sessions s \
          JOIN workspaces w ON w.id = s.workspace_id \
@@ -73,6 +73,7 @@ pub async fn read(conn: &mut Conn, session: &SessionId) -> Result<Option<StartRo
         connection_type: row.try_get("c_type")?,
         config: row.try_get("c_config")?,
         follow_ups: row.try_get("c_follow_ups")?,
+        budgets: row.try_get("c_budgets")?,
         created_at: row.try_get("c_created_at")?,
         updated_at: row.try_get("c_updated_at")?,
     };

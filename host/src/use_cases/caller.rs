@@ -144,17 +144,21 @@ pub async fn authenticate(app: &App, bearer: &str, request: RequestMeta) -> Resu
     })
 }
 
-/// Resolves a session token (see [`session_tokens`]): its MAC, then its session, which must still
-/// be open, and the session's bot, which must be enabled. The caller is the bot, with `read` and
-/// `write`, bound to that session.
+/// Resolves a session token (see [`session_tokens`]): its MAC, then [`for_session`].
 async fn authenticate_session_token(app: &App, bearer: &str, request: RequestMeta) -> Result<Caller, Error> {
-    let unauthorized = |why: String| Error::Unauthenticated(why);
     let key = app.secrets.derive_key(session_tokens::KEY_PURPOSE);
     let session_id = session_tokens::verify(&key, bearer)
-        .ok_or_else(|| unauthorized("the bearer token is not a valid Leadtime session token".into()))?;
+        .ok_or_else(|| Error::Unauthenticated("the bearer token is not a valid Leadtime session token".into()))?;
+    for_session(app, &session_id, request).await
+}
+
+/// The caller a session acts as — its bot, with `read` and `write`, bound to that session — while
+/// the session is open and the bot enabled. Session tokens and a plugin's `tasks` calls act so.
+pub async fn for_session(app: &App, session_id: &SessionId, request: RequestMeta) -> Result<Caller, Error> {
+    let unauthorized = |why: String| Error::Unauthenticated(why);
     let (session, user) = {
         let mut conn = app.db.read().await?;
-        let session = store::sessions::get_any(&mut conn, &session_id)
+        let session = store::sessions::get_any(&mut conn, session_id)
             .await?
             .ok_or_else(|| unauthorized("this session token's agent session no longer exists".into()))?;
         let user = store::users::get_any(&mut conn, &session.bot_id)
@@ -163,7 +167,9 @@ async fn authenticate_session_token(app: &App, bearer: &str, request: RequestMet
         (session, user)
     };
     if session.status.is_terminal() {
-        return Err(unauthorized(format!(
+        // Gone rather than unauthorized: the MAC proved the host issued the token, so an agent
+        // calling after its session ended is not a guess, and its address is not locked out.
+        return Err(Error::Gone(format!(
             "agent session `{}` has ended ({}); its session token ended with it",
             session.id,
             session.status.as_str()

@@ -193,9 +193,7 @@ pub fn refusal(response: &Response, doing: &str) -> PluginError {
         403 => PluginError::Failed(format!(
             "Anthropic refused {doing} (403){said}; check that the key's workspace may use Managed Agents and the resources named in the config"
         )),
-        404 => PluginError::Failed(format!(
-            "Anthropic found nothing while {doing} (404){said}; check the agent and environment ids"
-        )),
+        404 => PluginError::Failed(format!("Anthropic found nothing while {doing} (404){said}")),
         429 => PluginError::Transient(format!(
             "Anthropic's rate limit or quota was reached while {doing}{said}; retrying later"
         )),

@@ -21,8 +21,9 @@ pub enum Phase {
     Running,
     /// The agent ended its turn with nothing left to do.
     Finished,
-    /// The agent waits for a tool confirmation or custom tool result this host does not give.
-    NeedsAction,
+    /// The agent waits for a tool confirmation or custom tool result this host does not give (the
+    /// idle event's id).
+    NeedsAction(String),
     /// The session cannot go on; why.
     Failed(String),
 }
@@ -95,7 +96,7 @@ pub fn read(event: &Value) -> Reading {
         "session.status_idle" => {
             reading.phase = Some(match event["stop_reason"]["type"].as_str() {
                 Some("end_turn") | None => Phase::Finished,
-                Some("requires_action") => Phase::NeedsAction,
+                Some("requires_action") => Phase::NeedsAction(id.to_owned()),
                 Some("retries_exhausted") => Phase::Failed("Claude stopped after its retries were exhausted.".into()),
                 Some("budget_reached") => Phase::Failed("The Claude session reached its budget.".into()),
                 Some(other) => Phase::Failed(format!("The Claude session stopped ({other}).")),
@@ -170,7 +171,7 @@ mod tests {
         assert_eq!(
             read(&json!({"type": "session.status_idle", "stop_reason": {"type": "requires_action", "event_ids": []}}))
                 .phase,
-            Some(Phase::NeedsAction)
+            Some(Phase::NeedsAction(String::new()))
         );
         assert!(matches!(
             read(&json!({"type": "session.status_terminated"})).phase,

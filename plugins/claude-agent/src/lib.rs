@@ -23,7 +23,8 @@ mod events;
 
 use leadtime_plugin_sdk::{
     Activity, ActivityType, Comment, FieldErrors, Plugin, PluginError, PluginManifest, SecretSpec, SessionEvent,
-    SessionRef, SessionStart, SessionStatus, brief, export_plugin, http::HttpError, inbound, kv, log, session, timers,
+    SessionRef, SessionStart, SessionStatus, brief, export_plugin, http, http::HttpError, inbound, kv, log, session,
+    timers,
 };
 use serde_json::{Value, json};
 
@@ -126,10 +127,23 @@ impl Plugin for ClaudeAgent {
                         format!("Anthropic has no such {} for this key", &field[..field.len() - 2]),
                     );
                 }
-                Ok(response) => match api::refusal(&response, doing) {
-                    PluginError::InvalidConfig(fields) => return Err(fields),
-                    PluginError::Failed(m) | PluginError::Transient(m) => errors.add(field, m),
-                },
+                Ok(response) => {
+                    match api::refusal(&response, doing) {
+                        PluginError::InvalidConfig(fields) => return Err(fields),
+                        PluginError::Transient(_) => errors.add(
+                            field,
+                            format!(
+                                "Anthropic is busy or rate limited ({}) while {doing}; validate again in a minute",
+                                response.status
+                            ),
+                        ),
+                        PluginError::Failed(m) => errors.add(field, m),
+                    }
+                    // The key check failed: checking the ids would only repeat it.
+                    if field.is_empty() {
+                        break;
+                    }
+                }
                 Err(HttpError::Denied) => return Ok(()),
                 Err(other) => {
                     errors.add("apiBaseUrl", format!("Anthropic could not be reached: {other}"));
@@ -147,31 +161,14 @@ impl Plugin for ClaudeAgent {
         };
         // Every step is recorded as it succeeds, so a retried start repeats none.
         let mut state = State::load(&start.session_id)?.unwrap_or_default();
-        if state.provider.is_none() {
-            let vault = prepare_vault(&api, &config, &start, &mut state)?;
-            let provider = create_session(&api, &config, &start, vault)?;
-            state.provider = Some(provider.clone());
-            state.save(&start.session_id)?;
-            session::post_activity(
-                &Activity::new(ActivityType::Action, &format!("Started Claude session {provider}"))
-                    .with_idempotency_key("claude:started"),
-            )?;
+        let started = start_steps(&api, &config, &start, &mut state);
+        if let Err(error) = &started
+            && !matches!(error, PluginError::Transient(_))
+        {
+            // The session fails with this error: stop what was started, drop what was kept.
+            abandon(&api, &start.session_id, &state);
         }
-        let provider = state.provider.clone().unwrap_or_default();
-        if config.webhooks {
-            inbound::open(&inbound::standard_webhooks(WEBHOOK_SECRET, "/data/id"))?;
-            inbound::route(&provider)?;
-        }
-        if !state.briefed {
-            let text = brief::brief(&start, config.guidance.as_deref(), CLOSING);
-            api.send_event(&provider, &api::user_message(&text), "sending the brief")?;
-            state.briefed = true;
-            state.save(&start.session_id)?;
-        }
-        if !sync(&api, &start.session_id, &mut state)? {
-            timers::schedule(config.poll_seconds * 1_000, &json!({"poll": provider}))?;
-        }
-        Ok(())
+        started
     }
 
     fn on_event(session_ref: SessionRef, event: SessionEvent) -> Result<(), PluginError> {
@@ -188,10 +185,20 @@ impl Plugin for ClaudeAgent {
             return Ok(());
         };
         match event {
-            // Verified by the host; it only says something changed, so read the events.
-            SessionEvent::InboundWebhook(_) => {
-                sync(&api, id, &mut state)?;
-            }
+            // Verified by the host; it only says something changed, so read the events. If
+            // Anthropic is briefly unavailable the polling timer reads them later.
+            SessionEvent::InboundWebhook(_) => match sync(&api, id, &mut state) {
+                Ok(_) => {}
+                Err(PluginError::Transient(why)) => {
+                    log::warn(&format!(
+                        "reading Claude session {provider} after its webhook failed: {why}"
+                    ));
+                }
+                Err(other) => {
+                    abandon(&api, id, &state);
+                    return Err(other);
+                }
+            },
             SessionEvent::TimerFired(_) => match sync(&api, id, &mut state) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -204,15 +211,21 @@ impl Plugin for ClaudeAgent {
                     ));
                     timers::schedule(config.poll_seconds * 1_000, &json!({"poll": provider}))?;
                 }
-                Err(other) => return Err(other),
+                Err(other) => {
+                    abandon(&api, id, &state);
+                    return Err(other);
+                }
             },
             SessionEvent::FollowUp(comment) => follow_up(&api, id, &mut state, &comment)?,
             SessionEvent::CancelRequested(reason) => {
+                // A failed interrupt is retried (the host calls again on a transient error), so
+                // the agent does not go on working for a canceled session.
                 let note = match api.send_event(&provider, &json!({"type": "user.interrupt"}), "interrupting") {
                     Ok(()) => format!(
                         "Interrupted the Claude session ({}).",
                         reason.as_deref().unwrap_or("canceled")
                     ),
+                    Err(PluginError::Transient(why)) => return Err(PluginError::Transient(why)),
                     Err(error) => format!("Could not interrupt the Claude session: {}", describe(&error)),
                 };
                 session::post_activity(
@@ -223,6 +236,48 @@ impl Plugin for ClaudeAgent {
         }
         Ok(())
     }
+}
+
+/// The steps of a start, each skipped when a retried start finds it done.
+fn start_steps(api: &Api, config: &Config, start: &SessionStart, state: &mut State) -> Result<(), PluginError> {
+    if state.provider.is_none() {
+        let vault = prepare_vault(api, config, start, state)?;
+        let provider = create_session(api, config, start, vault)?;
+        state.provider = Some(provider.clone());
+        state.save(&start.session_id)?;
+        session::post_activity(
+            &Activity::new(ActivityType::Action, &format!("Started Claude session {provider}"))
+                .with_idempotency_key("claude:started"),
+        )?;
+    }
+    let provider = state.provider.clone().unwrap_or_default();
+    if config.webhooks {
+        inbound::open(&inbound::standard_webhooks(WEBHOOK_SECRET, "/data/id"))?;
+        inbound::route(&provider)?;
+    }
+    if !state.briefed {
+        let text = brief::brief(start, config.guidance.as_deref(), CLOSING);
+        api.send_event(&provider, &api::user_message(&text), "sending the brief")?;
+        state.briefed = true;
+        state.save(&start.session_id)?;
+    }
+    if !sync(api, &start.session_id, state)? {
+        timers::schedule(config.poll_seconds * 1_000, &json!({"poll": provider}))?;
+    }
+    Ok(())
+}
+
+/// A session that fails: interrupts the provider's session (if one was started), then [`finish`].
+fn abandon(api: &Api, session_id: &str, state: &State) {
+    if let Some(provider) = &state.provider
+        && let Err(error) = api.send_event(provider, &json!({"type": "user.interrupt"}), "interrupting")
+    {
+        log::warn(&format!(
+            "could not interrupt Claude session {provider}: {}",
+            describe(&error)
+        ));
+    }
+    finish(api, session_id, state);
 }
 
 /// What this plugin remembers about one Leadtime session (kv `session/{id}`), dropped when it ends.
@@ -386,9 +441,14 @@ fn create_session(
             None => break,
         }
     }
-    Err(PluginError::Failed(
-        "Anthropic found no such agent or environment (404); check the agent and environment ids".into(),
-    ))
+    Err(PluginError::Failed(match config.mode {
+        Mode::Manage => "Anthropic lost this bot's agent or environment again right after Leadtime made them (404); \
+                         check the key's workspace in the Anthropic Console"
+            .into(),
+        Mode::Existing { .. } => {
+            "Anthropic has no such agent or environment (404); check `agentId` and `environmentId`".into()
+        }
+    }))
 }
 
 const AGENT_KEY: &str = "agent";
@@ -459,20 +519,17 @@ fn agent_spec(config: &Config, start: &SessionStart) -> Value {
         system.push_str("\n\n");
         system.push_str(extra);
     }
-    let mut spec = json!({
+    // Every list is sent, empty or not: an update replaces lists, so a server or skill removed
+    // from the config leaves the agent too.
+    json!({
         "name": format!("Leadtime @{}", start.bot.handle),
         "model": config.model,
         "system": system,
         "tools": tools,
+        "mcp_servers": servers,
+        "skills": skills,
         "metadata": {"leadtime_bot": start.bot.id},
-    });
-    if !servers.is_empty() {
-        spec["mcp_servers"] = json!(servers);
-    }
-    if !skills.is_empty() {
-        spec["skills"] = json!(skills);
-    }
-    spec
+    })
 }
 
 /// FNV-1a of `text`, as hex: whether the agent's spec changed since it was last written.
@@ -499,10 +556,10 @@ fn sync(api: &Api, session_id: &str, state: &mut State) -> Result<bool, PluginEr
                 phase = Some(p);
             }
         }
-        // A full page with a cursor: read on. The last page is read again next time (its
-        // events are posted once: their idempotency keys).
+        // A page with a cursor: read on from it. The page without one is read again next time
+        // (its events are posted once: their idempotency keys), as new events join it.
         match page.next_page {
-            Some(next) if page.events.len() >= api::PAGE_SIZE => state.page = Some(next),
+            Some(next) if !page.events.is_empty() => state.page = Some(next),
             _ => break,
         }
     }
@@ -512,14 +569,14 @@ fn sync(api: &Api, session_id: &str, state: &mut State) -> Result<bool, PluginEr
             state.running = true;
             false
         }
-        Some(Phase::NeedsAction) => {
+        Some(Phase::NeedsAction(event)) => {
             session::post_activity(
                 &Activity::new(
                     ActivityType::Elicitation,
                     "The Claude agent waits for a tool confirmation or a custom tool result; answer it in the \
                      Anthropic Console, or cancel this session.",
                 )
-                .with_idempotency_key("claude:needs-action"),
+                .with_idempotency_key(format!("claude:needs-action:{event}")),
             )?;
             false
         }
@@ -547,7 +604,10 @@ fn sync(api: &Api, session_id: &str, state: &mut State) -> Result<bool, PluginEr
 /// Sends a follow-up @mention to the agent.
 fn follow_up(api: &Api, session_id: &str, state: &mut State, comment: &Comment) -> Result<(), PluginError> {
     let provider = state.provider.clone().unwrap_or_default();
-    let text = format!("{} wrote on the task:\n\n{}", comment.author.name, comment.body);
+    let text = http::defuse(&format!(
+        "{} wrote on the task:\n\n{}",
+        comment.author.name, comment.body
+    ));
     api.send_event(&provider, &api::user_message(&text), "sending the follow-up")?;
     session::post_activity(
         &Activity::new(ActivityType::Prompt, &comment.body)

@@ -19,8 +19,8 @@ mod config;
 
 use leadtime_plugin_sdk::{
     Activity, ActivityType, Comment, FieldError, FieldErrors, Plugin, PluginError, PluginManifest, SecretSpec,
-    SessionEvent, SessionRef, SessionStart, SessionStatus, brief, export_plugin, http::HttpError, inbound, kv, log,
-    session, timers,
+    SessionEvent, SessionRef, SessionStart, SessionStatus, brief, export_plugin, http, http::HttpError, inbound, kv,
+    log, session, timers,
 };
 use serde_json::{Value, json};
 
@@ -290,7 +290,10 @@ fn link(target: &Value, prefer_pr: bool) -> Result<(), PluginError> {
 
 /// Sends a follow-up @mention to the agent.
 fn follow_up(config: &Config, agent_id: &str, comment: &Comment) -> Result<(), PluginError> {
-    let text = format!("{} wrote on the task:\n\n{}", comment.author.name, comment.body);
+    let text = http::defuse(&format!(
+        "{} wrote on the task:\n\n{}",
+        comment.author.name, comment.body
+    ));
     api::follow_up(&config.api_base_url, agent_id, &text)?;
     session::post_activity(
         &Activity::new(ActivityType::Prompt, &comment.body)

@@ -142,6 +142,11 @@ impl FakeAnthropic {
             .collect()
     }
 
+    /// Every credential stored, in order.
+    pub fn credentials(&self) -> Vec<Credential> {
+        self.shared.world.lock().expect("lock").credentials.clone()
+    }
+
     /// Appends the agent's `events` (each `{type, …}`; ids and times added) to session `id`.
     pub fn emit(&self, id: &str, events: Vec<Value>) {
         let mut world = self.shared.world.lock().expect("lock");
@@ -693,6 +698,8 @@ fn list_events(world: &World, id: &str, query: &str) -> Result<Response, String>
         return Err("events: the plugin must read oldest first (order=asc)".into());
     }
     let events = &world.sessions.iter().find(|s| s.id == id).expect("known").events;
+    // Like many APIs, the fake serves fewer than asked for (at most 50 a page).
+    let limit = limit.min(50);
     let page: Vec<Value> = events.iter().skip(offset).take(limit).cloned().collect();
     let next = (offset + limit < events.len()).then(|| format!("page_{}", offset + limit));
     Ok(axum::Json(json!({"data": page, "next_page": next})).into_response())

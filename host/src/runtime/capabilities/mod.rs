@@ -1,4 +1,5 @@
-//! Host capabilities, one module per WIT interface: `session`, `webhook`, `kv`, `log`, `timers`, `inbound`, and
+//! Host capabilities, one module per WIT interface: `session`, `webhook`, `kv`, `log`, `timers`, `inbound`,
+//! `model`, `tasks`, and
 //! `wasi:http/outgoing-handler` (`http`).
 //!
 //! Each module implements the generated `Host` trait for [`CallData`] (what one call acts on):
@@ -11,12 +12,16 @@ pub mod http;
 mod inbound;
 mod kv;
 pub mod log;
+mod model;
 mod session;
+mod tasks;
 mod timers;
 mod webhook;
 
 use super::call::CallData;
 
 pub(crate) use inbound::INBOUND_CALLS;
+pub(crate) use model::MODEL_REQUESTS;
+pub(crate) use tasks::TASK_CALLS;
 
 impl super::bindings::types::Host for CallData {}

@@ -35,6 +35,8 @@ pub struct NewBot {
     pub config: serde_json::Value,
     /// `continue` or `newSession`; `None`: the connection type's default.
     pub follow_ups: Option<String>,
+    /// Per-session budgets for model calls (`{modelCalls, tokens, wallSeconds}`); `None`: the host's defaults.
+    pub budgets: Option<serde_json::Value>,
 }
 
 /// A created bot; `token` and `webhook_secret` are shown once.
@@ -69,6 +71,7 @@ pub async fn create(app: &App, caller: &Caller, request: NewBot) -> Result<Creat
         .map(|mode| checked_follow_ups(&plugin, mode))
         .transpose()?;
     let config = validated_config(app, &plugin, &request.config).await?;
+    let budgets = request.budgets.as_ref().map(checked_budgets).transpose()?;
 
     let now = app.clock.now();
     let bot = User {
@@ -92,6 +95,7 @@ pub async fn create(app: &App, caller: &Caller, request: NewBot) -> Result<Creat
         connection_type: plugin.manifest.id.clone(),
         config,
         follow_ups,
+        budgets,
         created_at: now,
         updated_at: now,
     };
@@ -139,6 +143,8 @@ pub struct BotPatch {
     pub config: Option<serde_json::Value>,
     /// `continue` or `newSession`.
     pub follow_ups: Option<String>,
+    /// New per-session budgets (all three replaced; absent ones take the defaults).
+    pub budgets: Option<serde_json::Value>,
 }
 
 /// Changes a bot's name, handle, avatar or connection config.
@@ -148,11 +154,12 @@ pub async fn update(app: &App, caller: &Caller, id: &str, patch: BotPatch) -> Re
         && patch.avatar_url.is_none()
         && patch.config.is_none()
         && patch.follow_ups.is_none()
+        && patch.budgets.is_none()
     {
         return Err(Error::Invalid {
             field: None,
             message:
-                "nothing to change: send at least one of name, handle, avatarUrl, connection.config, connection.followUps"
+                "nothing to change: send at least one of name, handle, avatarUrl, connection.config, connection.followUps, connection.budgets"
                     .into(),
         });
     }
@@ -181,6 +188,7 @@ pub async fn update(app: &App, caller: &Caller, id: &str, patch: BotPatch) -> Re
         Some(mode) => Some(checked_follow_ups(&*plugin(app, &connection.connection_type)?, mode)?),
         None => None,
     };
+    let budgets = patch.budgets.as_ref().map(checked_budgets).transpose()?;
     let now = app.clock.now();
     let mut changed = Vec::new();
     if let Some(name) = name.filter(|n| *n != bot.name) {
@@ -210,6 +218,11 @@ pub async fn update(app: &App, caller: &Caller, id: &str, patch: BotPatch) -> Re
         connection.follow_ups = Some(mode);
         connection_changed = true;
         changed.push("connection.followUps");
+    }
+    if let Some(budgets) = budgets.filter(|b| connection.budgets.as_deref() != Some(b)) {
+        connection.budgets = Some(budgets);
+        connection_changed = true;
+        changed.push("connection.budgets");
     }
     if connection_changed {
         connection.updated_at = now;
@@ -446,6 +459,12 @@ fn plugin(app: &App, connection_type: &str) -> Result<std::sync::Arc<LoadedPlugi
 }
 
 /// `mode` as stored, if the connection type supports it.
+/// An admin's budgets in their stored form, or what to fix.
+fn checked_budgets(value: &serde_json::Value) -> Result<String, Error> {
+    let budgets = crate::domain::model::Budgets::parse(value).map_err(|m| Error::invalid("connection.budgets", m))?;
+    Ok(serde_json::to_string(&budgets).unwrap_or_default())
+}
+
 fn checked_follow_ups(plugin: &LoadedPlugin, mode: &str) -> Result<String, Error> {
     match FollowUps::parse(mode) {
         Some(FollowUps::Continue) if !plugin.grants.contains(Capability::FollowUp) => Err(Error::invalid(
