@@ -28,6 +28,11 @@ const BUILTIN_PLUGINS: &[(&str, &str, &str)] = &[
         "LEADTIME_BUILTIN_PLUGIN_CLAUDE_AGENT",
     ),
     (
+        "plugin-triage-agent",
+        "plugin_triage_agent",
+        "LEADTIME_BUILTIN_PLUGIN_TRIAGE_AGENT",
+    ),
+    (
         "fixture-hostile-plugin",
         "fixture_hostile_plugin",
         "LEADTIME_TEST_FIXTURE_HOSTILE",

@@ -18,6 +18,7 @@ mod group_commit;
 mod input_rules;
 mod logging;
 mod mcp;
+mod native_agents;
 mod openapi;
 mod plugin_http;
 mod plugin_reload;

@@ -14,4 +14,8 @@ pub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[
         "builtin:claude-agent",
         include_bytes!(env!("LEADTIME_BUILTIN_PLUGIN_CLAUDE_AGENT")),
     ),
+    (
+        "builtin:triage-agent",
+        include_bytes!(env!("LEADTIME_BUILTIN_PLUGIN_TRIAGE_AGENT")),
+    ),
 ];

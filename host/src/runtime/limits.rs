@@ -64,7 +64,7 @@ impl Default for CallLimits {
             kv_operations: 1_000,
             kv_key_bytes: 256,
             kv_value_bytes: 64 << 10,
-            kv_connection_bytes: 1 << 20,
+            kv_connection_bytes: 16 << 20,
             http: HttpLimits::default(),
             timers: 10,
             pending_timers_per_session: 20,

@@ -104,8 +104,14 @@ pub(crate) fn check_manifest(
             "outbound host `{bad}` must be a host name, an IP address or `*.example.com` — no scheme, port or path"
         ));
     }
-    if !raw.outbound_hosts.is_empty() && !grants.contains(super::grants::Capability::Http) {
-        return Err("it lists outbound-hosts but not the `http` capability; add `http` to capabilities".into());
+    if !raw.outbound_hosts.is_empty()
+        && !grants.contains(super::grants::Capability::Http)
+        && !grants.contains(super::grants::Capability::Model)
+    {
+        return Err(
+            "it lists outbound-hosts but neither the `http` nor the `model` capability; add the one it uses to capabilities"
+                .into(),
+        );
     }
     for (reserved, what) in [
         (

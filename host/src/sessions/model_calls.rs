@@ -33,7 +33,9 @@ const MAX_RETRY_AFTER_MS: i64 = 60_000;
 pub enum Handled {
     /// Done (answered, failed, or dropped with its session).
     Done,
-    /// Put back for later: no slot free, or a retry.
+    /// Sent and answered with a retryable failure: put back for its retry.
+    Retrying,
+    /// Not sent: no slot was free; put back for a moment.
     Later,
 }
 
@@ -85,6 +87,7 @@ impl ModelCalls {
             retry_later(app, &job.id, 200, "waiting for a free model-call slot").await?;
             return Ok(Handled::Later);
         };
+        // Recorded as the plugin's (whose request it is), audited as the plugin acting as its bot.
         let actor = Actor::plugin(session.workspace_id.clone(), session.bot_id.clone(), session.id.clone());
         let request = &call.request;
         let asked = NewActivity {
@@ -100,13 +103,13 @@ impl ModelCalls {
                 ),
             )
         };
-        record_activity(app, &session, asked, RecordSource::Host, &actor).await?;
+        record_activity(app, &session, asked, RecordSource::Plugin, &actor).await?;
 
         let answer = match self.send(app, &session, &call).await {
             Sent::Reply(reply) => Ok(reply),
             Sent::Retry { after_ms, why } if job.attempts < MAX_ATTEMPTS => {
                 retry_later(app, &job.id, after_ms, &why).await?;
-                return Ok(Handled::Later);
+                return Ok(Handled::Retrying);
             }
             Sent::Retry { why, .. } => Err(format!("{why}; gave up after {} attempts", job.attempts)),
             Sent::Failed(why) => Err(why),
@@ -127,7 +130,7 @@ impl ModelCalls {
                         ),
                     )
                 };
-                record_activity(app, &session, answered, RecordSource::Host, &actor).await?;
+                record_activity(app, &session, answered, RecordSource::Plugin, &actor).await?;
                 json!({"ok": reply})
             }
             Err(why) => {
@@ -135,7 +138,7 @@ impl ModelCalls {
                     idempotency_key: Some(format!("model:{}:response", call.id)),
                     ..NewActivity::text(ActivityType::Error, format!("The model call failed: {why}"))
                 };
-                record_activity(app, &session, failed, RecordSource::Host, &actor).await?;
+                record_activity(app, &session, failed, RecordSource::Plugin, &actor).await?;
                 json!({"error": why})
             }
         };

@@ -136,7 +136,7 @@ async fn run_job(app: &Arc<App>, share: &FairShare, models: &ModelCalls, job: Jo
         }
         Ok(JobKind::Timer { payload }) => deliver_event(app, share, &job, SessionEvent::TimerFired(payload)).await,
         Ok(JobKind::ModelCall(call)) => match models.handle(app, &job, *call).await {
-            Ok(Handled::Done) => Ok(Ran::On(None)),
+            Ok(Handled::Done | Handled::Retrying) => Ok(Ran::On(None)),
             Ok(Handled::Later) => Ok(Ran::Deferred),
             Err(error) => Err(error),
         },

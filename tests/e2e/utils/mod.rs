@@ -5,6 +5,7 @@ pub mod anthropic;
 pub mod connector;
 pub mod cursor;
 pub mod db;
+pub mod models;
 pub mod process;
 pub mod provider;
 pub mod receiver;
