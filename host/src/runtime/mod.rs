@@ -52,7 +52,7 @@ use registry::Registry;
 use state::PluginState;
 
 pub use call::HttpProblems;
-pub use call::{CallContext, CallData, CallEffects, QueuedTimer, QueuedWebhook};
+pub use call::{CallContext, CallData, CallEffects, QueuedModelCall, QueuedTimer, QueuedWebhook};
 pub use calls::{CallError, Called, ConfigFieldError};
 pub use grants::{Capability, Grants};
 pub use limits::{CallLimits, HttpLimits};
