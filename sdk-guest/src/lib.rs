@@ -4,7 +4,8 @@
 //! assigned to the bot (or the bot is @mentioned), the host opens an agent session and calls the
 //! plugin's [`Plugin::start_session`]. The plugin then reports progress on the session, delivers a
 //! signed webhook, or calls a provider — through the host capabilities in [`session`],
-//! [`webhook`], [`kv`], [`timers`], [`log`] and [`http`]. Nothing else is reachable from the sandbox.
+//! [`webhook`], [`kv`], [`timers`], [`log`], [`http`], [`inbound`], [`model`] and [`tasks`].
+//! Nothing else is reachable from the sandbox.
 //!
 //! ```
 //! use leadtime_plugin_sdk::{export_plugin, Plugin, PluginError, PluginManifest, SessionStart};
@@ -26,7 +27,66 @@
 //! ```
 //!
 //! Build with `cargo build --target wasm32-wasip2 --release`; the `.wasm` it produces is the
-//! component the host loads. The contract is `leadtime:agent-runtime@0.1.2` (see `wit/`).
+//! component the host loads. The contract is `leadtime:agent-runtime@0.1.3` (see `wit/`).
+//!
+//! # A native agent
+//!
+//! A native agent's loop runs in the host: it asks the model through [`model`] (the call ends; the
+//! host performs the request outside any instance, within the admin's budgets, and calls back with
+//! the answer as a `timer-fired` event read by [`model::answer`]) and acts on tasks as its bot
+//! through [`tasks`]. Keep what must survive between calls in [`kv`]. Test it with the
+//! `leadtime-plugin-test` harness (`sdk-test/`): scripted model answers, no server, no model.
+//!
+//! ```
+//! use leadtime_plugin_sdk::model::{self, ModelRequest, WireFormat};
+//! use leadtime_plugin_sdk::*;
+//!
+//! struct OneLiner;
+//!
+//! impl Plugin for OneLiner {
+//!     fn manifest() -> PluginManifest {
+//!         PluginManifest {
+//!             secrets: vec![SecretSpec { name: "api-key".into(), description: "Anthropic API key".into() }],
+//!             outbound_hosts: vec!["api.anthropic.com".into()],
+//!             capabilities: ["session", "model", "tasks"].map(String::from).to_vec(),
+//!             ..PluginManifest::new("one-liner", "One-liner", "0.1.0", "Answers every task in one sentence.")
+//!         }
+//!     }
+//!
+//!     fn start_session(start: SessionStart) -> Result<(), PluginError> {
+//!         let text = brief::brief(&start, None, "Answer in one sentence.");
+//!         let request = ModelRequest {
+//!             format: WireFormat::AnthropicMessages,
+//!             base_url: "https://api.anthropic.com".into(),
+//!             model: "claude-sonnet-4-5".into(),
+//!             api_key_secret: Some("api-key".into()),
+//!             system: None,
+//!             messages: serde_json::json!([{"role": "user", "content": text}]).to_string(),
+//!             tools: "[]".into(),
+//!             max_tokens: 512,
+//!         };
+//!         model::request(&request, &serde_json::json!({}))?;
+//!         Ok(())
+//!     }
+//!
+//!     fn on_event(_: SessionRef, event: SessionEvent) -> Result<(), PluginError> {
+//!         if let SessionEvent::TimerFired(payload) = event
+//!             && let Some(answer) = model::answer(&payload)
+//!         {
+//!             match answer.result {
+//!                 Ok(reply) => {
+//!                     session::respond(&reply.text())?;
+//!                     session::set_status(SessionStatus::Done, None)?;
+//!                 }
+//!                 Err(why) => session::set_status(SessionStatus::Failed, Some(&why))?,
+//!             }
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! export_plugin!(OneLiner);
+//! ```
 
 #[doc(hidden)]
 pub mod bindings;
