@@ -44,12 +44,16 @@ fn main() -> Result<()> {
 #[derive(Clone, Default)]
 struct Model {
     requests: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
     hold: Arc<AtomicBool>,
     released: Arc<Notify>,
 }
 
 async fn complete(State(model): State<Model>, body: axum::Json<Value>) -> (StatusCode, axum::Json<Value>) {
     model.requests.fetch_add(1, Ordering::Relaxed);
+    let now = model.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    model.max_in_flight.fetch_max(now, Ordering::SeqCst);
     while model.hold.load(Ordering::Relaxed) {
         let released = model.released.notified();
         if !model.hold.load(Ordering::Relaxed) {
@@ -57,6 +61,7 @@ async fn complete(State(model): State<Model>, body: axum::Json<Value>) -> (Statu
         }
         released.await;
     }
+    model.in_flight.fetch_sub(1, Ordering::SeqCst);
     let turn = body["messages"]
         .as_array()
         .map_or(0, |m| m.iter().filter(|m| m["role"] == "assistant").count());
@@ -70,8 +75,10 @@ async fn complete(State(model): State<Model>, body: axum::Json<Value>) -> (Statu
     let finish = if turn < 2 { "tool_calls" } else { "stop" };
     (
         StatusCode::OK,
-        axum::Json(json!({"id": "c", "object": "chat.completion", "choices": [{"index": 0, "message": message,
-            "finish_reason": finish}], "usage": {"prompt_tokens": 400, "completion_tokens": 40, "total_tokens": 440}})),
+        axum::Json(
+            json!({"id": "c", "object": "chat.completion", "choices": [{"index": 0, "message": message,
+            "finish_reason": finish}], "usage": {"prompt_tokens": 400, "completion_tokens": 40, "total_tokens": 440}}),
+        ),
     )
 }
 
@@ -110,7 +117,11 @@ async fn assign(client: &reqwest::Client, base: &str, token: &str, bot: &str, co
             .json(&json!({"title": format!("Triage me #{n}"), "description": "The checkout page times out.", "assigneeId": bot}));
         all.spawn(async move {
             let answer = request.send().await?;
-            anyhow::ensure!(answer.status() == reqwest::StatusCode::CREATED, "{}", answer.text().await?);
+            anyhow::ensure!(
+                answer.status() == reqwest::StatusCode::CREATED,
+                "{}",
+                answer.text().await?
+            );
             drop(permit);
             Ok(())
         });
@@ -132,6 +143,15 @@ async fn wait_for_count(app: &leadtime_host::App, query: &str, wanted: i64) -> R
             if n >= wanted {
                 return Ok::<_, anyhow::Error>(());
             }
+            let failed: Option<String> = {
+                let mut conn = app.db.read().await?;
+                sqlx::query_scalar("SELECT status_message FROM agent_sessions WHERE status = 'failed' LIMIT 1")
+                    .fetch_optional(&mut *conn)
+                    .await?
+            };
+            if let Some(why) = failed {
+                anyhow::bail!("a session failed: {why}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
@@ -146,17 +166,24 @@ async fn run() -> Result<()> {
     let db = common::BenchDb::create(dir.path(), "native").await?;
     let (model, model_base) = start_model().await?;
     let (host, base, token) = common::start_host(dir.path(), &db.url, |_| {}).await?;
-    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(CLIENTS).build()?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()?;
     let created: Value = client
         .post(format!("{base}/bots"))
         .bearer_auth(&token)
         .json(&json!({"name": "Triage", "handle": "triage", "connection": {"type": "triage-agent",
-            "config": {"provider": "openai", "baseUrl": model_base, "model": "bench-model", "allowedStatuses": ["In progress"]}}}))
+            "config": {"provider": "openai", "baseUrl": model_base, "model": "bench-model", "allowedStatuses": ["In progress"],
+                "keyless": true}}}))
         .send()
         .await?
         .json()
         .await?;
-    let bot = created["bot"]["id"].as_str().context("the triage bot")?.to_owned();
+    let bot = created["bot"]["id"]
+        .as_str()
+        .with_context(|| format!("the triage bot was not created: {created}"))?
+        .to_owned();
     let idle_rss = rss_mib();
 
     // 1. Throughput.
@@ -176,7 +203,10 @@ async fn run() -> Result<()> {
             .await?
     };
     anyhow::ensure!(failed == 0, "{failed} sessions failed");
-    anyhow::ensure!(model.requests.load(Ordering::Relaxed) == 3 * sessions, "not 3 turns a session");
+    anyhow::ensure!(
+        model.requests.load(Ordering::Relaxed) == 3 * sessions,
+        "not 3 turns a session"
+    );
 
     // Baseline: the same model requests, straight.
     let calls = 3 * sessions;
@@ -215,18 +245,27 @@ async fn run() -> Result<()> {
     )
     .await?;
     let waiting_rss = rss_mib();
-    let in_flight = model.requests.load(Ordering::Relaxed) - before;
+    let sent = model.requests.load(Ordering::Relaxed) - before;
+    let at_once = model.max_in_flight.load(Ordering::SeqCst);
     model.hold.store(false, Ordering::Relaxed);
     model.released.notify_waiters();
 
-    println!("native agents ({}):", if db.url.starts_with("postgres") { "PostgreSQL" } else { "SQLite" });
+    println!(
+        "native agents ({}):",
+        if db.url.starts_with("postgres") {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    );
     println!(
         "  {sessions} sessions × 3 model turns: {host_rate:.0} sessions/s; bare model calls: {bare_rate:.0} sessions/s; ratio {:.2}",
         host_rate / bare_rate
     );
     println!(
-        "  {waiting} sessions waiting on a model that does not answer ({in_flight} requests in flight, the rest rows): \
-         RSS {waiting_rss:.0} MiB (idle host {idle_rss:.0} MiB; ratio {:.2}; target < 200 MiB)",
+        "  {waiting} sessions waiting on a model that does not answer (at most {at_once} requests held at once, \
+         {sent} sent in all with the timed-out ones retried; the rest are rows): RSS {waiting_rss:.0} MiB \
+         (idle host {idle_rss:.0} MiB; ratio {:.2}; target < 200 MiB)",
         waiting_rss / idle_rss
     );
     host.shutdown().await;

@@ -436,3 +436,51 @@ async fn a_model_it_may_not_use_and_another_workspaces_task_are_refused() {
     assert_eq!(model.violations(), Vec::<String>::new());
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_waiting_on_a_hung_model_are_rows_and_the_api_keeps_answering() {
+    // The system clock: requests waiting for a free slot are put back for 200 ms at a time.
+    let host = TestHost::start_with(|config| config.outbound.allow_private_targets = true, None).await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let model = FakeModel::start(Some(KEY)).await;
+    let bot = triage_bot(&admin, &model, "anthropic", json!({})).await;
+    model.hold();
+    const SESSIONS: usize = 60;
+    model.script((0..SESSIONS).map(|_| Turn::Text("Done.")).collect());
+    let mut events = host.events();
+    let mut sessions = Vec::new();
+    for n in 0..SESSIONS {
+        sessions.push(assign(&admin, &bot, &format!("Task {n}"), "").await.1);
+    }
+    for session in &sessions {
+        events.job_finished(session, "start_session").await;
+    }
+    // At most 32 requests are sent at once; the others wait as rows.
+    model.wait_for_requests(32).await;
+    let started = std::time::Instant::now();
+    let (status, _) = admin.get("/bots").await;
+    assert_eq!(status, StatusCode::OK);
+    let answered_in = started.elapsed();
+    assert_eq!(
+        host.count("jobs").await as usize,
+        SESSIONS,
+        "one model-call row per session"
+    );
+    assert!(
+        model.max_in_flight() <= 32,
+        "{} requests held at once",
+        model.max_in_flight()
+    );
+    model.release();
+    for session in &sessions {
+        turn(&mut events, session).await;
+    }
+    assert_eq!(model.calls().len(), SESSIONS);
+    assert!(
+        model.max_in_flight() <= 32,
+        "{} requests held at once",
+        model.max_in_flight()
+    );
+    println!("API answered in {answered_in:?} while {SESSIONS} sessions waited on a hung model");
+    host.stop().await;
+}

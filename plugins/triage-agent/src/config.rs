@@ -7,7 +7,7 @@ use leadtime_plugin_sdk::{FieldError, FieldErrors};
 use serde_json::Value;
 
 /// JSON Schema of the config, shown to admins (the console generates its form from it).
-pub const SCHEMA: &str = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","additionalProperties":false,"properties":{"provider":{"type":"string","enum":["anthropic","openai"],"default":"anthropic","description":"anthropic: the Anthropic Messages API (needs the api-key secret); openai: any OpenAI-compatible chat completions server (OpenAI, vLLM, Ollama, llama.cpp) — the key is optional for a local server"},"baseUrl":{"type":"string","description":"Scheme, host and port of the model API (default https://api.anthropic.com or https://api.openai.com); a local server at http://127.0.0.1:PORT or localhost works when the operator allows private targets"},"model":{"type":"string","maxLength":200,"description":"The model, e.g. claude-sonnet-4-5, gpt-4.1-mini or llama3.1:8b"},"guidance":{"type":"string","maxLength":20000,"description":"Standing instructions: how your team wants tasks planned"},"allowedStatuses":{"type":"array","maxItems":20,"items":{"type":"string","maxLength":100},"description":"Status names the agent may move a task to (none: it never changes a status)"},"maxTokens":{"type":"integer","minimum":64,"maximum":8192,"default":1024,"description":"Longest answer per model turn"}},"required":["model"]}"#;
+pub const SCHEMA: &str = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","additionalProperties":false,"properties":{"provider":{"type":"string","enum":["anthropic","openai"],"default":"anthropic","description":"anthropic: the Anthropic Messages API (needs the api-key secret); openai: any OpenAI-compatible chat completions server (OpenAI, vLLM, Ollama, llama.cpp) — the key is optional for a local server"},"baseUrl":{"type":"string","description":"Scheme, host and port of the model API (default https://api.anthropic.com or https://api.openai.com); a local server at http://127.0.0.1:PORT or localhost works when the operator allows private targets"},"model":{"type":"string","maxLength":200,"description":"The model, e.g. claude-sonnet-4-5, gpt-4.1-mini or llama3.1:8b"},"guidance":{"type":"string","maxLength":20000,"description":"Standing instructions: how your team wants tasks planned"},"allowedStatuses":{"type":"array","maxItems":20,"items":{"type":"string","maxLength":100},"description":"Status names the agent may move a task to (none: it never changes a status)"},"maxTokens":{"type":"integer","minimum":64,"maximum":8192,"default":1024,"description":"Longest answer per model turn"},"keyless":{"type":"boolean","default":false,"description":"Send no API key (a local server that needs none); otherwise the api-key secret must be set"}},"required":["model"]}"#;
 
 /// The triage agent's validated config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub struct Config {
     pub guidance: Option<String>,
     pub allowed_statuses: Vec<String>,
     pub max_tokens: u32,
+    /// Send no key (a local server that needs none).
+    pub keyless: bool,
 }
 
 impl Config {
@@ -32,6 +34,7 @@ impl Config {
                 "guidance",
                 "allowedStatuses",
                 "maxTokens",
+                "keyless",
             ],
         )?;
         let text = |errors: &mut FieldErrors, field: &str, max: usize| -> Option<String> {
@@ -110,6 +113,14 @@ impl Config {
                 }
             },
         };
+        let keyless = match object.get("keyless") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                errors.add("keyless", "must be true or false");
+                false
+            }
+        };
         errors.finish()?;
         Ok(Config {
             format,
@@ -118,6 +129,7 @@ impl Config {
             guidance,
             allowed_statuses,
             max_tokens,
+            keyless,
         })
     }
 

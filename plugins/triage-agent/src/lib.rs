@@ -147,7 +147,7 @@ fn ask(config: &Config, state: &State) -> Result<(), PluginError> {
         format: config.format,
         base_url: config.base_url.clone(),
         model: config.model.clone(),
-        api_key_secret: Some("api-key".into()),
+        api_key_secret: (!config.keyless).then(|| "api-key".into()),
         system: Some(
             "You are a careful triage agent in Leadtime, a task tracker. You act through tools on the task \
              you were given; be concise."

@@ -9,7 +9,7 @@ use serde_json::json;
 async fn agent() -> Harness {
     Harness::builtin("triage-agent").await.unwrap().config(
         json!({"provider": "openai", "baseUrl": "http://127.0.0.1:11434", "model": "llama3.1:8b",
-            "allowedStatuses": ["In progress"]}),
+            "allowedStatuses": ["In progress"], "keyless": true}),
     )
 }
 
@@ -24,6 +24,7 @@ async fn it_plans_sets_a_status_and_answers() {
     let first = &harness.model_requests()[0];
     assert!(first.messages.to_string().contains("Only on Safari."));
     assert_eq!(first.base_url, "http://127.0.0.1:11434");
+    assert_eq!(first.api_key_secret, None, "keyless: no key for a local server");
     let tools: Vec<&str> = first
         .tools
         .as_array()

@@ -35,6 +35,12 @@ pub struct ModelCall {
 }
 
 struct Shared {
+    /// While set, requests are held (a model that does not answer) until [`FakeModel::release`].
+    hold: std::sync::atomic::AtomicBool,
+    released: tokio::sync::Notify,
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
+    arrived: tokio::sync::watch::Sender<usize>,
     key: Option<String>,
     script: Mutex<VecDeque<Turn>>,
     calls: Mutex<Vec<ModelCall>>,
@@ -54,6 +60,11 @@ impl FakeModel {
     /// Starts the fake; requests must carry `key` (`None`: no key, as a local server allows).
     pub async fn start(key: Option<&str>) -> FakeModel {
         let shared = Arc::new(Shared {
+            hold: Default::default(),
+            released: tokio::sync::Notify::new(),
+            in_flight: Default::default(),
+            max_in_flight: Default::default(),
+            arrived: tokio::sync::watch::channel(0).0,
             key: key.map(str::to_owned),
             script: Mutex::default(),
             calls: Mutex::default(),
@@ -70,6 +81,31 @@ impl FakeModel {
     /// Queues the next answers.
     pub fn script(&self, turns: Vec<Turn>) {
         self.shared.script.lock().expect("lock").extend(turns);
+    }
+
+    /// Holds every request from now on, as a model that does not answer.
+    pub fn hold(&self) {
+        self.shared.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Answers the held requests (and every later one) as scripted.
+    pub fn release(&self) {
+        self.shared.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.shared.released.notify_waiters();
+    }
+
+    /// The most requests the fake held at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `count` requests arrived in all.
+    pub async fn wait_for_requests(&self, count: usize) {
+        let mut arrived = self.shared.arrived.subscribe();
+        tokio::time::timeout(std::time::Duration::from_secs(60), arrived.wait_for(|n| *n >= count))
+            .await
+            .expect("the model requests did not arrive within 60 s")
+            .expect("the fake is running");
     }
 
     /// Every request, in order.
@@ -272,6 +308,20 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         path: path.clone(),
         body: body.clone(),
     });
+    shared.arrived.send_modify(|n| *n += 1);
+    {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = shared.in_flight.fetch_add(1, SeqCst) + 1;
+        shared.max_in_flight.fetch_max(now, SeqCst);
+        while shared.hold.load(SeqCst) {
+            let released = shared.released.notified();
+            if !shared.hold.load(SeqCst) {
+                break;
+            }
+            released.await;
+        }
+        shared.in_flight.fetch_sub(1, SeqCst);
+    }
     let Some(turn) = shared.script.lock().expect("lock").pop_front() else {
         return violation(format!("{path}: a request nobody scripted an answer for"));
     };
