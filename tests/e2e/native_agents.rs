@@ -484,3 +484,49 @@ async fn sessions_waiting_on_a_hung_model_are_rows_and_the_api_keeps_answering()
     println!("API answered in {answered_in:?} while {SESSIONS} sessions waited on a hung model");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_requests_to_private_addresses_and_keys_over_plain_http_are_refused() {
+    // Private targets not allowed (the production default): loopback is refused at send time,
+    // before anything reaches it, even though the manifest lists 127.0.0.1.
+    let host = TestHost::start_with(|config| config.outbound.allow_private_targets = false, None).await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let model = FakeModel::start(Some(KEY)).await;
+    let bot = triage_bot(&admin, &model, "openai", json!({})).await;
+    let mut events = host.events();
+    let (_, session) = assign(&admin, &bot, "Anything", "").await;
+    events.job_finished(&session, "start_session").await;
+    turn(&mut events, &session).await;
+    let failed = card(&admin, &session).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["statusMessage"]
+            .as_str()
+            .unwrap()
+            .contains("the model's address is not allowed"),
+        "{failed}"
+    );
+    assert!(model.calls().is_empty(), "nothing reached the loopback server");
+
+    // A key never goes over plain http to a host on the internet.
+    let (status, body) = admin
+        .patch(
+            &format!("/bots/{bot}"),
+            json!({"connection": {"config": {"provider": "openai", "baseUrl": "http://api.openai.com", "model": "gpt-4.1-mini"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, session) = assign(&admin, &bot, "Anything else", "").await;
+    events.job_finished(&session, "start_session").await;
+    turn(&mut events, &session).await;
+    let failed = card(&admin, &session).await;
+    assert!(
+        failed["statusMessage"]
+            .as_str()
+            .unwrap()
+            .contains("the API key is only sent over https"),
+        "{failed}"
+    );
+    host.assert_absent_from_database(&[KEY.to_owned()]).await;
+    host.stop().await;
+}

@@ -42,6 +42,7 @@ pub enum Handled {
 /// The HTTP client and the bound on requests in flight, shared by the worker's jobs.
 pub struct ModelCalls {
     client: reqwest::Client,
+    policy: crate::outbound::OutboundPolicy,
     slots: Semaphore,
 }
 
@@ -49,14 +50,13 @@ impl ModelCalls {
     /// For `app`'s outbound policy; a request may take the plugin timeout (the job's lease is
     /// longer, so a request never outlives its claim).
     pub fn new(app: &App) -> anyhow::Result<ModelCalls> {
-        let client = crate::outbound::client(
-            crate::outbound::OutboundPolicy {
-                allow_private_targets: app.config.outbound.allow_private_targets,
-            },
-            app.config.plugin_limits.timeout,
-        )?;
+        let policy = crate::outbound::OutboundPolicy {
+            allow_private_targets: app.config.outbound.allow_private_targets,
+        };
+        let client = crate::outbound::client(policy, app.config.plugin_limits.timeout)?;
         Ok(ModelCalls {
             client,
+            policy,
             slots: Semaphore::new(IN_FLIGHT),
         })
     }
@@ -84,7 +84,8 @@ impl ModelCalls {
             return Ok(Handled::Done);
         }
         let Ok(_slot) = self.slots.try_acquire() else {
-            retry_later(app, &job.id, 200, "waiting for a free model-call slot").await?;
+            // Not an attempt: put back without counting it against the request's retries.
+            defer(app, &job.id, 200).await?;
             return Ok(Handled::Later);
         };
         // Recorded as the plugin's (whose request it is), audited as the plugin acting as its bot.
@@ -152,7 +153,23 @@ impl ModelCalls {
     /// Sends the request once.
     async fn send(&self, app: &App, session: &Session, call: &ModelCall) -> Sent {
         let request = &call.request;
-        let mut http = self.client.post(request.url()).json(&request.body());
+        // IP literals are never resolved, so the guarded resolver cannot check them: check here.
+        let Ok(url) = url::Url::parse(&request.url()) else {
+            return Sent::Failed(format!("`{}` is not a URL", request.base_url));
+        };
+        if let Err(forbidden) = self.policy.check_url(&url) {
+            return Sent::Failed(format!("the model's address is not allowed: {forbidden}"));
+        }
+        // A key goes over https only (or, where the operator allows private targets, plain http
+        // to this machine itself), as every secret the host sends.
+        let plain_ok = self.policy.allow_private_targets && crate::runtime::capabilities::http::is_loopback_host(&url);
+        if request.api_key_secret.is_some() && url.scheme() != "https" && !plain_ok {
+            return Sent::Failed(format!(
+                "the API key is only sent over https; `{}` is plain http",
+                request.base_url
+            ));
+        }
+        let mut http = self.client.post(url).json(&request.body());
         if let Some(secret) = &request.api_key_secret {
             let key = match crate::use_cases::accounts::connection_secrets::open(app, &session.connection_id, secret)
                 .await
@@ -259,6 +276,17 @@ async fn complete(app: &App, job: &JobId) -> anyhow::Result<()> {
         .write(move |tx| {
             let job = job.clone();
             Box::pin(async move { store::jobs::complete(tx.conn(), &job).await })
+        })
+        .await?;
+    Ok(())
+}
+
+async fn defer(app: &App, job: &JobId, after_ms: i64) -> anyhow::Result<()> {
+    let (job, at) = (job.clone(), app.clock.now().plus_millis(after_ms));
+    app.writer
+        .write(move |tx| {
+            let job = job.clone();
+            Box::pin(async move { store::jobs::defer(tx.conn(), &job, at).await })
         })
         .await?;
     Ok(())

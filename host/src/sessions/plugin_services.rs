@@ -200,7 +200,10 @@ impl CallServices for PluginServices {
     ) -> Result<serde_json::Value, CapabilityError> {
         let caller = crate::use_cases::caller::for_session(&self.app, session, Default::default())
             .await
-            .map_err(|e| CapabilityError::SessionClosed(e.to_string()))?;
+            .map_err(|e| match e {
+                Error::Internal(_) => refused(e),
+                other => CapabilityError::SessionClosed(other.to_string()),
+            })?;
         let tools = crate::api::mcp_tools::Tools {
             full: false,
             authorization: String::new(),

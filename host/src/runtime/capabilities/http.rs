@@ -616,7 +616,7 @@ impl From<CapabilityError> for Refusal {
 }
 
 /// Whether `url` names this machine literally (`localhost`, `127.0.0.0/8`, `::1`).
-fn is_loopback_host(url: &url::Url) -> bool {
+pub(crate) fn is_loopback_host(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
