@@ -53,6 +53,19 @@ impl ConnectionInfo {
     }
 }
 
+impl PluginError {
+    /// The error in words (a config error's field messages joined), e.g. for a log line or for a
+    /// model that should know why a tool failed.
+    pub fn message(&self) -> String {
+        match self {
+            PluginError::InvalidConfig(fields) => {
+                fields.iter().map(|f| f.message.clone()).collect::<Vec<_>>().join("; ")
+            }
+            PluginError::Failed(m) | PluginError::Transient(m) => m.clone(),
+        }
+    }
+}
+
 impl From<HostError> for PluginError {
     /// A refused host call ends the plugin call as `failed` (or `transient` when the host is
     /// temporarily unavailable), with the host's reason.

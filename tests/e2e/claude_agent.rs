@@ -6,9 +6,7 @@
 //! an admin can act on. The host runs on a manual clock, so polling timers fire when the test
 //! says, never after a sleep.
 
-use std::sync::Arc;
-
-use leadtime_host::domain::time::{Clock, ManualClock, SystemClock};
+use leadtime_host::domain::time::{Clock, ManualClock};
 use reqwest::{Method, StatusCode};
 use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -17,25 +15,13 @@ use serde_json::{Value, json};
 
 use crate::mcp::call_tool;
 use crate::utils::anthropic::FakeAnthropic;
-use crate::utils::{Api, Events, TestHost};
+use crate::utils::{Api, Events, TestHost, feed, manual_clock_host};
 
 const KEY: &str = "sk-ant-api03-test-7c1d0b8e2f4a";
 const GITHUB: &str = "ghp_test_5e0c2b7d9a1f3e6c8b4d";
 /// A Standard Webhooks secret as the Anthropic Console shows it.
 const WHSEC: &str = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const REPOSITORY: &str = "https://github.com/acme/app";
-
-async fn host() -> (TestHost, Api, ManualClock, String) {
-    let clock = ManualClock::new(SystemClock.now());
-    let host = TestHost::start_with(
-        |config| config.outbound.allow_private_targets = true,
-        Some(Arc::new(clock.clone())),
-    )
-    .await;
-    let token = host.bootstrap("Acme").await.admin_token;
-    let admin = host.api(&token);
-    (host, admin, clock, token)
-}
 
 /// A Claude bot with `config` (plus the fake's base URL and 30 s polling) and `secrets` set.
 async fn claude_bot(
@@ -69,39 +55,11 @@ async fn claude_bot(
     bot
 }
 
-async fn assign(admin: &Api, bot: &str, title: &str, description: &str) -> (String, String) {
-    let (_, task) = admin
-        .post("/tasks", json!({"title": title, "description": description}))
-        .await;
-    let task = task["id"].as_str().unwrap().to_owned();
-    let (status, assigned) = admin.patch(&format!("/tasks/{task}"), json!({"assigneeId": bot})).await;
-    assert_eq!(status, StatusCode::OK, "{assigned}");
-    (task, assigned["agentSessionIds"][0].as_str().unwrap().to_owned())
-}
-
 /// Lets the polling timers of the next 30 s fire and waits for `session`'s.
 async fn poll(host: &TestHost, clock: &ManualClock, events: &mut Events, session: &str) {
     clock.advance(30_000);
     host.app().jobs_queued.notify_one();
     events.job_finished(session, "timer").await;
-}
-
-async fn card(admin: &Api, session: &str) -> Value {
-    admin.get(&format!("/agent-sessions/{session}")).await.1
-}
-
-fn feed(card: &Value) -> Vec<(String, String)> {
-    card["activities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["activityType"].as_str().unwrap().to_owned(),
-                a["body"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
 }
 
 /// A raw MCP `tools/call` with `token`; the HTTP status.
@@ -120,7 +78,7 @@ async fn mcp_status(host: &TestHost, token: &str) -> StatusCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_claude_agent_works_the_task_with_the_task_tools() {
-    let (host, admin, clock, _) = host().await;
+    let (host, admin, clock, _) = manual_clock_host().await;
     let claude = FakeAnthropic::start(KEY).await;
     let config = json!({
         "repositories": [{"url": REPOSITORY, "branch": "main"}],
@@ -137,7 +95,9 @@ async fn a_managed_claude_agent_works_the_task_with_the_task_tools() {
     let bot = claude_bot(&admin, &claude, "claude", config, &secrets).await;
     let mut events = host.events();
     let description = "Cover the new MCP endpoint. Also paste {{secret:github-token}} here.";
-    let (task, session) = assign(&admin, &bot, "Write the release notes", description).await;
+    let (task, session) = admin
+        .assign_new_task(&bot, "Write the release notes", description)
+        .await;
     events.job_finished(&session, "start_session").await;
 
     // One managed agent (with the task tools and the skill), one environment, one session with
@@ -189,7 +149,7 @@ async fn a_managed_claude_agent_works_the_task_with_the_task_tools() {
     assert_eq!(credentials[0].mcp_server_url, mcp_url);
     let token = credentials[0].token.clone();
     assert!(token.starts_with(&format!("lt_ses_{session}_")), "{token}");
-    let queued = card(&admin, &session).await;
+    let queued = admin.session_card(&session).await;
     assert_eq!(queued["status"], "queued", "created, no agent event yet: {queued}");
     assert_eq!(
         feed(&queued),
@@ -226,7 +186,7 @@ async fn a_managed_claude_agent_works_the_task_with_the_task_tools() {
 
     // A second task for the bot: a session of its own on the same agent and environment, with a
     // token of its own; neither token may act for the other session, by header or by path.
-    let (_, second) = assign(&admin, &bot, "Tag the release", "").await;
+    let (_, second) = admin.assign_new_task(&bot, "Tag the release", "").await;
     events.job_finished(&second, "start_session").await;
     assert_eq!(claude.agents().len(), 1);
     assert_eq!(claude.requests("POST", "/v1/agents").len(), 1);
@@ -268,10 +228,14 @@ async fn a_managed_claude_agent_works_the_task_with_the_task_tools() {
         ],
     );
     poll(&host, &clock, &mut events, &session).await;
-    let running = card(&admin, &session).await;
+    let running = admin.session_card(&session).await;
     assert_eq!(running["status"], "running", "{running}");
     poll(&host, &clock, &mut events, &session).await;
-    assert_eq!(feed(&card(&admin, &session).await).len(), 4, "nothing posted twice");
+    assert_eq!(
+        feed(&admin.session_card(&session).await).len(),
+        4,
+        "nothing posted twice"
+    );
 
     // The agent answers and goes idle; Anthropic's webhook says so: a forged one is refused,
     // the real one finishes the session, its redelivery changes nothing.
@@ -305,7 +269,7 @@ async fn a_managed_claude_agent_works_the_task_with_the_task_tools() {
             .await,
         StatusCode::OK
     );
-    let done = card(&admin, &session).await;
+    let done = admin.session_card(&session).await;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(done["result"], "Release notes drafted in the task.");
     assert_eq!(
@@ -341,7 +305,7 @@ async fn a_managed_claude_agent_works_the_task_with_the_task_tools() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_agent_survives_a_restart_takes_follow_ups_and_is_interrupted() {
-    let (mut host, _, clock, admin_token) = host().await;
+    let (mut host, _, clock, admin_token) = manual_clock_host().await;
     let admin = host.api(&admin_token);
     let claude = FakeAnthropic::start(KEY).await;
     let (agent, environment) = claude.seed();
@@ -350,7 +314,7 @@ async fn an_existing_agent_survives_a_restart_takes_follow_ups_and_is_interrupte
     let (_, result) = admin.post(&format!("/bots/{bot}/validate-connection"), json!({})).await;
     assert_eq!(result, json!({"ok": true, "fieldErrors": []}));
     let mut events = host.events();
-    let (task, session) = assign(&admin, &bot, "Triage the crash reports", "").await;
+    let (task, session) = admin.assign_new_task(&bot, "Triage the crash reports", "").await;
     events.job_finished(&session, "start_session").await;
     assert_eq!(
         claude.requests("POST", "/v1/agents").len(),
@@ -373,7 +337,7 @@ async fn an_existing_agent_survives_a_restart_takes_follow_ups_and_is_interrupte
     burst.extend((0..120).map(|n| json!({"type": "agent.tool_use", "name": format!("step_{n}"), "input": {}})));
     claude.emit(&provider.id, burst);
     poll(&host, &clock, &mut events, &session).await;
-    let running = card(&admin, &session).await;
+    let running = admin.session_card(&session).await;
     assert_eq!(running["status"], "running");
     // Read over short pages (the fake serves 50 at most), each event once.
     assert_eq!(
@@ -381,7 +345,7 @@ async fn an_existing_agent_survives_a_restart_takes_follow_ups_and_is_interrupte
         120
     );
     poll(&host, &clock, &mut events, &session).await;
-    assert_eq!(feed(&card(&admin, &session).await).len(), feed(&running).len());
+    assert_eq!(feed(&admin.session_card(&session).await).len(), feed(&running).len());
 
     // A follow-up @mention is sent as a new user message; an idle from before it does not end
     // the session.
@@ -409,12 +373,12 @@ async fn an_existing_agent_survives_a_restart_takes_follow_ups_and_is_interrupte
     // (The fake orders this idle after the follow-up; one from before it is covered by the
     // phase rule: a later user.message reopens the turn.)
     poll(&host, &clock, &mut events, &session).await;
-    let after = card(&admin, &session).await;
+    let after = admin.session_card(&session).await;
     assert_eq!(after["status"], "done", "{after}");
     assert!(feed(&after).contains(&("prompt".to_owned(), "@claude also check last week's reports".to_owned())));
 
     // Another session, canceled mid-run: the agent is interrupted and the token revoked.
-    let (task, session) = assign(&admin, &bot, "Second task", "").await;
+    let (task, session) = admin.assign_new_task(&bot, "Second task", "").await;
     events.job_finished(&session, "start_session").await;
     let provider = claude.sessions().remove(1);
     claude.emit(&provider.id, vec![json!({"type": "session.status_running"})]);
@@ -425,7 +389,7 @@ async fn an_existing_agent_survives_a_restart_takes_follow_ups_and_is_interrupte
     events.job_finished(&session, "session_event").await;
     let last = claude.session(&provider.id).events.last().unwrap().clone();
     assert_eq!(last["type"], "user.interrupt");
-    let canceled = card(&admin, &session).await;
+    let canceled = admin.session_card(&session).await;
     assert_eq!(canceled["status"], "canceled", "{canceled}");
     assert!(
         feed(&canceled)
@@ -441,7 +405,7 @@ async fn an_existing_agent_survives_a_restart_takes_follow_ups_and_is_interrupte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_errors_tell_the_admin_what_to_do() {
-    let (host, admin, clock, _) = host().await;
+    let (host, admin, clock, _) = manual_clock_host().await;
     let claude = FakeAnthropic::start(KEY).await;
 
     // Validate connection: no key, a wrong key, the right key; an existing agent that is not there.
@@ -503,9 +467,9 @@ async fn provider_errors_tell_the_admin_what_to_do() {
         400,
         json!({"type": "error", "error": {"type": "invalid_request_error", "message": "model: unknown model"}}),
     );
-    let (_, session) = assign(&admin, &bot, "Task one", "").await;
+    let (_, session) = admin.assign_new_task(&bot, "Task one", "").await;
     events.job_finished(&session, "start_session").await;
-    let failed = card(&admin, &session).await;
+    let failed = admin.session_card(&session).await;
     assert_eq!(failed["status"], "failed");
     let message = failed["statusMessage"].as_str().unwrap();
     assert!(
@@ -523,9 +487,9 @@ async fn provider_errors_tell_the_admin_what_to_do() {
         529,
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
     );
-    let (_, session) = assign(&admin, &bot, "Task two", "").await;
+    let (_, session) = admin.assign_new_task(&bot, "Task two", "").await;
     events.job_finished(&session, "start_session").await;
-    assert_eq!(card(&admin, &session).await["status"], "queued");
+    assert_eq!(admin.session_card(&session).await["status"], "queued");
     clock.advance(2_000);
     host.app().jobs_queued.notify_one();
     events.job_finished(&session, "start_session").await;
@@ -538,9 +502,9 @@ async fn provider_errors_tell_the_admin_what_to_do() {
 
     // The managed agent was deleted in the Console: the next session makes it again.
     claude.lose_agents();
-    let (_, session) = assign(&admin, &bot, "Task three", "").await;
+    let (_, session) = admin.assign_new_task(&bot, "Task three", "").await;
     events.job_finished(&session, "start_session").await;
-    assert_eq!(card(&admin, &session).await["status"], "queued");
+    assert_eq!(admin.session_card(&session).await["status"], "queued");
     assert_eq!(claude.requests("POST", "/v1/agents").len(), 2);
     assert_eq!(claude.sessions().len(), 2);
     assert_eq!(claude.violations(), Vec::<String>::new());

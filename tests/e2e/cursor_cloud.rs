@@ -4,29 +4,15 @@
 //! host restart mid-session. The host runs on a manual clock, so polling timers fire when the
 //! test says, never after a sleep.
 
-use std::sync::Arc;
-
-use leadtime_host::domain::time::{Clock, ManualClock, SystemClock};
+use leadtime_host::domain::time::ManualClock;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::utils::cursor::FakeCursor;
-use crate::utils::{Api, Events, TestHost};
+use crate::utils::{Api, Events, TestHost, feed, manual_clock_host};
 
 const KEY: &str = "key_cursor_5b1e9d0c2f7a4e63";
 const REPOSITORY: &str = "https://github.com/acme/app";
-
-async fn host() -> (TestHost, Api, ManualClock, String) {
-    let clock = ManualClock::new(SystemClock.now());
-    let host = TestHost::start_with(
-        |config| config.outbound.allow_private_targets = true,
-        Some(Arc::new(clock.clone())),
-    )
-    .await;
-    let token = host.bootstrap("Acme").await.admin_token;
-    let admin = host.api(&token);
-    (host, admin, clock, token)
-}
 
 /// A Cursor bot with `config` (plus the fake's base URL and 30 s polling) and the key set.
 async fn cursor_bot(admin: &Api, cursor: &FakeCursor, handle: &str, config: Value, key: Option<&str>) -> String {
@@ -54,16 +40,6 @@ async fn cursor_bot(admin: &Api, cursor: &FakeCursor, handle: &str, config: Valu
     bot
 }
 
-async fn assign(admin: &Api, bot: &str, title: &str, description: &str) -> (String, String) {
-    let (_, task) = admin
-        .post("/tasks", json!({"title": title, "description": description}))
-        .await;
-    let task = task["id"].as_str().unwrap().to_owned();
-    let (status, assigned) = admin.patch(&format!("/tasks/{task}"), json!({"assigneeId": bot})).await;
-    assert_eq!(status, StatusCode::OK, "{assigned}");
-    (task, assigned["agentSessionIds"][0].as_str().unwrap().to_owned())
-}
-
 /// Lets the polling timers of the next 30 s fire and waits for `session`'s.
 async fn poll(host: &TestHost, clock: &ManualClock, events: &mut Events, session: &str) {
     clock.advance(30_000);
@@ -71,33 +47,17 @@ async fn poll(host: &TestHost, clock: &ManualClock, events: &mut Events, session
     events.job_finished(session, "timer").await;
 }
 
-async fn card(admin: &Api, session: &str) -> Value {
-    admin.get(&format!("/agent-sessions/{session}")).await.1
-}
-
-fn feed(card: &Value) -> Vec<(String, String)> {
-    card["activities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["activityType"].as_str().unwrap().to_owned(),
-                a["body"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_session_runs_from_launch_to_pull_request() {
-    let (host, admin, clock, _) = host().await;
+    let (host, admin, clock, _) = manual_clock_host().await;
     let cursor = FakeCursor::start(KEY).await;
     let config = json!({"repository": REPOSITORY, "ref": "main", "autoCreatePr": true, "model": "gpt-5",
         "branchName": "cursor/login", "guidance": "Run the tests before you push."});
     let bot = cursor_bot(&admin, &cursor, "cursor", config, Some(KEY)).await;
     let mut events = host.events();
-    let (_, session) = assign(&admin, &bot, "Fix the login page", "The button does nothing.").await;
+    let (_, session) = admin
+        .assign_new_task(&bot, "Fix the login page", "The button does nothing.")
+        .await;
     events.job_finished(&session, "start_session").await;
 
     // The launch carried the task, the guidance, the repository and where to report back.
@@ -122,7 +82,7 @@ async fn a_cursor_session_runs_from_launch_to_pull_request() {
             .starts_with(&format!("{}/api/plugins/cursor-cloud/inbound/con_", host.base_url))
     );
     assert!(agent.webhook_secret.starts_with("whsec_"));
-    let queued = card(&admin, &session).await;
+    let queued = admin.session_card(&session).await;
     assert_eq!(queued["status"], "queued", "CREATING is queued: {queued}");
     assert_eq!(
         feed(&queued)[0].1,
@@ -134,7 +94,7 @@ async fn a_cursor_session_runs_from_launch_to_pull_request() {
     cursor.say("bc_1", "Reading the login form.");
     cursor.say("bc_1", "The click handler is never bound.");
     poll(&host, &clock, &mut events, &session).await;
-    let running = card(&admin, &session).await;
+    let running = admin.session_card(&session).await;
     assert_eq!(running["status"], "running", "{running}");
     assert_eq!(running["externalLink"]["url"], "https://cursor.com/agents?id=bc_1");
     cursor.say("bc_1", "Bound the handler and added a test.");
@@ -156,7 +116,7 @@ async fn a_cursor_session_runs_from_launch_to_pull_request() {
     assert_eq!(cursor.send_webhook("bc_1", "evt-1", None).await, StatusCode::ACCEPTED);
     events.job_finished(&session, "session_event").await;
     assert_eq!(cursor.send_webhook("bc_1", "evt-1", None).await, StatusCode::OK);
-    let done = card(&admin, &session).await;
+    let done = admin.session_card(&session).await;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(done["result"], "Fixed the login button; added a regression test.");
     assert_eq!(
@@ -183,7 +143,7 @@ async fn a_cursor_session_runs_from_launch_to_pull_request() {
     clock.advance(30_000);
     host.app().jobs_queued.notify_one();
     events.job_finished(&session, "timer").await;
-    assert_eq!(feed(&card(&admin, &session).await).len(), 5);
+    assert_eq!(feed(&admin.session_card(&session).await).len(), 5);
     assert_eq!(
         host.count("plugin_kv").await,
         0,
@@ -191,19 +151,19 @@ async fn a_cursor_session_runs_from_launch_to_pull_request() {
     );
     assert_eq!(cursor.violations(), Vec::<String>::new());
     assert_eq!(cursor.unauthorized(), 0);
-    assert!(!card(&admin, &session).await.to_string().contains(KEY));
+    assert!(!admin.session_card(&session).await.to_string().contains(KEY));
     host.assert_absent_from_database(&[KEY.to_owned()]).await;
     host.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_webhook_and_a_host_restart_do_not_leave_a_session_hanging() {
-    let (mut host, _, clock, token) = host().await;
+    let (mut host, _, clock, token) = manual_clock_host().await;
     let admin = host.api(&token);
     let cursor = FakeCursor::start(KEY).await;
     let bot = cursor_bot(&admin, &cursor, "cursor", json!({"repository": REPOSITORY}), Some(KEY)).await;
     let mut events = host.events();
-    let (_, session) = assign(&admin, &bot, "Bump the dependencies", "").await;
+    let (_, session) = admin.assign_new_task(&bot, "Bump the dependencies", "").await;
     events.job_finished(&session, "start_session").await;
 
     host.restart().await;
@@ -213,12 +173,12 @@ async fn a_lost_webhook_and_a_host_restart_do_not_leave_a_session_hanging() {
     cursor.set_status("bc_1", "RUNNING");
     cursor.fail_reads(1);
     poll(&host, &clock, &mut events, &session).await;
-    assert_eq!(card(&admin, &session).await["status"], "queued");
+    assert_eq!(admin.session_card(&session).await["status"], "queued");
     // Cursor finishes, but its webhook never arrives: the next poll finds out.
     cursor.say("bc_1", "Bumped 12 packages.");
     cursor.finish("bc_1", "Dependencies bumped.", None);
     poll(&host, &clock, &mut events, &session).await;
-    let done = card(&admin, &session).await;
+    let done = admin.session_card(&session).await;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(done["result"], "Dependencies bumped.");
     assert_eq!(
@@ -232,11 +192,11 @@ async fn a_lost_webhook_and_a_host_restart_do_not_leave_a_session_hanging() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_ups_and_cancel_reach_the_agent() {
-    let (host, admin, _, _) = host().await;
+    let (host, admin, _, _) = manual_clock_host().await;
     let cursor = FakeCursor::start(KEY).await;
     let bot = cursor_bot(&admin, &cursor, "cursor", json!({"repository": REPOSITORY}), Some(KEY)).await;
     let mut events = host.events();
-    let (task, session) = assign(&admin, &bot, "Fix the login page", "").await;
+    let (task, session) = admin.assign_new_task(&bot, "Fix the login page", "").await;
     events.job_finished(&session, "start_session").await;
 
     let (_, comment) = admin
@@ -254,7 +214,7 @@ async fn follow_ups_and_cancel_reach_the_agent() {
         "{:?}",
         agent.follow_ups
     );
-    let after = card(&admin, &session).await;
+    let after = admin.session_card(&session).await;
     assert_eq!(after["status"], "running");
     assert!(feed(&after).contains(&("prompt".to_owned(), "@cursor also keep the old URL working".to_owned())));
 
@@ -271,7 +231,7 @@ async fn follow_ups_and_cancel_reach_the_agent() {
         ("POST", "/v0/agents/bc_1/stop")
     );
     assert_eq!(stops[0].body, json!({}));
-    let canceled = card(&admin, &session).await;
+    let canceled = admin.session_card(&session).await;
     assert_eq!(canceled["status"], "canceled", "{canceled}");
     assert!(
         feed(&canceled)
@@ -284,7 +244,7 @@ async fn follow_ups_and_cancel_reach_the_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_errors_tell_the_admin_what_to_do() {
-    let (host, admin, clock, _) = host().await;
+    let (host, admin, clock, _) = manual_clock_host().await;
     let cursor = FakeCursor::start(KEY).await;
 
     // Validate connection: no key, a wrong key, the right key.
@@ -320,9 +280,9 @@ async fn provider_errors_tell_the_admin_what_to_do() {
     // A repository Cursor cannot use fails the session with what to check.
     let mut events = host.events();
     cursor.fail_launches(1, 403, json!({"error": "Repository access denied"}));
-    let (_, session) = assign(&admin, &bot, "Task one", "").await;
+    let (_, session) = admin.assign_new_task(&bot, "Task one", "").await;
     events.job_finished(&session, "start_session").await;
-    let failed = card(&admin, &session).await;
+    let failed = admin.session_card(&session).await;
     assert_eq!(failed["status"], "failed");
     let message = failed["statusMessage"].as_str().unwrap();
     assert!(
@@ -332,24 +292,24 @@ async fn provider_errors_tell_the_admin_what_to_do() {
 
     // Cursor down: the start is retried later, and launches exactly one agent.
     cursor.fail_launches(1, 503, json!({"error": "upstream unavailable"}));
-    let (_, session) = assign(&admin, &bot, "Task two", "").await;
+    let (_, session) = admin.assign_new_task(&bot, "Task two", "").await;
     events.job_finished(&session, "start_session").await;
-    assert_eq!(card(&admin, &session).await["status"], "queued");
+    assert_eq!(admin.session_card(&session).await["status"], "queued");
     clock.advance(2_000);
     host.app().jobs_queued.notify_one();
     events.job_finished(&session, "start_session").await;
     assert_eq!(cursor.agents().len(), 1);
     assert!(
-        feed(&card(&admin, &session).await)[0]
+        feed(&admin.session_card(&session).await)[0]
             .1
             .starts_with("Launched Cursor agent")
     );
 
     // A bot without a repository: the session says what to set.
     let bare = cursor_bot(&admin, &cursor, "bare", json!({}), Some(KEY)).await;
-    let (_, session) = assign(&admin, &bare, "Task three", "").await;
+    let (_, session) = admin.assign_new_task(&bare, "Task three", "").await;
     events.job_finished(&session, "start_session").await;
-    let failed = card(&admin, &session).await;
+    let failed = admin.session_card(&session).await;
     assert_eq!(failed["status"], "failed");
     assert!(
         failed["statusMessage"]

@@ -4,28 +4,13 @@
 //! that checks every request (`utils::models`). The host runs on a manual clock, so retries fire
 //! when the test says.
 
-use std::sync::Arc;
-
-use leadtime_host::domain::time::{Clock, ManualClock, SystemClock};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::utils::models::{FakeModel, Turn};
-use crate::utils::{Api, Events, TestHost};
+use crate::utils::{Api, Events, TestHost, feed, manual_clock_host};
 
 const KEY: &str = "sk-model-test-3f9a2c7e1b5d";
-
-async fn host() -> (TestHost, Api, ManualClock, String) {
-    let clock = ManualClock::new(SystemClock.now());
-    let host = TestHost::start_with(
-        |config| config.outbound.allow_private_targets = true,
-        Some(Arc::new(clock.clone())),
-    )
-    .await;
-    let token = host.bootstrap("Acme").await.admin_token;
-    let admin = host.api(&token);
-    (host, admin, clock, token)
-}
 
 /// A triage bot on `model` (`provider` anthropic or openai) with the key set; its id.
 async fn triage_bot(admin: &Api, model: &FakeModel, provider: &str, extra: Value) -> String {
@@ -56,38 +41,10 @@ async fn triage_bot(admin: &Api, model: &FakeModel, provider: &str, extra: Value
     bot
 }
 
-async fn assign(admin: &Api, bot: &str, title: &str, description: &str) -> (String, String) {
-    let (_, task) = admin
-        .post("/tasks", json!({"title": title, "description": description}))
-        .await;
-    let task = task["id"].as_str().unwrap().to_owned();
-    let (status, assigned) = admin.patch(&format!("/tasks/{task}"), json!({"assigneeId": bot})).await;
-    assert_eq!(status, StatusCode::OK, "{assigned}");
-    (task, assigned["agentSessionIds"][0].as_str().unwrap().to_owned())
-}
-
 /// Waits for one model turn of `session`: the request, then the plugin's handling of the answer.
 async fn turn(events: &mut Events, session: &str) {
     events.job_finished(session, "model_call").await;
     events.job_finished(session, "timer").await;
-}
-
-async fn card(admin: &Api, session: &str) -> Value {
-    admin.get(&format!("/agent-sessions/{session}")).await.1
-}
-
-fn feed(card: &Value) -> Vec<(String, String)> {
-    card["activities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["activityType"].as_str().unwrap().to_owned(),
-                a["body"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
 }
 
 fn kinds(card: &Value) -> Vec<String> {
@@ -105,7 +62,7 @@ const PLAN: &str = "- [ ] Reproduce on the login page\n- [ ] Bind the click hand
 
 /// A full triage session on `provider`: plan comment, status, summary, usage.
 async fn full_session(provider: &str) {
-    let (host, admin, _, _) = host().await;
+    let (host, admin, _, _) = manual_clock_host().await;
     let model = FakeModel::start(Some(KEY)).await;
     let bot = triage_bot(&admin, &model, provider, json!({})).await;
     model.script(vec![
@@ -119,12 +76,14 @@ async fn full_session(provider: &str) {
         Turn::Text("Planned the fix in three steps and moved the task to In progress."),
     ]);
     let mut events = host.events();
-    let (task, session) = assign(&admin, &bot, "Fix the login button", "Clicking it does nothing.").await;
+    let (task, session) = admin
+        .assign_new_task(&bot, "Fix the login button", "Clicking it does nothing.")
+        .await;
     events.job_finished(&session, "start_session").await;
     turn(&mut events, &session).await;
     turn(&mut events, &session).await;
 
-    let done = card(&admin, &session).await;
+    let done = admin.session_card(&session).await;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(
         done["result"],
@@ -200,7 +159,7 @@ async fn the_same_agent_runs_over_an_openai_compatible_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vague_task_gets_questions_and_a_follow_up_continues_the_conversation() {
-    let (host, admin, _, _) = host().await;
+    let (host, admin, _, _) = manual_clock_host().await;
     let model = FakeModel::start(Some(KEY)).await;
     let bot = triage_bot(&admin, &model, "anthropic", json!({})).await;
     model.script(vec![Turn::Tools(
@@ -211,10 +170,10 @@ async fn a_vague_task_gets_questions_and_a_follow_up_continues_the_conversation(
         )],
     )]);
     let mut events = host.events();
-    let (task, session) = assign(&admin, &bot, "It is slow", "").await;
+    let (task, session) = admin.assign_new_task(&bot, "It is slow", "").await;
     events.job_finished(&session, "start_session").await;
     turn(&mut events, &session).await;
-    let waiting = card(&admin, &session).await;
+    let waiting = admin.session_card(&session).await;
     assert_eq!(waiting["status"], "running", "it waits for an answer: {waiting}");
     assert!(feed(&waiting).contains(&(
         "elicitation".to_owned(),
@@ -232,7 +191,7 @@ async fn a_vague_task_gets_questions_and_a_follow_up_continues_the_conversation(
     assert_eq!(comment["followedUpSessionIds"], json!([session]), "{comment}");
     events.job_finished(&session, "session_event").await;
     turn(&mut events, &session).await;
-    let done = card(&admin, &session).await;
+    let done = admin.session_card(&session).await;
     assert_eq!(done["status"], "done", "{done}");
     // The second turn carried the whole conversation: the brief, the question and the answer.
     let second = model.calls()[1].body.to_string();
@@ -246,7 +205,7 @@ async fn a_vague_task_gets_questions_and_a_follow_up_continues_the_conversation(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_budget_fails_the_session_and_names_it() {
-    let (host, admin, _, _) = host().await;
+    let (host, admin, _, _) = manual_clock_host().await;
     let model = FakeModel::start(Some(KEY)).await;
     let bot = triage_bot(&admin, &model, "anthropic", json!({"budgets": {"modelCalls": 2}})).await;
     let (_, view) = admin.get(&format!("/bots/{bot}")).await;
@@ -264,12 +223,12 @@ async fn an_exhausted_budget_fails_the_session_and_names_it() {
         Turn::Tools(None, vec![("get_task", json!({"task": "1"}))]),
     ]);
     let mut events = host.events();
-    let (task, session) = assign(&admin, &bot, "A long one", "Many steps.").await;
+    let (task, session) = admin.assign_new_task(&bot, "A long one", "Many steps.").await;
     events.job_finished(&session, "start_session").await;
     turn(&mut events, &session).await;
     turn(&mut events, &session).await;
     events.job_finished(&session, "model_call").await;
-    let failed = card(&admin, &session).await;
+    let failed = admin.session_card(&session).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(
         failed["statusMessage"]
@@ -289,7 +248,7 @@ async fn an_exhausted_budget_fails_the_session_and_names_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_between_steps_resumes_without_doing_anything_twice() {
-    let (mut host, _, clock, token) = host().await;
+    let (mut host, _, clock, token) = manual_clock_host().await;
     let admin = host.api(&token);
     let model = FakeModel::start(Some(KEY)).await;
     let bot = triage_bot(&admin, &model, "anthropic", json!({})).await;
@@ -303,7 +262,7 @@ async fn a_restart_between_steps_resumes_without_doing_anything_twice() {
         Turn::Text("Planned."),
     ]);
     let mut events = host.events();
-    let (task, session) = assign(&admin, &bot, "Fix the login button", "").await;
+    let (task, session) = admin.assign_new_task(&bot, "Fix the login button", "").await;
     events.job_finished(&session, "start_session").await;
     turn(&mut events, &session).await;
     // The comment is posted; the second model call was answered "overloaded" and waits as a row
@@ -315,7 +274,7 @@ async fn a_restart_between_steps_resumes_without_doing_anything_twice() {
     clock.advance(5_000);
     host.app().jobs_queued.notify_one();
     turn(&mut events, &session).await;
-    assert_eq!(card(&admin, &session).await["status"], "done");
+    assert_eq!(admin.session_card(&session).await["status"], "done");
     assert_eq!(comments(&admin, &task).await.len(), 1, "no duplicate comment");
     assert_eq!(model.calls().len(), 3);
     assert_eq!(model.violations(), Vec::<String>::new());
@@ -324,7 +283,7 @@ async fn a_restart_between_steps_resumes_without_doing_anything_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_model_is_retried_and_model_errors_fail_with_a_reason() {
-    let (host, admin, clock, _) = host().await;
+    let (host, admin, clock, _) = manual_clock_host().await;
     let model = FakeModel::start(Some(KEY)).await;
     let bot = triage_bot(&admin, &model, "anthropic", json!({})).await;
     let mut events = host.events();
@@ -338,14 +297,14 @@ async fn a_rate_limited_model_is_retried_and_model_errors_fail_with_a_reason() {
         ),
         Turn::Text("Planned."),
     ]);
-    let (_, session) = assign(&admin, &bot, "Task one", "").await;
+    let (_, session) = admin.assign_new_task(&bot, "Task one", "").await;
     events.job_finished(&session, "start_session").await;
     events.job_finished(&session, "model_call").await;
     assert_eq!(model.calls().len(), 1, "the first attempt was answered 429");
     clock.advance(3_000);
     host.app().jobs_queued.notify_one();
     turn(&mut events, &session).await;
-    let done = card(&admin, &session).await;
+    let done = admin.session_card(&session).await;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(model.calls().len(), 2);
     assert_eq!(
@@ -370,10 +329,10 @@ async fn a_rate_limited_model_is_retried_and_model_errors_fail_with_a_reason() {
         ),
     ] {
         model.script(vec![answer]);
-        let (_, session) = assign(&admin, &bot, "Task", "").await;
+        let (_, session) = admin.assign_new_task(&bot, "Task", "").await;
         events.job_finished(&session, "start_session").await;
         turn(&mut events, &session).await;
-        let failed = card(&admin, &session).await;
+        let failed = admin.session_card(&session).await;
         assert_eq!(failed["status"], "failed", "{failed}");
         assert!(failed["statusMessage"].as_str().unwrap().contains(reason), "{failed}");
     }
@@ -386,7 +345,7 @@ async fn a_rate_limited_model_is_retried_and_model_errors_fail_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_it_may_not_use_and_another_workspaces_task_are_refused() {
-    let (host, admin, _, _) = host().await;
+    let (host, admin, _, _) = manual_clock_host().await;
     let model = FakeModel::start(Some(KEY)).await;
     let other = host.api(&host.bootstrap("Other").await.admin_token);
     let foreign = other.create_task("Their secret plan").await["id"]
@@ -401,7 +360,7 @@ async fn a_model_it_may_not_use_and_another_workspaces_task_are_refused() {
         Turn::Text("Could not read it."),
     ]);
     let mut events = host.events();
-    let (_, session) = assign(&admin, &bot, "Compare with theirs", "").await;
+    let (_, session) = admin.assign_new_task(&bot, "Compare with theirs", "").await;
     events.job_finished(&session, "start_session").await;
     turn(&mut events, &session).await;
     turn(&mut events, &session).await;
@@ -422,9 +381,9 @@ async fn a_model_it_may_not_use_and_another_workspaces_task_are_refused() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, session) = assign(&admin, &bot, "Another", "").await;
+    let (_, session) = admin.assign_new_task(&bot, "Another", "").await;
     events.job_finished(&session, "start_session").await;
-    let failed = card(&admin, &session).await;
+    let failed = admin.session_card(&session).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(
         failed["statusMessage"]
@@ -450,7 +409,7 @@ async fn sessions_waiting_on_a_hung_model_are_rows_and_the_api_keeps_answering()
     let mut events = host.events();
     let mut sessions = Vec::new();
     for n in 0..SESSIONS {
-        sessions.push(assign(&admin, &bot, &format!("Task {n}"), "").await.1);
+        sessions.push(admin.assign_new_task(&bot, &format!("Task {n}"), "").await.1);
     }
     for session in &sessions {
         events.job_finished(session, "start_session").await;
@@ -494,10 +453,10 @@ async fn model_requests_to_private_addresses_and_keys_over_plain_http_are_refuse
     let model = FakeModel::start(Some(KEY)).await;
     let bot = triage_bot(&admin, &model, "openai", json!({})).await;
     let mut events = host.events();
-    let (_, session) = assign(&admin, &bot, "Anything", "").await;
+    let (_, session) = admin.assign_new_task(&bot, "Anything", "").await;
     events.job_finished(&session, "start_session").await;
     turn(&mut events, &session).await;
-    let failed = card(&admin, &session).await;
+    let failed = admin.session_card(&session).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(
         failed["statusMessage"]
@@ -516,10 +475,10 @@ async fn model_requests_to_private_addresses_and_keys_over_plain_http_are_refuse
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (_, session) = assign(&admin, &bot, "Anything else", "").await;
+    let (_, session) = admin.assign_new_task(&bot, "Anything else", "").await;
     events.job_finished(&session, "start_session").await;
     turn(&mut events, &session).await;
-    let failed = card(&admin, &session).await;
+    let failed = admin.session_card(&session).await;
     assert!(
         failed["statusMessage"]
             .as_str()

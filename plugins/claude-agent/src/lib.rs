@@ -226,7 +226,7 @@ impl Plugin for ClaudeAgent {
                         reason.as_deref().unwrap_or("canceled")
                     ),
                     Err(PluginError::Transient(why)) => return Err(PluginError::Transient(why)),
-                    Err(error) => format!("Could not interrupt the Claude session: {}", describe(&error)),
+                    Err(error) => format!("Could not interrupt the Claude session: {}", error.message()),
                 };
                 session::post_activity(
                     &Activity::new(ActivityType::Log, &note).with_idempotency_key("claude:interrupt"),
@@ -274,7 +274,7 @@ fn abandon(api: &Api, session_id: &str, state: &State) {
     {
         log::warn(&format!(
             "could not interrupt Claude session {provider}: {}",
-            describe(&error)
+            error.message()
         ));
     }
     finish(api, session_id, state);
@@ -626,20 +626,13 @@ fn finish(api: &Api, session_id: &str, state: &State) {
             if let Err(error) = api.delete_credential(vault, credential) {
                 log::warn(&format!(
                     "could not delete credential {credential} of vault {vault}: {}",
-                    describe(&error)
+                    error.message()
                 ));
             }
         }
     }
     if let Err(error) = kv::delete(&State::key(session_id)) {
         log::warn(&format!("could not drop the session's state: {error:?}"));
-    }
-}
-
-fn describe(error: &PluginError) -> String {
-    match error {
-        PluginError::InvalidConfig(fields) => fields.iter().map(|f| f.message.clone()).collect::<Vec<_>>().join("; "),
-        PluginError::Failed(m) | PluginError::Transient(m) => m.clone(),
     }
 }
 

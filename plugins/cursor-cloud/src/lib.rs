@@ -139,7 +139,7 @@ impl Plugin for CursorCloud {
                         "Stopped the Cursor agent ({}).",
                         reason.as_deref().unwrap_or("canceled")
                     ),
-                    Err(error) => format!("Could not stop the Cursor agent: {}", describe(&error)),
+                    Err(error) => format!("Could not stop the Cursor agent: {}", error.message()),
                 };
                 session::post_activity(&Activity::new(ActivityType::Log, &note).with_idempotency_key("cursor:stop"))?;
                 forget(&session_ref.session_id, &agent_id)?;
@@ -301,13 +301,6 @@ fn follow_up(config: &Config, agent_id: &str, comment: &Comment) -> Result<(), P
     )?;
     session::set_status(SessionStatus::Running, None)?;
     Ok(())
-}
-
-fn describe(error: &PluginError) -> String {
-    match error {
-        PluginError::InvalidConfig(fields) => fields.iter().map(|f| f.message.clone()).collect::<Vec<_>>().join("; "),
-        PluginError::Failed(m) | PluginError::Transient(m) => m.clone(),
-    }
 }
 
 export_plugin!(CursorCloud);

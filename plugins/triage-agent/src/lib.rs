@@ -235,8 +235,8 @@ fn run_tool(
             // Marked before it is posted: a step run again after a crash finds the comment
             // instead of posting it twice.
             state.executing = Some((call_id.to_owned(), body.clone()));
-            state.save(session_id).map_err(|e| described(&e))?;
-            let already = posted_before(&state.task_id, &body).map_err(|e| described(&e))?;
+            state.save(session_id).map_err(|e| e.message())?;
+            let already = posted_before(&state.task_id, &body).map_err(|e| e.message())?;
             if !already {
                 tasks::add_comment(&state.task_id, &body).map_err(|e| said(&e))?;
             }
@@ -306,14 +306,6 @@ fn follow_up(config: &Config, session_id: &str, state: &mut State, comment: &Com
         ask(config, state)?;
     }
     Ok(())
-}
-
-/// A plugin error in words for the model.
-fn described(error: &PluginError) -> String {
-    match error {
-        PluginError::InvalidConfig(fields) => fields.iter().map(|f| f.message.clone()).collect::<Vec<_>>().join("; "),
-        PluginError::Failed(m) | PluginError::Transient(m) => m.clone(),
-    }
 }
 
 /// A host refusal in words for the model (and the feed).

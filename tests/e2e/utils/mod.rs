@@ -473,3 +473,52 @@ impl Api {
         sessions
     }
 }
+
+/// A host on a manual clock (timers and retries fire when the test advances it), private targets
+/// allowed for the loopback fakes, one workspace: `(host, admin client, clock, admin token)`.
+pub async fn manual_clock_host() -> (TestHost, Api, leadtime_host::domain::time::ManualClock, String) {
+    use leadtime_host::domain::time::{Clock, ManualClock};
+    let clock = ManualClock::new(SystemClock.now());
+    let host = TestHost::start_with(
+        |config| config.outbound.allow_private_targets = true,
+        Some(std::sync::Arc::new(clock.clone())),
+    )
+    .await;
+    let token = host.bootstrap("Acme").await.admin_token;
+    let admin = host.api(&token);
+    (host, admin, clock, token)
+}
+
+impl Api {
+    /// Creates a task and assigns it to `bot`: `(task id, the session it opened)`.
+    pub async fn assign_new_task(&self, bot: &str, title: &str, description: &str) -> (String, String) {
+        let (_, task) = self
+            .post("/tasks", json!({"title": title, "description": description}))
+            .await;
+        let task = task["id"].as_str().expect("a task id").to_owned();
+        let (status, assigned) = self.patch(&format!("/tasks/{task}"), json!({"assigneeId": bot})).await;
+        assert_eq!(status, StatusCode::OK, "{assigned}");
+        let session = assigned["agentSessionIds"][0].as_str().expect("a session").to_owned();
+        (task, session)
+    }
+
+    /// The card of agent session `session`.
+    pub async fn session_card(&self, session: &str) -> Value {
+        self.get(&format!("/agent-sessions/{session}")).await.1
+    }
+}
+
+/// A session card's feed: `(activityType, body)` in order.
+pub fn feed(card: &Value) -> Vec<(String, String)> {
+    card["activities"]
+        .as_array()
+        .expect("activities")
+        .iter()
+        .map(|a| {
+            (
+                a["activityType"].as_str().unwrap_or_default().to_owned(),
+                a["body"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
