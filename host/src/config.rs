@@ -27,6 +27,8 @@ pub struct Config {
     pub outbound: OutboundPolicy,
     /// Per-call plugin limits.
     pub plugin_limits: CallLimits,
+    /// Time one model request (`model` capability) may take, connect to the answer's last byte.
+    pub model_timeout: Duration,
     /// Requests per minute one API token may make (0: unlimited).
     pub rate_limit_per_minute: u32,
     /// Requests one API token may make in a burst.
@@ -112,6 +114,7 @@ impl Config {
             delivery: DeliveryConfig::default(),
             outbound: OutboundPolicy::default(),
             plugin_limits: CallLimits::default(),
+            model_timeout: Duration::from_secs(300),
             rate_limit_per_minute: 600,
             rate_limit_burst: 120,
             auth_failures_per_minute: 30,
@@ -183,6 +186,10 @@ pub struct ServeArgs {
     /// Time one plugin call may take, in seconds.
     #[arg(long, env = "LEADTIME_PLUGIN_TIMEOUT_SECS", default_value_t = 30)]
     pub plugin_timeout_secs: u64,
+    /// Time one model request of a native agent may take (connect to the answer's last byte), in
+    /// seconds; long completions of large models need minutes.
+    #[arg(long, env = "LEADTIME_MODEL_TIMEOUT_SECS", default_value_t = 300)]
+    pub model_timeout_secs: u64,
     /// Requests per minute one API token may make; 0 turns the limit off.
     #[arg(long, env = "LEADTIME_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,
@@ -242,6 +249,7 @@ impl ServeArgs {
         config.delivery.attempt_timeout = Duration::from_secs(self.delivery_timeout_secs.max(1));
         config.outbound.allow_private_targets = self.allow_private_targets;
         config.plugin_limits.timeout = Duration::from_secs(self.plugin_timeout_secs.max(1));
+        config.model_timeout = Duration::from_secs(self.model_timeout_secs.clamp(1, 3_600));
         config.delivery.max_in_flight = self.delivery_concurrency;
         config.delivery.per_endpoint_in_flight = self.delivery_per_endpoint;
         config.delivery.auto_disable_after_failed_deliveries = self.delivery_auto_disable_after;

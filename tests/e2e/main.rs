@@ -16,6 +16,7 @@ mod cursor_cloud;
 mod delivery;
 mod group_commit;
 mod input_rules;
+mod job_leases;
 mod logging;
 mod mcp;
 mod native_agents;

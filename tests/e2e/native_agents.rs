@@ -243,6 +243,89 @@ async fn an_exhausted_budget_fails_the_session_and_names_it() {
         1,
         "what was done stays, nothing half-written"
     );
+    // The plugin is told (a cancel) and drops the session's conversation from kv.
+    events.job_finished(&session, "session_event").await;
+    assert_eq!(
+        host.count("plugin_kv").await,
+        0,
+        "the failed session's state is dropped"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_attempt_counts_against_the_model_calls_budget() {
+    let (host, admin, clock, _) = manual_clock_host().await;
+    let model = FakeModel::start(Some(KEY)).await;
+    let bot = triage_bot(&admin, &model, "anthropic", json!({"budgets": {"modelCalls": 2}})).await;
+    model.script(vec![
+        Turn::Error(
+            429,
+            Some(2),
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}),
+        ),
+        Turn::Tools(None, vec![("add_comment", json!({"comment": PLAN}))]),
+    ]);
+    let mut events = host.events();
+    let (task, session) = admin.assign_new_task(&bot, "Fix the login button", "").await;
+    events.job_finished(&session, "start_session").await;
+    events.job_finished(&session, "model_call").await;
+    clock.advance(2_000);
+    host.app().jobs_queued.notify_one();
+    turn(&mut events, &session).await;
+    // Two attempts were sent (one answered 429): the next request is over the budget.
+    events.job_finished(&session, "model_call").await;
+    let failed = admin.session_card(&session).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["statusMessage"]
+            .as_str()
+            .unwrap()
+            .contains("budget `modelCalls`"),
+        "{failed}"
+    );
+    assert_eq!(model.calls().len(), 2);
+    assert_eq!(comments(&admin, &task).await.len(), 1);
+    assert_eq!(model.violations(), Vec::<String>::new());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steps_budget_stops_the_loop_between_steps() {
+    let (host, admin, _, _) = manual_clock_host().await;
+    let model = FakeModel::start(Some(KEY)).await;
+    let bot = triage_bot(&admin, &model, "anthropic", json!({"budgets": {"steps": 2}})).await;
+    let (_, view) = admin.get(&format!("/bots/{bot}")).await;
+    assert_eq!(view["connection"]["budgets"]["steps"], 2, "{view}");
+    model.script(vec![
+        Turn::Tools(None, vec![("add_comment", json!({"comment": PLAN}))]),
+        Turn::Tools(None, vec![("get_task", json!({"task": "1"}))]),
+    ]);
+    let mut events = host.events();
+    let (task, session) = admin.assign_new_task(&bot, "Fix the login button", "").await;
+    // Step 1: the start; step 2: the first answer (comment, next request).
+    events.job_finished(&session, "start_session").await;
+    turn(&mut events, &session).await;
+    // The second answer would be step 3: the session fails before the plugin sees it.
+    turn(&mut events, &session).await;
+    let failed = admin.session_card(&session).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["statusMessage"].as_str().unwrap().contains("budget `steps`"),
+        "{failed}"
+    );
+    assert_eq!(
+        kinds(&failed).iter().filter(|k| *k == "toolCall").count(),
+        1,
+        "the third step's tool never ran: {failed}"
+    );
+    assert_eq!(comments(&admin, &task).await.len(), 1);
+    events.job_finished(&session, "session_event").await;
+    assert_eq!(
+        host.count("plugin_kv").await,
+        0,
+        "the failed session's state is dropped"
+    );
     host.stop().await;
 }
 

@@ -71,8 +71,9 @@ struct NewConnection {
     #[schema(value_type = Option<String>, pattern = "^(continue|newSession)$")]
     follow_ups: Option<String>,
     /// Per-session budgets of native agent sessions (`model` capability): `modelCalls` (default
-    /// 30), `tokens` (default 400000), `wallSeconds` (default 3600). A session that exhausts one
-    /// fails with a reason naming it.
+    /// 30; every attempt counts, retries too), `steps` (plugin calls on the session's events;
+    /// default 100), `tokens` (default 400000), `wallSeconds` (default 3600). A session that
+    /// exhausts one fails with a reason naming it.
     #[schema(value_type = Option<Object>)]
     budgets: Option<serde_json::Value>,
 }

@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 pub const MAX_MESSAGES_BYTES: usize = 512 << 10;
 /// Largest `tools` JSON, in bytes.
 pub const MAX_TOOLS_BYTES: usize = 64 << 10;
+/// Largest `system` prompt, in bytes.
+pub const MAX_SYSTEM_BYTES: usize = 64 << 10;
 /// Largest `max_tokens`.
 pub const MAX_TOKENS: u32 = 32_768;
 /// Largest model answer read, in bytes.
@@ -81,6 +83,16 @@ impl ModelRequest {
         }
         if self.model.trim().is_empty() || self.model.len() > 200 {
             return Err("`model` must be 1–200 characters".into());
+        }
+        if self
+            .system
+            .as_ref()
+            .is_some_and(|system| system.len() > MAX_SYSTEM_BYTES)
+        {
+            return Err(format!(
+                "`system` is larger than {} KiB: keep the standing instructions short and put the material in `messages`",
+                MAX_SYSTEM_BYTES >> 10
+            ));
         }
         if !(1..=MAX_TOKENS).contains(&self.max_tokens) {
             return Err(format!("`max-tokens` is 1 to {MAX_TOKENS}"));
@@ -328,9 +340,13 @@ pub fn parse_reply(format: WireFormat, body: &[u8]) -> Result<ModelReply, String
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Budgets {
-    /// Model calls per session.
+    /// Model requests per session, every attempt counted (a retried or failed one too).
     #[serde(default = "Budgets::default_model_calls")]
     pub model_calls: u32,
+    /// Steps per session: plugin calls handling the session's events (its start, each model
+    /// answer, timer and follow-up). A loop that never ends fails here even without model calls.
+    #[serde(default = "Budgets::default_steps")]
+    pub steps: u32,
     /// Input and output tokens per session.
     #[serde(default = "Budgets::default_tokens")]
     pub tokens: u64,
@@ -343,6 +359,7 @@ impl Default for Budgets {
     fn default() -> Self {
         Self {
             model_calls: Self::default_model_calls(),
+            steps: Self::default_steps(),
             tokens: Self::default_tokens(),
             wall_seconds: Self::default_wall_seconds(),
         }
@@ -352,6 +369,9 @@ impl Default for Budgets {
 impl Budgets {
     fn default_model_calls() -> u32 {
         30
+    }
+    fn default_steps() -> u32 {
+        100
     }
     fn default_tokens() -> u64 {
         400_000
@@ -368,10 +388,13 @@ impl Budgets {
     /// Parses an admin's budgets; what to fix otherwise.
     pub fn parse(value: &Value) -> Result<Budgets, String> {
         let budgets: Budgets = serde_json::from_value(value.clone()).map_err(|e| {
-            format!("`connection.budgets` takes modelCalls, tokens and wallSeconds (whole numbers): {e}")
+            format!("`connection.budgets` takes modelCalls, steps, tokens and wallSeconds (whole numbers): {e}")
         })?;
         if budgets.model_calls == 0 || budgets.model_calls > 10_000 {
             return Err("`connection.budgets.modelCalls` is 1 to 10000".into());
+        }
+        if budgets.steps == 0 || budgets.steps > 100_000 {
+            return Err("`connection.budgets.steps` is 1 to 100000".into());
         }
         if budgets.tokens == 0 || budgets.tokens > 100_000_000 {
             return Err("`connection.budgets.tokens` is 1 to 100000000".into());
@@ -404,6 +427,12 @@ impl Budgets {
             ));
         }
         None
+    }
+
+    /// The reason a session that took `steps` steps may not take another, if it has used them up.
+    pub fn steps_exhausted(&self, steps: i64) -> Option<String> {
+        (steps >= i64::from(self.steps))
+            .then(|| format!("The session took its budget of {} steps (budget `steps`).", self.steps))
     }
 }
 
@@ -517,7 +546,23 @@ mod tests {
                 .unwrap()
                 .contains("budget `wallSeconds`")
         );
-        assert!(Budgets::parse(&json!({"steps": 1})).is_err());
+        assert!(
+            Budgets::parse(&json!({"stepz": 1})).is_err(),
+            "an unknown budget is refused"
+        );
+        let mut long_system = request(WireFormat::AnthropicMessages);
+        long_system.system = Some("x".repeat(MAX_SYSTEM_BYTES + 1));
+        assert!(
+            long_system
+                .check()
+                .unwrap_err()
+                .contains("`system` is larger than 64 KiB")
+        );
+        assert!(Budgets::parse(&json!({"steps": 0})).is_err());
+        let steps = Budgets::parse(&json!({"steps": 4})).unwrap();
+        assert!(steps.steps_exhausted(3).is_none());
+        assert!(steps.steps_exhausted(4).unwrap().contains("budget `steps`"));
+        assert_eq!(Budgets::default().steps, 100);
         assert!(Budgets::parse(&json!({"modelCalls": 0})).is_err());
         assert_eq!(refusal(WireFormat::AnthropicMessages, 529, b""), Refusal::Retry);
         assert!(matches!(

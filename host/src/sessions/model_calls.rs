@@ -17,15 +17,22 @@ use crate::audit::Actor;
 use crate::domain::ids::{JobId, SessionId};
 use crate::domain::jobs::{JobKind, ModelCall};
 use crate::domain::model::{self, Budgets, ModelReply, Refusal};
-use crate::domain::sessions::{ActivityType, NewActivity, RecordSource, Session};
-use crate::store::{self, jobs::Job};
-use crate::use_cases::sessions::{fail, record_activity};
+use crate::domain::sessions::{Activity, ActivityType, MAX_ACTIVITY_RAW_BYTES, NewActivity, RecordSource, Session};
+use crate::store::{self, StoreError, jobs::Job};
+use crate::use_cases::sessions::{activity_record, fail_over_budget, record_activity, write_activity};
 
 /// Model requests in flight at once per host (half the worker's job slots, so plugin calls always
 /// have the other half).
 pub const IN_FLIGHT: usize = 32;
+/// Requests that may wait in memory for one of the [`IN_FLIGHT`] slots (each holds one of the
+/// worker's job slots while it waits); beyond them a request is put back as a row for a moment.
+const WAITING: usize = 16;
+/// How long a request waits in memory for a slot before it is put back.
+const SLOT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Attempts at one request before the plugin is told it failed.
 const MAX_ATTEMPTS: i64 = 5;
+/// How much of a request or answer too large for an activity's `raw` is kept.
+const RAW_HEAD_BYTES: usize = 64 << 10;
 /// Longest wait a `Retry-After` may ask for; longer ones are capped.
 const MAX_RETRY_AFTER_MS: i64 = 60_000;
 
@@ -44,20 +51,23 @@ pub struct ModelCalls {
     client: reqwest::Client,
     policy: crate::outbound::OutboundPolicy,
     slots: Semaphore,
+    waiting: Semaphore,
 }
 
 impl ModelCalls {
-    /// For `app`'s outbound policy; a request may take the plugin timeout (the job's lease is
-    /// longer, so a request never outlives its claim).
+    /// For `app`'s outbound policy; a request may take the model timeout (a model-call job's
+    /// lease is a minute longer, and its completion is fenced on its claim, so a request that
+    /// outlives its lease anyway is answered to the plugin once).
     pub fn new(app: &App) -> anyhow::Result<ModelCalls> {
         let policy = crate::outbound::OutboundPolicy {
             allow_private_targets: app.config.outbound.allow_private_targets,
         };
-        let client = crate::outbound::client(policy, app.config.plugin_limits.timeout)?;
+        let client = crate::outbound::client(policy, app.config.model_timeout)?;
         Ok(ModelCalls {
             client,
             policy,
             slots: Semaphore::new(IN_FLIGHT),
+            waiting: Semaphore::new(WAITING),
         })
     }
 
@@ -75,15 +85,15 @@ impl ModelCalls {
             (session, budgets, usage)
         };
         if session.status.is_terminal() {
-            complete(app, &job.id).await?;
+            complete(app, job).await?;
             return Ok(Handled::Done);
         }
         let elapsed = app.clock.now().millis() - session.created_at.millis();
         if let Some(reason) = budgets.exhausted(usage.calls, usage.input_tokens + usage.output_tokens, elapsed) {
-            fail_session(app, &job.id, &session.id, reason).await?;
+            fail_session(app, job, &session.id, reason).await?;
             return Ok(Handled::Done);
         }
-        let Ok(_slot) = self.slots.try_acquire() else {
+        let Some(_slot) = self.slot().await else {
             // Not an attempt: put back without counting it against the request's retries.
             defer(app, &job.id, 200).await?;
             return Ok(Handled::Later);
@@ -92,7 +102,7 @@ impl ModelCalls {
         let actor = Actor::plugin(session.workspace_id.clone(), session.bot_id.clone(), session.id.clone());
         let request = &call.request;
         let asked = NewActivity {
-            raw: Some(request.body().to_string()),
+            raw: Some(recordable_raw(request.body().to_string())),
             idempotency_key: Some(format!("model:{}:request", call.id)),
             ..NewActivity::text(
                 ActivityType::ModelRequest,
@@ -109,19 +119,21 @@ impl ModelCalls {
         let answer = match self.send(app, &session, &call).await {
             Sent::Reply(reply) => Ok(reply),
             Sent::Retry { after_ms, why } if job.attempts < MAX_ATTEMPTS => {
-                retry_later(app, &job.id, after_ms, &why).await?;
+                retry_later(app, job, &session.id, after_ms, &why).await?;
                 return Ok(Handled::Retrying);
             }
             Sent::Retry { why, .. } => Err(format!("{why}; gave up after {} attempts", job.attempts)),
             Sent::Failed(why) => Err(why),
         };
-        let result = match &answer {
+        // The answer's activity is written with the job's completion and the callback (one
+        // transaction): a crash before it leaves the request to be sent again, after it nothing.
+        let (result, outcome) = match &answer {
             Ok(reply) => {
                 let answered = NewActivity {
-                    raw: Some(
+                    raw: Some(recordable_raw(
                         json!({"stopReason": reply.stop_reason, "content": reply.content, "usage": reply.usage})
                             .to_string(),
-                    ),
+                    )),
                     idempotency_key: Some(format!("model:{}:response", call.id)),
                     ..NewActivity::text(
                         ActivityType::ModelResponse,
@@ -131,23 +143,41 @@ impl ModelCalls {
                         ),
                     )
                 };
-                record_activity(app, &session, answered, RecordSource::Plugin, &actor).await?;
-                json!({"ok": reply})
+                (json!({"ok": reply}), answered)
             }
             Err(why) => {
                 let failed = NewActivity {
                     idempotency_key: Some(format!("model:{}:response", call.id)),
                     ..NewActivity::text(ActivityType::Error, format!("The model call failed: {why}"))
                 };
-                record_activity(app, &session, failed, RecordSource::Plugin, &actor).await?;
-                json!({"error": why})
+                (json!({"error": why}), failed)
             }
         };
+        let outcome = activity_record(app, &session, outcome, RecordSource::Plugin)?;
         let callback: Value = serde_json::from_str(&call.callback).unwrap_or(Value::Null);
         let payload = json!({"modelCall": call.id, "callback": callback, "result": result}).to_string();
         let usage = answer.as_ref().ok().map(|reply| reply.usage);
-        answered(app, &job.id, &session.id, payload, usage).await?;
+        if !answered(app, job, &session.id, payload, usage, outcome, actor).await? {
+            tracing::warn!(
+                job = %job.id,
+                session = %session.id,
+                "a model call outlived its lease and was claimed again; this answer is dropped"
+            );
+        }
         Ok(Handled::Done)
+    }
+
+    /// A slot for one request: free now, or within [`SLOT_PATIENCE`] for one of the [`WAITING`]
+    /// requests allowed to wait (waiting in memory costs no writes; putting back costs two).
+    async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if let Ok(slot) = self.slots.try_acquire() {
+            return Some(slot);
+        }
+        let _turn = self.waiting.try_acquire().ok()?;
+        tokio::time::timeout(SLOT_PATIENCE, self.slots.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 
     /// Sends the request once.
@@ -270,12 +300,26 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String
     Ok(body)
 }
 
-async fn complete(app: &App, job: &JobId) -> anyhow::Result<()> {
-    let job = job.clone();
+/// `raw` as an activity can hold it: whole when it fits, else a JSON note of its size with its
+/// beginning (a request near the limits, or a long answer, is still recorded).
+fn recordable_raw(raw: String) -> String {
+    if raw.len() <= MAX_ACTIVITY_RAW_BYTES {
+        return raw;
+    }
+    let mut end = RAW_HEAD_BYTES;
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    json!({"truncated": true, "bytes": raw.len(), "head": &raw[..end]}).to_string()
+}
+
+/// Completes the job if this worker's claim is still its latest.
+async fn complete(app: &App, job: &Job) -> anyhow::Result<()> {
+    let (id, attempts) = (job.id.clone(), job.attempts);
     app.writer
         .write(move |tx| {
-            let job = job.clone();
-            Box::pin(async move { store::jobs::complete(tx.conn(), &job).await })
+            let id = id.clone();
+            Box::pin(async move { store::jobs::complete_claimed(tx.conn(), &id, attempts).await })
         })
         .await?;
     Ok(())
@@ -292,54 +336,114 @@ async fn defer(app: &App, job: &JobId, after_ms: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn retry_later(app: &App, job: &JobId, after_ms: i64, why: &str) -> anyhow::Result<()> {
-    let (job, at, why) = (job.clone(), app.clock.now().plus_millis(after_ms), why.to_owned());
+/// Puts the job back for its retry, counting the attempt against the session's `modelCalls`.
+async fn retry_later(app: &App, job: &Job, session: &SessionId, after_ms: i64, why: &str) -> anyhow::Result<()> {
+    let now = app.clock.now();
+    let (id, attempts, session, at, why) = (
+        job.id.clone(),
+        job.attempts,
+        session.clone(),
+        now.plus_millis(after_ms),
+        why.to_owned(),
+    );
     app.writer
         .write(move |tx| {
-            let (job, why) = (job.clone(), why.clone());
-            Box::pin(async move { store::jobs::retry_at(tx.conn(), &job, at, &why).await })
-        })
-        .await?;
-    Ok(())
-}
-
-async fn fail_session(app: &App, job: &JobId, session: &SessionId, reason: String) -> anyhow::Result<()> {
-    let (job, session, now) = (job.clone(), session.clone(), app.clock.now());
-    app.writer
-        .write(move |tx| {
-            let (job, session, reason) = (job.clone(), session.clone(), reason.clone());
+            let (id, session, why) = (id.clone(), session.clone(), why.clone());
             Box::pin(async move {
-                fail(tx, &session, reason, now).await?;
-                store::jobs::complete(tx.conn(), &job).await
+                let tx = tx.conn();
+                if store::jobs::retry_claimed_at(tx, &id, attempts, at, &why).await? {
+                    store::model_usage::add(tx, &session, None, now).await?;
+                }
+                Ok::<_, StoreError>(())
             })
         })
         .await?;
     Ok(())
 }
 
-/// Records the usage and queues the plugin's callback, with the job's completion.
+/// Fails the session over its budget (its plugin is told with a cancel) and completes the job.
+async fn fail_session(app: &App, job: &Job, session: &SessionId, reason: String) -> anyhow::Result<()> {
+    let (id, attempts, session, now) = (job.id.clone(), job.attempts, session.clone(), app.clock.now());
+    app.writer
+        .write(move |tx| {
+            let (id, session, reason) = (id.clone(), session.clone(), reason.clone());
+            Box::pin(async move {
+                if store::jobs::complete_claimed(tx.conn(), &id, attempts).await? {
+                    fail_over_budget(tx, &session, reason, now).await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        })
+        .await?;
+    // The plugin's cancel is queued.
+    app.jobs_queued.notify_one();
+    Ok(())
+}
+
+/// Completes the job, records the answer's activity (`outcome`, as `actor`), counts the attempt
+/// (and the answer's tokens) against the session's budgets and queues the plugin's callback —
+/// all in one transaction, and only if this worker's claim is still the job's latest, so an
+/// answer is recorded and handed to the plugin once. Whether it was.
 async fn answered(
     app: &App,
-    job: &JobId,
+    job: &Job,
     session: &SessionId,
     payload: String,
     usage: Option<model::Usage>,
-) -> anyhow::Result<()> {
-    let (job, session, now) = (job.clone(), session.clone(), app.clock.now());
-    app.writer
+    outcome: Activity,
+    actor: Actor,
+) -> anyhow::Result<bool> {
+    let (id, attempts, session, now) = (job.id.clone(), job.attempts, session.clone(), app.clock.now());
+    let handed = app
+        .writer
         .write(move |tx| {
-            let (job, session, payload) = (job.clone(), session.clone(), payload.clone());
+            let (id, session, payload, outcome, actor) = (
+                id.clone(),
+                session.clone(),
+                payload.clone(),
+                outcome.clone(),
+                actor.clone(),
+            );
             Box::pin(async move {
-                let tx = tx.conn();
-                if let Some(usage) = usage {
-                    store::model_usage::add(tx, &session, usage, now).await?;
+                if !store::jobs::complete_claimed(tx.conn(), &id, attempts).await? {
+                    return Ok::<_, StoreError>(false);
                 }
+                let key = outcome.idempotency_key.as_deref().unwrap_or_default();
+                if store::sessions::activity_by_key(tx.conn(), &session, key)
+                    .await?
+                    .is_none()
+                {
+                    write_activity(tx, &outcome, &actor).await?;
+                }
+                let tx = tx.conn();
+                store::model_usage::add(tx, &session, usage, now).await?;
                 let callback = JobKind::Timer { payload };
                 store::jobs::insert_with_id(tx, &JobId::generate(), &callback, &session, now, now).await?;
-                store::jobs::complete(tx, &job).await
+                Ok(true)
             })
         })
         .await?;
-    app.jobs_queued.notify_one();
-    Ok(())
+    if handed {
+        app.jobs_queued.notify_one();
+    }
+    Ok(handed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raw_too_large_for_an_activity_is_kept_as_its_size_and_beginning() {
+        let small = json!({"content": "short"}).to_string();
+        assert_eq!(recordable_raw(small.clone()), small);
+        // Multi-byte characters across the cut: the head still ends on a character boundary.
+        let large = json!({"content": "é".repeat(MAX_ACTIVITY_RAW_BYTES)}).to_string();
+        let kept = recordable_raw(large.clone());
+        assert!(kept.len() <= MAX_ACTIVITY_RAW_BYTES);
+        let note: Value = serde_json::from_str(&kept).unwrap_or_default();
+        assert_eq!(note["truncated"], true);
+        assert_eq!(note["bytes"], large.len());
+        assert!(large.starts_with(note["head"].as_str().unwrap_or("?")));
+    }
 }

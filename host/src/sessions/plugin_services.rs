@@ -204,6 +204,12 @@ impl CallServices for PluginServices {
                 Error::Internal(_) => refused(e),
                 other => CapabilityError::SessionClosed(other.to_string()),
             })?;
+        // The same per-token budget as the session token's REST and MCP calls: a plugin looping
+        // over task tools is throttled like a client looping over the API.
+        self.app
+            .rate_limits
+            .check(&caller.token.id)
+            .map_err(|limited| CapabilityError::LimitExceeded(format!("task tools: {limited}")))?;
         let tools = crate::api::mcp_tools::Tools {
             full: false,
             authorization: String::new(),

@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, HostEvent};
 use crate::domain::ids::{CommentId, InboundEventId, SessionId};
+use crate::domain::model::Budgets;
 use crate::domain::sessions::Session;
 use crate::runtime::bindings::types::{InboundRequest, SessionEvent};
+use crate::runtime::grants::Capability;
 use crate::runtime::{CallContext, CallEffects, CallError, LoadedPlugin};
 use crate::store::{self, StoreError, deliveries::Delivery, jobs::Job};
 
@@ -20,7 +22,7 @@ use super::fair_share::FairShare;
 use super::model_calls::{Handled, ModelCalls};
 use super::{PluginServices, snapshot};
 use crate::domain::jobs::{self, JobKind, QueuedEvent};
-use crate::use_cases::sessions::fail;
+use crate::use_cases::sessions::{fail, fail_over_budget};
 
 /// Jobs in hand at once (reading their session, waiting for their share, calling, committing).
 const JOB_SLOTS: usize = 64;
@@ -30,8 +32,12 @@ const CALLS: usize = 16;
 const SHARE_PATIENCE: Duration = Duration::from_secs(2);
 /// How long a claimed job is reserved for its worker (its wait for a share and a plugin call's
 /// time limit, plus a margin); a worker that dies releases it after this.
-fn lease_ms(app: &App) -> i64 {
-    (app.config.plugin_limits.timeout + SHARE_PATIENCE).as_millis() as i64 + 5_000
+/// A model call's lease covers its request's time limit and the writes around it.
+fn leases(app: &App) -> store::jobs::Leases {
+    store::jobs::Leases {
+        plugin_ms: (app.config.plugin_limits.timeout + SHARE_PATIENCE).as_millis() as i64 + 5_000,
+        model_ms: app.config.model_timeout.as_millis() as i64 + 60_000,
+    }
 }
 /// Longest sleep between looks at the job table when nothing is due.
 const IDLE_POLL: Duration = Duration::from_secs(5);
@@ -109,7 +115,7 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
 
 async fn claim(app: &App, limit: i64) -> Result<Vec<Job>, StoreError> {
     let mut tx = app.db.begin().await?;
-    let jobs = store::jobs::claim_due(&mut tx, app.db.backend(), app.clock.now(), lease_ms(app), limit).await?;
+    let jobs = store::jobs::claim_due(&mut tx, app.db.backend(), app.clock.now(), leases(app), limit).await?;
     tx.commit().await?;
     Ok(jobs)
 }
@@ -338,6 +344,24 @@ async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: Sess
         // Nobody to tell: the plugin is gone.
         return complete(app, job).await.map(|()| Ran::On(None));
     };
+    if plugin.grants.contains(Capability::Model)
+        && !matches!(event, SessionEvent::CancelRequested(_))
+        && let Some(reason) = steps_exhausted(app, &session).await?
+    {
+        let (id, session) = (job.id.clone(), session.id.clone());
+        let now = app.clock.now();
+        app.writer
+            .write(move |tx| {
+                let (id, session, reason) = (id.clone(), session.clone(), reason.clone());
+                Box::pin(async move {
+                    fail_over_budget(tx, &session, reason, now).await?;
+                    store::jobs::complete(tx.conn(), &id).await
+                })
+            })
+            .await?;
+        app.jobs_queued.notify_one();
+        return Ok(Ran::On(None));
+    }
     let Some(ticket) = share
         .enter(&session.workspace_id, &session.connection_id, SHARE_PATIENCE)
         .await
@@ -374,6 +398,15 @@ async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: Sess
         }
     }
     Ok(Ran::On(ran_on))
+}
+
+/// Why a native agent's session may take no further step (its connection's `steps` budget), if so.
+async fn steps_exhausted(app: &App, session: &Session) -> anyhow::Result<Option<String>> {
+    let mut conn = app.db.read().await?;
+    let connection = store::connections::get(&mut conn, &session.connection_id).await?;
+    let budgets = Budgets::from_stored(connection.as_ref().and_then(|c| c.budgets.as_deref()));
+    let steps = store::sessions::plugin_calls(&mut conn, &session.id).await?;
+    Ok(budgets.steps_exhausted(steps))
 }
 
 /// The stored provider webhook `event` as the plugin receives it, if it is still kept.

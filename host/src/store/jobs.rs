@@ -2,7 +2,7 @@
 //! leasing them (`locked_until`), so a job whose worker died is picked up again when the lease ends.
 
 use crate::domain::ids::{JobId, SessionId};
-use crate::domain::jobs::JobKind;
+use crate::domain::jobs::{self, JobKind};
 use crate::domain::time::Timestamp;
 
 use super::{Backend, Conn, StoreError};
@@ -121,12 +121,22 @@ pub async fn count_waiting(
     .await?)
 }
 
-/// Leases up to `limit` due jobs until `now + lease_ms` and returns them.
+/// How long claimed jobs are leased to their worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Leases {
+    /// Every kind but model calls: a plugin call's time limit plus margins.
+    pub plugin_ms: i64,
+    /// Model calls ([`jobs::MODEL_CALL`]): the model request's time limit plus margins, so a slow
+    /// completion is not claimed again while it is still being answered.
+    pub model_ms: i64,
+}
+
+/// Leases up to `limit` due jobs (each until `now` plus its kind's lease) and returns them.
 pub async fn claim_due(
     conn: &mut Conn,
     backend: Backend,
     now: Timestamp,
-    lease_ms: i64,
+    leases: Leases,
     limit: i64,
 ) -> Result<Vec<Job>, StoreError> {
     let skip_locked = match backend {
@@ -146,15 +156,18 @@ pub async fn claim_due(
                 PARTITION BY COALESCE(due.session_id, due.id) ORDER BY due.run_at, due.id) AS place \
             FROM due WHERE NOT EXISTS (\
                 SELECT 1 FROM jobs busy WHERE busy.session_id = due.session_id AND busy.locked_until > $2)) \
-         UPDATE jobs SET locked_until = $1, attempts = attempts + 1 WHERE id IN (\
+         UPDATE jobs SET locked_until = CASE WHEN kind = '{model_call}' THEN $5 ELSE $1 END, \
+            attempts = attempts + 1 WHERE id IN (\
             SELECT id FROM jobs WHERE id IN (\
                 SELECT id FROM ranked WHERE place = 1 ORDER BY run_at, id LIMIT $3) {skip_locked}) \
-         RETURNING id, kind, session_id, payload, attempts"
+         RETURNING id, kind, session_id, payload, attempts",
+        model_call = jobs::MODEL_CALL
     ))
-    .bind(now.plus_millis(lease_ms).millis())
+    .bind(now.plus_millis(leases.plugin_ms).millis())
     .bind(now.millis())
     .bind(limit)
     .bind(limit.saturating_mul(8).max(256))
+    .bind(now.plus_millis(leases.model_ms).millis())
     .fetch_all(conn)
     .await?)
 }
@@ -174,6 +187,38 @@ pub async fn complete(conn: &mut Conn, id: &JobId) -> Result<(), StoreError> {
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Removes a finished job if its claim numbered `attempts` is still the latest (a worker whose
+/// lease ran out while it worked may have been overtaken by another claim); whether it was.
+/// Fences the completions that must happen once, e.g. a model call's callback.
+pub async fn complete_claimed(conn: &mut Conn, id: &JobId, attempts: i64) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM jobs WHERE id = $1 AND attempts = $2")
+        .bind(id.as_str())
+        .bind(attempts)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// [`retry_at`] if the claim numbered `attempts` is still the latest; whether it was.
+pub async fn retry_claimed_at(
+    conn: &mut Conn,
+    id: &JobId,
+    attempts: i64,
+    run_at: Timestamp,
+    error: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET run_at = $3, locked_until = NULL, last_error = $4 WHERE id = $1 AND attempts = $2",
+    )
+    .bind(id.as_str())
+    .bind(attempts)
+    .bind(run_at.millis())
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Releases a job to run again at `run_at`, noting why the last attempt failed.

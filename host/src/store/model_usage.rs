@@ -6,7 +6,8 @@ use crate::domain::time::Timestamp;
 
 use super::{Conn, StoreError};
 
-/// A session's model calls so far and the tokens they used.
+/// A session's attempts at model calls so far (retries and failures included) and the tokens
+/// their answers used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionUsage {
     pub calls: i64,
@@ -30,8 +31,10 @@ pub async fn get(conn: &mut Conn, session: &SessionId) -> Result<SessionUsage, S
         .unwrap_or_default())
 }
 
-/// Adds one answered call using `usage` to `session`.
-pub async fn add(conn: &mut Conn, session: &SessionId, usage: Usage, now: Timestamp) -> Result<(), StoreError> {
+/// Adds one attempt at a model call to `session`, with the tokens its answer used (`None`: it
+/// failed or is retried; it still counts against the session's `modelCalls`).
+pub async fn add(conn: &mut Conn, session: &SessionId, usage: Option<Usage>, now: Timestamp) -> Result<(), StoreError> {
+    let usage = usage.unwrap_or_default();
     sqlx::query(
         "INSERT INTO session_model_usage (session_id, calls, input_tokens, output_tokens, updated_at) \
          VALUES ($1, 1, $2, $3, $4) \

@@ -41,8 +41,8 @@ pub async fn insert(conn: &mut Conn, s: &Session) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// What a plugin call leaves on its session, in one statement: `micros` more of CPU time and, if
-/// given, the plugin version (wasm SHA-256) the session is pinned to.
+/// What a plugin call leaves on its session, in one statement: one more step, `micros` more of
+/// CPU time and, if given, the plugin version (wasm SHA-256) the session is pinned to.
 pub async fn settle_call(
     conn: &mut Conn,
     session: &SessionId,
@@ -50,7 +50,7 @@ pub async fn settle_call(
     micros: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE agent_sessions SET plugin_cpu_micros = plugin_cpu_micros + $2, \
+        "UPDATE agent_sessions SET plugin_calls = plugin_calls + 1, plugin_cpu_micros = plugin_cpu_micros + $2, \
          plugin_sha256 = COALESCE($3, plugin_sha256) WHERE id = $1",
     )
     .bind(session.as_str())
@@ -59,6 +59,17 @@ pub async fn settle_call(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Plugin calls made on `session`'s events so far (its steps).
+pub async fn plugin_calls(conn: &mut Conn, session: &SessionId) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT plugin_calls FROM agent_sessions WHERE id = $1")
+            .bind(session.as_str())
+            .fetch_optional(conn)
+            .await?
+            .unwrap_or(0),
+    )
 }
 
 /// The plugin versions (wasm SHA-256) unfinished sessions run on.

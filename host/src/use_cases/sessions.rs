@@ -196,41 +196,20 @@ pub async fn record_activity(
     source: RecordSource,
     actor: &Actor,
 ) -> Result<(Activity, bool), Error> {
-    let activity = activity.validated()?;
-    if let Some(key) = &activity.idempotency_key {
+    let record = activity_record(app, session, activity, source)?;
+    if let Some(key) = &record.idempotency_key {
         let mut conn = app.db.read().await?;
         if let Some(existing) = store::sessions::activity_by_key(&mut conn, &session.id, key).await? {
             return Ok((existing, false));
         }
     }
-    let record = Activity {
-        id: ActivityId::generate(),
-        session_id: session.id.clone(),
-        activity_type: activity.activity_type,
-        body: activity.body,
-        action: activity.action,
-        parameter: activity.parameter,
-        result: activity.result,
-        provider_event_id: activity.provider_event_id,
-        provider_event_type: activity.provider_event_type,
-        raw: activity.raw,
-        idempotency_key: activity.idempotency_key,
-        source,
-        created_at: app.clock.now(),
-    };
-    let audited_as = actor.clone().in_session(&session.id);
+    let audited_as = actor.clone();
     let inserted = record.clone();
     let written = app
         .writer
         .write(move |tx| {
             let (record, actor) = (inserted.clone(), audited_as.clone());
-            Box::pin(async move {
-                store::sessions::insert_activity(tx.conn(), &record).await?;
-                let details = json!({"activityId": record.id, "activityType": record.activity_type.as_str(), "bytes": record.body.len()});
-                let entry = Entry::new("session.activity.create", "agent_session", &record.session_id, details);
-                tx.audit(&actor, entry, record.created_at);
-                Ok::<_, StoreError>(())
-            })
+            Box::pin(async move { write_activity(tx, &record, &actor).await })
         })
         .await;
     match written {
@@ -247,6 +226,43 @@ pub async fn record_activity(
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// The record `activity` becomes on `session`, once it passed the checks every activity meets.
+pub(crate) fn activity_record(
+    app: &App,
+    session: &Session,
+    activity: NewActivity,
+    source: RecordSource,
+) -> Result<Activity, Error> {
+    let activity = activity.validated()?;
+    Ok(Activity {
+        id: ActivityId::generate(),
+        session_id: session.id.clone(),
+        activity_type: activity.activity_type,
+        body: activity.body,
+        action: activity.action,
+        parameter: activity.parameter,
+        result: activity.result,
+        provider_event_id: activity.provider_event_id,
+        provider_event_type: activity.provider_event_type,
+        raw: activity.raw,
+        idempotency_key: activity.idempotency_key,
+        source,
+        created_at: app.clock.now(),
+    })
+}
+
+/// Inserts `record` (from [`activity_record`]) with its audit record, in `tx`: for writers that
+/// commit an activity together with other changes. A repeated idempotency key is a
+/// [`StoreError::Conflict`].
+pub(crate) async fn write_activity(tx: &mut WriteTx, record: &Activity, actor: &Actor) -> Result<(), StoreError> {
+    store::sessions::insert_activity(tx.conn(), record).await?;
+    let details =
+        json!({"activityId": record.id, "activityType": record.activity_type.as_str(), "bytes": record.body.len()});
+    let entry = Entry::new("session.activity.create", "agent_session", &record.session_id, details);
+    tx.audit(&actor.clone().in_session(&record.session_id), entry, record.created_at);
+    Ok(())
 }
 
 /// The result of a status request.
@@ -451,6 +467,26 @@ pub(crate) async fn fail(
     if let Some(mut session) = store::sessions::get_locked(tx.conn(), session_id).await? {
         host_status(tx, &mut session, SessionStatus::Failed, Some(reason), now).await?;
     }
+    Ok(())
+}
+
+/// Fails a session that ran out of a budget and tells its plugin, as a cancel, so it can stop what
+/// it runs and drop the session's state (a plugin is told of its session's end only by a cancel).
+pub(crate) async fn fail_over_budget(
+    tx: &mut WriteTx,
+    session_id: &SessionId,
+    reason: String,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let Some(mut session) = store::sessions::get_locked(tx.conn(), session_id).await? else {
+        return Ok(());
+    };
+    if session.status.is_terminal() {
+        return Ok(());
+    }
+    host_status(tx, &mut session, SessionStatus::Failed, Some(reason.clone()), now).await?;
+    let event = JobKind::SessionEvent(QueuedEvent::Cancel { reason: Some(reason) });
+    store::jobs::insert(tx.conn(), &event, Some(session_id), now).await?;
     Ok(())
 }
 

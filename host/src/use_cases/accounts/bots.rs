@@ -35,7 +35,7 @@ pub struct NewBot {
     pub config: serde_json::Value,
     /// `continue` or `newSession`; `None`: the connection type's default.
     pub follow_ups: Option<String>,
-    /// Per-session budgets for model calls (`{modelCalls, tokens, wallSeconds}`); `None`: the host's defaults.
+    /// Per-session budgets for model calls (`{modelCalls, steps, tokens, wallSeconds}`); `None`: the host's defaults.
     pub budgets: Option<serde_json::Value>,
 }
 
