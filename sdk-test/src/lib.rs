@@ -5,8 +5,11 @@
 //! activities, status and link are recorded; `kv` is a map; `tasks` act on one fake task with its
 //! comments and statuses; webhooks, timers and model requests are queued for the test to look at
 //! and to drive — [`Harness::answer_model`] hands the plugin a scripted model answer exactly as the
-//! host would, [`Harness::fire_timers`] fires its timers. Outbound HTTP goes out for real and may
-//! reach loopback (point the plugin at a fake server the test starts).
+//! host would, [`Harness::fire_timers`] fires its timers. Outbound HTTP is scripted with
+//! [`Harness::http`] (answers by method and URL; every request is kept for
+//! [`Harness::http_requests`], as it would go out: after the host's checks, secrets filled in);
+//! a harness with nothing scripted sends it for real (loopback allowed, for a fake server the test
+//! starts).
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -35,7 +38,7 @@ use leadtime_host::runtime::bindings::types::{
 };
 use leadtime_host::runtime::{
     CallContext, CallEffects, CallLimits, CallServices, CapabilityError, LoadedPlugin, PluginRuntime, QueuedTimer,
-    QueuedWebhook,
+    QueuedWebhook, ScriptedRequest, ScriptedResponse,
 };
 use leadtime_host::secrets::SecretValue;
 use serde_json::{Value, json};
@@ -106,6 +109,71 @@ impl Reply {
     }
 }
 
+/// A scripted answer to the plugin's outbound HTTP requests (see [`Harness::http`]).
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// `status` with a JSON body.
+    pub fn json(status: u16, body: Value) -> HttpReply {
+        HttpReply {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    /// `status` with a plain-text body.
+    pub fn text(status: u16, body: &str) -> HttpReply {
+        HttpReply {
+            status,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// With header `name: value` too.
+    pub fn header(mut self, name: &str, value: &str) -> HttpReply {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// An outbound request the plugin made, as it would have gone out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// The value of header `name`, if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`Null` if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// Answers scripted for one method and URL: used in order, the last one again once it is reached.
+struct HttpRoute {
+    method: String,
+    url: String,
+    replies: VecDeque<HttpReply>,
+}
+
 /// One activity the plugin posted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posted {
@@ -130,6 +198,8 @@ struct World {
     model_calls: VecDeque<(String, ModelRequest, String)>,
     model_requests: Vec<ModelRequest>,
     routes: Vec<String>,
+    http_routes: Vec<HttpRoute>,
+    http_requests: Vec<HttpRequest>,
 }
 
 /// The fake host a [`Harness`] answers plugin calls from.
@@ -156,15 +226,64 @@ fn comments_json(world: &World) -> Value {
         task.comments
             .iter()
             .map(|(author, body)| {
-                let kind = if author == "Harness bot" { "bot" } else { "person" };
-                json!({"author": {"name": author, "kind": kind}, "body": body})
+                let (kind, id) = if author == "Harness bot" {
+                    ("bot", BOT.to_owned())
+                } else {
+                    ("person", person_id(author))
+                };
+                json!({"author": {"id": id, "name": author, "kind": kind}, "body": body})
             })
             .collect(),
     )
 }
 
+/// The id the harness gives the person named `name`.
+fn person_id(name: &str) -> String {
+    format!("usr_{}", name.to_lowercase().replace(' ', "_"))
+}
+
 #[async_trait]
 impl CallServices for FakeHost {
+    fn scripts_http(&self) -> bool {
+        !self.world().http_routes.is_empty()
+    }
+
+    async fn answer_http(&self, request: ScriptedRequest) -> ScriptedResponse {
+        let mut world = self.world();
+        world.http_requests.push(HttpRequest {
+            method: request.method.clone(),
+            url: request.url.clone(),
+            headers: request.headers.clone(),
+            body: request.body.clone(),
+        });
+        let route = world
+            .http_routes
+            .iter_mut()
+            .find(|r| r.method.eq_ignore_ascii_case(&request.method) && r.url == request.url);
+        let Some(route) = route else {
+            return ScriptedResponse {
+                status: 599,
+                headers: Vec::new(),
+                body: format!(
+                    "the harness has nothing scripted for {} {}",
+                    request.method, request.url
+                )
+                .into_bytes(),
+            };
+        };
+        let reply = if route.replies.len() > 1 {
+            route.replies.pop_front()
+        } else {
+            route.replies.front().cloned()
+        };
+        let reply = reply.unwrap_or_else(|| HttpReply::text(599, "no answer left"));
+        ScriptedResponse {
+            status: reply.status,
+            headers: reply.headers,
+            body: reply.body,
+        }
+    }
+
     async fn post_activity(&self, _: &SessionId, activity: NewActivity) -> Result<(), CapabilityError> {
         let activity = activity
             .validated()
@@ -293,6 +412,11 @@ impl CallServices for FakeHost {
         _: &SessionId,
         _: EndpointSpec,
     ) -> Result<String, CapabilityError> {
+        // The endpoint's generated signing secret, as the host keeps it (`{{secret:inbound-webhook}}`).
+        self.world()
+            .secrets
+            .entry("inbound-webhook".into())
+            .or_insert_with(|| "whsec_harness".into());
         Ok(format!(
             "https://harness.invalid/api/plugins/{connection_type}/inbound/{connection}"
         ))
@@ -359,6 +483,35 @@ impl Harness {
         self
     }
 
+    /// Answers the plugin's `method` requests to `url` (exactly, query included) with `reply`.
+    /// Scripting one request turns the network off for this harness: a request nothing is
+    /// scripted for is answered 599 and kept (see [`Harness::http_requests`]). Several replies
+    /// for one route are used in order, the last one again once reached.
+    pub fn http(self, method: &str, url: &str, reply: HttpReply) -> Harness {
+        {
+            let mut world = self.host.world();
+            match world
+                .http_routes
+                .iter_mut()
+                .find(|r| r.method.eq_ignore_ascii_case(method) && r.url == url)
+            {
+                Some(route) => route.replies.push_back(reply),
+                None => world.http_routes.push(HttpRoute {
+                    method: method.to_owned(),
+                    url: url.to_owned(),
+                    replies: VecDeque::from([reply]),
+                }),
+            }
+        }
+        self
+    }
+
+    /// Every outbound request the plugin made while HTTP was scripted, in order, as it would
+    /// have gone out (secret references filled in).
+    pub fn http_requests(&self) -> Vec<HttpRequest> {
+        self.host.world().http_requests.clone()
+    }
+
     /// Sets connection secret `name`.
     pub fn secret(self, name: &str, value: &str) -> Harness {
         self.host.world().secrets.insert(name.to_owned(), value.to_owned());
@@ -401,7 +554,7 @@ impl Harness {
 
     fn person(name: &str) -> Actor {
         Actor {
-            id: format!("usr_{}", name.to_lowercase().replace(' ', "_")),
+            id: person_id(name),
             name: name.to_owned(),
             kind: "person".into(),
             handle: Some(name.to_lowercase().replace(' ', "")),

@@ -57,7 +57,7 @@ pub use calls::{CallError, Called, ConfigFieldError};
 pub use grants::{Capability, Grants};
 pub use limits::{CallLimits, HttpLimits};
 pub use manifest::{Manifest, SUPPORTED_WIT_VERSIONS, SecretSpec, is_host_pattern, not_a_component};
-pub use services::{CallServices, CapabilityError, kv_bytes_after};
+pub use services::{CallServices, CapabilityError, ScriptedRequest, ScriptedResponse, kv_bytes_after};
 
 /// A loaded, pre-instantiated plugin.
 pub struct LoadedPlugin {

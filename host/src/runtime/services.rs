@@ -150,6 +150,38 @@ pub trait CallServices: Send + Sync {
     ) -> Result<(), CapabilityError> {
         Err(none())
     }
+    /// Whether [`CallServices::answer_http`] answers outbound requests instead of the network
+    /// (a test harness scripting providers); the host's own services never do.
+    fn scripts_http(&self) -> bool {
+        false
+    }
+    /// The scripted answer to an outbound request that passed every check (manifest hosts, the
+    /// workspace's narrowing, addresses) with its secret references filled in, as it would go out.
+    /// Only asked when [`CallServices::scripts_http`] says so.
+    async fn answer_http(&self, request: ScriptedRequest) -> ScriptedResponse {
+        ScriptedResponse {
+            status: 502,
+            headers: Vec::new(),
+            body: format!("nothing scripted for {} {}", request.method, request.url).into_bytes(),
+        }
+    }
+}
+
+/// An outbound request as a test harness sees it (see [`CallServices::answer_http`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptedRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A test harness's answer to an outbound request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptedResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 /// Services for calls that may touch no records (`manifest`, `validate-config`).

@@ -224,6 +224,36 @@ impl Refusal {
     }
 }
 
+/// A test harness's answer to a request that passed every check (see [`CallServices::answer_http`]).
+async fn scripted(
+    services: &dyn CallServices,
+    method: &str,
+    url: &url::Url,
+    headers: &reqwest::header::HeaderMap,
+    body: Bytes,
+) -> Result<http::Response<WasiBody>, Refusal> {
+    let request = crate::runtime::ScriptedRequest {
+        method: method.to_owned(),
+        url: url.to_string(),
+        headers: headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .collect(),
+        body: body.to_vec(),
+    };
+    let answer = services.answer_http(request).await;
+    let mut builder = http::Response::builder().status(answer.status);
+    for (name, value) in &answer.headers {
+        builder = builder.header(name, value);
+    }
+    let body = Full::new(Bytes::from(answer.body))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    builder
+        .body(body)
+        .map_err(|e| Refusal::new(HttpError::HttpProtocolError, format!("unusable scripted response: {e}")))
+}
+
 impl Outbound {
     async fn send(
         &self,
@@ -308,6 +338,9 @@ impl Outbound {
             body
         };
 
+        if self.services.scripts_http() {
+            return scripted(self.services.as_ref(), parts.method.as_str(), &url, &headers, body).await;
+        }
         let first_byte = options
             .and_then(|o| o.first_byte_timeout)
             .map_or(self.limits.first_byte_timeout, |t| {
