@@ -17,6 +17,8 @@ const MAX_STATE_BYTES: usize = 60 << 10;
 pub struct State {
     /// The session's task.
     pub task_id: String,
+    /// The session's bot (empty in a state saved before it was kept).
+    pub bot_id: String,
     /// `[{role, content}]`, oldest first.
     pub messages: Vec<Value>,
     /// Model turns answered so far.
@@ -31,13 +33,20 @@ pub struct State {
     pub waiting: bool,
     /// Follow-ups that arrived while the model was thinking, for its next turn.
     pub inbox: Vec<String>,
+    /// Comments already taken as follow-ups (the latest [`MAX_SEEN`]), so one handed over again
+    /// joins the conversation once.
+    pub seen_follow_ups: Vec<String>,
 }
+
+/// Follow-up comment ids remembered.
+const MAX_SEEN: usize = 64;
 
 impl State {
     /// A conversation starting with `brief`.
-    pub fn new(task_id: &str, brief: String) -> State {
+    pub fn new(task_id: &str, bot_id: &str, brief: String) -> State {
         State {
             task_id: task_id.to_owned(),
+            bot_id: bot_id.to_owned(),
             messages: vec![json!({"role": "user", "content": [{"type": "text", "text": brief}]})],
             turns: 0,
             last_answer: None,
@@ -45,6 +54,7 @@ impl State {
             executing: None,
             waiting: false,
             inbox: Vec::new(),
+            seen_follow_ups: Vec::new(),
         }
     }
 
@@ -66,6 +76,7 @@ impl State {
         };
         Ok(Some(State {
             task_id: v["taskId"].as_str().unwrap_or_default().to_owned(),
+            bot_id: v["botId"].as_str().unwrap_or_default().to_owned(),
             messages: v["messages"].as_array().cloned().unwrap_or_default(),
             turns: v["turns"].as_u64().unwrap_or(0),
             last_answer: v["lastAnswer"].as_str().map(str::to_owned),
@@ -89,14 +100,16 @@ impl State {
                 .map(|(a, b)| (a.to_owned(), b.to_owned())),
             waiting: v["waiting"].as_bool().unwrap_or(false),
             inbox: strings("inbox"),
+            seen_follow_ups: strings("seenFollowUps"),
         }))
     }
 
     pub fn save(&self, session: &str) -> Result<(), PluginError> {
+        let seen = &self.seen_follow_ups[self.seen_follow_ups.len().saturating_sub(MAX_SEEN)..];
         let v = json!({
-            "taskId": self.task_id, "messages": self.messages, "turns": self.turns,
+            "taskId": self.task_id, "botId": self.bot_id, "messages": self.messages, "turns": self.turns,
             "lastAnswer": self.last_answer, "results": self.results, "executing": self.executing,
-            "waiting": self.waiting, "inbox": self.inbox,
+            "waiting": self.waiting, "inbox": self.inbox, "seenFollowUps": seen,
         })
         .to_string();
         if v.len() > MAX_STATE_BYTES {
@@ -213,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_turn_joins_the_conversation_with_its_tool_results_and_waiting_follow_ups() {
-        let mut state = State::new("tsk_1", "Plan it".into());
+        let mut state = State::new("tsk_1", "usr_bot", "Plan it".into());
         state.results.push(("tu_1".into(), "Comment posted.".into(), false));
         state.inbox.push("Ada wrote: also check mobile".into());
         let answer =
@@ -227,7 +240,7 @@ mod tests {
                 {"type": "text", "text": "Ada wrote: also check mobile"}])
         );
         // Waiting for a person: follow-ups stay in the inbox until one arrives.
-        let mut waiting = State::new("tsk_1", "Plan it".into());
+        let mut waiting = State::new("tsk_1", "usr_bot", "Plan it".into());
         waiting.results.push(("tu_2".into(), "Asked.".into(), false));
         waiting.answered(
             "job_2",

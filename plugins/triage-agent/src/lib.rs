@@ -80,7 +80,7 @@ impl Plugin for TriageAgent {
                         config.allowed_statuses.join(", ")
                     ));
                 }
-                let state = State::new(&start.task.id, text);
+                let state = State::new(&start.task.id, &start.bot.id, text);
                 state.save(&start.session_id)?;
                 state
             }
@@ -232,11 +232,15 @@ fn run_tool(
         }
         "add_comment" => {
             let body = arg("comment")?.to_owned();
-            // Marked before it is posted: a step run again after a crash finds the comment
-            // instead of posting it twice.
-            state.executing = Some((call_id.to_owned(), body.clone()));
-            state.save(session_id).map_err(|e| e.message())?;
-            let already = posted_before(&state.task_id, &body).map_err(|e| e.message())?;
+            // Marked before it is posted: a step run again after a crash (the mark is there)
+            // looks for the comment among the bot's own and does not post it twice. A first run
+            // posts, even a text the bot wrote before (the model may mean to repeat itself).
+            let rerun = state.executing.as_ref().is_some_and(|(id, _)| id == call_id);
+            if !rerun {
+                state.executing = Some((call_id.to_owned(), body.clone()));
+                state.save(session_id).map_err(|e| e.message())?;
+            }
+            let already = rerun && posted_before(&state.task_id, &state.bot_id, &body).map_err(|e| e.message())?;
             if !already {
                 tasks::add_comment(&state.task_id, &body).map_err(|e| said(&e))?;
             }
@@ -273,24 +277,36 @@ fn run_tool(
     }
 }
 
-/// Whether the bot's latest comment on `task` already has `body` (a step run again).
-fn posted_before(task: &str, body: &str) -> Result<bool, PluginError> {
+/// Whether the bot `bot` (any bot for a state saved before the bot was kept) has a comment on
+/// `task` with `body`: a step run again after it posted.
+fn posted_before(task: &str, bot: &str, body: &str) -> Result<bool, PluginError> {
     let context = tasks::get_task(task)?;
     let comments = context["comments"].as_array().cloned().unwrap_or_default();
-    Ok(comments
-        .iter()
-        .rev()
-        .find(|c| c["author"]["kind"] == "bot")
-        .is_some_and(|c| c["body"].as_str() == Some(body)))
+    Ok(comments.iter().any(|c| {
+        let mine = if bot.is_empty() {
+            c["author"]["kind"] == "bot"
+        } else {
+            c["author"]["id"] == bot
+        };
+        mine && c["body"].as_str() == Some(body)
+    }))
 }
 
 /// A follow-up @mention: added to the conversation, and the model asked again (unless it is
 /// already thinking: then it reads the mention with its next turn).
+///
+/// The state is saved last: the model request and status change take effect only when the call
+/// succeeds, so a call that fails before the end leaves the saved state as it was and its retry
+/// does it all again (saving first would leave a state that no longer waits and no request).
 fn follow_up(config: &Config, session_id: &str, state: &mut State, comment: &Comment) -> Result<(), PluginError> {
     session::post_activity(
         &Activity::new(ActivityType::Prompt, &comment.body)
             .with_idempotency_key(format!("triage:follow-up:{}", comment.id)),
     )?;
+    if state.seen_follow_ups.contains(&comment.id) {
+        return Ok(());
+    }
+    state.seen_follow_ups.push(comment.id.clone());
     let idle = state.waiting;
     state.inbox.push(format!(
         "{} wrote on the task:\n\n{}",
@@ -299,13 +315,10 @@ fn follow_up(config: &Config, session_id: &str, state: &mut State, comment: &Com
     if idle {
         state.waiting = false;
         state.flush_inbox();
-    }
-    state.save(session_id)?;
-    session::set_status(SessionStatus::Running, None)?;
-    if idle {
+        session::set_status(SessionStatus::Running, None)?;
         ask(config, state)?;
     }
-    Ok(())
+    state.save(session_id)
 }
 
 /// A host refusal in words for the model (and the feed).

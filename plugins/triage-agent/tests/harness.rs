@@ -94,3 +94,39 @@ async fn it_asks_when_the_task_is_vague_and_continues_on_a_follow_up() {
         Some("The model server refused the request (400)")
     );
 }
+
+#[tokio::test]
+async fn a_follow_up_handed_over_twice_joins_once_and_a_repeated_text_is_still_posted() {
+    let harness = agent().await;
+    harness.start(Task::new("Fix the login button")).await.unwrap();
+    harness
+        .answer_model(Reply::tools(
+            None,
+            &[("add_comment", json!({"comment": "Looking into it."}))],
+        ))
+        .await
+        .unwrap();
+    // While the model thinks, a mention arrives, and is handed over again (at-least-once).
+    harness.mention("Ada", "@triage also on Safari").await.unwrap();
+    harness.mention("Ada", "@triage also on Safari").await.unwrap();
+    assert_eq!(harness.waiting_model_requests(), 1, "no second request while one waits");
+    // The model says the same thing again in a later turn: a first run posts it (only a step run
+    // again after a crash looks for its earlier comment).
+    harness
+        .answer_model(Reply::tools(
+            None,
+            &[("add_comment", json!({"comment": "Looking into it."}))],
+        ))
+        .await
+        .unwrap();
+    let third = harness.model_requests()[2].messages.to_string();
+    assert_eq!(third.matches("also on Safari").count(), 1, "{third}");
+    let mine: Vec<_> = harness
+        .comments()
+        .into_iter()
+        .filter(|(author, body)| author == "Harness bot" && body == "Looking into it.")
+        .collect();
+    assert_eq!(mine.len(), 2);
+    harness.answer_model(Reply::text("Done.")).await.unwrap();
+    assert_eq!(harness.status(), "done");
+}
