@@ -47,6 +47,11 @@ pub struct App {
     pub local_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Provider webhooks refused per connection (in memory, bounded).
     pub inbound_rejections: crate::use_cases::inbound::Rejections,
+    /// Live session streams open, host-wide and per token (bounded).
+    pub session_streams: Arc<crate::api::session_stream::StreamSlots>,
+    /// Cancelled when the host starts shutting down (long-lived responses such as session streams
+    /// end then, so the shutdown does not wait for them).
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Something the background workers finished, broadcast to whoever listens (tests wait on these

@@ -155,6 +155,8 @@ impl From<WriteError> for StoreError {
 #[derive(Debug, Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Unit>,
+    /// Counts committed batches: readers waiting for new records (live session streams) watch it.
+    committed: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Unit {
@@ -173,10 +175,17 @@ impl Writer {
             Backend::Postgres => POSTGRES_WRITERS,
         };
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        let committed = tokio::sync::watch::Sender::new(0);
         let handles = (0..writers)
-            .map(|_| tokio::spawn(run(db.clone(), keys.clone(), receiver.clone())))
+            .map(|_| tokio::spawn(run(db.clone(), keys.clone(), receiver.clone(), committed.clone())))
             .collect();
-        (Writer { queue }, handles)
+        (Writer { queue, committed }, handles)
+    }
+
+    /// Changes after each committed batch (its value counts them): wait on it to read what was
+    /// just written.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.subscribe()
     }
 
     /// Runs `work` in the next batch and answers once that batch is committed: `work`'s own error
@@ -234,7 +243,12 @@ impl Writer {
 }
 
 /// One writer task: batches until the queue closes.
-async fn run(db: Db, keys: AuditKeys, receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Unit>>>) {
+async fn run(
+    db: Db,
+    keys: AuditKeys,
+    receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Unit>>>,
+    committed: tokio::sync::watch::Sender<u64>,
+) {
     let mut batch: Vec<Unit> = Vec::with_capacity(MAX_BATCH);
     loop {
         {
@@ -253,8 +267,11 @@ async fn run(db: Db, keys: AuditKeys, receiver: Arc<tokio::sync::Mutex<mpsc::Rec
         .await;
         match ran {
             Ok((units, outcome)) => {
-                if let Err(error) = &outcome {
-                    tracing::error!(%error, units = units.len(), "a write batch could not be committed");
+                match &outcome {
+                    Err(error) => {
+                        tracing::error!(%error, units = units.len(), "a write batch could not be committed")
+                    }
+                    Ok(()) => committed.send_modify(|batches| *batches = batches.wrapping_add(1)),
                 }
                 for unit in units {
                     (unit.answer)(outcome.clone());

@@ -29,6 +29,8 @@ pub struct Config {
     pub plugin_limits: CallLimits,
     /// Time one model request (`model` capability) may take, connect to the answer's last byte.
     pub model_timeout: Duration,
+    /// Live session streams (`GET /agent-sessions/{id}/stream`) open at once on this host.
+    pub max_session_streams: usize,
     /// Requests per minute one API token may make (0: unlimited).
     pub rate_limit_per_minute: u32,
     /// Requests one API token may make in a burst.
@@ -115,6 +117,7 @@ impl Config {
             outbound: OutboundPolicy::default(),
             plugin_limits: CallLimits::default(),
             model_timeout: Duration::from_secs(300),
+            max_session_streams: 512,
             rate_limit_per_minute: 600,
             rate_limit_burst: 120,
             auth_failures_per_minute: 30,
@@ -190,6 +193,9 @@ pub struct ServeArgs {
     /// seconds; long completions of large models need minutes.
     #[arg(long, env = "LEADTIME_MODEL_TIMEOUT_SECS", default_value_t = 300)]
     pub model_timeout_secs: u64,
+    /// Live session streams (Server-Sent Events) open at once; each token may hold 16.
+    #[arg(long, env = "LEADTIME_MAX_SESSION_STREAMS", default_value_t = 512)]
+    pub max_session_streams: usize,
     /// Requests per minute one API token may make; 0 turns the limit off.
     #[arg(long, env = "LEADTIME_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,
@@ -250,6 +256,7 @@ impl ServeArgs {
         config.outbound.allow_private_targets = self.allow_private_targets;
         config.plugin_limits.timeout = Duration::from_secs(self.plugin_timeout_secs.max(1));
         config.model_timeout = Duration::from_secs(self.model_timeout_secs.clamp(1, 3_600));
+        config.max_session_streams = self.max_session_streams.max(1);
         config.delivery.max_in_flight = self.delivery_concurrency;
         config.delivery.per_endpoint_in_flight = self.delivery_per_endpoint;
         config.delivery.auto_disable_after_failed_deliveries = self.delivery_auto_disable_after;

@@ -10,6 +10,7 @@ pub mod app;
 pub mod audit;
 pub mod commit;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod domain;
 pub mod outbound;
@@ -103,6 +104,7 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
     let failed_auth =
         rate_limit::FailedAuthLimits::new(config.auth_failures_per_minute, config.auth_failures_per_minute);
     let rate_limits = rate_limit::RateLimits::new(config.rate_limit_per_minute, config.rate_limit_burst);
+    let max_session_streams = config.max_session_streams;
     Ok(Arc::new(App {
         db,
         clock,
@@ -120,6 +122,8 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         server_stats: Arc::default(),
         local_addr: Default::default(),
         inbound_rejections: Default::default(),
+        session_streams: Arc::new(api::session_stream::StreamSlots::new(max_session_streams)),
+        stopping: CancellationToken::new(),
     }))
 }
 
@@ -205,7 +209,7 @@ pub async fn start_with_clock(
     }
     let addr = listener.local_addr()?;
     let _ = app.local_addr.set(addr);
-    let shutdown = CancellationToken::new();
+    let shutdown = app.stopping.clone();
     let mut tasks = JoinSet::new();
 
     tasks.spawn(sessions::worker::run(app.clone(), shutdown.clone()));

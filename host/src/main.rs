@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the host (API server and workers).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a workspace with its first admin and print the admin's API token (shown once).
     Bootstrap {
         /// Name of the new workspace.
@@ -55,6 +55,25 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Print a one-time link that signs a person in to the web console (it works once, for 15
+    /// minutes, and mints them a token that lasts a day).
+    ConsoleLink {
+        /// The person's @handle.
+        #[arg(long, default_value = "admin")]
+        handle: String,
+        /// The workspace's name, when several have a person with that handle.
+        #[arg(long)]
+        workspace: Option<String>,
+        /// The host's public URL, as `serve` is given it.
+        #[arg(long, env = "LEADTIME_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+        public_url: String,
+        /// Directory of the host's data (as for `serve`).
+        #[arg(long, env = "LEADTIME_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Database URL (as for `serve`).
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
     },
     /// Audit trail tools.
     Audit {
@@ -166,6 +185,27 @@ async fn main() -> anyhow::Result<()> {
                 );
                 println!("{}", done.admin_token);
             }
+            app.db.close().await;
+            Ok(())
+        }
+        Command::ConsoleLink {
+            handle,
+            workspace,
+            public_url,
+            data_dir,
+            database_url,
+        } => {
+            let config = Config::new(data_dir, database_url, public_url);
+            let app = leadtime_host::open(config, Arc::new(SystemClock)).await?;
+            let code = leadtime_host::use_cases::console::create_link(&app, &handle, workspace.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "Open this link within {} minutes to sign in as @{} (it works once):",
+                leadtime_host::use_cases::console::LINK_MINUTES,
+                handle.trim_start_matches('@')
+            );
+            println!("{}/console/link/{code}", app.config.public_url);
             app.db.close().await;
             Ok(())
         }

@@ -76,6 +76,8 @@ pub const POLICIES: &[Policy] = &[
     policy("listTaskComments", Anyone, READ, false),
     policy("getTaskHistory", Anyone, READ, false),
     policy("getAgentSession", Anyone, READ, false),
+    policy("streamAgentSession", Anyone, READ, false),
+    policy("cancelAgentSession", People, WRITE, true),
     policy("getAgentSessionContext", SessionBot, READ, false),
     policy("postAgentSessionActivity", SessionBot, WRITE, true),
     policy("setAgentSessionStatus", SessionBot, WRITE, true),

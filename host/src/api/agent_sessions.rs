@@ -20,9 +20,41 @@ use crate::use_cases::sessions;
 pub fn router() -> OpenApiRouter<SharedApp> {
     OpenApiRouter::new()
         .routes(routes!(get_session))
+        .routes(routes!(super::session_stream::stream_session))
         .routes(routes!(get_context))
         .routes(routes!(post_activity))
         .routes(routes!(set_status))
+        .routes(routes!(cancel_session))
+}
+
+/// Why a person cancels a session.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CancelSession {
+    /// Shown on the card and handed to the plugin; default "canceled by @handle". At most 16384 bytes.
+    #[schema(max_length = 16384)]
+    reason: Option<String>,
+}
+
+/// Cancel an agent session
+///
+/// A person stops a session that has not finished: it becomes `canceled` and its connection is
+/// told (a self-hosted wrapper gets the cancel; a provider's agent is stopped). A finished session
+/// answers 409. Bots end their own sessions through the status API instead.
+#[utoipa::path(post, path = "/agent-sessions/{id}/cancel", tag = "agent-sessions", operation_id = "cancelAgentSession",
+    request_body = CancelSession,
+    params(("id" = String, Path, description = "Agent session id (agentRunId)")),
+    responses((status = 200, body = SessionView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn cancel_session(
+    State(app): State<SharedApp>,
+    Writer(caller): Writer,
+    Path(id): Path<String>,
+    Json(body): Json<CancelSession>,
+) -> Result<Json<SessionView>, AppError> {
+    let session = sessions::cancel_by_person(&app, &caller, &id, body.reason).await?;
+    let mut conn = app.db.read().await?;
+    Ok(Json(views::load_session_view(&mut conn, &session).await?))
 }
 
 /// An activity to append to the session's feed.
@@ -141,7 +173,7 @@ pub(crate) struct SessionContext {
 }
 
 /// The session of the caller's workspace with `id`, or 404.
-async fn find(app: &App, caller: &Caller, id: &str) -> Result<Session, AppError> {
+pub(crate) async fn find(app: &App, caller: &Caller, id: &str) -> Result<Session, AppError> {
     let mut conn = app.db.read().await?;
     store::sessions::get(&mut conn, caller.workspace_id(), id)
         .await?

@@ -41,6 +41,9 @@ pub enum AppError {
     /// 429: the token made too many requests; retry after the given seconds.
     #[error("too many requests with this token; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// 429: the caller holds as many of something as it may (e.g. open session streams).
+    #[error("{message}")]
+    TooMany { message: String, retry_after_secs: u64 },
     /// 413: the request body is too large.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -81,7 +84,7 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::Gone(_) => StatusCode::GONE,
-            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. } | AppError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -101,6 +104,7 @@ impl AppError {
             AppError::Conflict(_) => "conflict",
             AppError::Gone(_) => "gone",
             AppError::RateLimited { .. } => "rate_limited",
+            AppError::TooMany { .. } => "too_many",
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::Timeout(_) => "timeout",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -195,7 +199,7 @@ impl IntoResponse for AppError {
             field_errors,
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if let AppError::RateLimited { retry_after_secs } = self
+        if let AppError::RateLimited { retry_after_secs } | AppError::TooMany { retry_after_secs, .. } = self
             && let Ok(value) = axum::http::HeaderValue::from_str(&retry_after_secs.to_string())
         {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);

@@ -17,6 +17,7 @@ pub mod input;
 pub mod mcp;
 pub mod mcp_tools;
 pub mod schema;
+pub mod session_stream;
 pub mod tasks;
 pub mod tokens;
 pub mod views;
@@ -133,6 +134,8 @@ pub fn router(app: SharedApp) -> Router {
         .merge(inbound::router())
         // MCP for agents: JSON-RPC bodies, authorised by a bot token.
         .merge(mcp::router())
+        // The web console: HTML forms, a person's sign-in cookie.
+        .merge(crate::console::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(input::InputRules::new(docs.value.clone())))

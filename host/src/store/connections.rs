@@ -1,6 +1,6 @@
 //! Agent connections and their webhook signing secrets.
 
-use crate::domain::ids::{ConnectionId, SecretId, UserId};
+use crate::domain::ids::{ConnectionId, SecretId, UserId, WorkspaceId};
 use crate::domain::sessions::Connection;
 use crate::domain::time::Timestamp;
 use crate::secrets::Sealed;
@@ -9,6 +9,16 @@ use sqlx::Row;
 use super::{Conn, StoreError};
 
 const COLUMNS: &str = "id, workspace_id, bot_id, connection_type, config, follow_ups, budgets, created_at, updated_at";
+
+/// The connection type of every bot of `workspace` that has a connection: `(bot, type)`.
+pub async fn types_of_bots(conn: &mut Conn, workspace: &WorkspaceId) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT bot_id, connection_type FROM agent_connections WHERE workspace_id = $1")
+            .bind(workspace.as_str())
+            .fetch_all(conn)
+            .await?,
+    )
+}
 
 /// Inserts a connection.
 pub async fn insert(conn: &mut Conn, connection: &Connection) -> Result<(), StoreError> {

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod connection_secrets;
 pub mod connection_types;
 pub mod connections;
+pub mod console_links;
 pub mod deliveries;
 pub mod endpoints;
 pub mod host_keys;

@@ -245,6 +245,40 @@ pub async fn activities(conn: &mut Conn, session: &SessionId) -> Result<Vec<Acti
     .await?)
 }
 
+/// Up to `limit` activities of `session` with ids above `after` (`act_…`), in id order.
+pub async fn activities_after(
+    conn: &mut Conn,
+    session: &SessionId,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<Activity>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ACTIVITY_COLUMNS} FROM session_activities WHERE session_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+    ))
+    .bind(session.as_str())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Up to `limit` status changes of `session` with ids above `after` (`ssc_…`), in id order.
+pub async fn status_changes_after(
+    conn: &mut Conn,
+    session: &SessionId,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<StatusChange>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {STATUS_CHANGE_COLUMNS} FROM session_status_changes WHERE session_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+    ))
+    .bind(session.as_str())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Inserts a status change record.
 pub async fn insert_status_change(conn: &mut Conn, c: &StatusChange) -> Result<(), StoreError> {
     sqlx::query(&format!(

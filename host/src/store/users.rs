@@ -62,6 +62,16 @@ pub async fn by_handle(conn: &mut Conn, workspace: &WorkspaceId, handle: &str) -
     .await?)
 }
 
+/// The people with `handle` in any workspace (the operator's tools name a person by handle).
+pub async fn people_by_handle(conn: &mut Conn, handle: &str) -> Result<Vec<User>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM users WHERE handle = $1 AND kind = 'person' AND deleted_at IS NULL ORDER BY created_at"
+    ))
+    .bind(handle)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// The bots of `workspace` whose handles are in `handles`, in that order.
 pub async fn bots_by_handle(
     conn: &mut Conn,

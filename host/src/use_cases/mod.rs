@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod caller;
 pub mod connection_types;
+pub mod console;
 pub mod deliveries;
 pub mod error;
 pub mod inbound;

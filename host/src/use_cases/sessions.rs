@@ -21,6 +21,7 @@ use crate::domain::tasks::Task;
 use crate::domain::time::Timestamp;
 use crate::domain::users::User;
 use crate::store::{self, Conn, StoreError};
+use crate::use_cases::caller::Caller;
 use crate::use_cases::connection_types::{self, Usability};
 use crate::use_cases::error::Error;
 
@@ -523,6 +524,55 @@ pub(crate) async fn reopen_for_redelivery(
         }
         _ => Ok(false),
     }
+}
+
+/// A person cancels session `id` of their workspace (its plugin is told, as for every cancel):
+/// the session as it is now. A finished session cannot be canceled (409); a person only (bots
+/// end their own sessions through the status API).
+pub async fn cancel_by_person(app: &App, caller: &Caller, id: &str, reason: Option<String>) -> Result<Session, Error> {
+    caller.require_person()?;
+    let reason = reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| format!("canceled by @{}", caller.user.handle));
+    if reason.len() > rules::MAX_STATUS_MESSAGE_BYTES {
+        return Err(Error::invalid(
+            "reason",
+            format!("a reason is at most {} bytes", rules::MAX_STATUS_MESSAGE_BYTES),
+        ));
+    }
+    let (workspace, id, now) = (caller.workspace_id().clone(), id.to_owned(), app.clock.now());
+    let actor = caller.actor();
+    let canceled = app
+        .writer
+        .write(move |tx| {
+            let (workspace, id, reason, actor) = (workspace.clone(), id.clone(), reason.clone(), actor.clone());
+            Box::pin(async move {
+                let Some(found) = store::sessions::get(tx.conn(), &workspace, &id).await? else {
+                    return Err(Error::NotFound(format!("no agent session `{id}` in this workspace")));
+                };
+                let Some(mut session) = store::sessions::get_locked(tx.conn(), &found.id).await? else {
+                    return Err(Error::NotFound(format!("no agent session `{id}` in this workspace")));
+                };
+                if session.status.is_terminal() {
+                    return Err(Error::Conflict(format!(
+                        "agent session `{id}` has already finished ({}); there is nothing to cancel",
+                        session.status.as_str()
+                    )));
+                }
+                cancel(tx.conn(), &mut session, reason.clone(), now).await?;
+                let details = json!({"reason": reason});
+                tx.audit(
+                    &actor.in_session(&session.id),
+                    Entry::new("session.cancel", "agent_session", &session.id, details),
+                    now,
+                );
+                Ok(session)
+            })
+        })
+        .await?;
+    app.jobs_queued.notify_one();
+    Ok(canceled)
 }
 
 /// Cancels an unfinished session in `tx` and queues the cancel for its plugin's `on-event`

@@ -9,6 +9,7 @@ pub mod models;
 pub mod process;
 pub mod provider;
 pub mod receiver;
+pub mod sse;
 pub mod wrapper;
 
 use std::time::Duration;
