@@ -3,6 +3,7 @@
 //! live cards, and sign-in. HTML from maud, one small script for the live cards (the pages work
 //! without it), nothing loaded from elsewhere.
 
+mod admin;
 mod assets;
 mod auth;
 mod layout;
@@ -33,6 +34,19 @@ pub fn router() -> Router<SharedApp> {
         .route("/console/tasks/{number}/comments", post(tasks::comment))
         .route("/console/sessions/{id}/cancel", post(tasks::cancel))
         .route("/console/sessions/{id}/stream", get(tasks::stream))
+        .route("/console/admin", get(admin::connection_types_page))
+        .route(
+            "/console/admin/connection-types/{id}",
+            post(admin::update_connection_type),
+        )
+        .route("/console/admin/bots", get(admin::bots_page).post(admin::create_bot))
+        .route("/console/admin/bots/new", get(admin::new_bot_page))
+        .route("/console/admin/bots/{id}", get(admin::bot_page))
+        .route("/console/admin/bots/{id}/edit", post(admin::edit_bot))
+        .route("/console/admin/bots/{id}/{action}", post(admin::bot_action))
+        .route("/console/admin/tokens/{id}/revoke", post(admin::revoke_token))
+        .route("/console/admin/deliveries/{id}/redeliver", post(admin::redeliver))
+        .route("/console/admin/audit", get(admin::audit_page))
 }
 
 /// A page saying what went wrong and what to do, with `status`.

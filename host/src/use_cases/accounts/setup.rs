@@ -28,6 +28,14 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 /// Longest lifetime of a setup code.
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 86_400);
 
+/// Whether bots of `connection_type` take setup codes: its config names a webhook URL (the
+/// wrapper's), which claiming a code fills in.
+pub fn takes_setup_codes(app: &App, connection_type: &str) -> bool {
+    app.runtime
+        .plugin(connection_type)
+        .is_some_and(|p| connection_schema::field_with_role(&p.manifest.config_schema, WEBHOOK_URL_ROLE).is_some())
+}
+
 /// Creates a one-time setup code for a self-hosted bot; returns it (shown once) and its expiry.
 pub async fn create_code(
     app: &App,
@@ -48,11 +56,7 @@ pub async fn create_code(
     let mut tx = app.db.begin().await?;
     let bot = find_bot(&mut tx, caller, bot_id).await?;
     let connection_type = connection_of(&mut tx, &bot).await?.connection_type;
-    let takes_codes = app
-        .runtime
-        .plugin(&connection_type)
-        .is_some_and(|p| connection_schema::field_with_role(&p.manifest.config_schema, WEBHOOK_URL_ROLE).is_some());
-    if !takes_codes {
+    if !takes_setup_codes(app, &connection_type) {
         return Err(Error::Conflict(format!(
             "@{}'s connection type `{connection_type}` names no webhook URL in its config; setup codes are for \
              connections that deliver to a wrapper (such as self-hosted)",
