@@ -108,6 +108,15 @@ impl BenchDb {
         }
     }
 
+    /// `PostgreSQL` or `SQLite`, for the report.
+    pub fn backend(&self) -> &'static str {
+        if self.postgres.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    }
+
     /// Drops the PostgreSQL database (after every connection to it is closed).
     pub async fn drop_database(self) -> Result<()> {
         if let Some((admin, name)) = self.postgres {

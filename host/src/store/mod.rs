@@ -64,6 +64,18 @@ impl std::fmt::Debug for Conn {
     }
 }
 
+/// Statements run through a [`Conn`] since the process started (benchmarks count a request's).
+static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many statements the store has run through its connections since the process started.
+pub fn statements_run() -> u64 {
+    STATEMENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn count_statement() {
+    STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn released() -> sqlx::Error {
     sqlx::Error::Protocol("the transaction is over; its connection was released".into())
 }
@@ -79,6 +91,7 @@ impl<'c> Executor<'c> for &'c mut Conn {
         'c: 'e,
         E: 'q + Execute<'q, Any>,
     {
+        count_statement();
         match self {
             Conn::Postgres(conn) => (&mut **conn).fetch_many(query),
             Conn::Sqlite(handle) => {
@@ -106,6 +119,7 @@ impl<'c> Executor<'c> for &'c mut Conn {
         'c: 'e,
         E: 'q + Execute<'q, Any>,
     {
+        count_statement();
         match self {
             Conn::Postgres(conn) => (&mut **conn).fetch_optional(query),
             Conn::Sqlite(handle) => {
