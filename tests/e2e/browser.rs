@@ -425,6 +425,17 @@ async fn a_member_cannot_open_the_admin_pages_and_a_bot_cannot_sign_in() {
     browser.wait_for("h1").await;
     assert_eq!(browser.text("h1").await, "Tasks");
     assert!(!browser.body().await.contains("Admin"), "no admin link for a member");
+    // Keyboard: the first Tab reaches the skip link, Enter moves the focus to the content.
+    let body = browser.client.find(Locator::Css("body")).await.unwrap();
+    body.send_keys(&fantoccini::key::Key::Tab.to_string()).await.unwrap();
+    let focused = browser.client.active_element().await.unwrap();
+    assert_eq!(focused.text().await.unwrap(), "Skip to content");
+    focused
+        .send_keys(&fantoccini::key::Key::Enter.to_string())
+        .await
+        .unwrap();
+    let focused = browser.client.active_element().await.unwrap();
+    assert_eq!(focused.attr("id").await.unwrap().as_deref(), Some("main"));
     for page in ["/console/admin", "/console/admin/bots", "/console/admin/audit"] {
         browser.open(&format!("{base}{page}")).await;
         assert!(

@@ -17,7 +17,11 @@ async fn hostile_host() -> TestHost {
     let host = TestHost::start_with(
         |config| {
             config.plugin_limits.timeout = Duration::from_secs(2);
-            config.plugin_limits.activities = 50;
+            // Floods must meet their quota well inside the 2 s (a debug build on PostgreSQL
+            // under the CPU hogs of this test writes about one kv value or activity per 15 ms):
+            // what is tested is that the quota stops them, not how fast writes are.
+            config.plugin_limits.activities = 20;
+            config.plugin_limits.kv_connection_bytes = 1 << 20;
         },
         None,
     )
@@ -71,7 +75,7 @@ async fn hostile_plugins_are_contained_and_well_behaved_ones_are_not_disturbed()
             "oversized-fields",
             "plugin `hostile` 0.1.0 exceeded its limit of 16 KiB of HTTP header fields",
         ),
-        ("activity-flood", "a plugin call may make at most 50 activity posts"),
+        ("activity-flood", "a plugin call may make at most 20 activity posts"),
         ("kv-flood", "kv state would grow to"),
         ("webhook-flood", "a plugin call may make at most 16 webhook deliveries"),
         ("timer-flood", "a plugin call may make at most 10 timer schedules"),
@@ -144,7 +148,7 @@ async fn hostile_plugins_are_contained_and_well_behaved_ones_are_not_disturbed()
     // The floods wrote no more than their budgets allowed.
     let flood = sessions.iter().find(|(b, _)| *b == "activity-flood").unwrap();
     let (_, flood_card) = admin.get(&format!("/agent-sessions/{}", flood.1)).await;
-    assert_eq!(flood_card["activities"].as_array().unwrap().len(), 50);
+    assert_eq!(flood_card["activities"].as_array().unwrap().len(), 20);
     let webhook_flood = sessions.iter().find(|(b, _)| *b == "webhook-flood").unwrap();
     let (_, deliveries) = admin
         .get(&format!("/agent-sessions/{}/deliveries", webhook_flood.1))
