@@ -32,8 +32,13 @@ use leadtime_host::store::{self, Db, deliveries::Delivery};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-/// Assignments in the throughput run.
-const TRIGGERS: usize = 2_000;
+/// Assignments in the throughput run (`LEADTIME_BENCH_TRIGGERS` changes it).
+fn triggers() -> usize {
+    std::env::var("LEADTIME_BENCH_TRIGGERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2_000)
+}
 /// Requests in flight at once in the throughput run.
 const CONCURRENCY: usize = 32;
 /// Requests per second of the latency runs, and how many requests each sends.
@@ -92,12 +97,12 @@ async fn baseline_server(database_url: String) -> Result<(String, Db)> {
     Ok((url, db))
 }
 
-/// Baseline throughput: `TRIGGERS` writes, `CONCURRENCY` at a time.
+/// Baseline throughput: `triggers()` writes, `CONCURRENCY` at a time.
 async fn baseline_throughput(client: &reqwest::Client, url: &str) -> Result<f64> {
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let started = Instant::now();
     let mut all = tokio::task::JoinSet::new();
-    for n in 0..TRIGGERS {
+    for n in 0..triggers() {
         let permit = slots.clone().acquire_owned().await?;
         let (client, url) = (client.clone(), url.to_owned());
         all.spawn(async move {
@@ -114,7 +119,7 @@ async fn baseline_throughput(client: &reqwest::Client, url: &str) -> Result<f64>
     while let Some(done) = all.join_next().await {
         anyhow::ensure!(done??, "the baseline refused a write");
     }
-    Ok(TRIGGERS as f64 / started.elapsed().as_secs_f64())
+    Ok(triggers() as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Baseline latency: `LATENCY_REQUESTS` writes at `rate` per second; (p50, p99).
@@ -465,9 +470,12 @@ async fn run() -> Result<()> {
 
     let host_db = common::BenchDb::create(dir.path(), "trigger").await?;
     let bench = Bench::start(&host_db.url, dir.path()).await?;
-    let mut tasks = bench.tasks(TRIGGERS + LATENCY_REQUESTS * LATENCY_RATES.len()).await?;
-    let latency_tasks = tasks.split_off(TRIGGERS);
+    let mut tasks = bench.tasks(triggers() + LATENCY_REQUESTS * LATENCY_RATES.len()).await?;
+    let latency_tasks = tasks.split_off(triggers());
+    // Markers on stderr, for a profiler to start and stop by.
+    eprintln!("[bench] throughput run starts");
     let rate = bench.throughput(tasks).await?;
+    eprintln!("[bench] throughput run ends");
     let mut latencies = Vec::new();
     for (n, latency_rate) in LATENCY_RATES.into_iter().enumerate() {
         let batch = latency_tasks[n * LATENCY_REQUESTS..(n + 1) * LATENCY_REQUESTS].to_vec();
@@ -475,13 +483,14 @@ async fn run() -> Result<()> {
     }
     let backend = format!("{:?}", bench.host.app.db.backend());
     bench.host.shutdown().await;
-    let loop_rate = sqlx_commit_loop(&host_db.url, TRIGGERS).await?;
-    let store_loop_rate = store_commit_loop(&host_db.url, TRIGGERS).await?;
+    let loop_rate = sqlx_commit_loop(&host_db.url, triggers()).await?;
+    let store_loop_rate = store_commit_loop(&host_db.url, triggers()).await?;
     host_db.drop_database().await?;
 
     let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
     println!(
-        "trigger → session committed + first webhook enqueued ({backend}; {TRIGGERS} assignments, {CONCURRENCY} in flight)"
+        "trigger → session committed + first webhook enqueued ({backend}; {} assignments, {CONCURRENCY} in flight)",
+        triggers()
     );
     println!("{:<62} {:>10} {:>8}", "throughput", "per sec", "ratio");
     println!(
