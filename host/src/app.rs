@@ -35,9 +35,13 @@ pub struct App {
     /// Where plugins beyond the built-in ones are loaded from, if anywhere.
     pub plugin_directory: Option<PluginDirectory>,
     /// Signals the session job worker that jobs were queued.
-    pub jobs_queued: Notify,
+    pub jobs_queued: Arc<Notify>,
     /// Signals the delivery worker that deliveries were queued.
-    pub deliveries_queued: Notify,
+    pub deliveries_queued: Arc<Notify>,
+    /// New sessions' start jobs, leased to this host's job worker as they are committed.
+    pub job_handoff: crate::handoff::Handoff<crate::store::jobs::Job>,
+    /// Webhooks a start or event queued, leased to this host's delivery worker as committed.
+    pub delivery_handoff: crate::handoff::Handoff<crate::store::deliveries::Delivery>,
     /// What the workers finished.
     pub events: broadcast::Sender<HostEvent>,
     /// Connection counters of the HTTP server.
@@ -52,6 +56,22 @@ pub struct App {
     /// Cancelled when the host starts shutting down (long-lived responses such as session streams
     /// end then, so the shutdown does not wait for them).
     pub stopping: tokio_util::sync::CancellationToken,
+}
+
+/// How long a job over its workspace's or connection's fair share of plugin calls waits in memory
+/// for its turn before it is put back.
+pub const SHARE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl App {
+    /// How long a claimed (or handed) job is reserved for its worker: its wait for a share and a
+    /// plugin call's time limit, plus a margin; a model call's lease covers its request's time
+    /// limit and the writes around it. A worker that dies releases its jobs after this.
+    pub fn job_leases(&self) -> crate::store::jobs::Leases {
+        crate::store::jobs::Leases {
+            plugin_ms: (self.config.plugin_limits.timeout + SHARE_PATIENCE).as_millis() as i64 + 5_000,
+            model_ms: self.config.model_timeout.as_millis() as i64 + 60_000,
+        }
+    }
 }
 
 /// Something the background workers finished, broadcast to whoever listens (tests wait on these

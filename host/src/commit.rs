@@ -40,7 +40,11 @@ pub struct WriteTx {
     tx: Tx,
     audit: Vec<(Actor, Entry, Timestamp)>,
     numbering: Vec<Numbering>,
+    after_commit: Vec<AfterCommit>,
 }
+
+/// What a unit does once its batch is committed (hand work to a worker, wake one).
+pub type AfterCommit = Box<dyn FnOnce() + Send + Sync>;
 
 /// A task short number given when its batch commits: read it once the write answered.
 #[derive(Debug, Clone, Default)]
@@ -78,6 +82,12 @@ impl WriteTx {
     /// Records `entry` by `actor` at `at` in the audit trail, with the batch (in unit order).
     pub fn audit(&mut self, actor: &Actor, entry: Entry, at: Timestamp) {
         self.audit.push((actor.clone(), entry, at));
+    }
+
+    /// Runs `action` once the batch is committed (never if this unit's writes are rolled back):
+    /// how a unit hands what it wrote to a worker ([`crate::handoff`]) or wakes one.
+    pub fn after_commit(&mut self, action: impl FnOnce() + Send + Sync + 'static) {
+        self.after_commit.push(Box::new(action));
     }
 
     /// A short number for `task`, which this unit inserts: the unit inserts it with the returned
@@ -322,6 +332,7 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
         tx: db.begin().await?,
         audit: Vec::new(),
         numbering: Vec::new(),
+        after_commit: Vec::new(),
     };
     let mut first_failure = Ran::Done;
     for unit in batch {
@@ -346,10 +357,11 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
         tx: db.begin().await?,
         audit: Vec::new(),
         numbering: Vec::new(),
+        after_commit: Vec::new(),
     };
     for unit in batch {
         sqlx::query("SAVEPOINT unit").execute(tx.conn()).await?;
-        let (audited, numbered) = (tx.audit.len(), tx.numbering.len());
+        let (audited, numbered, acting) = (tx.audit.len(), tx.numbering.len(), tx.after_commit.len());
         match (unit.work)(&mut tx).await {
             Ran::Done => {
                 sqlx::query("RELEASE SAVEPOINT unit").execute(tx.conn()).await?;
@@ -360,6 +372,7 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
                 sqlx::query("RELEASE SAVEPOINT unit").execute(tx.conn()).await?;
                 tx.audit.truncate(audited);
                 tx.numbering.truncate(numbered);
+                tx.after_commit.truncate(acting);
             }
             Ran::Retry => {
                 // The locks the batch's earlier units hold are part of the deadlock: all go.
@@ -374,6 +387,7 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
 async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
     let numbering = std::mem::take(&mut tx.numbering);
     let mut audit = std::mem::take(&mut tx.audit);
+    let after_commit = std::mem::take(&mut tx.after_commit);
     let numbers = number_tasks(tx.conn(), &numbering).await?;
     if !numbers.is_empty() {
         for (_, entry, _) in &mut audit {
@@ -389,6 +403,9 @@ async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
         if let Some(number) = numbers.get(&task.placeholder) {
             let _ = task.number.0.set(*number);
         }
+    }
+    for action in after_commit {
+        action();
     }
     Ok(())
 }

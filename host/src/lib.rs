@@ -13,6 +13,7 @@ pub mod config;
 pub mod console;
 pub mod delivery;
 pub mod domain;
+pub mod handoff;
 pub mod outbound;
 pub mod rate_limit;
 pub mod runtime;
@@ -27,7 +28,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -116,8 +116,10 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         audit_keys,
         writer,
         plugin_directory,
-        jobs_queued: Notify::new(),
-        deliveries_queued: Notify::new(),
+        jobs_queued: Arc::default(),
+        deliveries_queued: Arc::default(),
+        job_handoff: handoff::Handoff::new(sessions::worker::HANDOFF),
+        delivery_handoff: handoff::Handoff::new(delivery::worker::HANDOFF),
         events: tokio::sync::broadcast::channel(1024).0,
         server_stats: Arc::default(),
         local_addr: Default::default(),

@@ -32,7 +32,22 @@ pub fn lease_ms(app: &App) -> i64 {
     app.config.delivery.attempt_timeout.as_millis() as i64 + 5_000
 }
 
+/// Webhooks the delivery worker holds at most, handed to it but not yet sent
+/// ([`crate::handoff`]); more are claimed from the outbox as before.
+pub const HANDOFF: usize = 256;
+
+/// The shortest wait before looking at the outbox again when due deliveries were left behind
+/// (their endpoints at their limit: a finished attempt at one of them wakes the worker sooner).
+const BLOCKED_POLL: Duration = Duration::from_millis(50);
+
 /// Runs the delivery worker until `shutdown`.
+///
+/// Deliveries reach it two ways: the webhooks a plugin call queued, handed over in memory as
+/// their write commits ([`crate::handoff`], already leased to this host), and everything else
+/// claimed from the outbox — when woken for queued work, when a retry comes due (or a lease
+/// ends), after a failed attempt, and while a claim may have left due deliveries behind (a full
+/// batch, or an endpoint at its limit). A handed delivery goes out at once if a slot is free and
+/// its endpoint is under its limit; otherwise it goes back to the outbox for a claim.
 pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
     let client = match outbound::client(app.config.outbound, app.config.delivery.attempt_timeout) {
         Ok(client) => client,
@@ -41,57 +56,313 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
             return;
         }
     };
+    let Some(mut handed) = app.delivery_handoff.take() else {
+        tracing::error!("a delivery worker already runs on this host; this one stops");
+        return;
+    };
     let (recorder, recorder_task) = record::start(app.clone());
-    let capacity = app.config.delivery.max_in_flight;
-    let slots = Arc::new(Semaphore::new(capacity));
-    let mut in_flight = tokio::task::JoinSet::new();
+    let mut work = InFlight {
+        slots: Arc::new(Semaphore::new(app.config.delivery.max_in_flight)),
+        per_endpoint_limit: app.config.delivery.per_endpoint_in_flight,
+        per_endpoint: HashMap::new(),
+        endpoint_freed: Arc::default(),
+        waiting: Default::default(),
+        tasks: tokio::task::JoinSet::new(),
+        client,
+        recorder,
+    };
     // Whether there may be due work we have not claimed (new deliveries, a retry coming due).
     let mut maybe_due = true;
+    // Whether the last claim may have left due deliveries behind (then each finished attempt
+    // looks again).
+    let mut left_behind = false;
+    let mut wake_at = tokio::time::Instant::now();
     loop {
-        while in_flight.try_join_next().is_some() {}
-        let free = slots.available_permits();
-        // Claim in batches: when woken for new work, when idle, or once a quarter of the slots
-        // are free — not once per finished attempt, which would cost a claim query each.
-        let worth_claiming = free > 0 && (maybe_due || in_flight.is_empty() || free * 4 >= capacity);
-        let mut full_batch = false;
-        if worth_claiming {
+        while let Some(done) = work.tasks.try_join_next() {
+            maybe_due |= work.finished(done) || left_behind;
+        }
+        if !work.waiting.is_empty() {
+            let mut back = Vec::new();
+            work.start_waiting(&app, &mut back);
+            if !back.is_empty() {
+                give_back(&app, back).await;
+                maybe_due = true;
+                left_behind = true;
+            }
+        }
+        let free = work.slots.available_permits();
+        if maybe_due && free > 0 {
             maybe_due = false;
             match claim(&app, free as i64).await {
                 Ok((batch, endpoints)) => {
-                    full_batch = batch.len() == free;
+                    left_behind = batch.len() == free;
                     for delivery in batch {
-                        let Ok(permit) = slots.clone().acquire_owned().await else {
-                            break;
-                        };
                         let endpoint = endpoints.get(&delivery.connection_id).cloned();
-                        let (app, client, recorder) = (app.clone(), client.clone(), recorder.clone());
-                        in_flight.spawn(async move {
-                            attempt(&app, &client, &recorder, delivery, endpoint).await;
-                            drop(permit);
-                        });
+                        if let Some(delivery) = work.start(&app, delivery, endpoint) {
+                            // Not expected (the slots were free); the lease lapses and a later
+                            // claim takes it.
+                            tracing::warn!(delivery = %delivery.id, "a claimed delivery found no free slot");
+                        }
                     }
+                    // An endpoint at its limit may have had due deliveries the claim left
+                    // behind: look once (not at every finished attempt while it stays full).
+                    if !left_behind && work.any_endpoint_full() {
+                        left_behind = due_left_behind(&app).await;
+                    }
+                    let wait = if left_behind {
+                        BLOCKED_POLL
+                    } else {
+                        next_wait(&app).await.max(BLOCKED_POLL)
+                    };
+                    wake_at = tokio::time::Instant::now() + wait;
                 }
-                Err(error) => tracing::error!(%error, "claiming deliveries failed"),
+                Err(error) => {
+                    tracing::error!(%error, "claiming deliveries failed");
+                    wake_at = tokio::time::Instant::now() + BLOCKED_POLL;
+                }
             }
         }
-        // A full batch means the backlog may hold more; the next claim comes once a quarter of
-        // the slots are free again (or at once if everything finished).
-        let _ = full_batch;
-        let wait = if in_flight.is_empty() {
-            next_wait(&app).await
-        } else {
-            IDLE_POLL
-        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = app.deliveries_queued.notified() => maybe_due = true,
-            _ = tokio::time::sleep(wait) => maybe_due = true,
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            _ = tokio::time::sleep_until(wake_at) => {
+                maybe_due = true;
+                wake_at = tokio::time::Instant::now() + IDLE_POLL;
+            }
+            // The oldest waiting delivery's time is up: the loop gives it back.
+            _ = tokio::time::sleep_until(work.waiting_deadline().unwrap_or(wake_at)), if !work.waiting.is_empty() => {}
+            Some(first) = handed.recv() => {
+                let mut batch = vec![first];
+                while batch.len() < HANDOFF {
+                    let Ok(next) = handed.try_recv() else { break };
+                    batch.push(next);
+                }
+                if work.take_handed(&app, batch).await {
+                    maybe_due = true;
+                    left_behind = true;
+                }
+            }
+            Some(done) = work.tasks.join_next(), if !work.tasks.is_empty() => {
+                maybe_due |= work.finished(done) || left_behind;
+            }
+            // A request ended: the loop starts what waited for its endpoint.
+            _ = work.endpoint_freed.notified(), if !work.waiting.is_empty() => {}
         }
     }
-    while in_flight.join_next().await.is_some() {}
-    drop(recorder);
+    // Deliveries handed over but not sent go back to the outbox (their rows stay leased otherwise).
+    handed.close();
+    let mut unsent: Vec<Delivery> = work.waiting.drain(..).map(|w| w.delivery).collect();
+    while let Ok(delivery) = handed.try_recv() {
+        unsent.push(delivery);
+    }
+    give_back(&app, unsent).await;
+    while work.tasks.join_next().await.is_some() {}
+    drop(work);
     let _ = recorder_task.await;
+}
+
+/// How long a handed delivery may wait in memory for a slot or its endpoint's turn: less than its
+/// lease's margin beyond the attempt's time limit, so it cannot outlive its lease and be claimed
+/// again while it is sent. Longer waits go back to the outbox.
+const HANDED_WAIT: Duration = Duration::from_secs(4);
+
+/// A handed delivery waiting in memory for a slot or its endpoint's turn.
+struct Waiting {
+    delivery: Delivery,
+    endpoint: Option<EndpointContext>,
+    since: tokio::time::Instant,
+}
+
+/// The attempts in flight, bounded overall and per endpoint.
+struct InFlight {
+    /// Attempts sent or being recorded (a slot is held until the outcome is committed:
+    /// backpressure on a slow database).
+    slots: Arc<Semaphore>,
+    per_endpoint_limit: usize,
+    /// Requests in flight per connection's endpoint (this host's), counted down as each request
+    /// ends — before its outcome is recorded, so one busy endpoint is not held to its limit over
+    /// the commit's latency.
+    per_endpoint: HashMap<ConnectionId, Arc<std::sync::atomic::AtomicUsize>>,
+    /// Signalled when a request ends, so waiting deliveries of its endpoint may go.
+    endpoint_freed: Arc<tokio::sync::Notify>,
+    /// Handed deliveries waiting for their turn, oldest first (at most [`HANDOFF`]).
+    waiting: std::collections::VecDeque<Waiting>,
+    /// Each attempt answers with its connection and whether it was delivered.
+    tasks: tokio::task::JoinSet<(ConnectionId, bool)>,
+    client: reqwest::Client,
+    recorder: Recorder,
+}
+
+impl InFlight {
+    /// Sends `delivery` if a slot is free and its endpoint is under its limit; else hands it back.
+    #[must_use = "a delivery handed back must wait or go back to the outbox"]
+    fn start(&mut self, app: &Arc<App>, delivery: Delivery, endpoint: Option<EndpointContext>) -> Option<Delivery> {
+        use std::sync::atomic::Ordering;
+        let count = self.per_endpoint.entry(delivery.connection_id.clone()).or_default();
+        if count.load(Ordering::Acquire) >= self.per_endpoint_limit {
+            return Some(delivery);
+        }
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return Some(delivery);
+        };
+        count.fetch_add(1, Ordering::AcqRel);
+        let (count, freed) = (count.clone(), self.endpoint_freed.clone());
+        let (app, client, recorder) = (app.clone(), self.client.clone(), self.recorder.clone());
+        self.tasks.spawn(async move {
+            let connection = delivery.connection_id.clone();
+            let sent = move || {
+                count.fetch_sub(1, Ordering::AcqRel);
+                freed.notify_one();
+            };
+            let delivered = attempt(&app, &client, &recorder, delivery, endpoint, sent).await;
+            drop(permit);
+            (connection, delivered)
+        });
+        None
+    }
+
+    /// Counts a finished attempt out; whether the outbox should be looked at again (the attempt
+    /// failed: its retry's time is read there).
+    fn finished(&mut self, done: Result<(ConnectionId, bool), tokio::task::JoinError>) -> bool {
+        let Ok((connection, delivered)) = done else {
+            return true;
+        };
+        // An endpoint with nothing in flight is forgotten (the map stays as small as the
+        // endpoints busy now).
+        if self
+            .per_endpoint
+            .get(&connection)
+            .is_some_and(|count| count.load(std::sync::atomic::Ordering::Acquire) == 0 && Arc::strong_count(count) == 1)
+        {
+            self.per_endpoint.remove(&connection);
+        }
+        !delivered
+    }
+
+    fn any_endpoint_full(&self) -> bool {
+        self.per_endpoint
+            .values()
+            .any(|count| count.load(std::sync::atomic::Ordering::Acquire) >= self.per_endpoint_limit)
+    }
+
+    /// Sends what can go now of the deliveries handed over; the rest wait in memory for their
+    /// turn (briefly, and only so many: beyond that they go back to the outbox). Whether any went
+    /// back.
+    async fn take_handed(&mut self, app: &Arc<App>, batch: Vec<Delivery>) -> bool {
+        let endpoints = match endpoint_contexts(app, &batch, app.clock.now()).await {
+            Ok(endpoints) => endpoints,
+            Err(error) => {
+                tracing::error!(%error, "reading the endpoints of handed deliveries failed; they go back to the outbox");
+                give_back(app, batch).await;
+                return true;
+            }
+        };
+        let since = tokio::time::Instant::now();
+        let mut back = Vec::new();
+        for delivery in batch {
+            let endpoint = endpoints.get(&delivery.connection_id).cloned();
+            if !self.waiting.is_empty() {
+                // Those waiting go first.
+                self.wait_or_give_back(delivery, endpoint, since, &mut back);
+                continue;
+            }
+            if let Some(delivery) = self.start(app, delivery, endpoint.clone()) {
+                self.wait_or_give_back(delivery, endpoint, since, &mut back);
+            }
+        }
+        self.start_waiting(app, &mut back);
+        let any = !back.is_empty();
+        give_back(app, back).await;
+        any
+    }
+
+    fn wait_or_give_back(
+        &mut self,
+        delivery: Delivery,
+        endpoint: Option<EndpointContext>,
+        since: tokio::time::Instant,
+        back: &mut Vec<Delivery>,
+    ) {
+        if self.waiting.len() < HANDOFF {
+            self.waiting.push_back(Waiting {
+                delivery,
+                endpoint,
+                since,
+            });
+        } else {
+            back.push(delivery);
+        }
+    }
+
+    /// Starts the waiting deliveries that may go now (in order, skipping endpoints at their
+    /// limit); those that waited too long are moved to `back`.
+    fn start_waiting(&mut self, app: &Arc<App>, back: &mut Vec<Delivery>) {
+        let now = tokio::time::Instant::now();
+        let mut still = std::collections::VecDeque::with_capacity(self.waiting.len());
+        while let Some(waiting) = self.waiting.pop_front() {
+            if now.duration_since(waiting.since) >= HANDED_WAIT {
+                back.push(waiting.delivery);
+                continue;
+            }
+            if self.slots.available_permits() == 0 {
+                still.push_back(waiting);
+                continue;
+            }
+            let Waiting {
+                delivery,
+                endpoint,
+                since,
+            } = waiting;
+            if let Some(delivery) = self.start(app, delivery, endpoint.clone()) {
+                still.push_back(Waiting {
+                    delivery,
+                    endpoint,
+                    since,
+                });
+            }
+        }
+        self.waiting = still;
+    }
+
+    /// When the oldest waiting delivery must have gone (or gone back).
+    fn waiting_deadline(&self) -> Option<tokio::time::Instant> {
+        self.waiting.front().map(|w| w.since + HANDED_WAIT)
+    }
+}
+
+/// Whether due deliveries wait unclaimed (on error: yes, so the worker looks again).
+async fn due_left_behind(app: &App) -> bool {
+    match app.db.read().await {
+        Ok(mut conn) => store::deliveries::any_due_unleased(&mut conn, app.clock.now())
+            .await
+            .unwrap_or(true),
+        Err(_) => true,
+    }
+}
+
+/// Returns handed deliveries to the outbox, due now, for a claim to take.
+async fn give_back(app: &App, deliveries: Vec<Delivery>) {
+    if deliveries.is_empty() {
+        return;
+    }
+    let now = app.clock.now();
+    let ids: Vec<_> = deliveries.into_iter().map(|d| d.id).collect();
+    let count = ids.len();
+    let released = app
+        .writer
+        .write(move |tx| {
+            let ids = ids.clone();
+            Box::pin(async move {
+                for id in &ids {
+                    store::deliveries::release(tx.conn(), id, now).await?;
+                }
+                Ok::<(), StoreError>(())
+            })
+        })
+        .await;
+    if let Err(error) = released {
+        tracing::error!(%error, count, "could not give handed deliveries back; they are claimed once their lease ends");
+    }
 }
 
 /// What every attempt at one connection's endpoint needs, read once per claimed batch.
@@ -110,10 +381,20 @@ async fn claim(app: &App, limit: i64) -> Result<(Vec<Delivery>, HashMap<Connecti
     let batch =
         store::deliveries::claim_due(&mut tx, app.db.backend(), now, lease_ms(app), limit, per_endpoint).await?;
     tx.commit().await?;
+    let endpoints = endpoint_contexts(app, &batch, now).await?;
+    Ok((batch, endpoints))
+}
+
+/// The endpoint context of each connection `batch` goes to.
+async fn endpoint_contexts(
+    app: &App,
+    batch: &[Delivery],
+    now: Timestamp,
+) -> Result<HashMap<ConnectionId, EndpointContext>, StoreError> {
     let mut endpoints = HashMap::new();
     if !batch.is_empty() {
         let mut conn = app.db.read().await?;
-        for delivery in &batch {
+        for delivery in batch {
             if endpoints.contains_key(&delivery.connection_id) {
                 continue;
             }
@@ -147,7 +428,7 @@ async fn claim(app: &App, limit: i64) -> Result<(Vec<Delivery>, HashMap<Connecti
             );
         }
     }
-    Ok((batch, endpoints))
+    Ok(endpoints)
 }
 
 async fn next_wait(app: &App) -> Duration {
@@ -163,14 +444,17 @@ async fn next_wait(app: &App) -> Duration {
     }
 }
 
-/// Sends one attempt of `delivery` and records its outcome.
+/// Sends one attempt of `delivery` and records its outcome; whether the endpoint accepted it.
+/// `sent` is called once the request is over (the endpoint is free for the next one), before the
+/// outcome is recorded.
 async fn attempt(
     app: &App,
     client: &reqwest::Client,
     recorder: &Recorder,
     delivery: Delivery,
     endpoint: Option<EndpointContext>,
-) {
+    sent: impl FnOnce(),
+) -> bool {
     let started = app.clock.now();
     let result = match prepare(app, &delivery, endpoint.as_ref(), started) {
         Ok(Prepared::Send { headers, body }) => sender::send(client, &delivery.url, headers, body, started).await,
@@ -185,14 +469,17 @@ async fn attempt(
         },
         Err(error) => {
             // Nothing was sent: give the lease back and try again shortly.
+            sent();
             tracing::error!(delivery = %delivery.id, %error, "could not prepare a delivery attempt; will retry");
             if let Ok(mut tx) = app.db.begin().await {
                 let _ = store::deliveries::release(&mut tx, &delivery.id, started.plus_millis(5_000)).await;
                 let _ = tx.commit().await;
             }
-            return;
+            return false;
         }
     };
+    sent();
+    let delivered = result.succeeded();
     // The slot stays taken until the outcome is committed: backpressure on a slow database.
     let (recorded, committed) = oneshot::channel();
     let outcome = Outcome {
@@ -204,6 +491,7 @@ async fn attempt(
     if recorder.send(outcome).await.is_ok() {
         let _ = committed.await;
     }
+    delivered
 }
 
 /// What to do with a claimed delivery before any byte is sent.

@@ -9,8 +9,9 @@ use anyhow::Context;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, HostEvent};
-use crate::domain::ids::{CommentId, InboundEventId, SessionId};
+use crate::app::{App, HostEvent, SHARE_PATIENCE};
+use crate::commit::WriteTx;
+use crate::domain::ids::{CommentId, InboundEventId, JobId, SessionId};
 use crate::domain::model::Budgets;
 use crate::domain::sessions::Session;
 use crate::runtime::bindings::types::{InboundRequest, SessionEvent};
@@ -28,17 +29,12 @@ use crate::use_cases::sessions::{fail, fail_over_budget};
 const JOB_SLOTS: usize = 64;
 /// Plugin calls at once (each holds an instance, up to its memory limit), shared fairly.
 const CALLS: usize = 16;
-/// How long a job over its share waits in memory for its turn before it is put back.
-const SHARE_PATIENCE: Duration = Duration::from_secs(2);
-/// How long a claimed job is reserved for its worker (its wait for a share and a plugin call's
-/// time limit, plus a margin); a worker that dies releases it after this.
-/// A model call's lease covers its request's time limit and the writes around it.
-fn leases(app: &App) -> store::jobs::Leases {
-    store::jobs::Leases {
-        plugin_ms: (app.config.plugin_limits.timeout + SHARE_PATIENCE).as_millis() as i64 + 5_000,
-        model_ms: app.config.model_timeout.as_millis() as i64 + 60_000,
-    }
-}
+/// New sessions' start jobs the job worker holds at most, handed to it but not yet running
+/// ([`crate::handoff`]); more are claimed from the table as before.
+pub const HANDOFF: usize = JOB_SLOTS;
+/// How long a handed job may wait for a slot and still start: less than its lease's margin beyond
+/// the call's limits, so it cannot outlive its lease and be claimed again while it runs.
+const HANDED_WAIT_MS: i64 = 4_000;
 /// Longest sleep between looks at the job table when nothing is due.
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// Attempts before a job that keeps failing temporarily fails its session.
@@ -56,6 +52,12 @@ enum Ran {
 }
 
 /// Runs the job worker until `shutdown`.
+///
+/// Jobs reach it two ways: new sessions' start jobs handed over in memory as their write commits
+/// ([`crate::handoff`], already leased to this host), and everything else claimed from the table —
+/// when woken for queued work, when the next job comes due (or a lease ends), or while a claim may
+/// have left due jobs behind. A handed job takes a free slot at once; one that finds none, or
+/// whose lease ran short while it waited, goes back to the table for a claim.
 pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(JOB_SLOTS));
     // Half the job slots may wait for one workspace's or connection's share; the rest stay free
@@ -71,51 +73,125 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
             return;
         }
     };
+    let Some(mut handed) = app.job_handoff.take() else {
+        tracing::error!("a job worker already runs on this host; this one stops");
+        return;
+    };
     let mut running = tokio::task::JoinSet::new();
+    // Whether due jobs may wait in the table unclaimed (new work, a backlog, a timer come due).
+    let mut maybe_due = true;
+    let mut wake_at = tokio::time::Instant::now();
     loop {
-        let free = slots.available_permits() as i64;
-        let claimed = if free > 0 {
-            claim(&app, free).await
-        } else {
-            Ok(Vec::new())
-        };
-        let got = match claimed {
-            Ok(jobs) => jobs,
-            Err(error) => {
-                tracing::error!(error = %error, "claiming session jobs failed");
-                Vec::new()
-            }
-        };
-        let full_batch = !got.is_empty() && got.len() as i64 == free;
-        for job in got {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                break;
-            };
-            let (app, share, models) = (app.clone(), share.clone(), models.clone());
-            running.spawn(async move {
-                run_job(&app, &share, &models, job).await;
-                drop(permit);
-            });
-        }
         while running.try_join_next().is_some() {}
-        if full_batch {
+        let free = slots.available_permits() as i64;
+        // Claim in batches: once a quarter of the slots are free (or nothing runs) — not once
+        // per finished job, which would cost a claim query for every job or two.
+        if maybe_due && free > 0 && (free * 4 >= JOB_SLOTS as i64 || running.is_empty()) {
+            let got = match claim(&app, free).await {
+                Ok(jobs) => jobs,
+                Err(error) => {
+                    tracing::error!(error = %error, "claiming session jobs failed");
+                    Vec::new()
+                }
+            };
+            // A full batch may have left more behind; otherwise nothing else is due until the
+            // next job's time (a job due now but waiting for its session's running job is
+            // claimed when that one finishes and says so, or after a short pause).
+            maybe_due = !got.is_empty() && got.len() as i64 == free;
+            for job in got {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                spawn_job(&mut running, &app, &share, &models, job, permit);
+            }
+            if !maybe_due {
+                let wait = next_wait(&app).await.max(Duration::from_millis(DEFER_MS as u64));
+                wake_at = tokio::time::Instant::now() + wait;
+            }
+        }
+        if maybe_due && slots.available_permits() * 4 >= JOB_SLOTS {
             continue;
         }
-        let wait = next_wait(&app).await;
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = app.jobs_queued.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = app.jobs_queued.notified() => maybe_due = true,
+            _ = tokio::time::sleep_until(wake_at) => {
+                maybe_due = true;
+                wake_at = tokio::time::Instant::now() + IDLE_POLL;
+            }
+            Some(job) = handed.recv(), if slots.available_permits() > 0 => {
+                take_handed(&mut running, &app, &share, &models, &slots, job).await;
+                while slots.available_permits() > 0 {
+                    let Ok(job) = handed.try_recv() else { break };
+                    take_handed(&mut running, &app, &share, &models, &slots, job).await;
+                }
+            }
             Some(_) = running.join_next(), if !running.is_empty() => {}
         }
+    }
+    // Jobs handed over but not started go back to the table (their rows stay leased otherwise).
+    handed.close();
+    while let Ok(job) = handed.try_recv() {
+        release_handed(&app, &job).await;
     }
     // Let jobs in flight finish so their outcome is committed.
     while running.join_next().await.is_some() {}
 }
 
+/// Starts a handed job in a free slot, or gives it back to the table when its lease ran short
+/// while it waited (a claim may take it once the lease ends; it must not run twice).
+async fn take_handed(
+    running: &mut tokio::task::JoinSet<()>,
+    app: &Arc<App>,
+    share: &Arc<FairShare>,
+    models: &Arc<ModelCalls>,
+    slots: &Arc<Semaphore>,
+    job: Job,
+) {
+    let fresh = job
+        .handed_at
+        .is_some_and(|at| app.clock.now().millis() - at.millis() < HANDED_WAIT_MS);
+    match slots.clone().try_acquire_owned() {
+        Ok(permit) if fresh => spawn_job(running, app, share, models, job, permit),
+        _ => release_handed(app, &job).await,
+    }
+}
+
+async fn release_handed(app: &App, job: &Job) {
+    let id = job.id.clone();
+    let released = app
+        .writer
+        .write(move |tx| {
+            let id = id.clone();
+            Box::pin(async move { store::jobs::release_handed(tx.conn(), &id).await })
+        })
+        .await;
+    match released {
+        Ok(()) => app.jobs_queued.notify_one(),
+        Err(error) => {
+            tracing::error!(job = %job.id, %error, "could not give a handed job back; it is claimed once its lease ends")
+        }
+    }
+}
+
+fn spawn_job(
+    running: &mut tokio::task::JoinSet<()>,
+    app: &Arc<App>,
+    share: &Arc<FairShare>,
+    models: &Arc<ModelCalls>,
+    job: Job,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let (app, share, models) = (app.clone(), share.clone(), models.clone());
+    running.spawn(async move {
+        run_job(&app, &share, &models, job).await;
+        drop(permit);
+    });
+}
+
 async fn claim(app: &App, limit: i64) -> Result<Vec<Job>, StoreError> {
     let mut tx = app.db.begin().await?;
-    let jobs = store::jobs::claim_due(&mut tx, app.db.backend(), app.clock.now(), leases(app), limit).await?;
+    let jobs = store::jobs::claim_due(&mut tx, app.db.backend(), app.clock.now(), app.job_leases(), limit).await?;
     tx.commit().await?;
     Ok(jobs)
 }
@@ -199,13 +275,17 @@ fn backoff_ms(attempts: i64) -> i64 {
 async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str, cpu: Duration) -> Result<(), StoreError> {
     let now = app.clock.now();
     let (job, error, reason) = (job.clone(), error.to_owned(), reason.to_owned());
+    let queued = app.jobs_queued.clone();
     app.writer
         .write(move |tx| {
-            let (job, error, reason) = (job.clone(), error.clone(), reason.clone());
+            let (job, error, reason, queued) = (job.clone(), error.clone(), reason.clone(), queued.clone());
             Box::pin(async move {
                 if let Some(session) = &job.session_id {
                     settle_call(tx.conn(), session, None, cpu).await?;
                 }
+                // The session's other jobs waited for this one: the worker looks again.
+                let queued = queued.clone();
+                tx.after_commit(move || queued.notify_one());
                 if job.attempts >= MAX_ATTEMPTS {
                     if let Some(session) = &job.session_id {
                         let why = format!("{reason} after {} attempts: {error}", job.attempts);
@@ -433,7 +513,7 @@ async fn follow_up(app: &App, id: &str) -> anyhow::Result<Option<crate::runtime:
 
 /// Commits what a successful start queued, together with the job's completion.
 async fn commit_effects(
-    app: &App,
+    app: &Arc<App>,
     job: &Job,
     session: &Session,
     effects: CallEffects,
@@ -441,14 +521,20 @@ async fn commit_effects(
     cpu: Duration,
 ) -> anyhow::Result<()> {
     let now = app.clock.now();
-    let queued = !effects.webhooks.is_empty();
     let timers = !effects.timers.is_empty() || !effects.model_calls.is_empty();
     let (job, session, pin) = (job.id.clone(), session.clone(), pin.map(str::to_owned));
+    let (shared, lease_ms) = (app.clone(), crate::delivery::worker::lease_ms(app));
     app.writer
-        .write(move |tx| {
-            let (job, session, pin, effects) = (job.clone(), session.clone(), pin.clone(), effects.clone());
+        .write(move |wtx| {
+            let (job, session, pin, effects, app) = (
+                job.clone(),
+                session.clone(),
+                pin.clone(),
+                effects.clone(),
+                shared.clone(),
+            );
             Box::pin(async move {
-                let tx = tx.conn();
+                let tx = wtx.conn();
                 settle_call(tx, &session.id, pin.as_deref(), cpu).await?;
                 for model_call in effects.model_calls {
                     let job = JobKind::ModelCall(Box::new(model_call.call));
@@ -462,8 +548,9 @@ async fn commit_effects(
                 for timer in &effects.canceled_timers {
                     store::jobs::delete_pending(tx, timer, jobs::TIMER, &session.id, now).await?;
                 }
+                let mut unhanded = false;
                 for webhook in effects.webhooks {
-                    let delivery = Delivery::pending(
+                    let mut delivery = Delivery::pending(
                         webhook.id,
                         session.workspace_id.clone(),
                         session.connection_id.clone(),
@@ -472,15 +559,31 @@ async fn commit_effects(
                         webhook.body,
                         now,
                     );
-                    store::deliveries::insert(tx, &delivery).await?;
+                    // Leased to this host's delivery worker and handed over once committed, or
+                    // left for its claim.
+                    match app.delivery_handoff.reserve() {
+                        Some(room) => {
+                            delivery.attempts = 1;
+                            let until = now.plus_millis(lease_ms);
+                            store::deliveries::insert_leased(wtx.conn(), &delivery, until).await?;
+                            wtx.after_commit(move || {
+                                room.send(delivery);
+                            });
+                        }
+                        None => {
+                            store::deliveries::insert(wtx.conn(), &delivery).await?;
+                            unhanded = true;
+                        }
+                    }
                 }
-                store::jobs::complete(tx, &job).await
+                if unhanded {
+                    let queued = app.deliveries_queued.clone();
+                    wtx.after_commit(move || queued.notify_one());
+                }
+                finish_job(wtx, &app, &job).await
             })
         })
         .await?;
-    if queued {
-        app.deliveries_queued.notify_one();
-    }
     if timers {
         app.jobs_queued.notify_one();
     }
@@ -488,7 +591,7 @@ async fn commit_effects(
 }
 
 async fn finish_failed(
-    app: &App,
+    app: &Arc<App>,
     job: &Job,
     session: &Session,
     reason: String,
@@ -497,13 +600,20 @@ async fn finish_failed(
 ) -> anyhow::Result<()> {
     let now = app.clock.now();
     let (job, session, pin) = (job.id.clone(), session.id.clone(), pin.map(str::to_owned));
+    let shared = app.clone();
     app.writer
         .write(move |tx| {
-            let (job, session, pin, reason) = (job.clone(), session.clone(), pin.clone(), reason.clone());
+            let (job, session, pin, reason, app) = (
+                job.clone(),
+                session.clone(),
+                pin.clone(),
+                reason.clone(),
+                shared.clone(),
+            );
             Box::pin(async move {
                 settle_call(tx.conn(), &session, pin.as_deref(), cpu).await?;
                 fail(tx, &session, reason, now).await?;
-                store::jobs::complete(tx.conn(), &job).await
+                finish_job(tx, &app, &job).await
             })
         })
         .await?;
@@ -532,16 +642,28 @@ async fn defer(app: &App, job: &Job) -> anyhow::Result<Ran> {
             Box::pin(async move { store::jobs::defer(tx.conn(), &job, at).await })
         })
         .await?;
+    // The worker looks again (and so learns when the job is due).
+    app.jobs_queued.notify_one();
     Ok(Ran::Deferred)
 }
 
-async fn complete(app: &App, job: &Job) -> anyhow::Result<()> {
-    let job = job.id.clone();
+async fn complete(app: &Arc<App>, job: &Job) -> anyhow::Result<()> {
+    let (job, shared) = (job.id.clone(), app.clone());
     app.writer
         .write(move |tx| {
-            let job = job.clone();
-            Box::pin(async move { store::jobs::complete(tx.conn(), &job).await })
+            let (job, app) = (job.clone(), shared.clone());
+            Box::pin(async move { finish_job(tx, &app, &job).await })
         })
         .await?;
+    Ok(())
+}
+
+/// Deletes the finished `job` in `tx`; once that is committed, wakes the worker if its session has
+/// other jobs (they waited for this one: a session's jobs run one at a time).
+async fn finish_job(tx: &mut WriteTx, app: &App, job: &JobId) -> Result<(), StoreError> {
+    if store::jobs::complete_and_look(tx.conn(), job).await? {
+        let queued = app.jobs_queued.clone();
+        tx.after_commit(move || queued.notify_one());
+    }
     Ok(())
 }

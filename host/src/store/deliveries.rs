@@ -99,6 +99,33 @@ pub async fn insert(conn: &mut Conn, d: &Delivery) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Inserts `d` already leased until `locked_until` to this host's delivery worker, as its claim
+/// would (`d.attempts` counts that attempt): for a delivery handed straight to the worker
+/// ([`crate::handoff`]).
+pub async fn insert_leased(conn: &mut Conn, d: &Delivery, locked_until: Timestamp) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO webhook_deliveries ({COLUMNS}, locked_until) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    ))
+    .bind(d.id.as_str())
+    .bind(d.workspace_id.as_str())
+    .bind(d.connection_id.as_str())
+    .bind(d.session_id.as_ref().map(SessionId::as_str))
+    .bind(&d.url)
+    .bind(&d.body)
+    .bind(&d.status)
+    .bind(d.attempts)
+    .bind(d.retry_base)
+    .bind(d.next_attempt_at.map(Timestamp::millis))
+    .bind(d.last_error.as_deref())
+    .bind(d.delivered_at.map(Timestamp::millis))
+    .bind(d.created_at.millis())
+    .bind(locked_until.millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Leases up to `limit` due pending deliveries until `now + lease_ms`, counting the attempt, while
 /// keeping every connection's endpoint at no more than `per_endpoint` leased deliveries (across all
 /// hosts sharing the database), so one slow receiver cannot take every slot.
@@ -141,6 +168,18 @@ pub async fn claim_due(
     .bind(limit.saturating_mul(8).max(256))
     .fetch_all(conn)
     .await?)
+}
+
+/// Whether any pending delivery is due now and not leased (a claim left it behind).
+pub async fn any_due_unleased(conn: &mut Conn, now: Timestamp) -> Result<bool, StoreError> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+         AND (locked_until IS NULL OR locked_until <= $1) LIMIT 1",
+    )
+    .bind(now.millis())
+    .fetch_optional(conn)
+    .await?;
+    Ok(found.is_some())
 }
 
 /// Frees every lease (SQLite at start: one host owns the file, so no lease can be live).

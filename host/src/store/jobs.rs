@@ -18,6 +18,10 @@ pub struct Job {
     pub payload: String,
     /// Attempts so far, including the one that claimed it.
     pub attempts: i64,
+    /// When it was leased to this host's worker at insert and handed over in memory (`None`:
+    /// claimed from the table).
+    #[sqlx(skip)]
+    pub handed_at: Option<Timestamp>,
 }
 
 impl Job {
@@ -48,6 +52,40 @@ pub async fn insert(
         .execute(conn)
         .await?;
     Ok(id)
+}
+
+/// Queues `job` for `session` due at `now`, already leased until `locked_until` as a claim by
+/// this host would (its first attempt counted): for a job handed straight to the worker
+/// ([`crate::handoff`]). Returns the job as a claim returns it.
+pub async fn insert_leased(
+    conn: &mut Conn,
+    job: &JobKind,
+    session: &SessionId,
+    now: Timestamp,
+    locked_until: Timestamp,
+) -> Result<Job, StoreError> {
+    let id = JobId::generate();
+    let (kind, payload) = (job.name(), job.payload(session.as_str()));
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, session_id, payload, run_at, locked_until, attempts, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 1, $5)",
+    )
+    .bind(id.as_str())
+    .bind(kind)
+    .bind(session.as_str())
+    .bind(&payload)
+    .bind(now.millis())
+    .bind(locked_until.millis())
+    .execute(conn)
+    .await?;
+    Ok(Job {
+        id,
+        kind: kind.to_owned(),
+        session_id: Some(session.clone()),
+        payload,
+        attempts: 1,
+        handed_at: Some(now),
+    })
 }
 
 /// Queues `job` with a chosen `id` (a plugin's timer id), created at `now` and due at `run_at`.
@@ -183,6 +221,29 @@ pub async fn next_due(conn: &mut Conn) -> Result<Option<Timestamp>, StoreError> 
 /// Removes a finished job.
 pub async fn complete(conn: &mut Conn, id: &JobId) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM jobs WHERE id = $1")
+        .bind(id.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Removes a finished job; whether other jobs of its session are left (one may have waited for
+/// this one: jobs of a session run one at a time).
+pub async fn complete_and_look(conn: &mut Conn, id: &JobId) -> Result<bool, StoreError> {
+    let others: Option<i64> = sqlx::query_scalar(
+        "DELETE FROM jobs WHERE id = $1 RETURNING (\
+            SELECT COUNT(*) FROM jobs later WHERE later.session_id = jobs.session_id AND later.id <> jobs.id)",
+    )
+    .bind(id.as_str())
+    .fetch_optional(conn)
+    .await?;
+    Ok(others.unwrap_or(0) > 0)
+}
+
+/// Gives a job handed to this host's worker back to the claim path (the worker had no room for
+/// it), unless a claim took it meanwhile.
+pub async fn release_handed(conn: &mut Conn, id: &JobId) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET locked_until = NULL, attempts = attempts - 1 WHERE id = $1 AND attempts = 1")
         .bind(id.as_str())
         .execute(conn)
         .await?;

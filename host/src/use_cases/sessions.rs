@@ -57,11 +57,20 @@ pub struct Trigger {
 
 /// Opens a session of `bot` on `task` inside the caller's transaction, with the job that starts
 /// it, so the session and its start commit (or roll back) together. The caller's own audit record
-/// names the session. Wake the job worker after committing.
+/// names the session. Once the batch is committed the start job is handed to this host's job
+/// worker ([`crate::handoff`]: leased to it at insert, no claim), or, when the worker has no room,
+/// the worker is woken to claim it.
 ///
 /// A session whose connection type is not installed, or disabled in the workspace, is opened
 /// already failed, with the reason on its card.
-pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Trigger) -> Result<Session, OpenError> {
+pub async fn open(
+    wtx: &mut WriteTx,
+    app: &App,
+    task: &Task,
+    bot: &User,
+    trigger: Trigger,
+) -> Result<Session, OpenError> {
+    let tx = wtx.conn();
     if !bot.is_enabled() {
         return Err(OpenError::BotDisabled(format!(
             "bot @{} is disabled and takes no new work",
@@ -117,9 +126,20 @@ pub async fn open(tx: &mut Conn, app: &App, task: &Task, bot: &User, trigger: Tr
         Usability::Disabled => connection_types::unusable_reason(&connection.connection_type, &usability),
     };
     match refusal {
-        None => {
-            store::jobs::insert(tx, &JobKind::StartSession, Some(&session.id), now).await?;
-        }
+        None => match app.job_handoff.reserve() {
+            Some(room) => {
+                let until = now.plus_millis(app.job_leases().plugin_ms);
+                let job = store::jobs::insert_leased(tx, &JobKind::StartSession, &session.id, now, until).await?;
+                wtx.after_commit(move || {
+                    room.send(job);
+                });
+            }
+            None => {
+                store::jobs::insert(tx, &JobKind::StartSession, Some(&session.id), now).await?;
+                let queued = app.jobs_queued.clone();
+                wtx.after_commit(move || queued.notify_one());
+            }
+        },
         Some(reason) => {
             host_transition(tx, &mut session, SessionStatus::Failed, Some(reason), now).await?;
         }
@@ -142,7 +162,7 @@ pub enum Mentioned {
 /// (the plugin records it in the feed as it sees fit, e.g. as a `prompt`); otherwise a session
 /// opens as for any trigger.
 pub async fn mention(
-    tx: &mut Conn,
+    wtx: &mut WriteTx,
     app: &App,
     task: &Task,
     bot: &User,
@@ -154,17 +174,17 @@ pub async fn mention(
         comment: Some(comment.id.clone()),
     };
     if !bot.is_enabled() {
-        return open(tx, app, task, bot, trigger)
+        return open(wtx, app, task, bot, trigger)
             .await
             .map(|s| Mentioned::Opened(Box::new(s)));
     }
-    let latest = store::sessions::latest_of_bot_on_task(tx, &task.id, &bot.id).await?;
+    let latest = store::sessions::latest_of_bot_on_task(wtx.conn(), &task.id, &bot.id).await?;
     let Some(latest) = latest.filter(|s| !s.status.is_terminal()) else {
-        return open(tx, app, task, bot, trigger)
+        return open(wtx, app, task, bot, trigger)
             .await
             .map(|s| Mentioned::Opened(Box::new(s)));
     };
-    let continues = match store::connections::get(tx, &latest.connection_id).await? {
+    let continues = match store::connections::get(wtx.conn(), &latest.connection_id).await? {
         Some(connection) => {
             let handles = app
                 .runtime
@@ -175,7 +195,7 @@ pub async fn mention(
         None => false,
     };
     if !continues {
-        return open(tx, app, task, bot, trigger)
+        return open(wtx, app, task, bot, trigger)
             .await
             .map(|s| Mentioned::Opened(Box::new(s)));
     }
@@ -183,7 +203,7 @@ pub async fn mention(
     let job = JobKind::SessionEvent(QueuedEvent::FollowUp {
         comment: comment.id.to_string(),
     });
-    store::jobs::insert(tx, &job, Some(&latest.id), now).await?;
+    store::jobs::insert(wtx.conn(), &job, Some(&latest.id), now).await?;
     Ok(Mentioned::FollowedUp(latest.id))
 }
 

@@ -64,7 +64,6 @@ pub async fn create(app: &SharedApp, caller: &Caller, request: NewTask) -> Resul
     task.short_number = number
         .get()
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("a created task's batch committed without numbering it")))?;
-    started(app, &opened);
     Ok((task, opened))
 }
 
@@ -129,7 +128,7 @@ async fn create_in(
         )
         .await?;
         if user.kind == UserKind::Bot {
-            opened.push(sessions::open(tx.conn(), app, &task, user, assigned_by(caller)).await?);
+            opened.push(sessions::open(tx, app, &task, user, assigned_by(caller)).await?);
         }
     }
     let details = json!({"shortNumber": task.short_number, "title": task.title, "assigneeId": task.assignee_id});
@@ -163,7 +162,6 @@ pub async fn update(
             Box::pin(async move { update_in(tx, &app, &caller, &task_ref, patch, title, description, now).await })
         })
         .await?;
-    started(app, &opened);
     if canceled {
         app.jobs_queued.notify_one();
     }
@@ -255,7 +253,7 @@ async fn update_in(
     }
     let mut opened = Vec::new();
     if let Some(bot) = &newly_assigned_bot {
-        opened.push(sessions::open(tx.conn(), app, &task, bot, assigned_by(caller)).await?);
+        opened.push(sessions::open(tx, app, &task, bot, assigned_by(caller)).await?);
     }
     let changed: Vec<&str> = [
         ("title", before.title != task.title),
@@ -300,7 +298,6 @@ pub async fn add_comment(
             Box::pin(async move { add_comment_in(tx, &app, &caller, &task_ref, body, now).await })
         })
         .await?;
-    started(app, &added.opened);
     if !added.followed_up.is_empty() {
         app.jobs_queued.notify_one();
     }
@@ -329,7 +326,7 @@ async fn add_comment_in(
     let bots = store::users::bots_by_handle(tx.conn(), &task.workspace_id, &handles).await?;
     let (mut opened, mut followed_up) = (Vec::new(), Vec::new());
     for bot in bots.iter().filter(|b| b.is_enabled() && b.id != caller.user.id) {
-        match sessions::mention(tx.conn(), app, &task, bot, &comment).await {
+        match sessions::mention(tx, app, &task, bot, &comment).await {
             Ok(Mentioned::Opened(session)) => opened.push(*session),
             Ok(Mentioned::FollowedUp(session)) => followed_up.push(session),
             // A mentioned bot without a connection is named in the comment but does no work.
@@ -381,13 +378,6 @@ fn audit_change(
 ) {
     details["openedSessions"] = json!(opened.iter().map(|s| s.id.to_string()).collect::<Vec<_>>());
     tx.audit(&caller.actor(), Entry::new(action, "task", task, details), now);
-}
-
-/// Wakes the job worker for the sessions a committed change opened.
-fn started(app: &App, opened: &[Session]) {
-    if !opened.is_empty() {
-        app.jobs_queued.notify_one();
-    }
 }
 
 /// The status named by `reference`: a status id, or (for agents that pass what they read) a
