@@ -65,7 +65,6 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
         slots: Arc::new(Semaphore::new(app.config.delivery.max_in_flight)),
         per_endpoint_limit: app.config.delivery.per_endpoint_in_flight,
         per_endpoint: HashMap::new(),
-        endpoint_freed: Arc::default(),
         waiting: Default::default(),
         tasks: tokio::task::JoinSet::new(),
         client,
@@ -145,8 +144,6 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
             Some(done) = work.tasks.join_next(), if !work.tasks.is_empty() => {
                 maybe_due |= work.finished(done) || left_behind;
             }
-            // A request ended: the loop starts what waited for its endpoint.
-            _ = work.endpoint_freed.notified(), if !work.waiting.is_empty() => {}
         }
     }
     // Deliveries handed over but not sent go back to the outbox (their rows stay leased otherwise).
@@ -179,12 +176,10 @@ struct InFlight {
     /// backpressure on a slow database).
     slots: Arc<Semaphore>,
     per_endpoint_limit: usize,
-    /// Requests in flight per connection's endpoint (this host's), counted down as each request
-    /// ends — before its outcome is recorded, so one busy endpoint is not held to its limit over
-    /// the commit's latency.
-    per_endpoint: HashMap<ConnectionId, Arc<std::sync::atomic::AtomicUsize>>,
-    /// Signalled when a request ends, so waiting deliveries of its endpoint may go.
-    endpoint_freed: Arc<tokio::sync::Notify>,
+    /// Attempts in flight per connection's endpoint (this host's), counted down once each
+    /// attempt's outcome is committed: so a killed host leaves at most this many attempts per
+    /// endpoint sent but unrecorded (sent again after the restart).
+    per_endpoint: HashMap<ConnectionId, usize>,
     /// Handed deliveries waiting for their turn, oldest first (at most [`HANDOFF`]).
     waiting: std::collections::VecDeque<Waiting>,
     /// Each attempt answers with its connection and whether it was delivered.
@@ -197,24 +192,18 @@ impl InFlight {
     /// Sends `delivery` if a slot is free and its endpoint is under its limit; else hands it back.
     #[must_use = "a delivery handed back must wait or go back to the outbox"]
     fn start(&mut self, app: &Arc<App>, delivery: Delivery, endpoint: Option<EndpointContext>) -> Option<Delivery> {
-        use std::sync::atomic::Ordering;
         let count = self.per_endpoint.entry(delivery.connection_id.clone()).or_default();
-        if count.load(Ordering::Acquire) >= self.per_endpoint_limit {
+        if *count >= self.per_endpoint_limit {
             return Some(delivery);
         }
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             return Some(delivery);
         };
-        count.fetch_add(1, Ordering::AcqRel);
-        let (count, freed) = (count.clone(), self.endpoint_freed.clone());
+        *count += 1;
         let (app, client, recorder) = (app.clone(), self.client.clone(), self.recorder.clone());
         self.tasks.spawn(async move {
             let connection = delivery.connection_id.clone();
-            let sent = move || {
-                count.fetch_sub(1, Ordering::AcqRel);
-                freed.notify_one();
-            };
-            let delivered = attempt(&app, &client, &recorder, delivery, endpoint, sent).await;
+            let delivered = attempt(&app, &client, &recorder, delivery, endpoint).await;
             drop(permit);
             (connection, delivered)
         });
@@ -227,14 +216,11 @@ impl InFlight {
         let Ok((connection, delivered)) = done else {
             return true;
         };
-        // An endpoint with nothing in flight is forgotten (the map stays as small as the
-        // endpoints busy now).
-        if self
-            .per_endpoint
-            .get(&connection)
-            .is_some_and(|count| count.load(std::sync::atomic::Ordering::Acquire) == 0 && Arc::strong_count(count) == 1)
-        {
-            self.per_endpoint.remove(&connection);
+        if let Some(count) = self.per_endpoint.get_mut(&connection) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_endpoint.remove(&connection);
+            }
         }
         !delivered
     }
@@ -242,7 +228,7 @@ impl InFlight {
     fn any_endpoint_full(&self) -> bool {
         self.per_endpoint
             .values()
-            .any(|count| count.load(std::sync::atomic::Ordering::Acquire) >= self.per_endpoint_limit)
+            .any(|count| *count >= self.per_endpoint_limit)
     }
 
     /// Sends what can go now of the deliveries handed over; the rest wait in memory for their
@@ -445,15 +431,12 @@ async fn next_wait(app: &App) -> Duration {
 }
 
 /// Sends one attempt of `delivery` and records its outcome; whether the endpoint accepted it.
-/// `sent` is called once the request is over (the endpoint is free for the next one), before the
-/// outcome is recorded.
 async fn attempt(
     app: &App,
     client: &reqwest::Client,
     recorder: &Recorder,
     delivery: Delivery,
     endpoint: Option<EndpointContext>,
-    sent: impl FnOnce(),
 ) -> bool {
     let started = app.clock.now();
     let result = match prepare(app, &delivery, endpoint.as_ref(), started) {
@@ -469,7 +452,6 @@ async fn attempt(
         },
         Err(error) => {
             // Nothing was sent: give the lease back and try again shortly.
-            sent();
             tracing::error!(delivery = %delivery.id, %error, "could not prepare a delivery attempt; will retry");
             if let Ok(mut tx) = app.db.begin().await {
                 let _ = store::deliveries::release(&mut tx, &delivery.id, started.plus_millis(5_000)).await;
@@ -478,7 +460,6 @@ async fn attempt(
             return false;
         }
     };
-    sent();
     let delivered = result.succeeded();
     // The slot stays taken until the outcome is committed: backpressure on a slow database.
     let (recorded, committed) = oneshot::channel();

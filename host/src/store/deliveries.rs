@@ -78,31 +78,17 @@ pub struct Attempt {
 
 /// Queues a delivery for sending at `now`.
 pub async fn insert(conn: &mut Conn, d: &Delivery) -> Result<(), StoreError> {
-    sqlx::query(&format!(
-        "INSERT INTO webhook_deliveries ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-    ))
-    .bind(d.id.as_str())
-    .bind(d.workspace_id.as_str())
-    .bind(d.connection_id.as_str())
-    .bind(d.session_id.as_ref().map(SessionId::as_str))
-    .bind(&d.url)
-    .bind(&d.body)
-    .bind(&d.status)
-    .bind(d.attempts)
-    .bind(d.retry_base)
-    .bind(d.next_attempt_at.map(Timestamp::millis))
-    .bind(d.last_error.as_deref())
-    .bind(d.delivered_at.map(Timestamp::millis))
-    .bind(d.created_at.millis())
-    .execute(conn)
-    .await?;
-    Ok(())
+    insert_with_lease(conn, d, None).await
 }
 
 /// Inserts `d` already leased until `locked_until` to this host's delivery worker, as its claim
 /// would (`d.attempts` counts that attempt): for a delivery handed straight to the worker
 /// ([`crate::handoff`]).
 pub async fn insert_leased(conn: &mut Conn, d: &Delivery, locked_until: Timestamp) -> Result<(), StoreError> {
+    insert_with_lease(conn, d, Some(locked_until)).await
+}
+
+async fn insert_with_lease(conn: &mut Conn, d: &Delivery, locked_until: Option<Timestamp>) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO webhook_deliveries ({COLUMNS}, locked_until) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
@@ -120,7 +106,7 @@ pub async fn insert_leased(conn: &mut Conn, d: &Delivery, locked_until: Timestam
     .bind(d.last_error.as_deref())
     .bind(d.delivered_at.map(Timestamp::millis))
     .bind(d.created_at.millis())
-    .bind(locked_until.millis())
+    .bind(locked_until.map(Timestamp::millis))
     .execute(conn)
     .await?;
     Ok(())
