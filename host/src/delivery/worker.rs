@@ -37,8 +37,16 @@ pub fn lease_ms(app: &App) -> i64 {
 pub const HANDOFF: usize = 256;
 
 /// The shortest wait before looking at the outbox again when due deliveries were left behind
-/// (their endpoints at their limit: a finished attempt at one of them wakes the worker sooner).
+/// (their endpoints at their limit: finished attempts at them wake the worker sooner).
 const BLOCKED_POLL: Duration = Duration::from_millis(50);
+
+/// Attempts that must finish before deliveries left behind are claimed again (short of
+/// [`BLOCKED_POLL`]): a quarter of an endpoint's limit. Claiming at every finished attempt made
+/// the claim — a query ranking the due rows per endpoint — a tenth of the host's CPU under a
+/// backlog, for one row at a time.
+fn claim_step(per_endpoint_limit: usize) -> usize {
+    (per_endpoint_limit / 4).max(1)
+}
 
 /// Runs the delivery worker until `shutdown`.
 ///
@@ -72,13 +80,16 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
     };
     // Whether there may be due work we have not claimed (new deliveries, a retry coming due).
     let mut maybe_due = true;
-    // Whether the last claim may have left due deliveries behind (then each finished attempt
-    // looks again).
+    // Whether the last claim may have left due deliveries behind (then every few finished
+    // attempts look again).
     let mut left_behind = false;
+    let step = claim_step(work.per_endpoint_limit);
+    let mut finished_since_claim = 0;
     let mut wake_at = tokio::time::Instant::now();
     loop {
         while let Some(done) = work.tasks.try_join_next() {
-            maybe_due |= work.finished(done) || left_behind;
+            finished_since_claim += 1;
+            maybe_due |= work.finished(done) || (left_behind && finished_since_claim >= step);
         }
         if !work.waiting.is_empty() {
             let mut back = Vec::new();
@@ -92,6 +103,7 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
         let free = work.slots.available_permits();
         if maybe_due && free > 0 {
             maybe_due = false;
+            finished_since_claim = 0;
             match claim(&app, free as i64).await {
                 Ok((batch, endpoints)) => {
                     left_behind = batch.len() == free;
@@ -130,9 +142,11 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
             }
             // The oldest waiting delivery's time is up: the loop gives it back.
             _ = tokio::time::sleep_until(work.waiting_deadline().unwrap_or(wake_at)), if !work.waiting.is_empty() => {}
-            Some(first) = handed.recv() => {
+            // While as many wait as may, the rest stay in the handoff's queue: once it is full,
+            // new webhooks are inserted unleased for a claim, not handed and then given back.
+            Some(first) = handed.recv(), if work.waiting.len() < HANDOFF => {
                 let mut batch = vec![first];
-                while batch.len() < HANDOFF {
+                while work.waiting.len() + batch.len() < HANDOFF {
                     let Ok(next) = handed.try_recv() else { break };
                     batch.push(next);
                 }
@@ -142,7 +156,8 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
                 }
             }
             Some(done) = work.tasks.join_next(), if !work.tasks.is_empty() => {
-                maybe_due |= work.finished(done) || left_behind;
+                finished_since_claim += 1;
+                maybe_due |= work.finished(done) || (left_behind && finished_since_claim >= step);
             }
         }
     }
@@ -243,10 +258,18 @@ impl InFlight {
                 return true;
             }
         };
-        let since = tokio::time::Instant::now();
+        let (now, clock_now) = (tokio::time::Instant::now(), app.clock.now());
         let mut back = Vec::new();
         for delivery in batch {
             let endpoint = endpoints.get(&delivery.connection_id).cloned();
+            // A handed delivery's lease began when it was written: its wait counts from there
+            // (it may have waited in the handoff's queue).
+            let queued = Duration::from_millis((clock_now.millis() - delivery.created_at.millis()).max(0) as u64);
+            let since = now.checked_sub(queued).unwrap_or(now);
+            if queued >= HANDED_WAIT {
+                back.push(delivery);
+                continue;
+            }
             if !self.waiting.is_empty() {
                 // Those waiting go first.
                 self.wait_or_give_back(delivery, endpoint, since, &mut back);
@@ -332,15 +355,15 @@ async fn give_back(app: &App, deliveries: Vec<Delivery>) {
         return;
     }
     let now = app.clock.now();
-    let ids: Vec<_> = deliveries.into_iter().map(|d| d.id).collect();
-    let count = ids.len();
+    let leases: Vec<_> = deliveries.into_iter().map(|d| (d.id, d.attempts)).collect();
+    let count = leases.len();
     let released = app
         .writer
         .write(move |tx| {
-            let ids = ids.clone();
+            let leases = leases.clone();
             Box::pin(async move {
-                for id in &ids {
-                    store::deliveries::release(tx.conn(), id, now).await?;
+                for (id, attempt) in &leases {
+                    store::deliveries::release(tx.conn(), id, *attempt, now).await?;
                 }
                 Ok::<(), StoreError>(())
             })
@@ -454,7 +477,9 @@ async fn attempt(
             // Nothing was sent: give the lease back and try again shortly.
             tracing::error!(delivery = %delivery.id, %error, "could not prepare a delivery attempt; will retry");
             if let Ok(mut tx) = app.db.begin().await {
-                let _ = store::deliveries::release(&mut tx, &delivery.id, started.plus_millis(5_000)).await;
+                let _ =
+                    store::deliveries::release(&mut tx, &delivery.id, delivery.attempts, started.plus_millis(5_000))
+                        .await;
                 let _ = tx.commit().await;
             }
             return false;

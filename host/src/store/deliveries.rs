@@ -363,13 +363,23 @@ pub async fn requeue(conn: &mut Conn, id: &DeliveryId, now: Timestamp) -> Result
     Ok(())
 }
 
-/// Ends a lease without an attempt outcome (the attempt was not made).
-pub async fn release(conn: &mut Conn, id: &DeliveryId, next_attempt_at: Timestamp) -> Result<(), StoreError> {
-    sqlx::query("UPDATE webhook_deliveries SET locked_until = NULL, next_attempt_at = $2, attempts = attempts - 1 WHERE id = $1")
-        .bind(id.as_str())
-        .bind(next_attempt_at.millis())
-        .execute(conn)
-        .await?;
+/// Ends the lease of attempt `attempt` without an outcome (the attempt was not made). Fenced on
+/// the attempt: a lease that ended and was claimed again by another attempt is left alone.
+pub async fn release(
+    conn: &mut Conn,
+    id: &DeliveryId,
+    attempt: i64,
+    next_attempt_at: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET locked_until = NULL, next_attempt_at = $2, attempts = attempts - 1 \
+         WHERE id = $1 AND attempts = $3 AND status = 'pending'",
+    )
+    .bind(id.as_str())
+    .bind(next_attempt_at.millis())
+    .bind(attempt)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
