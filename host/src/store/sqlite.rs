@@ -28,6 +28,12 @@ use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 const STATEMENT_CACHE: usize = 256;
 /// How long a statement waits for a lock another process holds (a CLI command on the same file).
 const BUSY_TIMEOUT_MS: u32 = 10_000;
+/// How often the checkpointer copies the write-ahead log into the database file: often, so each
+/// checkpoint (and its fsync) is small. At 500 assignments/s, 200 ms between checkpoints made the
+/// API's p99 ~65 ms, 50 ms ~28 ms, 20 ms ~15 ms (the writer checkpointing itself: 22–43 ms).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+/// Pages of write-ahead log (4 KiB each) beyond which the writer checkpoints itself.
+const WRITER_CHECKPOINT_PAGES: u32 = 8_192;
 
 /// The connections of one SQLite database file: one writer, a few readers (WAL lets them read
 /// while the writer writes).
@@ -36,6 +42,8 @@ pub struct Sqlite {
     path: PathBuf,
     writer: Arc<tokio::sync::Mutex<Connection>>,
     readers: Arc<Readers>,
+    /// Stops the checkpointer (so does dropping it).
+    checkpointer: Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
 
 #[derive(Debug)]
@@ -92,8 +100,18 @@ impl Sqlite {
     pub fn open(url: &str, readers: usize) -> Result<Sqlite, sqlx::Error> {
         let path = path_of(url)?;
         let writer = open_connection(&path)?;
+        // The checkpointer thread copies the log into the database file, so the write path
+        // neither copies pages nor waits for their fsync (which, run in the calling task, held
+        // one of the runtime's threads). The writer checkpoints only past WRITER_CHECKPOINT_PAGES
+        // (a log the checkpointer could not catch up with under unbroken writes; its checkpoint
+        // then lets the next write start the log again), so the log stays bounded.
+        writer
+            .execute_batch(&format!("PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};"))
+            .map_err(error)?;
+        let checkpointer = Some(start_checkpointer(open_connection(&path)?)?);
         Ok(Sqlite {
             path,
+            checkpointer: Mutex::new(checkpointer),
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
             readers: Arc::new(Readers {
                 idle: Mutex::new(Vec::new()),
@@ -130,6 +148,9 @@ impl Sqlite {
 
     /// Closes the idle readers (the writer closes when the last handle to it goes).
     pub fn close(&self) {
+        if let Ok(mut checkpointer) = self.checkpointer.lock() {
+            checkpointer.take();
+        }
         self.readers.permits.close();
         if let Ok(mut idle) = self.readers.idle.lock() {
             idle.clear();
@@ -163,6 +184,44 @@ fn open_connection(path: &Path) -> Result<Connection, sqlx::Error> {
         .map_err(error)?;
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(connection)
+}
+
+/// Starts the thread that checkpoints the write-ahead log every [`CHECKPOINT_EVERY`] on its own
+/// `connection` (passive: it never blocks the writer or the readers), until the returned sender is
+/// dropped; then it checkpoints once more and closes its connection.
+fn start_checkpointer(connection: Connection) -> Result<std::sync::mpsc::Sender<()>, sqlx::Error> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            // Logged once per run of failures, not every few milliseconds.
+            let mut failing = false;
+            let mut checkpoint = || match connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                Ok(()) => failing = false,
+                Err(cause) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %cause, "a SQLite checkpoint failed; the checkpointer tries again");
+                }
+                Err(_) => {}
+            };
+            // Changes whenever another connection commits: a quiet database is not checkpointed.
+            let version = || {
+                connection
+                    .query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0))
+                    .ok()
+            };
+            let mut checkpointed = None;
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                let now = version();
+                if now.is_none() || now != checkpointed {
+                    checkpoint();
+                    checkpointed = now;
+                }
+            }
+            checkpoint();
+        })
+        .map_err(sqlx::Error::Io)?;
+    Ok(stop)
 }
 
 /// Rolls back the transaction open on `handle`, if one is (SQLite ends some on its own when a
@@ -391,6 +450,37 @@ mod tests {
             .expect("create");
         tx.commit().await.expect("commit");
         db
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_log_into_the_database_file_while_the_writer_does_not() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = db(&dir).await;
+        let file = dir.path().join("t.db");
+        let before = std::fs::metadata(&file).expect("the file").len();
+        // ~2 MiB in one transaction: ~500 pages, under the writer's own checkpoint threshold.
+        let mut tx = db.begin().await.expect("begin");
+        for n in 0..500_i64 {
+            sqlx::query("INSERT INTO t (id, n, note) VALUES ($1, $2, $3)")
+                .bind(format!("row {n}"))
+                .bind(n)
+                .bind("x".repeat(4_000))
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+        }
+        tx.commit().await.expect("commit");
+        // Pages reach the database file only by a checkpoint; the checkpointer thread runs one
+        // within a few of its 20 ms rounds (there is no event to wait for: watch the file).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&file).expect("the file").len() < before + 2_000_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log was not checkpointed into the database file"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        db.close().await;
     }
 
     #[tokio::test]
