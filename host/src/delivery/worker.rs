@@ -107,13 +107,18 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
             match claim(&app, free as i64).await {
                 Ok((batch, endpoints)) => {
                     left_behind = batch.len() == free;
+                    let (now, mut back) = (tokio::time::Instant::now(), Vec::new());
                     for delivery in batch {
                         let endpoint = endpoints.get(&delivery.connection_id).cloned();
-                        if let Some(delivery) = work.start(&app, delivery, endpoint) {
-                            // Not expected (the slots were free); the lease lapses and a later
-                            // claim takes it.
-                            tracing::warn!(delivery = %delivery.id, "a claimed delivery found no free slot");
+                        if let Some(delivery) = work.start(&app, delivery, endpoint.clone()) {
+                            // The claim saw an attempt whose outcome was just committed as ended
+                            // before it was counted out here: this one waits its turn like a
+                            // handed delivery (left leased, it would wait for its lease to end).
+                            work.wait_or_give_back(delivery, endpoint, now, &mut back);
                         }
+                    }
+                    if !back.is_empty() {
+                        give_back(&app, back).await;
                     }
                     // An endpoint at its limit may have had due deliveries the claim left
                     // behind: look once (not at every finished attempt while it stays full).
