@@ -43,6 +43,14 @@ fn task_count() -> usize {
         .unwrap_or(3_000)
 }
 
+/// `LEADTIME_BENCH_PER_ENDPOINT` overrides the host's per-endpoint in-flight limit (to see how
+/// much of the delivery rate that limit sets).
+fn per_endpoint() -> Option<usize> {
+    std::env::var("LEADTIME_BENCH_PER_ENDPOINT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+}
+
 /// A task body of ~1.7 KB assigned to `assignee` (`None` for the baseline: the same size).
 fn task_body(n: usize, assignee: &str) -> String {
     json!({
@@ -253,7 +261,12 @@ async fn load(base: &str, token: &str, assignee: &str, count: usize, receiver: &
 async fn host_run(receiver: &Receiver, hook: &str, count: usize) -> Result<(Figures, String)> {
     let dir = tempfile::tempdir()?;
     let db = common::BenchDb::create(dir.path(), "end_to_end").await?;
-    let (host, base, admin) = common::start_host(&dir.path().join("data"), &db.url, |_| {}).await?;
+    let (host, base, admin) = common::start_host(&dir.path().join("data"), &db.url, |config| {
+        if let Some(limit) = per_endpoint() {
+            config.delivery.per_endpoint_in_flight = limit;
+        }
+    })
+    .await?;
     let created = common::create_self_hosted_bot(&reqwest::Client::new(), &base, &admin, "claw", hook).await?;
     let bot = created["bot"]["id"].as_str().context("a bot id")?.to_owned();
     let secret = created["webhookSecret"]
