@@ -73,6 +73,7 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
         slots: Arc::new(Semaphore::new(app.config.delivery.max_in_flight)),
         per_endpoint_limit: app.config.delivery.per_endpoint_in_flight,
         per_endpoint: HashMap::new(),
+        finished_since_claim: 0,
         waiting: Default::default(),
         tasks: tokio::task::JoinSet::new(),
         client,
@@ -83,13 +84,10 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
     // Whether the last claim may have left due deliveries behind (then every few finished
     // attempts look again).
     let mut left_behind = false;
-    let step = claim_step(work.per_endpoint_limit);
-    let mut finished_since_claim = 0;
     let mut wake_at = tokio::time::Instant::now();
     loop {
         while let Some(done) = work.tasks.try_join_next() {
-            finished_since_claim += 1;
-            maybe_due |= work.finished(done) || (left_behind && finished_since_claim >= step);
+            maybe_due |= work.finished(done, left_behind);
         }
         if !work.waiting.is_empty() {
             let mut back = Vec::new();
@@ -103,7 +101,7 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
         let free = work.slots.available_permits();
         if maybe_due && free > 0 {
             maybe_due = false;
-            finished_since_claim = 0;
+            work.finished_since_claim = 0;
             match claim(&app, free as i64).await {
                 Ok((batch, endpoints)) => {
                     left_behind = batch.len() == free;
@@ -161,8 +159,7 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
                 }
             }
             Some(done) = work.tasks.join_next(), if !work.tasks.is_empty() => {
-                finished_since_claim += 1;
-                maybe_due |= work.finished(done) || (left_behind && finished_since_claim >= step);
+                maybe_due |= work.finished(done, left_behind);
             }
         }
     }
@@ -200,6 +197,8 @@ struct InFlight {
     /// attempt's outcome is committed: so a killed host leaves at most this many attempts per
     /// endpoint sent but unrecorded (sent again after the restart).
     per_endpoint: HashMap<ConnectionId, usize>,
+    /// Attempts finished since the last claim.
+    finished_since_claim: usize,
     /// Handed deliveries waiting for their turn, oldest first (at most [`HANDOFF`]).
     waiting: std::collections::VecDeque<Waiting>,
     /// Each attempt answers with its connection and whether it was delivered.
@@ -230,9 +229,12 @@ impl InFlight {
         None
     }
 
-    /// Counts a finished attempt out; whether the outbox should be looked at again (the attempt
-    /// failed: its retry's time is read there).
-    fn finished(&mut self, done: Result<(ConnectionId, bool), tokio::task::JoinError>) -> bool {
+    /// Counts a finished attempt out; whether the outbox should be looked at again: the attempt
+    /// failed (its retry's time is read there), or the last claim `left_behind` due deliveries and
+    /// a [`claim_step`] of attempts finished since.
+    fn finished(&mut self, done: Result<(ConnectionId, bool), tokio::task::JoinError>, left_behind: bool) -> bool {
+        self.finished_since_claim += 1;
+        let enough = left_behind && self.finished_since_claim >= claim_step(self.per_endpoint_limit);
         let Ok((connection, delivered)) = done else {
             return true;
         };
@@ -242,7 +244,7 @@ impl InFlight {
                 self.per_endpoint.remove(&connection);
             }
         }
-        !delivered
+        !delivered || enough
     }
 
     fn any_endpoint_full(&self) -> bool {

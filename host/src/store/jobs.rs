@@ -39,18 +39,8 @@ pub async fn insert(
     run_at: Timestamp,
 ) -> Result<JobId, StoreError> {
     let id = JobId::generate();
-    let (kind, payload) = (
-        job.name(),
-        job.payload(session.map(SessionId::as_str).unwrap_or_default()),
-    );
-    sqlx::query("INSERT INTO jobs (id, kind, session_id, payload, run_at, attempts, created_at) VALUES ($1, $2, $3, $4, $5, 0, $5)")
-        .bind(id.as_str())
-        .bind(kind)
-        .bind(session.map(SessionId::as_str))
-        .bind(&payload)
-        .bind(run_at.millis())
-        .execute(conn)
-        .await?;
+    let payload = job.payload(session.map(SessionId::as_str).unwrap_or_default());
+    insert_row(conn, &id, job.name(), session, &payload, run_at, run_at, None).await?;
     Ok(id)
 }
 
@@ -66,18 +56,7 @@ pub async fn insert_leased(
 ) -> Result<Job, StoreError> {
     let id = JobId::generate();
     let (kind, payload) = (job.name(), job.payload(session.as_str()));
-    sqlx::query(
-        "INSERT INTO jobs (id, kind, session_id, payload, run_at, locked_until, attempts, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 1, $5)",
-    )
-    .bind(id.as_str())
-    .bind(kind)
-    .bind(session.as_str())
-    .bind(&payload)
-    .bind(now.millis())
-    .bind(locked_until.millis())
-    .execute(conn)
-    .await?;
+    insert_row(conn, &id, kind, Some(session), &payload, now, now, Some(locked_until)).await?;
     Ok(Job {
         id,
         kind: kind.to_owned(),
@@ -97,16 +76,36 @@ pub async fn insert_with_id(
     run_at: Timestamp,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let (kind, payload) = (job.name(), job.payload(session.as_str()));
-    sqlx::query("INSERT INTO jobs (id, kind, session_id, payload, run_at, attempts, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6)")
-        .bind(id.as_str())
-        .bind(kind)
-        .bind(session.as_str())
-        .bind(&payload)
-        .bind(run_at.millis())
-        .bind(now.millis())
-        .execute(conn)
-        .await?;
+    let payload = job.payload(session.as_str());
+    insert_row(conn, id, job.name(), Some(session), &payload, run_at, now, None).await
+}
+
+/// Writes one job row; leased (`locked_until`, its first attempt counted) or not.
+#[allow(clippy::too_many_arguments)]
+async fn insert_row(
+    conn: &mut Conn,
+    id: &JobId,
+    kind: &str,
+    session: Option<&SessionId>,
+    payload: &str,
+    run_at: Timestamp,
+    created_at: Timestamp,
+    locked_until: Option<Timestamp>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, session_id, payload, run_at, locked_until, attempts, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(id.as_str())
+    .bind(kind)
+    .bind(session.map(SessionId::as_str))
+    .bind(payload)
+    .bind(run_at.millis())
+    .bind(locked_until.map(Timestamp::millis))
+    .bind(i64::from(locked_until.is_some()))
+    .bind(created_at.millis())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
