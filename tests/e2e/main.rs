@@ -8,6 +8,7 @@ mod administration;
 mod audit_trail;
 mod authorization;
 mod bad_input;
+mod batched_writes;
 mod browser;
 mod claude_agent;
 mod connector_conformance;

@@ -7,6 +7,7 @@ pub mod fair_share;
 mod model_calls;
 mod plugin_services;
 pub mod snapshot;
+mod started;
 pub mod worker;
 
 pub use plugin_services::PluginServices;

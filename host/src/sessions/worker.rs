@@ -17,12 +17,13 @@ use crate::domain::sessions::Session;
 use crate::runtime::bindings::types::{InboundRequest, SessionEvent};
 use crate::runtime::grants::Capability;
 use crate::runtime::{CallContext, CallEffects, CallError, LoadedPlugin};
-use crate::store::{self, StoreError, deliveries::Delivery, jobs::Job};
+use crate::store::{self, StoreError, jobs::Job};
 
 use super::fair_share::FairShare;
 use super::model_calls::{Handled, ModelCalls};
+use super::started::{self, StartRecorder, Started};
 use super::{PluginServices, snapshot};
-use crate::domain::jobs::{self, JobKind, QueuedEvent};
+use crate::domain::jobs::{JobKind, QueuedEvent};
 use crate::use_cases::sessions::{fail, fail_over_budget};
 
 /// Jobs in hand at once (reading their session, waiting for their share, calling, committing).
@@ -43,6 +44,14 @@ const MAX_ATTEMPTS: i64 = 5;
 /// How long a job over its workspace's or connection's fair share waits before it is tried again.
 const DEFER_MS: i64 = 50;
 
+/// What every job the worker runs shares: the fair share of plugin calls, the model-call client,
+/// and the recorder of start outcomes.
+struct JobTools {
+    share: FairShare,
+    models: ModelCalls,
+    starts: StartRecorder,
+}
+
 /// What running a job came to.
 enum Ran {
     /// It ran (on this plugin version, if a plugin was called).
@@ -62,9 +71,9 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(JOB_SLOTS));
     // Half the job slots may wait for one workspace's or connection's share; the rest stay free
     // for everyone else's jobs.
-    let share = Arc::new(FairShare::new(CALLS, JOB_SLOTS / 2));
+    let share = FairShare::new(CALLS, JOB_SLOTS / 2);
     let models = match ModelCalls::new(&app) {
-        Ok(models) => Arc::new(models),
+        Ok(models) => models,
         Err(error) => {
             tracing::error!(
                 error = format!("{error:#}"),
@@ -77,6 +86,8 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
         tracing::error!("a job worker already runs on this host; this one stops");
         return;
     };
+    let (starts, recording) = started::start(app.clone());
+    let tools = Arc::new(JobTools { share, models, starts });
     let mut running = tokio::task::JoinSet::new();
     // Whether due jobs may wait in the table unclaimed (new work, a backlog, a timer come due).
     let mut maybe_due = true;
@@ -102,7 +113,7 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     break;
                 };
-                spawn_job(&mut running, &app, &share, &models, job, permit);
+                spawn_job(&mut running, &app, &tools, job, permit);
             }
             if !maybe_due {
                 let wait = next_wait(&app).await.max(Duration::from_millis(DEFER_MS as u64));
@@ -120,10 +131,10 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
                 wake_at = tokio::time::Instant::now() + IDLE_POLL;
             }
             Some(job) = handed.recv(), if slots.available_permits() > 0 => {
-                take_handed(&mut running, &app, &share, &models, &slots, job).await;
+                take_handed(&mut running, &app, &tools, &slots, job).await;
                 while slots.available_permits() > 0 {
                     let Ok(job) = handed.try_recv() else { break };
-                    take_handed(&mut running, &app, &share, &models, &slots, job).await;
+                    take_handed(&mut running, &app, &tools, &slots, job).await;
                 }
             }
             Some(_) = running.join_next(), if !running.is_empty() => {}
@@ -136,6 +147,11 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
     }
     // Let jobs in flight finish so their outcome is committed.
     while running.join_next().await.is_some() {}
+    // The recorder ends once it recorded what the jobs sent it.
+    drop(tools);
+    if let Err(error) = recording.await {
+        tracing::error!(%error, "the start recorder failed");
+    }
 }
 
 /// Starts a handed job in a free slot, or gives it back to the table when its lease ran short
@@ -143,8 +159,7 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
 async fn take_handed(
     running: &mut tokio::task::JoinSet<()>,
     app: &Arc<App>,
-    share: &Arc<FairShare>,
-    models: &Arc<ModelCalls>,
+    tools: &Arc<JobTools>,
     slots: &Arc<Semaphore>,
     job: Job,
 ) {
@@ -152,7 +167,7 @@ async fn take_handed(
         .handed_at
         .is_some_and(|at| app.clock.now().millis() - at.millis() < HANDED_WAIT_MS);
     match slots.clone().try_acquire_owned() {
-        Ok(permit) if fresh => spawn_job(running, app, share, models, job, permit),
+        Ok(permit) if fresh => spawn_job(running, app, tools, job, permit),
         _ => release_handed(app, &job).await,
     }
 }
@@ -177,14 +192,13 @@ async fn release_handed(app: &App, job: &Job) {
 fn spawn_job(
     running: &mut tokio::task::JoinSet<()>,
     app: &Arc<App>,
-    share: &Arc<FairShare>,
-    models: &Arc<ModelCalls>,
+    tools: &Arc<JobTools>,
     job: Job,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let (app, share, models) = (app.clone(), share.clone(), models.clone());
+    let (app, tools) = (app.clone(), tools.clone());
     running.spawn(async move {
-        run_job(&app, &share, &models, job).await;
+        run_job(&app, &tools, job).await;
         drop(permit);
     });
 }
@@ -210,26 +224,26 @@ async fn next_wait(app: &App) -> Duration {
     }
 }
 
-async fn run_job(app: &Arc<App>, share: &FairShare, models: &ModelCalls, job: Job) {
+async fn run_job(app: &Arc<App>, tools: &JobTools, job: Job) {
     let outcome = match job.job_kind() {
-        Ok(JobKind::StartSession) => start_session(app, share, &job).await,
+        Ok(JobKind::StartSession) => start_session(app, tools, &job).await,
         Ok(JobKind::SessionEvent(QueuedEvent::Cancel { reason })) => {
-            deliver_event(app, share, &job, SessionEvent::CancelRequested(reason)).await
+            deliver_event(app, tools, &job, SessionEvent::CancelRequested(reason)).await
         }
-        Ok(JobKind::Timer { payload }) => deliver_event(app, share, &job, SessionEvent::TimerFired(payload)).await,
-        Ok(JobKind::ModelCall(call)) => match models.handle(app, &job, *call).await {
+        Ok(JobKind::Timer { payload }) => deliver_event(app, tools, &job, SessionEvent::TimerFired(payload)).await,
+        Ok(JobKind::ModelCall(call)) => match tools.models.handle(app, &job, *call).await {
             Ok(Handled::Done | Handled::Retrying) => Ok(Ran::On(None)),
             Ok(Handled::Later) => Ok(Ran::Deferred),
             Err(error) => Err(error),
         },
         Ok(JobKind::SessionEvent(QueuedEvent::Inbound { event })) => match inbound_request(app, &event).await {
-            Ok(Some(request)) => deliver_event(app, share, &job, SessionEvent::InboundWebhook(request)).await,
+            Ok(Some(request)) => deliver_event(app, tools, &job, SessionEvent::InboundWebhook(request)).await,
             // Past the retention window: nothing left to hand over.
             Ok(None) => complete(app, &job).await.map(|()| Ran::On(None)),
             Err(error) => Err(error),
         },
         Ok(JobKind::SessionEvent(QueuedEvent::FollowUp { comment })) => match follow_up(app, &comment).await {
-            Ok(Some(comment)) => deliver_event(app, share, &job, SessionEvent::FollowUp(comment)).await,
+            Ok(Some(comment)) => deliver_event(app, tools, &job, SessionEvent::FollowUp(comment)).await,
             // The comment is gone: nothing to hand over.
             Ok(None) => complete(app, &job).await.map(|()| Ran::On(None)),
             Err(error) => Err(error),
@@ -302,7 +316,7 @@ async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str, cpu: Dur
 
 /// Starts a session on its connection type's current plugin version, pinning the session to it
 /// (a retried start stays on the version it was pinned to). Returns the version that ran.
-async fn start_session(app: &Arc<App>, share: &FairShare, job: &Job) -> anyhow::Result<Ran> {
+async fn start_session(app: &Arc<App>, tools: &JobTools, job: &Job) -> anyhow::Result<Ran> {
     let session_id: SessionId = job.session_id.clone().context("start_session job without a session")?;
     let (session, start, workspace_hosts) = {
         let mut conn = app.db.read().await?;
@@ -327,7 +341,8 @@ async fn start_session(app: &Arc<App>, share: &FairShare, job: &Job) -> anyhow::
             .await
             .map(|()| Ran::On(None));
     };
-    let Some(ticket) = share
+    let Some(ticket) = tools
+        .share
         .enter(&session.workspace_id, &session.connection_id, SHARE_PATIENCE)
         .await
     else {
@@ -342,7 +357,7 @@ async fn start_session(app: &Arc<App>, share: &FairShare, job: &Job) -> anyhow::
     drop(ticket);
     let cpu = called.cpu;
     match called.result {
-        Ok(effects) => commit_effects(app, job, &session, effects, pin, cpu).await?,
+        Ok(effects) => commit_effects(&tools.starts, job, &session, effects, pin, cpu).await?,
         Err(CallError::Transient(message)) => {
             if let Some(sha) = pin {
                 // A retried start stays on this version.
@@ -405,7 +420,7 @@ async fn plugin_for(app: &App, session: &Session) -> Option<Arc<LoadedPlugin>> {
 /// Calls `on-event` on the plugin version the session runs on. A timer, provider webhook or
 /// follow-up of a finished session is dropped; a plugin that fails to handle an event of an unfinished session fails the session
 /// with its reason. Returns the version that ran.
-async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: SessionEvent) -> anyhow::Result<Ran> {
+async fn deliver_event(app: &Arc<App>, tools: &JobTools, job: &Job, event: SessionEvent) -> anyhow::Result<Ran> {
     let session_id: SessionId = job.session_id.clone().context("session event job without a session")?;
     let (session, session_ref, workspace_hosts) = {
         let mut conn = app.db.read().await?;
@@ -442,7 +457,8 @@ async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: Sess
         app.jobs_queued.notify_one();
         return Ok(Ran::On(None));
     }
-    let Some(ticket) = share
+    let Some(ticket) = tools
+        .share
         .enter(&session.workspace_id, &session.connection_id, SHARE_PATIENCE)
         .await
     else {
@@ -457,7 +473,7 @@ async fn deliver_event(app: &Arc<App>, share: &FairShare, job: &Job, event: Sess
     drop(ticket);
     let cpu = called.cpu;
     match called.result {
-        Ok(effects) => commit_effects(app, job, &session, effects, None, cpu).await?,
+        Ok(effects) => commit_effects(&tools.starts, job, &session, effects, None, cpu).await?,
         Err(CallError::Transient(message)) => {
             retry_or_fail(
                 app,
@@ -511,82 +527,32 @@ async fn follow_up(app: &App, id: &str) -> anyhow::Result<Option<crate::runtime:
     snapshot::follow_up(&mut conn, &CommentId::from(id)).await
 }
 
-/// Commits what a successful start queued, together with the job's completion.
+/// Commits what a successful start queued, together with the job's completion (through the
+/// start recorder, which batches the starts that finish together).
 async fn commit_effects(
-    app: &Arc<App>,
+    starts: &StartRecorder,
     job: &Job,
     session: &Session,
     effects: CallEffects,
     pin: Option<&str>,
     cpu: Duration,
 ) -> anyhow::Result<()> {
-    let now = app.clock.now();
-    let timers = !effects.timers.is_empty() || !effects.model_calls.is_empty();
-    let (job, session, pin) = (job.id.clone(), session.clone(), pin.map(str::to_owned));
-    let (shared, lease_ms) = (app.clone(), crate::delivery::worker::lease_ms(app));
-    app.writer
-        .write(move |wtx| {
-            let (job, session, pin, effects, app) = (
-                job.clone(),
-                session.clone(),
-                pin.clone(),
-                effects.clone(),
-                shared.clone(),
-            );
-            Box::pin(async move {
-                let tx = wtx.conn();
-                settle_call(tx, &session.id, pin.as_deref(), cpu).await?;
-                for model_call in effects.model_calls {
-                    let job = JobKind::ModelCall(Box::new(model_call.call));
-                    store::jobs::insert_with_id(tx, &model_call.id, &job, &session.id, now, now).await?;
-                }
-                for timer in effects.timers {
-                    let due = now.plus_millis(timer.delay_ms as i64);
-                    let job = JobKind::Timer { payload: timer.payload };
-                    store::jobs::insert_with_id(tx, &timer.id, &job, &session.id, due, now).await?;
-                }
-                for timer in &effects.canceled_timers {
-                    store::jobs::delete_pending(tx, timer, jobs::TIMER, &session.id, now).await?;
-                }
-                let mut unhanded = false;
-                for webhook in effects.webhooks {
-                    let mut delivery = Delivery::pending(
-                        webhook.id,
-                        session.workspace_id.clone(),
-                        session.connection_id.clone(),
-                        Some(session.id.clone()),
-                        webhook.url,
-                        webhook.body,
-                        now,
-                    );
-                    // Leased to this host's delivery worker and handed over once committed, or
-                    // left for its claim.
-                    match app.delivery_handoff.reserve() {
-                        Some(room) => {
-                            delivery.attempts = 1;
-                            let until = now.plus_millis(lease_ms);
-                            store::deliveries::insert_leased(wtx.conn(), &delivery, until).await?;
-                            wtx.after_commit(move || {
-                                room.send(delivery);
-                            });
-                        }
-                        None => {
-                            store::deliveries::insert(wtx.conn(), &delivery).await?;
-                            unhanded = true;
-                        }
-                    }
-                }
-                if unhanded {
-                    let queued = app.deliveries_queued.clone();
-                    wtx.after_commit(move || queued.notify_one());
-                }
-                finish_job(wtx, &app, &job).await
-            })
-        })
-        .await?;
-    if timers {
-        app.jobs_queued.notify_one();
-    }
+    let (recorded, answer) = tokio::sync::oneshot::channel();
+    let started = Started {
+        job: job.id.clone(),
+        session: session.clone(),
+        effects,
+        pin: pin.map(str::to_owned),
+        cpu,
+        recorded,
+    };
+    starts
+        .send(started)
+        .await
+        .map_err(|_| anyhow::anyhow!("the start recorder is gone"))?;
+    answer
+        .await
+        .map_err(|_| anyhow::anyhow!("the start recorder dropped the outcome"))??;
     Ok(())
 }
 

@@ -5,6 +5,9 @@ use crate::domain::time::Timestamp;
 
 use super::{Backend, Conn, StoreError};
 
+/// A query with its arguments, as `sqlx::query` builds it.
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
 const COLUMNS: &str = "id, workspace_id, connection_id, session_id, url, body, status, attempts, retry_base, next_attempt_at, \
      last_error, delivered_at, created_at";
 
@@ -89,26 +92,47 @@ pub async fn insert_leased(conn: &mut Conn, d: &Delivery, locked_until: Timestam
 }
 
 async fn insert_with_lease(conn: &mut Conn, d: &Delivery, locked_until: Option<Timestamp>) -> Result<(), StoreError> {
-    sqlx::query(&format!(
-        "INSERT INTO webhook_deliveries ({COLUMNS}, locked_until) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-    ))
-    .bind(d.id.as_str())
-    .bind(d.workspace_id.as_str())
-    .bind(d.connection_id.as_str())
-    .bind(d.session_id.as_ref().map(SessionId::as_str))
-    .bind(&d.url)
-    .bind(&d.body)
-    .bind(&d.status)
-    .bind(d.attempts)
-    .bind(d.retry_base)
-    .bind(d.next_attempt_at.map(Timestamp::millis))
-    .bind(d.last_error.as_deref())
-    .bind(d.delivered_at.map(Timestamp::millis))
-    .bind(d.created_at.millis())
-    .bind(locked_until.map(Timestamp::millis))
-    .execute(conn)
-    .await?;
+    let sql = format!(
+        "INSERT INTO webhook_deliveries ({COLUMNS}, locked_until) VALUES {}",
+        super::values_rows(1, 14)
+    );
+    bind_row(sqlx::query(&sql), d, locked_until).execute(conn).await?;
+    Ok(())
+}
+
+/// Binds the 14 insert parameters of `d`'s row.
+fn bind_row<'q>(query: AnyQuery<'q>, d: &'q Delivery, locked_until: Option<Timestamp>) -> AnyQuery<'q> {
+    query
+        .bind(d.id.as_str())
+        .bind(d.workspace_id.as_str())
+        .bind(d.connection_id.as_str())
+        .bind(d.session_id.as_ref().map(SessionId::as_str))
+        .bind(&d.url)
+        .bind(&d.body)
+        .bind(&d.status)
+        .bind(d.attempts)
+        .bind(d.retry_base)
+        .bind(d.next_attempt_at.map(Timestamp::millis))
+        .bind(d.last_error.as_deref())
+        .bind(d.delivered_at.map(Timestamp::millis))
+        .bind(d.created_at.millis())
+        .bind(locked_until.map(Timestamp::millis))
+}
+
+/// Inserts many deliveries, each leased until its `Some(locked_until)` (as [`insert_leased`]) or
+/// not (as [`insert`]), a statement per run of rows ([`super::runs_of_powers_of_two`]).
+pub async fn insert_many(conn: &mut Conn, deliveries: &[(Delivery, Option<Timestamp>)]) -> Result<(), StoreError> {
+    for run in super::runs_of_powers_of_two(deliveries) {
+        let sql = format!(
+            "INSERT INTO webhook_deliveries ({COLUMNS}, locked_until) VALUES {}",
+            super::values_rows(run.len(), 14)
+        );
+        let mut query = sqlx::query(&sql);
+        for (d, locked_until) in run {
+            query = bind_row(query, d, *locked_until);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

@@ -239,6 +239,28 @@ pub async fn complete_and_look(conn: &mut Conn, id: &JobId) -> Result<bool, Stor
     Ok(others.unwrap_or(0) > 0)
 }
 
+/// [`complete_and_look`] for many jobs: whether any of their sessions has other jobs (a statement
+/// per run of rows, [`super::runs_of_powers_of_two`]).
+pub async fn complete_many_and_look(conn: &mut Conn, ids: &[JobId]) -> Result<bool, StoreError> {
+    let mut others = false;
+    for run in super::runs_of_powers_of_two(ids) {
+        let ids = (1..=run.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        // The jobs deleted together do not count as each other's: a later run may still count
+        // this one's (a wake-up too many, never one too few).
+        let sql = format!(
+            "DELETE FROM jobs WHERE id IN ({ids}) RETURNING (\
+                SELECT COUNT(*) FROM jobs later WHERE later.session_id = jobs.session_id AND later.id NOT IN ({ids}))"
+        );
+        let mut query = sqlx::query_scalar::<_, i64>(&sql);
+        for id in run {
+            query = query.bind(id.as_str());
+        }
+        let counts = query.fetch_all(&mut *conn).await?;
+        others |= counts.iter().any(|&count| count > 0);
+    }
+    Ok(others)
+}
+
 /// Gives a job handed to this host's worker back to the claim path (the worker had no room for
 /// it), unless a claim took it meanwhile.
 pub async fn release_handed(conn: &mut Conn, id: &JobId) -> Result<(), StoreError> {

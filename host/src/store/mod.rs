@@ -394,3 +394,73 @@ pub fn redact_url(url: &str) -> String {
         Err(_) => "<unparseable URL>".to_owned(),
     }
 }
+
+/// Splits `items` into runs of 64, 32, …, 2 and 1 rows (the binary digits of its length), for
+/// statements that write many rows at once: one statement per run, and at most seven statement
+/// shapes per query, so the prepared statements stay few and cached whatever the batch's size.
+pub(crate) fn runs_of_powers_of_two<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    const LARGEST: usize = 64;
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = if rest.len() >= LARGEST {
+            LARGEST
+        } else {
+            1 << (usize::BITS - 1 - rest.len().leading_zeros())
+        };
+        let (run, after) = rest.split_at(size);
+        rest = after;
+        Some(run)
+    })
+}
+
+/// `($1, $2, …), ($n+1, …), …`: the `VALUES` rows of a multi-row insert of `rows` rows of `columns`
+/// parameters, numbered from `$1`.
+pub(crate) fn values_rows(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_follow_the_binary_digits_of_the_length_and_cover_every_item_in_order() {
+        let sizes = |n: usize| {
+            let items: Vec<usize> = (0..n).collect();
+            let runs: Vec<&[usize]> = runs_of_powers_of_two(&items).collect();
+            let flat: Vec<usize> = runs.iter().flat_map(|r| r.iter().copied()).collect();
+            assert_eq!(flat, items, "every item once, in order, for {n}");
+            runs.iter().map(|r| r.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), vec![1]);
+        assert_eq!(sizes(7), vec![4, 2, 1]);
+        assert_eq!(sizes(64), vec![64]);
+        assert_eq!(sizes(130), vec![64, 64, 2]);
+        assert_eq!(sizes(45), vec![32, 8, 4, 1]);
+    }
+
+    #[test]
+    fn values_rows_number_parameters_row_by_row() {
+        assert_eq!(values_rows(1, 2), "($1, $2)");
+        assert_eq!(values_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
+}

@@ -61,6 +61,51 @@ pub async fn settle_call(
     Ok(())
 }
 
+/// A finished plugin call to settle on its session: as [`settle_call`].
+#[derive(Debug, Clone)]
+pub struct SettledCall {
+    pub session: SessionId,
+    pub pin: Option<String>,
+    pub micros: i64,
+}
+
+/// [`settle_call`] for many calls, a statement per run of rows
+/// ([`super::runs_of_powers_of_two`]). A session settled twice in `calls` is settled twice.
+pub async fn settle_calls(conn: &mut Conn, calls: &[SettledCall]) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::with_capacity(calls.len());
+    if !calls.iter().all(|call| seen.insert(&call.session)) {
+        // One statement updates a row once: repeated sessions go one by one.
+        for call in calls {
+            settle_call(conn, &call.session, call.pin.as_deref(), call.micros).await?;
+        }
+        return Ok(());
+    }
+    for run in super::runs_of_powers_of_two(calls) {
+        let (mut micros, mut pins, mut ids) = (String::new(), String::new(), Vec::with_capacity(run.len()));
+        for n in 0..run.len() {
+            let p = n * 3;
+            micros.push_str(&format!(" WHEN ${} THEN ${}", p + 1, p + 2));
+            pins.push_str(&format!(" WHEN ${} THEN ${}", p + 1, p + 3));
+            ids.push(format!("${}", p + 1));
+        }
+        let sql = format!(
+            "UPDATE agent_sessions SET plugin_calls = plugin_calls + 1, \
+             plugin_cpu_micros = plugin_cpu_micros + CASE id{micros} ELSE 0 END, \
+             plugin_sha256 = COALESCE(CASE id{pins} END, plugin_sha256) WHERE id IN ({})",
+            ids.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for call in run {
+            query = query
+                .bind(call.session.as_str())
+                .bind(call.micros)
+                .bind(call.pin.as_deref());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Plugin calls made on `session`'s events so far (its steps).
 pub async fn plugin_calls(conn: &mut Conn, session: &SessionId) -> Result<i64, StoreError> {
     Ok(
