@@ -252,6 +252,31 @@ impl Writer {
     }
 }
 
+/// Starts a task that takes what is sent on the returned channel (at most `queue` waiting) in
+/// batches — everything waiting, up to `batch` — and hands each batch to `record`, one batch at a
+/// time, as the writer takes units: how the recorders of delivery attempts and session starts
+/// turn many small outcomes into one unit each. It ends once every sender is dropped and the last
+/// batch was recorded.
+pub fn batching_task<T, F, Fut>(
+    queue: usize,
+    batch: usize,
+    mut record: F,
+) -> (mpsc::Sender<T>, tokio::task::JoinHandle<()>)
+where
+    T: Send + 'static,
+    F: FnMut(Vec<T>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let (sender, mut receiver) = mpsc::channel::<T>(queue);
+    let task = tokio::spawn(async move {
+        let mut taken = Vec::with_capacity(batch);
+        while receiver.recv_many(&mut taken, batch).await > 0 {
+            record(std::mem::replace(&mut taken, Vec::with_capacity(batch))).await;
+        }
+    });
+    (sender, task)
+}
+
 /// One writer task: batches until the queue closes.
 async fn run(
     db: Db,

@@ -39,10 +39,9 @@ pub type Recorder = mpsc::Sender<Outcome>;
 
 /// Starts the recorder task; it ends when every [`Recorder`] is dropped.
 pub fn start(app: Arc<App>) -> (Recorder, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Outcome>(BATCH * 4);
-    let task = tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(BATCH);
-        while rx.recv_many(&mut batch, BATCH).await > 0 {
+    crate::commit::batching_task(BATCH * 4, BATCH, move |batch: Vec<Outcome>| {
+        let app = app.clone();
+        async move {
             let committed = match record_batch(&app, &batch).await {
                 Ok(()) => true,
                 Err(error) => {
@@ -51,7 +50,7 @@ pub fn start(app: Arc<App>) -> (Recorder, tokio::task::JoinHandle<()>) {
                     false
                 }
             };
-            for outcome in batch.drain(..) {
+            for outcome in batch {
                 app.announce(HostEvent::DeliveryAttempted {
                     delivery_id: outcome.delivery.id.clone(),
                     session_id: outcome.delivery.session_id.clone(),
@@ -60,8 +59,7 @@ pub fn start(app: Arc<App>) -> (Recorder, tokio::task::JoinHandle<()>) {
                 let _ = outcome.recorded.send(committed);
             }
         }
-    });
-    (tx, task)
+    })
 }
 
 /// What the batch's transaction needs of an outcome.

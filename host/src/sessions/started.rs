@@ -44,14 +44,10 @@ pub type StartRecorder = mpsc::Sender<Started>;
 /// Starts the recorder task; it ends when every [`StartRecorder`] is dropped, after recording
 /// what was sent.
 pub fn start(app: Arc<App>) -> (StartRecorder, tokio::task::JoinHandle<()>) {
-    let (sender, mut receiver) = mpsc::channel::<Started>(BATCH * 2);
-    let task = tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(BATCH);
-        while receiver.recv_many(&mut batch, BATCH).await > 0 {
-            record(&app, std::mem::take(&mut batch)).await;
-        }
-    });
-    (sender, task)
+    crate::commit::batching_task(BATCH * 2, BATCH, move |batch: Vec<Started>| {
+        let app = app.clone();
+        async move { record(&app, batch).await }
+    })
 }
 
 /// What the unit needs of a start.
@@ -147,7 +143,7 @@ async fn write_in(wtx: &mut WriteTx, app: &App, outcomes: &[Outcome], now: Times
     // Each webhook is leased to this host's delivery worker and handed over once committed, or
     // left for its claim when the handoff has no room.
     let lease_ms = crate::delivery::worker::lease_ms(app);
-    let (mut rows, mut handed, mut unhanded) = (Vec::new(), Vec::new(), false);
+    let (mut rows, mut rooms) = (Vec::new(), Vec::new());
     for outcome in outcomes {
         let session = &outcome.session;
         for webhook in &outcome.effects.webhooks {
@@ -160,20 +156,22 @@ async fn write_in(wtx: &mut WriteTx, app: &App, outcomes: &[Outcome], now: Times
                 webhook.body.clone(),
                 now,
             );
-            match app.delivery_handoff.reserve() {
-                Some(room) => {
-                    delivery.attempts = 1;
-                    rows.push((delivery.clone(), Some(now.plus_millis(lease_ms))));
-                    handed.push((room, delivery));
-                }
-                None => {
-                    rows.push((delivery, None));
-                    unhanded = true;
-                }
-            }
+            let room = app.delivery_handoff.reserve();
+            let lease = room.as_ref().map(|_| {
+                delivery.attempts = 1;
+                now.plus_millis(lease_ms)
+            });
+            rows.push((delivery, lease));
+            rooms.push(room);
         }
     }
     store::deliveries::insert_many(wtx.conn(), &rows).await?;
+    let unhanded = rooms.iter().any(Option::is_none);
+    let handed: Vec<_> = rooms
+        .into_iter()
+        .zip(rows)
+        .filter_map(|(room, (delivery, _))| room.map(|room| (room, delivery)))
+        .collect();
     if !handed.is_empty() {
         wtx.after_commit(move || {
             for (room, delivery) in handed {

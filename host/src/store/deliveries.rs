@@ -412,25 +412,9 @@ pub async fn insert_attempts(conn: &mut Conn, attempts: &[Attempt]) -> Result<()
     if attempts.is_empty() {
         return Ok(());
     }
-    let rows: Vec<String> = (0..attempts.len())
-        .map(|n| {
-            let p = n * 8;
-            format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8
-            )
-        })
-        .collect();
     let sql = format!(
         "INSERT INTO webhook_attempts (id, delivery_id, attempt, started_at, status_code, latency_ms, response_body, error) VALUES {}",
-        rows.join(", ")
+        super::values_rows(attempts.len(), 8)
     );
     let mut query = sqlx::query(&sql);
     for a in attempts {

@@ -229,14 +229,7 @@ pub async fn complete(conn: &mut Conn, id: &JobId) -> Result<(), StoreError> {
 /// Removes a finished job; whether other jobs of its session are left (one may have waited for
 /// this one: jobs of a session run one at a time).
 pub async fn complete_and_look(conn: &mut Conn, id: &JobId) -> Result<bool, StoreError> {
-    let others: Option<i64> = sqlx::query_scalar(
-        "DELETE FROM jobs WHERE id = $1 RETURNING (\
-            SELECT COUNT(*) FROM jobs later WHERE later.session_id = jobs.session_id AND later.id <> jobs.id)",
-    )
-    .bind(id.as_str())
-    .fetch_optional(conn)
-    .await?;
-    Ok(others.unwrap_or(0) > 0)
+    complete_many_and_look(conn, std::slice::from_ref(id)).await
 }
 
 /// [`complete_and_look`] for many jobs: whether any of their sessions has other jobs (a statement
