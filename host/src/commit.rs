@@ -23,6 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{Actor, AuditKeys, Entry};
 use crate::domain::ids::{TaskId, WorkspaceId};
+use crate::domain::sessions::StatusChange;
+use crate::domain::tasks::TaskEvent;
 use crate::domain::time::Timestamp;
 use crate::store::{self, Backend, Conn, Db, StoreError, Tx};
 
@@ -41,6 +43,28 @@ pub struct WriteTx {
     audit: Vec<(Actor, Entry, Timestamp)>,
     numbering: Vec<Numbering>,
     after_commit: Vec<AfterCommit>,
+    history: History,
+}
+
+/// History rows the batch's units added (a task's events, a new session's first status), written
+/// for the whole batch in multi-row statements just before it commits: nothing reads them before
+/// then, and they cannot fail on their own (ids of their own, rows the unit itself wrote or read),
+/// so a unit's writes stay its own while the batch saves a statement per row.
+#[derive(Default)]
+struct History {
+    task_events: Vec<TaskEvent>,
+    status_changes: Vec<StatusChange>,
+}
+
+impl History {
+    fn lengths(&self) -> (usize, usize) {
+        (self.task_events.len(), self.status_changes.len())
+    }
+
+    fn truncate(&mut self, (events, changes): (usize, usize)) {
+        self.task_events.truncate(events);
+        self.status_changes.truncate(changes);
+    }
 }
 
 /// What a unit does once its batch is committed (hand work to a worker, wake one).
@@ -88,6 +112,17 @@ impl WriteTx {
     /// how a unit hands what it wrote to a worker ([`crate::handoff`]) or wakes one.
     pub fn after_commit(&mut self, action: impl FnOnce() + Send + Sync + 'static) {
         self.after_commit.push(Box::new(action));
+    }
+
+    /// Adds `event` to its task's history when the batch commits (see [`History`]).
+    pub fn record_task_event(&mut self, event: TaskEvent) {
+        self.history.task_events.push(event);
+    }
+
+    /// Adds `change` to its session's status history when the batch commits: for a session the
+    /// unit opened (a keyed change, which a repeat must find at once, is written by the unit).
+    pub fn record_status_change(&mut self, change: StatusChange) {
+        self.history.status_changes.push(change);
     }
 
     /// A short number for `task`, which this unit inserts: the unit inserts it with the returned
@@ -358,6 +393,7 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
         audit: Vec::new(),
         numbering: Vec::new(),
         after_commit: Vec::new(),
+        history: History::default(),
     };
     let mut first_failure = Ran::Done;
     for unit in batch {
@@ -383,10 +419,12 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
         audit: Vec::new(),
         numbering: Vec::new(),
         after_commit: Vec::new(),
+        history: History::default(),
     };
     for unit in batch {
         sqlx::query("SAVEPOINT unit").execute(tx.conn()).await?;
         let (audited, numbered, acting) = (tx.audit.len(), tx.numbering.len(), tx.after_commit.len());
+        let recorded = tx.history.lengths();
         match (unit.work)(&mut tx).await {
             Ran::Done => {
                 sqlx::query("RELEASE SAVEPOINT unit").execute(tx.conn()).await?;
@@ -398,6 +436,7 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
                 tx.audit.truncate(audited);
                 tx.numbering.truncate(numbered);
                 tx.after_commit.truncate(acting);
+                tx.history.truncate(recorded);
             }
             Ran::Retry => {
                 // The locks the batch's earlier units hold are part of the deadlock: all go.
@@ -413,6 +452,9 @@ async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
     let numbering = std::mem::take(&mut tx.numbering);
     let mut audit = std::mem::take(&mut tx.audit);
     let after_commit = std::mem::take(&mut tx.after_commit);
+    let history = std::mem::take(&mut tx.history);
+    store::tasks::insert_events(tx.conn(), &history.task_events).await?;
+    store::sessions::insert_status_changes(tx.conn(), &history.status_changes).await?;
     let numbers = number_tasks(tx.conn(), &numbering).await?;
     if !numbers.is_empty() {
         for (_, entry, _) in &mut audit {

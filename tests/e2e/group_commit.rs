@@ -333,3 +333,77 @@ async fn a_batch_numbers_hundreds_of_tasks_of_one_workspace() {
     assert_eq!(task["shortNumber"], 251);
     host.stop().await;
 }
+
+/// The history rows a unit records (task events, written for the whole batch just before it
+/// commits) go with the unit: a unit that fails leaves none, the others' are all there, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_units_history_rows_go_with_it() {
+    use leadtime_host::domain::ids::{TaskEventId, TaskId, UserId};
+    use leadtime_host::domain::tasks::TaskEvent;
+
+    let host = TestHost::start().await;
+    let workspace = host.bootstrap("History").await;
+    let admin = host.api(&workspace.admin_token);
+    let (status, created) = admin.post("/tasks", json!({"title": "history"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let task = TaskId::from(created["id"].as_str().unwrap());
+    let before = {
+        let mut conn = host.app().db.read().await.unwrap();
+        store::tasks::events(&mut conn, &task).await.unwrap().len()
+    };
+
+    // Sent together, so they share batches; every third unit fails after recording its event.
+    let mut units = tokio::task::JoinSet::new();
+    for n in 0..60u32 {
+        let (writer, task, actor) = (
+            host.app().writer.clone(),
+            task.clone(),
+            UserId::from(workspace.admin_id.as_str()),
+        );
+        units.spawn(async move {
+            let answer = writer
+                .write(move |tx| {
+                    let (task, actor) = (task.clone(), actor.clone());
+                    Box::pin(async move {
+                        tx.record_task_event(TaskEvent {
+                            id: TaskEventId::generate(),
+                            task_id: task,
+                            actor_id: Some(actor),
+                            kind: format!("test_{n}"),
+                            details: "{}".into(),
+                            created_at: Timestamp::from_millis(1_000),
+                        });
+                        if n % 3 == 1 { Err(UnitError::Refused(n)) } else { Ok(n) }
+                    })
+                })
+                .await;
+            (n, answer)
+        });
+    }
+    for (n, answer) in units.join_all().await {
+        match answer {
+            Ok(got) => assert!(got == n && n % 3 != 1, "unit {n} answered {got}"),
+            Err(UnitError::Refused(refused)) => assert!(refused == n && n % 3 == 1, "unit {n}"),
+            Err(other) => panic!("unit {n}: {other:?}"),
+        }
+    }
+    let mut conn = host.app().db.read().await.unwrap();
+    let events = store::tasks::events(&mut conn, &task).await.unwrap();
+    assert_eq!(events.len(), before + expected_count(), "{events:?}");
+    let kinds: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind.starts_with("test_"))
+        .map(|e| e.kind.clone())
+        .collect();
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), kinds.len(), "each event once: {kinds:?}");
+    let expected: BTreeSet<String> = (0..60u32).filter(|n| n % 3 != 1).map(|n| format!("test_{n}")).collect();
+    assert_eq!(kinds.into_iter().collect::<BTreeSet<_>>(), expected);
+}
+
+/// Units of `a_failing_units_history_rows_go_with_it` that succeed.
+fn expected_count() -> usize {
+    (0..60u32).filter(|n| n % 3 != 1).count()
+}

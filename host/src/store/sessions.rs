@@ -326,18 +326,29 @@ pub async fn status_changes_after(
 
 /// Inserts a status change record.
 pub async fn insert_status_change(conn: &mut Conn, c: &StatusChange) -> Result<(), StoreError> {
-    sqlx::query(&format!(
-        "INSERT INTO session_status_changes ({STATUS_CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-    ))
-    .bind(c.id.as_str())
-    .bind(c.session_id.as_str())
-    .bind(c.status.as_str())
-    .bind(c.message.as_deref())
-    .bind(c.idempotency_key.as_deref())
-    .bind(c.source.as_str())
-    .bind(c.created_at.millis())
-    .execute(conn)
-    .await?;
+    insert_status_changes(conn, std::slice::from_ref(c)).await
+}
+
+/// Inserts status change records, a statement per run of rows ([`super::runs_of_powers_of_two`]).
+pub async fn insert_status_changes(conn: &mut Conn, changes: &[StatusChange]) -> Result<(), StoreError> {
+    for run in super::runs_of_powers_of_two(changes) {
+        let sql = format!(
+            "INSERT INTO session_status_changes ({STATUS_CHANGE_COLUMNS}) VALUES {}",
+            super::values_rows(run.len(), 7)
+        );
+        let mut query = sqlx::query(&sql);
+        for c in run {
+            query = query
+                .bind(c.id.as_str())
+                .bind(c.session_id.as_str())
+                .bind(c.status.as_str())
+                .bind(c.message.as_deref())
+                .bind(c.idempotency_key.as_deref())
+                .bind(c.source.as_str())
+                .bind(c.created_at.millis());
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

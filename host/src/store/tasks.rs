@@ -237,19 +237,25 @@ pub async fn comment(conn: &mut Conn, id: &CommentId) -> Result<Option<Comment>,
     )
 }
 
-/// Appends a task history event.
-pub async fn insert_event(conn: &mut Conn, event: &TaskEvent) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO task_events (id, task_id, actor_id, kind, details, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(event.id.as_str())
-    .bind(event.task_id.as_str())
-    .bind(event.actor_id.as_ref().map(|a| a.as_str()))
-    .bind(&event.kind)
-    .bind(&event.details)
-    .bind(event.created_at.millis())
-    .execute(conn)
-    .await?;
+/// Appends task history events, a statement per run of rows ([`super::runs_of_powers_of_two`]).
+pub async fn insert_events(conn: &mut Conn, events: &[TaskEvent]) -> Result<(), StoreError> {
+    for run in super::runs_of_powers_of_two(events) {
+        let sql = format!(
+            "INSERT INTO task_events (id, task_id, actor_id, kind, details, created_at) VALUES {}",
+            super::values_rows(run.len(), 6)
+        );
+        let mut query = sqlx::query(&sql);
+        for event in run {
+            query = query
+                .bind(event.id.as_str())
+                .bind(event.task_id.as_str())
+                .bind(event.actor_id.as_ref().map(|a| a.as_str()))
+                .bind(&event.kind)
+                .bind(&event.details)
+                .bind(event.created_at.millis());
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

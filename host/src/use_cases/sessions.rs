@@ -106,16 +106,9 @@ pub async fn open(
         plugin_cpu_micros: 0,
     };
     store::sessions::insert(tx, &session).await?;
-    insert_change(
-        tx,
-        &session.id,
-        SessionStatus::Queued,
-        None,
-        None,
-        RecordSource::Host,
-        now,
-    )
-    .await?;
+    let queued = new_change(&session.id, SessionStatus::Queued, None, None, RecordSource::Host, now);
+    wtx.record_status_change(queued);
+    let tx = wtx.conn();
     let usability = connection_types::usability(tx, app, &task.workspace_id, &connection.connection_type).await?;
     let refusal = match usability {
         Usability::Usable => None,
@@ -419,7 +412,20 @@ async fn insert_change(
     source: RecordSource,
     now: Timestamp,
 ) -> Result<StatusChange, StoreError> {
-    let change = StatusChange {
+    let change = new_change(session, status, message, key, source, now);
+    store::sessions::insert_status_change(tx, &change).await?;
+    Ok(change)
+}
+
+fn new_change(
+    session: &SessionId,
+    status: SessionStatus,
+    message: Option<String>,
+    key: Option<String>,
+    source: RecordSource,
+    now: Timestamp,
+) -> StatusChange {
+    StatusChange {
         id: StatusChangeId::generate(),
         session_id: session.clone(),
         status,
@@ -427,9 +433,7 @@ async fn insert_change(
         idempotency_key: key,
         source,
         created_at: now,
-    };
-    store::sessions::insert_status_change(tx, &change).await?;
-    Ok(change)
+    }
 }
 
 /// The host fails or cancels a session on its own, as the transition table allows: whether it

@@ -16,7 +16,7 @@ use crate::domain::tasks::{
 };
 use crate::domain::time::Timestamp;
 use crate::domain::users::{User, UserKind};
-use crate::store::{self, Conn, StoreError};
+use crate::store::{self, Conn};
 use crate::use_cases::accounts::Caller;
 use crate::use_cases::error::Error;
 
@@ -108,25 +108,23 @@ async fn create_in(
     };
     store::tasks::insert(tx.conn(), &task).await?;
     record_event(
-        tx.conn(),
+        tx,
         &task.id,
         &caller.user.id,
         "created",
         json!({ "title": task.title }),
         now,
-    )
-    .await?;
+    );
     let mut opened = Vec::new();
     if let Some(user) = &assignee {
         record_event(
-            tx.conn(),
+            tx,
             &task.id,
             &caller.user.id,
             "assignee_changed",
             json!({ "from": null, "to": user.id }),
             now,
-        )
-        .await?;
+        );
         if user.kind == UserKind::Bot {
             opened.push(sessions::open(tx, app, &task, user, assigned_by(caller)).await?);
         }
@@ -184,32 +182,30 @@ async fn update_in(
     let actor = caller.user.id.clone();
     if let Some(title) = title.filter(|t| *t != task.title) {
         record_event(
-            tx.conn(),
+            tx,
             &task.id,
             &actor,
             "title_changed",
             json!({ "from": task.title, "to": title }),
             now,
-        )
-        .await?;
+        );
         task.title = title;
     }
     if let Some(description) = description.filter(|d| *d != task.description) {
-        record_event(tx.conn(), &task.id, &actor, "description_changed", json!({}), now).await?;
+        record_event(tx, &task.id, &actor, "description_changed", json!({}), now);
         task.description = description;
     }
     if let Some(status_id) = &patch.status_id {
         let status_id = checked_status(tx.conn(), caller, status_id).await?;
         if status_id != task.status_id {
             record_event(
-                tx.conn(),
+                tx,
                 &task.id,
                 &actor,
                 "status_changed",
                 json!({ "from": task.status_id, "to": status_id }),
                 now,
-            )
-            .await?;
+            );
             task.status_id = status_id;
         }
     }
@@ -222,14 +218,13 @@ async fn update_in(
         let new_id = user.as_ref().map(|u| u.id.clone());
         if new_id != task.assignee_id {
             record_event(
-                tx.conn(),
+                tx,
                 &task.id,
                 &actor,
                 "assignee_changed",
                 json!({ "from": task.assignee_id, "to": new_id }),
                 now,
-            )
-            .await?;
+            );
             task.assignee_id = new_id;
             newly_assigned_bot = user.filter(|u| u.kind == UserKind::Bot);
         }
@@ -418,21 +413,20 @@ async fn assignable_user(conn: &mut Conn, caller: &Caller, reference: &str) -> R
     Ok(user)
 }
 
-async fn record_event(
-    conn: &mut Conn,
+fn record_event(
+    tx: &mut WriteTx,
     task: &TaskId,
     actor: &UserId,
     kind: &str,
     details: serde_json::Value,
     at: Timestamp,
-) -> Result<(), StoreError> {
-    let event = TaskEvent {
+) {
+    tx.record_task_event(TaskEvent {
         id: TaskEventId::generate(),
         task_id: task.clone(),
         actor_id: Some(actor.clone()),
         kind: kind.to_owned(),
         details: details.to_string(),
         created_at: at,
-    };
-    store::tasks::insert_event(conn, &event).await
+    });
 }
