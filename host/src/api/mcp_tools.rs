@@ -365,7 +365,6 @@ async fn update_task_status(app: &SharedApp, caller: &Caller, arguments: &Value)
         status_id: Some(text(arguments, "status")?.to_owned()),
         ..TaskPatch::default()
     };
-    let (task, _) = tasks::update(app, caller, &reference, patch).await?;
-    let mut conn = app.db.read().await?;
-    Ok(json!({"task": views::load_task_view(&mut conn, &task).await?}))
+    let written = tasks::update(app, caller, &reference, patch).await?;
+    Ok(json!({"task": views::written_task_view(&app.db, &written).await?}))
 }

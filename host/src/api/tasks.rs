@@ -192,14 +192,13 @@ async fn create_task(
         status_id: body.status_id,
         assignee: body.assignee_id,
     };
-    let (task, opened) = tasks::create(&app, &caller, request).await?;
-    let mut conn = app.db.read().await?;
-    let task = views::load_task_view(&mut conn, &task).await?;
+    let written = tasks::create(&app, &caller, request).await?;
+    let task = views::written_task_view(&app.db, &written).await?;
     Ok((
         StatusCode::CREATED,
         Json(TaskResponse {
             task,
-            agent_session_ids: session_ids(&opened),
+            agent_session_ids: session_ids(&written.opened),
         }),
     ))
 }
@@ -293,12 +292,11 @@ async fn update_task(
         status_id: body.status_id,
         assignee: body.assignee_id,
     };
-    let (task, opened) = tasks::update(&app, &caller, &TaskRef::parse(&identifier), patch).await?;
-    let mut conn = app.db.read().await?;
-    let task = views::load_task_view(&mut conn, &task).await?;
+    let written = tasks::update(&app, &caller, &TaskRef::parse(&identifier), patch).await?;
+    let task = views::written_task_view(&app.db, &written).await?;
     Ok(Json(TaskResponse {
         task,
-        agent_session_ids: session_ids(&opened),
+        agent_session_ids: session_ids(&written.opened),
     }))
 }
 

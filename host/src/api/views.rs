@@ -14,7 +14,8 @@ use crate::domain::tasks::{Comment, StatusCategory, Task, TaskEvent, TaskStatus}
 use crate::domain::time::Timestamp;
 use crate::domain::users::{Role, User, UserKind};
 use crate::store::deliveries::DeliverySummary;
-use crate::store::{self, Conn, StoreError};
+use crate::store::{self, Conn, Db, StoreError};
+use crate::use_cases::tasks::TaskWritten;
 
 /// A person or bot, as named in other objects.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -296,6 +297,11 @@ impl People {
         ))
     }
 
+    /// People already read, e.g. by the write whose result is shown.
+    pub fn of(users: impl IntoIterator<Item = User>) -> Self {
+        Self(users.into_iter().map(|u| (u.id.clone(), u)).collect())
+    }
+
     /// The reference to `id`, if known.
     pub fn user_ref(&self, id: &UserId) -> Option<UserRef> {
         self.0.get(id).map(|u| UserRef {
@@ -328,6 +334,36 @@ pub fn task_view(task: &Task, statuses: &[TaskStatus], people: &People) -> TaskV
 pub async fn load_task_view(conn: &mut Conn, task: &Task) -> Result<TaskView, StoreError> {
     let statuses = store::tasks::statuses(conn, &task.workspace_id).await?;
     let people = People::load(conn, task.assignee_id.iter().cloned().chain([task.created_by.clone()])).await?;
+    Ok(task_view(task, &statuses, &people))
+}
+
+/// The view of a task a write returned. The people the write read are not read again, and when
+/// they are everyone the task names (statuses are kept per process) no connection is taken at all:
+/// the common create and assign answer without a read after their commit.
+pub async fn written_task_view(db: &Db, written: &TaskWritten) -> Result<TaskView, StoreError> {
+    let task = &written.task;
+    let named: Vec<&UserId> = task.assignee_id.iter().chain([&task.created_by]).collect();
+    let mut people = People::of(written.people.iter().filter(|u| named.contains(&&u.id)).cloned());
+    let missing: Vec<UserId> = named
+        .into_iter()
+        .filter(|id| !people.0.contains_key(*id))
+        .cloned()
+        .collect();
+    let kept = store::tasks::kept_statuses(&task.workspace_id);
+    if let (true, Some(statuses)) = (missing.is_empty(), &kept) {
+        return Ok(task_view(task, statuses, &people));
+    }
+    let mut conn = db.read().await?;
+    let statuses = match kept {
+        Some(statuses) => statuses.to_vec(),
+        None => store::tasks::statuses(&mut conn, &task.workspace_id).await?,
+    };
+    people.0.extend(
+        store::users::get_many(&mut conn, &missing)
+            .await?
+            .into_iter()
+            .map(|u| (u.id.clone(), u)),
+    );
     Ok(task_view(task, &statuses, &people))
 }
 

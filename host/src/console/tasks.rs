@@ -124,7 +124,7 @@ pub(super) async fn create(State(app): State<SharedApp>, user: ConsoleUser, Form
         assignee: None,
     };
     match use_cases::tasks::create(&app, &user.caller, request).await {
-        Ok((task, _)) => Redirect::to(&format!("/console/tasks/{}", task.id)).into_response(),
+        Ok(written) => Redirect::to(&format!("/console/tasks/{}", written.task.id)).into_response(),
         Err(error) => refused(error),
     }
 }

@@ -42,6 +42,11 @@ pub async fn statuses(conn: &mut Conn, workspace: &WorkspaceId) -> Result<Vec<Ta
     Ok(statuses)
 }
 
+/// The statuses of `workspace` if this process keeps them already (see [`statuses`]): no read.
+pub fn kept_statuses(workspace: &WorkspaceId) -> Option<std::sync::Arc<[TaskStatus]>> {
+    status_memo::get(workspace)
+}
+
 /// The status `id` of `workspace`.
 pub async fn status(conn: &mut Conn, workspace: &WorkspaceId, id: &str) -> Result<Option<TaskStatus>, StoreError> {
     Ok(statuses(conn, workspace)

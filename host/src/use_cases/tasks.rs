@@ -46,16 +46,25 @@ impl TaskPatch {
     }
 }
 
+/// A task as a write left it, with the sessions the write opened and the people it read that the
+/// task names (the caller, a new assignee), so showing the task need not read them again.
+#[derive(Debug, Clone)]
+pub struct TaskWritten {
+    pub task: Task,
+    pub opened: Vec<Session>,
+    pub people: Vec<User>,
+}
+
 /// Creates a task. Assigning it to a bot opens a session. Group-committed: answers once written.
-pub async fn create(app: &SharedApp, caller: &Caller, request: NewTask) -> Result<(Task, Vec<Session>), Error> {
+pub async fn create(app: &SharedApp, caller: &Caller, request: NewTask) -> Result<TaskWritten, Error> {
     let title = validate_title(&request.title)?;
     let description = validate_description(request.description.as_deref().unwrap_or(""))?;
     let now = app.clock.now();
-    let (shared, caller) = (app.clone(), caller.clone());
-    let (mut task, opened, number) = app
+    let (shared, acting) = (app.clone(), caller.clone());
+    let (mut task, opened, assignee, number) = app
         .writer
         .write(move |tx| {
-            let (app, caller, request) = (shared.clone(), caller.clone(), request.clone());
+            let (app, caller, request) = (shared.clone(), acting.clone(), request.clone());
             let (title, description) = (title.clone(), description.clone());
             Box::pin(async move { create_in(tx, &app, &caller, request, title, description, now).await })
         })
@@ -64,7 +73,8 @@ pub async fn create(app: &SharedApp, caller: &Caller, request: NewTask) -> Resul
     task.short_number = number
         .get()
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("a created task's batch committed without numbering it")))?;
-    Ok((task, opened))
+    let people = [caller.user.clone()].into_iter().chain(assignee).collect();
+    Ok(TaskWritten { task, opened, people })
 }
 
 async fn create_in(
@@ -75,7 +85,7 @@ async fn create_in(
     title: String,
     description: String,
     now: Timestamp,
-) -> Result<(Task, Vec<Session>, TaskNumber), Error> {
+) -> Result<(Task, Vec<Session>, Option<User>, TaskNumber), Error> {
     let workspace = caller.workspace_id().clone();
     let status_id = match &request.status_id {
         Some(id) => checked_status(tx.conn(), caller, id).await?,
@@ -131,7 +141,7 @@ async fn create_in(
     }
     let details = json!({"shortNumber": task.short_number, "title": task.title, "assigneeId": task.assignee_id});
     audit_change(tx, caller, "task.create", &task.id, details, &opened, now);
-    Ok((task, opened, number))
+    Ok((task, opened, assignee, number))
 }
 
 /// Changes a task. Assigning it to a bot (from anyone else, or nobody) opens a session; sending
@@ -141,7 +151,7 @@ pub async fn update(
     caller: &Caller,
     task_ref: &TaskRef,
     patch: TaskPatch,
-) -> Result<(Task, Vec<Session>), Error> {
+) -> Result<TaskWritten, Error> {
     if patch.is_empty() {
         return Err(Error::Invalid {
             field: None,
@@ -151,11 +161,11 @@ pub async fn update(
     let title = patch.title.as_deref().map(validate_title).transpose()?;
     let description = patch.description.as_deref().map(validate_description).transpose()?;
     let now = app.clock.now();
-    let (shared, caller, task_ref) = (app.clone(), caller.clone(), task_ref.clone());
-    let (task, opened, canceled) = app
+    let (shared, acting, task_ref) = (app.clone(), caller.clone(), task_ref.clone());
+    let (task, opened, assignee, canceled) = app
         .writer
         .write(move |tx| {
-            let (app, caller, task_ref, patch) = (shared.clone(), caller.clone(), task_ref.clone(), patch.clone());
+            let (app, caller, task_ref, patch) = (shared.clone(), acting.clone(), task_ref.clone(), patch.clone());
             let (title, description) = (title.clone(), description.clone());
             Box::pin(async move { update_in(tx, &app, &caller, &task_ref, patch, title, description, now).await })
         })
@@ -163,7 +173,8 @@ pub async fn update(
     if canceled {
         app.jobs_queued.notify_one();
     }
-    Ok((task, opened))
+    let people = [caller.user.clone()].into_iter().chain(assignee).collect();
+    Ok(TaskWritten { task, opened, people })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -176,7 +187,7 @@ async fn update_in(
     title: Option<String>,
     description: Option<String>,
     now: Timestamp,
-) -> Result<(Task, Vec<Session>, bool), Error> {
+) -> Result<(Task, Vec<Session>, Option<User>, bool), Error> {
     let mut task = find_task(tx.conn(), caller, task_ref).await?;
     let before = task.clone();
     let actor = caller.user.id.clone();
@@ -210,6 +221,7 @@ async fn update_in(
         }
     }
     let mut newly_assigned_bot = None;
+    let mut assignee_read = None;
     if let Some(assignee) = &patch.assignee {
         let user = match assignee {
             Some(reference) => Some(assignable_user(tx.conn(), caller, reference).await?),
@@ -226,8 +238,9 @@ async fn update_in(
                 now,
             );
             task.assignee_id = new_id;
-            newly_assigned_bot = user.filter(|u| u.kind == UserKind::Bot);
+            newly_assigned_bot = user.clone().filter(|u| u.kind == UserKind::Bot);
         }
+        assignee_read = user;
     }
     task.updated_at = now;
     store::tasks::update(tx.conn(), &task).await?;
@@ -261,7 +274,7 @@ async fn update_in(
     .collect();
     let details = json!({"changed": changed, "statusId": task.status_id, "assigneeId": task.assignee_id, "canceledSessions": canceled});
     audit_change(tx, caller, "task.update", &task.id, details, &opened, now);
-    Ok((task, opened, !canceled.is_empty()))
+    Ok((task, opened, assignee_read, !canceled.is_empty()))
 }
 
 /// A comment and what its @mentions came to.
