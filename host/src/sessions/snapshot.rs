@@ -9,7 +9,7 @@ use crate::domain::sessions::{Connection, Session, TriggerKind};
 use crate::domain::tasks::Comment;
 use crate::domain::users::User;
 use crate::runtime::bindings::types as wit;
-use crate::store::session_start::StartRows;
+use crate::store::session_start::{NamedUser, StartRows};
 use crate::store::{self, Conn};
 
 /// Builds the `session-start` record from a session's start rows.
@@ -22,22 +22,37 @@ pub async fn session_start(conn: &mut Conn, rows: StartRows, api_base_url: &str)
         bot_name,
         bot_handle,
         connection,
+        assignee,
+        trigger_actor,
+        has_comments,
         ..
     } = rows;
     let missing = |what: &str| anyhow!("session {} refers to a missing {what}", session.id);
-    let comments = store::tasks::comments(conn, &task.id).await?;
-
-    let mut user_ids: Vec<UserId> = comments.iter().map(|c| c.author_id.clone()).collect();
-    user_ids.extend(task.assignee_id.clone());
-    user_ids.extend(session.trigger_actor_id.clone());
-    user_ids.sort();
-    user_ids.dedup();
-    let users: HashMap<UserId, User> = store::users::get_many(conn, &user_ids)
-        .await?
+    // The start rows name the assignee and the trigger's actor; comments and their authors are
+    // read only when the task has any.
+    let mut actors: HashMap<UserId, wit::Actor> = assignee
         .into_iter()
-        .map(|u| (u.id.clone(), u))
+        .chain(trigger_actor)
+        .map(|u| (u.id.clone(), named_actor(u)))
         .collect();
-    let actor = |id: &UserId| users.get(id).map(actor).unwrap_or_else(|| unknown_actor(id));
+    let comments = if has_comments {
+        store::tasks::comments(conn, &task.id).await?
+    } else {
+        Vec::new()
+    };
+    let mut authors: Vec<UserId> = comments
+        .iter()
+        .map(|c| c.author_id.clone())
+        .filter(|id| !actors.contains_key(id))
+        .collect();
+    authors.sort();
+    authors.dedup();
+    if !authors.is_empty() {
+        for user in store::users::get_many(conn, &authors).await? {
+            actors.insert(user.id.clone(), actor(&user));
+        }
+    }
+    let actor = |id: &UserId| actors.get(id).cloned().unwrap_or_else(|| unknown_actor(id));
 
     let wit_comments: Vec<wit::Comment> = comments.iter().map(|c| comment(c, actor(&c.author_id))).collect();
     let trigger = match session.trigger_kind {
@@ -136,6 +151,15 @@ fn actor(user: &User) -> wit::Actor {
         name: user.name.clone(),
         kind: user.kind.as_str().to_owned(),
         handle: Some(user.handle.clone()),
+    }
+}
+
+fn named_actor(user: NamedUser) -> wit::Actor {
+    wit::Actor {
+        id: user.id.to_string(),
+        name: user.name,
+        kind: user.kind,
+        handle: Some(user.handle),
     }
 }
 

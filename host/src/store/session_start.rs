@@ -1,10 +1,13 @@
 //! What starting a session reads, in one query: the session with its workspace, task, task status,
-//! bot, connection and the workspace's narrowing of the connection type's outbound hosts. (The job
-//! worker reads this for every session it starts; one round trip instead of seven.)
+//! bot, connection, the people the start names (the task's assignee, who triggered it), whether
+//! the task has comments, and the workspace's narrowing of the connection type's outbound hosts.
+//! (The job worker reads this for every session it starts; a task without comments — the usual
+//! assignment — needs nothing else, so one round trip instead of nine.)
 
+use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
-use crate::domain::ids::SessionId;
+use crate::domain::ids::{SessionId, UserId};
 use crate::domain::sessions::{Connection, Session};
 use crate::domain::tasks::Task;
 
@@ -22,6 +25,37 @@ pub struct StartRows {
     pub connection: Connection,
     /// The hosts the workspace lets this connection type's plugin call (`None`: all its manifest lists).
     pub workspace_hosts: Option<Vec<String>>,
+    /// The task's assignee, if it has one and they exist.
+    pub assignee: Option<NamedUser>,
+    /// Who triggered the session, if anyone and they exist.
+    pub trigger_actor: Option<NamedUser>,
+    /// Whether the task has any comment (the snapshot then reads them and their authors).
+    pub has_comments: bool,
+}
+
+/// A user as a session start names them.
+#[derive(Debug, Clone)]
+pub struct NamedUser {
+    pub id: UserId,
+    pub name: String,
+    /// `person` or `bot`.
+    pub kind: String,
+    pub handle: String,
+}
+
+impl NamedUser {
+    /// The user whose columns are `<prefix>_id`, `<prefix>_name`, … in `row`, if the join found one.
+    fn from_row(row: &AnyRow, prefix: &str) -> Result<Option<Self>, sqlx::Error> {
+        let Some(id) = row.try_get::<Option<String>, _>(format!("{prefix}_id").as_str())? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            id: id.into(),
+            name: row.try_get(format!("{prefix}_name").as_str())?,
+            kind: row.try_get(format!("{prefix}_kind").as_str())?,
+            handle: row.try_get(format!("{prefix}_handle").as_str())?,
+        }))
+    }
 }
 
 /// The start rows of `session`; `None` if the session or any row it refers to is gone.
@@ -36,7 +70,11 @@ pub async fn read(conn: &mut Conn, session: &SessionId) -> Result<Option<StartRo
             t.created_at AS t_created_at, t.updated_at AS t_updated_at, \
             st.name AS st_name, b.name AS b_name, b.handle AS b_handle, \
             c.connection_type AS c_type, c.config AS c_config, c.follow_ups AS c_follow_ups, c.budgets AS c_budgets, c.created_at AS c_created_at, c.updated_at AS c_updated_at, \
-            wct.outbound_hosts AS wct_hosts \
+            wct.outbound_hosts AS wct_hosts, \
+            au.id AS au_id, au.name AS au_name, au.kind AS au_kind, au.handle AS au_handle, \
+            tu.id AS tu_id, tu.name AS tu_name, tu.kind AS tu_kind, tu.handle AS tu_handle, \
+            (SELECT COUNT(*) FROM (SELECT 1 FROM task_comments tc WHERE tc.task_id = s.task_id LIMIT 1) one) \
+                AS has_comments \
          FROM agent_sessions s \
          JOIN workspaces w ON w.id = s.workspace_id \
          JOIN tasks t ON t.id = s.task_id \
@@ -45,6 +83,8 @@ pub async fn read(conn: &mut Conn, session: &SessionId) -> Result<Option<StartRo
          JOIN agent_connections c ON c.id = s.connection_id \
          LEFT JOIN workspace_connection_types wct \
             ON wct.workspace_id = s.workspace_id AND wct.connection_type = s.connection_type \
+         LEFT JOIN users au ON au.id = t.assignee_id \
+         LEFT JOIN users tu ON tu.id = s.trigger_actor_id \
          WHERE s.id = $1",
     )
     .bind(session.as_str())
@@ -79,6 +119,9 @@ pub async fn read(conn: &mut Conn, session: &SessionId) -> Result<Option<StartRo
     };
     let hosts: Option<String> = row.try_get("wct_hosts")?;
     Ok(Some(StartRows {
+        assignee: NamedUser::from_row(&row, "au")?,
+        trigger_actor: NamedUser::from_row(&row, "tu")?,
+        has_comments: row.try_get::<i64, _>("has_comments")? > 0,
         workspace_name: row.try_get("w_name")?,
         task,
         status_name: row.try_get("st_name")?,
