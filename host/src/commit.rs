@@ -26,6 +26,7 @@ use crate::domain::ids::{TaskId, WorkspaceId};
 use crate::domain::sessions::StatusChange;
 use crate::domain::tasks::TaskEvent;
 use crate::domain::time::Timestamp;
+use crate::store::jobs::NewJob;
 use crate::store::{self, Backend, Conn, Db, StoreError, Tx};
 
 /// Units one transaction takes at most.
@@ -46,24 +47,27 @@ pub struct WriteTx {
     history: History,
 }
 
-/// History rows the batch's units added (a task's events, a new session's first status), written
-/// for the whole batch in multi-row statements just before it commits: nothing reads them before
-/// then, and they cannot fail on their own (ids of their own, rows the unit itself wrote or read),
-/// so a unit's writes stay its own while the batch saves a statement per row.
+/// Rows the batch's units added that nothing reads before the batch commits (a task's events, a
+/// new session's first status and its start job), written for the whole batch in multi-row
+/// statements just before it commits. They cannot fail on their own (ids of their own, rows the
+/// unit itself wrote or read), so a unit's writes stay its own while the batch saves a statement
+/// per row.
 #[derive(Default)]
 struct History {
     task_events: Vec<TaskEvent>,
     status_changes: Vec<StatusChange>,
+    jobs: Vec<NewJob>,
 }
 
 impl History {
-    fn lengths(&self) -> (usize, usize) {
-        (self.task_events.len(), self.status_changes.len())
+    fn lengths(&self) -> (usize, usize, usize) {
+        (self.task_events.len(), self.status_changes.len(), self.jobs.len())
     }
 
-    fn truncate(&mut self, (events, changes): (usize, usize)) {
+    fn truncate(&mut self, (events, changes, jobs): (usize, usize, usize)) {
         self.task_events.truncate(events);
         self.status_changes.truncate(changes);
+        self.jobs.truncate(jobs);
     }
 }
 
@@ -123,6 +127,12 @@ impl WriteTx {
     /// unit opened (a keyed change, which a repeat must find at once, is written by the unit).
     pub fn record_status_change(&mut self, change: StatusChange) {
         self.history.status_changes.push(change);
+    }
+
+    /// Inserts `job` when the batch commits: for a job nothing in the batch looks for (a new
+    /// session's start, handed to the worker once the batch committed).
+    pub fn insert_job_at_commit(&mut self, job: NewJob) {
+        self.history.jobs.push(job);
     }
 
     /// A short number for `task`, which this unit inserts: the unit inserts it with the returned
@@ -455,6 +465,7 @@ async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
     let history = std::mem::take(&mut tx.history);
     store::tasks::insert_events(tx.conn(), &history.task_events).await?;
     store::sessions::insert_status_changes(tx.conn(), &history.status_changes).await?;
+    store::jobs::insert_many(tx.conn(), &history.jobs).await?;
     let numbers = number_tasks(tx.conn(), &numbering).await?;
     if !numbers.is_empty() {
         for (_, entry, _) in &mut audit {

@@ -25,14 +25,16 @@ pub async fn choices(conn: &mut Conn, workspace: &WorkspaceId) -> Result<HashMap
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(t, state, hosts)| {
-            let choice = Choice {
-                enabled: state == "enabled",
-                outbound_hosts: hosts.map(|h| parse_hosts(&h)),
-            };
-            (t, choice)
-        })
+        .map(|(t, state, hosts)| (t, choice(&state, hosts.as_deref())))
         .collect())
+}
+
+/// The choice a stored `state` and `outbound_hosts` narrowing make.
+pub(super) fn choice(state: &str, outbound_hosts: Option<&str>) -> Choice {
+    Choice {
+        enabled: state == "enabled",
+        outbound_hosts: outbound_hosts.map(parse_hosts),
+    }
 }
 
 /// A stored narrowing; one that cannot be read allows nothing rather than everything.

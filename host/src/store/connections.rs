@@ -4,8 +4,9 @@ use crate::domain::ids::{ConnectionId, SecretId, UserId, WorkspaceId};
 use crate::domain::sessions::Connection;
 use crate::domain::time::Timestamp;
 use crate::secrets::Sealed;
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
+use super::connection_types::Choice;
 use super::{Conn, StoreError};
 
 const COLUMNS: &str = "id, workspace_id, bot_id, connection_type, config, follow_ups, budgets, created_at, updated_at";
@@ -48,6 +49,35 @@ pub async fn for_bot(conn: &mut Conn, bot: &UserId) -> Result<Option<Connection>
             .fetch_optional(conn)
             .await?,
     )
+}
+
+/// The connection of bot `bot` with `workspace`'s explicit choice for its connection type, if
+/// any, in one query (opening a session needs both).
+pub async fn for_bot_with_choice(
+    conn: &mut Conn,
+    bot: &UserId,
+    workspace: &WorkspaceId,
+) -> Result<Option<(Connection, Option<Choice>)>, StoreError> {
+    let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("c.{c}")).collect();
+    let row = sqlx::query(&format!(
+        "SELECT {}, wct.state AS wct_state, wct.outbound_hosts AS wct_hosts FROM agent_connections c \
+         LEFT JOIN workspace_connection_types wct \
+            ON wct.workspace_id = $2 AND wct.connection_type = c.connection_type \
+         WHERE c.bot_id = $1",
+        columns.join(", ")
+    ))
+    .bind(bot.as_str())
+    .bind(workspace.as_str())
+    .fetch_optional(conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let connection = Connection::from_row(&row)?;
+    let state: Option<String> = row.try_get("wct_state")?;
+    let hosts: Option<String> = row.try_get("wct_hosts")?;
+    let choice = state.map(|state| super::connection_types::choice(&state, hosts.as_deref()));
+    Ok(Some((connection, choice)))
 }
 
 /// The connection `id`.

@@ -44,27 +44,68 @@ pub async fn insert(
     Ok(id)
 }
 
-/// Queues `job` for `session` due at `now`, already leased until `locked_until` as a claim by
-/// this host would (its first attempt counted): for a job handed straight to the worker
-/// ([`crate::handoff`]). Returns the job as a claim returns it.
-pub async fn insert_leased(
-    conn: &mut Conn,
-    job: &JobKind,
-    session: &SessionId,
-    now: Timestamp,
-    locked_until: Timestamp,
-) -> Result<Job, StoreError> {
-    let id = JobId::generate();
-    let (kind, payload) = (job.name(), job.payload(session.as_str()));
-    insert_row(conn, &id, kind, Some(session), &payload, now, now, Some(locked_until)).await?;
-    Ok(Job {
-        id,
-        kind: kind.to_owned(),
-        session_id: Some(session.clone()),
-        payload,
-        attempts: 1,
-        handed_at: Some(now),
-    })
+/// A job row to write with others ([`insert_many`]).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    id: JobId,
+    kind: &'static str,
+    session: Option<SessionId>,
+    payload: String,
+    run_at: Timestamp,
+    created_at: Timestamp,
+    locked_until: Option<Timestamp>,
+}
+
+impl NewJob {
+    /// The row of `job` for `session` due at `now`, already leased until `locked_until` as a claim
+    /// by this host would (its first attempt counted): for a job handed straight to the worker
+    /// ([`crate::handoff`]). With the job as a claim returns it.
+    pub fn leased(job: &JobKind, session: &SessionId, now: Timestamp, locked_until: Timestamp) -> (NewJob, Job) {
+        let (kind, payload) = (job.name(), job.payload(session.as_str()));
+        let row = NewJob {
+            id: JobId::generate(),
+            kind,
+            session: Some(session.clone()),
+            payload,
+            run_at: now,
+            created_at: now,
+            locked_until: Some(locked_until),
+        };
+        let leased = Job {
+            id: row.id.clone(),
+            kind: kind.to_owned(),
+            session_id: Some(session.clone()),
+            payload: row.payload.clone(),
+            attempts: 1,
+            handed_at: Some(now),
+        };
+        (row, leased)
+    }
+}
+
+/// Writes `jobs` in multi-row statements (runs of powers of two, see
+/// [`super::runs_of_powers_of_two`]).
+pub async fn insert_many(conn: &mut Conn, jobs: &[NewJob]) -> Result<(), StoreError> {
+    for run in super::runs_of_powers_of_two(jobs) {
+        let sql = format!(
+            "INSERT INTO jobs (id, kind, session_id, payload, run_at, locked_until, attempts, created_at) VALUES {}",
+            super::values_rows(run.len(), 8)
+        );
+        let mut query = sqlx::query(&sql);
+        for job in run {
+            query = query
+                .bind(job.id.as_str())
+                .bind(job.kind)
+                .bind(job.session.as_ref().map(SessionId::as_str))
+                .bind(job.payload.as_str())
+                .bind(job.run_at.millis())
+                .bind(job.locked_until.map(Timestamp::millis))
+                .bind(i64::from(job.locked_until.is_some()))
+                .bind(job.created_at.millis());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Queues `job` with a chosen `id` (a plugin's timer id), created at `now` and due at `run_at`.

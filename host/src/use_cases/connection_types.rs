@@ -17,7 +17,12 @@ use super::caller::Caller;
 /// The workspace's setting of `plugin`, given its explicit choices: built-in types are enabled and
 /// directory types disabled until an admin chooses otherwise.
 pub fn setting(plugin: &LoadedPlugin, choices: &HashMap<String, Choice>) -> Setting {
-    match choices.get(&plugin.manifest.id) {
+    setting_by_choice(plugin, choices.get(&plugin.manifest.id))
+}
+
+/// The workspace's setting of `plugin`, given its explicit choice for it, if any.
+fn setting_by_choice(plugin: &LoadedPlugin, choice: Option<&Choice>) -> Setting {
+    match choice {
         Some(choice) => Setting {
             enabled: choice.enabled,
             outbound_hosts: choice.outbound_hosts.clone(),
@@ -53,15 +58,24 @@ pub async fn usability(
     workspace: &WorkspaceId,
     connection_type: &str,
 ) -> Result<Usability, StoreError> {
+    if app.runtime.plugin(connection_type).is_none() {
+        return Ok(usability_by_choice(app, connection_type, None));
+    }
+    let choices = choices(conn, workspace).await?;
+    Ok(usability_by_choice(app, connection_type, choices.get(connection_type)))
+}
+
+/// Whether a workspace whose explicit choice for `connection_type` is `choice` can use it.
+pub fn usability_by_choice(app: &App, connection_type: &str, choice: Option<&Choice>) -> Usability {
     let Some(plugin) = app.runtime.plugin(connection_type) else {
         let installed = app.runtime.plugins().iter().map(|p| p.manifest.id.clone()).collect();
-        return Ok(Usability::NotInstalled { installed });
+        return Usability::NotInstalled { installed };
     };
-    Ok(if setting(&plugin, &choices(conn, workspace).await?).enabled {
+    if setting_by_choice(&plugin, choice).enabled {
         Usability::Usable
     } else {
         Usability::Disabled
-    })
+    }
 }
 
 /// Why `connection_type` cannot be used, in words an admin can act on.

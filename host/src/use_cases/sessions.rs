@@ -20,6 +20,7 @@ use crate::domain::sessions::{
 use crate::domain::tasks::Task;
 use crate::domain::time::Timestamp;
 use crate::domain::users::User;
+use crate::store::jobs::NewJob;
 use crate::store::{self, Conn, StoreError};
 use crate::use_cases::caller::Caller;
 use crate::use_cases::connection_types::{self, Usability};
@@ -77,12 +78,14 @@ pub async fn open(
             bot.handle
         )));
     }
-    let connection = store::connections::for_bot(tx, &bot.id).await?.ok_or_else(|| {
-        OpenError::NoConnection(format!(
-            "bot @{} has no agent connection; give it one first",
-            bot.handle
-        ))
-    })?;
+    let (connection, choice) = store::connections::for_bot_with_choice(tx, &bot.id, &task.workspace_id)
+        .await?
+        .ok_or_else(|| {
+            OpenError::NoConnection(format!(
+                "bot @{} has no agent connection; give it one first",
+                bot.handle
+            ))
+        })?;
     let now = app.clock.now();
     let mut session = Session {
         id: SessionId::generate(),
@@ -109,7 +112,7 @@ pub async fn open(
     let queued = new_change(&session.id, SessionStatus::Queued, None, None, RecordSource::Host, now);
     wtx.record_status_change(queued);
     let tx = wtx.conn();
-    let usability = connection_types::usability(tx, app, &task.workspace_id, &connection.connection_type).await?;
+    let usability = connection_types::usability_by_choice(app, &connection.connection_type, choice.as_ref());
     let refusal = match usability {
         Usability::Usable => None,
         Usability::NotInstalled { .. } => Some(format!(
@@ -122,7 +125,10 @@ pub async fn open(
         None => match app.job_handoff.reserve() {
             Some(room) => {
                 let until = now.plus_millis(app.job_leases().plugin_ms);
-                let job = store::jobs::insert_leased(tx, &JobKind::StartSession, &session.id, now, until).await?;
+                let (row, job) = NewJob::leased(&JobKind::StartSession, &session.id, now, until);
+                // Nothing in the batch looks for a new session's start job (a cancel later in the
+                // batch queues its own job; the start finds the session finished and ends).
+                wtx.insert_job_at_commit(row);
                 wtx.after_commit(move || {
                     room.send(job);
                 });
