@@ -338,15 +338,22 @@ async fn a_batch_numbers_hundreds_of_tasks_of_one_workspace() {
 /// commits) go with the unit: a unit that fails leaves none, the others' are all there, each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_units_history_rows_go_with_it() {
-    use leadtime_host::domain::ids::{TaskEventId, TaskId, UserId};
+    use leadtime_host::domain::ids::{SessionId, TaskEventId, TaskId, UserId};
+    use leadtime_host::domain::jobs::JobKind;
     use leadtime_host::domain::tasks::TaskEvent;
+    use leadtime_host::store::jobs::NewJob;
 
     let host = TestHost::start().await;
     let workspace = host.bootstrap("History").await;
     let admin = host.api(&workspace.admin_token);
-    let (status, created) = admin.post("/tasks", json!({"title": "history"})).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let task = TaskId::from(created["id"].as_str().unwrap());
+    // A session for the units' jobs to belong to (its webhooks go nowhere; that is not the point).
+    let bot = admin
+        .create_bot("Historian", "historian", "http://127.0.0.1:9/hook")
+        .await;
+    let (task, session) = admin.assign_new_task(&bot.id, "history", "").await;
+    let (task, session) = (TaskId::from(task.as_str()), SessionId::from(session.as_str()));
+    // The units' jobs are leased far into the future, so no worker runs them and they are told apart.
+    let far = Timestamp::from_millis(4_102_444_800_000);
     let before = {
         let mut conn = host.app().db.read().await.unwrap();
         store::tasks::events(&mut conn, &task).await.unwrap().len()
@@ -355,16 +362,19 @@ async fn a_failing_units_history_rows_go_with_it() {
     // Sent together, so they share batches; every third unit fails after recording its event.
     let mut units = tokio::task::JoinSet::new();
     for n in 0..60u32 {
-        let (writer, task, actor) = (
+        let (writer, task, actor, session) = (
             host.app().writer.clone(),
             task.clone(),
             UserId::from(workspace.admin_id.as_str()),
+            session.clone(),
         );
         units.spawn(async move {
             let answer = writer
                 .write(move |tx| {
-                    let (task, actor) = (task.clone(), actor.clone());
+                    let (task, actor, session) = (task.clone(), actor.clone(), session.clone());
                     Box::pin(async move {
+                        let (job, _) = NewJob::leased(&JobKind::StartSession, &session, far, far);
+                        tx.insert_job_at_commit(job);
                         tx.record_task_event(TaskEvent {
                             id: TaskEventId::generate(),
                             task_id: task,
@@ -401,6 +411,13 @@ async fn a_failing_units_history_rows_go_with_it() {
     assert_eq!(sorted.len(), kinds.len(), "each event once: {kinds:?}");
     let expected: BTreeSet<String> = (0..60u32).filter(|n| n % 3 != 1).map(|n| format!("test_{n}")).collect();
     assert_eq!(kinds.into_iter().collect::<BTreeSet<_>>(), expected);
+    let (jobs,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE session_id = $1 AND locked_until = $2")
+        .bind(session.as_str())
+        .bind(far.millis())
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(jobs, expected_count() as i64, "one job per unit that succeeded");
 }
 
 /// Units of `a_failing_units_history_rows_go_with_it` that succeed.
