@@ -79,18 +79,19 @@ pub async fn check_input(request: Request, next: Next) -> Response {
     if let Err(error) = check_path(request.uri()) {
         return error.into_response();
     }
+    // The rules share the document (an `Arc`), so the operation is borrowed from this handle,
+    // not copied out of the document for every request.
     let rules = request.extensions().get::<InputRules>().cloned();
-    let operation = rules.as_ref().and_then(|rules| {
-        let matched = request.extensions().get::<MatchedPath>()?.as_str().to_owned();
+    let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let operation = rules.as_ref().zip(matched.as_deref()).and_then(|(rules, matched)| {
         rules
-            .operation(request.method().as_str(), &matched)
-            .cloned()
+            .operation(request.method().as_str(), matched)
             .map(|op| (rules, op))
     });
     let Some((rules, operation)) = operation else {
         return next.run(request).await;
     };
-    if let Err(error) = check_query(request.uri(), &operation) {
+    if let Err(error) = check_query(request.uri(), operation) {
         return error.into_response();
     }
     let is_json = request
