@@ -237,6 +237,42 @@ pub fn roll_back(handle: &Handle) {
     }
 }
 
+/// Statements with more parameters than this have their argument positions kept
+/// ([`argument_positions`]): SQLite finds a parameter's name by walking the list of names, so
+/// asking for every one is quadratic in their number — a multi-row insert has hundreds.
+const KEEP_POSITIONS_FROM: usize = 16;
+/// Statements whose argument positions are kept at most; past it the memo starts over.
+const KEPT_POSITIONS: usize = 256;
+
+/// Which argument each parameter of `statement` (1, 2, …) takes: `$N` (and `?N`) name the N-th
+/// argument, as in sqlx; a bare `?` takes the next one.
+fn argument_positions(statement: &rusqlite::CachedStatement<'_>, sql: &str) -> Arc<[usize]> {
+    type Memo = std::collections::HashMap<Box<str>, Arc<[usize]>>;
+    static MEMO: std::sync::LazyLock<Mutex<Memo>> = std::sync::LazyLock::new(Mutex::default);
+    let count = statement.parameter_count();
+    let keep = count > KEEP_POSITIONS_FROM;
+    if keep && let Some(kept) = MEMO.lock().unwrap_or_else(|p| p.into_inner()).get(sql) {
+        return kept.clone();
+    }
+    let positions: Arc<[usize]> = (1..=count)
+        .map(|index| {
+            statement
+                .parameter_name(index)
+                .and_then(|name| name.strip_prefix('$').or_else(|| name.strip_prefix('?')))
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(index)
+        })
+        .collect();
+    if keep {
+        let mut memo = MEMO.lock().unwrap_or_else(|p| p.into_inner());
+        if memo.len() >= KEPT_POSITIONS {
+            memo.clear();
+        }
+        memo.insert(sql.into(), positions.clone());
+    }
+    positions
+}
+
 /// What one statement gave: its rows, then how many rows it changed.
 pub struct Ran {
     pub rows: Vec<AnyRow>,
@@ -267,13 +303,8 @@ pub fn run(
         }
         Err(e) => return Err(error(e)),
     };
-    for index in 1..=statement.parameter_count() {
-        // `$N` (and `?N`) name the N-th argument, as in sqlx; a bare `?` takes the next one.
-        let position = statement
-            .parameter_name(index)
-            .and_then(|name| name.strip_prefix('$').or_else(|| name.strip_prefix('?')))
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or(index);
+    let positions = argument_positions(&statement, sql);
+    for (index, position) in (1..).zip(positions.iter().copied()) {
         let value = values
             .get(position - 1)
             .ok_or_else(|| sqlx::Error::Protocol(format!("the query has no argument {position}: {sql}")))?;
