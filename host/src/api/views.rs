@@ -332,9 +332,25 @@ pub fn task_view(task: &Task, statuses: &[TaskStatus], people: &People) -> TaskV
 
 /// Loads what [`task_view`] needs and builds it.
 pub async fn load_task_view(conn: &mut Conn, task: &Task) -> Result<TaskView, StoreError> {
+    load_task_view_knowing(conn, task, People::default()).await
+}
+
+/// [`load_task_view`] for a task whose people in `known` were read already: reads the rest.
+async fn load_task_view_knowing(conn: &mut Conn, task: &Task, mut known: People) -> Result<TaskView, StoreError> {
     let statuses = store::tasks::statuses(conn, &task.workspace_id).await?;
-    let people = People::load(conn, task.assignee_id.iter().cloned().chain([task.created_by.clone()])).await?;
-    Ok(task_view(task, &statuses, &people))
+    let missing: Vec<UserId> = task_people(task)
+        .filter(|id| !known.0.contains_key(*id))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        known.0.extend(People::load(conn, missing).await?.0);
+    }
+    Ok(task_view(task, &statuses, &known))
+}
+
+/// The people a task's view names: its assignee and its creator.
+fn task_people(task: &Task) -> impl Iterator<Item = &UserId> {
+    task.assignee_id.iter().chain([&task.created_by])
 }
 
 /// The view of a task a write returned. The people the write read are not read again, and when
@@ -342,29 +358,13 @@ pub async fn load_task_view(conn: &mut Conn, task: &Task) -> Result<TaskView, St
 /// the common create and assign answer without a read after their commit.
 pub async fn written_task_view(db: &Db, written: &TaskWritten) -> Result<TaskView, StoreError> {
     let task = &written.task;
-    let named: Vec<&UserId> = task.assignee_id.iter().chain([&task.created_by]).collect();
-    let mut people = People::of(written.people.iter().filter(|u| named.contains(&&u.id)).cloned());
-    let missing: Vec<UserId> = named
-        .into_iter()
-        .filter(|id| !people.0.contains_key(*id))
-        .cloned()
-        .collect();
-    let kept = store::tasks::kept_statuses(&task.workspace_id);
-    if let (true, Some(statuses)) = (missing.is_empty(), &kept) {
-        return Ok(task_view(task, statuses, &people));
+    let known = People::of(written.people.iter().cloned());
+    let all_known = task_people(task).all(|id| known.0.contains_key(id));
+    if all_known && let Some(statuses) = store::tasks::kept_statuses(&task.workspace_id) {
+        return Ok(task_view(task, &statuses, &known));
     }
     let mut conn = db.read().await?;
-    let statuses = match kept {
-        Some(statuses) => statuses.to_vec(),
-        None => store::tasks::statuses(&mut conn, &task.workspace_id).await?,
-    };
-    people.0.extend(
-        store::users::get_many(&mut conn, &missing)
-            .await?
-            .into_iter()
-            .map(|u| (u.id.clone(), u)),
-    );
-    Ok(task_view(task, &statuses, &people))
+    load_task_view_knowing(&mut conn, task, known).await
 }
 
 /// The comment as the API shows it.

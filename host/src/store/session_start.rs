@@ -44,16 +44,16 @@ pub struct NamedUser {
 }
 
 impl NamedUser {
-    /// The user whose columns are `<prefix>_id`, `<prefix>_name`, … in `row`, if the join found one.
-    fn from_row(row: &AnyRow, prefix: &str) -> Result<Option<Self>, sqlx::Error> {
-        let Some(id) = row.try_get::<Option<String>, _>(format!("{prefix}_id").as_str())? else {
+    /// The user in `row` under the given `[id, name, kind, handle]` column names, if the join found one.
+    fn from_row(row: &AnyRow, [id, name, kind, handle]: [&str; 4]) -> Result<Option<Self>, sqlx::Error> {
+        let Some(found) = row.try_get::<Option<String>, _>(id)? else {
             return Ok(None);
         };
         Ok(Some(Self {
-            id: id.into(),
-            name: row.try_get(format!("{prefix}_name").as_str())?,
-            kind: row.try_get(format!("{prefix}_kind").as_str())?,
-            handle: row.try_get(format!("{prefix}_handle").as_str())?,
+            id: found.into(),
+            name: row.try_get(name)?,
+            kind: row.try_get(kind)?,
+            handle: row.try_get(handle)?,
         }))
     }
 }
@@ -119,8 +119,8 @@ pub async fn read(conn: &mut Conn, session: &SessionId) -> Result<Option<StartRo
     };
     let hosts: Option<String> = row.try_get("wct_hosts")?;
     Ok(Some(StartRows {
-        assignee: NamedUser::from_row(&row, "au")?,
-        trigger_actor: NamedUser::from_row(&row, "tu")?,
+        assignee: NamedUser::from_row(&row, ["au_id", "au_name", "au_kind", "au_handle"])?,
+        trigger_actor: NamedUser::from_row(&row, ["tu_id", "tu_name", "tu_kind", "tu_handle"])?,
         has_comments: row.try_get::<i64, _>("has_comments")? > 0,
         workspace_name: row.try_get("w_name")?,
         task,

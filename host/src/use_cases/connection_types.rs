@@ -58,9 +58,6 @@ pub async fn usability(
     workspace: &WorkspaceId,
     connection_type: &str,
 ) -> Result<Usability, StoreError> {
-    if app.runtime.plugin(connection_type).is_none() {
-        return Ok(usability_by_choice(app, connection_type, None));
-    }
     let choices = choices(conn, workspace).await?;
     Ok(usability_by_choice(app, connection_type, choices.get(connection_type)))
 }
