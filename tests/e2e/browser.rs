@@ -101,6 +101,17 @@ impl Browser {
         self.text("body").await
     }
 
+    /// Clicks `button` and waits until the page it leads to shows `css` (the page clicked on is
+    /// marked first, so an element it already has does not count).
+    async fn submit_and_wait_for(&self, button: &str, css: &str) {
+        self.client
+            .execute("document.documentElement.dataset.left = 'yes';", vec![])
+            .await
+            .unwrap();
+        self.click(button).await;
+        self.wait_for(&format!("html:not([data-left]) {css}")).await;
+    }
+
     /// Waits (WebDriver polls the page) until `css` matches.
     async fn wait_for(&self, css: &str) {
         self.client
@@ -131,7 +142,7 @@ impl Browser {
     async fn sign_in(&self, base: &str, token: &str) {
         self.open(&format!("{base}/console/sign-in")).await;
         self.fill("#token", token).await;
-        self.click("form button[type=submit]").await;
+        self.submit_and_wait_for("form button[type=submit]", "body").await;
     }
 
     async fn close(self) {
@@ -248,8 +259,9 @@ async fn an_admin_runs_a_bot_from_the_console_and_watches_its_session_live() {
     );
     browser.open(&format!("{base}/console/admin/bots/{bot_id}")).await;
     browser.fill("#config-guidance", "Answer in one sentence.").await;
-    browser.click("form[action$='/edit'] button[type=submit]").await;
-    browser.wait_for("#config-guidance").await;
+    browser
+        .submit_and_wait_for("form[action$='/edit'] button[type=submit]", "#config-guidance")
+        .await;
     let (_, saved) = admin.get(&format!("/bots/{bot_id}")).await;
     assert_eq!(
         saved["connection"]["config"]["guidance"], "Answer in one sentence.",
