@@ -10,6 +10,7 @@
 //! connection, so writers queue in-process instead of failing with `SQLITE_BUSY`; reads use a
 //! few more (WAL lets them run alongside). On PostgreSQL both share one pool.
 
+pub mod assignment;
 pub mod audit;
 pub mod connection_secrets;
 pub mod connection_types;
@@ -287,6 +288,9 @@ pub enum Backend {
     Postgres,
 }
 
+/// A pooled PostgreSQL connection idle this long is pinged before it is handed out.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// The database: SQLite's writer and readers, or PostgreSQL's pool.
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -336,6 +340,18 @@ impl Db {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
+                    // sqlx pings every connection it hands out (a round trip and a wake-up of its
+                    // backend, several per trigger under load); ping only those idle long enough
+                    // to have been dropped (a database restart), and discard those that fail.
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for < PING_IDLE_AFTER {
+                                return Ok(true);
+                            }
+                            Ok(sqlx::Connection::ping(conn).await.is_ok())
+                        })
+                    })
                     .connect_with(options)
                     .await?;
                 sqlx::migrate!("../migrations/postgres").run(&pool).await?;
