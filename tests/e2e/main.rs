@@ -18,6 +18,7 @@ mod credentials;
 mod cursor_cloud;
 mod delivery;
 mod group_commit;
+mod handed_starts;
 mod input_rules;
 mod job_leases;
 mod logging;

@@ -1,4 +1,5 @@
-//! The session snapshot a plugin's `start-session` receives, read from the database.
+//! The session snapshot a plugin's `start-session` receives, from its start rows (read from the
+//! database, or handed over by the write that opened the session).
 
 use std::collections::HashMap;
 
@@ -10,10 +11,10 @@ use crate::domain::tasks::Comment;
 use crate::domain::users::User;
 use crate::runtime::bindings::types as wit;
 use crate::store::session_start::{NamedUser, StartRows};
-use crate::store::{self, Conn};
+use crate::store::{self, Conn, Db};
 
 /// Builds the `session-start` record from a session's start rows.
-pub async fn session_start(conn: &mut Conn, rows: StartRows, api_base_url: &str) -> anyhow::Result<wit::SessionStart> {
+pub async fn session_start(db: &Db, rows: StartRows, api_base_url: &str) -> anyhow::Result<wit::SessionStart> {
     let StartRows {
         session,
         workspace_name,
@@ -35,21 +36,21 @@ pub async fn session_start(conn: &mut Conn, rows: StartRows, api_base_url: &str)
         .chain(trigger_actor)
         .map(|u| (u.id.clone(), named_actor(u)))
         .collect();
-    let comments = if has_comments {
-        store::tasks::comments(conn, &task.id).await?
-    } else {
-        Vec::new()
-    };
-    let mut authors: Vec<UserId> = comments
-        .iter()
-        .map(|c| c.author_id.clone())
-        .filter(|id| !actors.contains_key(id))
-        .collect();
-    authors.sort();
-    authors.dedup();
-    if !authors.is_empty() {
-        for user in store::users::get_many(conn, &authors).await? {
-            actors.insert(user.id.clone(), actor(&user));
+    let mut comments = Vec::new();
+    if has_comments {
+        let mut conn = db.read().await?;
+        comments = store::tasks::comments(&mut conn, &task.id).await?;
+        let mut authors: Vec<UserId> = comments
+            .iter()
+            .map(|c| c.author_id.clone())
+            .filter(|id| !actors.contains_key(id))
+            .collect();
+        authors.sort();
+        authors.dedup();
+        if !authors.is_empty() {
+            for user in store::users::get_many(&mut conn, &authors).await? {
+                actors.insert(user.id.clone(), actor(&user));
+            }
         }
     }
     let actor = |id: &UserId| actors.get(id).cloned().unwrap_or_else(|| unknown_actor(id));

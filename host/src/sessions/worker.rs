@@ -27,12 +27,12 @@ use crate::domain::jobs::{JobKind, QueuedEvent};
 use crate::use_cases::sessions::{fail, fail_over_budget};
 
 /// Jobs in hand at once (reading their session, waiting for their share, calling, committing).
-const JOB_SLOTS: usize = 64;
+const JOB_SLOTS: usize = 128;
 /// Plugin calls at once (each holds an instance, up to its memory limit), shared fairly.
 const CALLS: usize = 16;
 /// New sessions' start jobs the job worker holds at most, handed to it but not yet running
 /// ([`crate::handoff`]); more are claimed from the table as before.
-pub const HANDOFF: usize = JOB_SLOTS;
+pub const HANDOFF: usize = 2 * JOB_SLOTS;
 /// How long a handed job may wait for a slot and still start: less than its lease's margin beyond
 /// the call's limits, so it cannot outlive its lease and be claimed again while it runs.
 const HANDED_WAIT_MS: i64 = 4_000;
@@ -319,16 +319,23 @@ async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str, cpu: Dur
 async fn start_session(app: &Arc<App>, tools: &JobTools, job: &Job) -> anyhow::Result<Ran> {
     let session_id: SessionId = job.session_id.clone().context("start_session job without a session")?;
     let (session, start, workspace_hosts) = {
-        let mut conn = app.db.read().await?;
-        let rows = store::session_start::read(&mut conn, &session_id)
-            .await?
-            .context("the session, or a row it refers to, is gone")?;
+        // A start handed over by the write that opened its session comes with its rows as that
+        // write had them (a cancel since then reaches the plugin after the start, as one made
+        // while the start runs does); a claimed one reads them.
+        let rows = match &job.handed_start {
+            Some(rows) => rows.as_ref().clone(),
+            None => {
+                let mut conn = app.db.read().await?;
+                store::session_start::read(&mut conn, &session_id)
+                    .await?
+                    .context("the session, or a row it refers to, is gone")?
+            }
+        };
         if rows.session.status.is_terminal() {
-            drop(conn);
             return complete(app, job).await.map(|()| Ran::On(None));
         }
         let (session, hosts) = (rows.session.clone(), rows.workspace_hosts.clone());
-        let start = snapshot::session_start(&mut conn, rows, &app.config.api_base_url()).await?;
+        let start = snapshot::session_start(&app.db, rows, &app.config.api_base_url()).await?;
         (session, start, hosts)
     };
 

@@ -22,6 +22,9 @@ pub struct Job {
     /// claimed from the table).
     #[sqlx(skip)]
     pub handed_at: Option<Timestamp>,
+    /// A handed start's rows, as the write that opened its session had them (`None`: read them).
+    #[sqlx(skip)]
+    pub handed_start: Option<Box<super::session_start::StartRows>>,
 }
 
 impl Job {
@@ -57,6 +60,19 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// The row of `job` for `session`, due at `now` and left for a claim.
+    pub fn due(job: &JobKind, session: &SessionId, now: Timestamp) -> NewJob {
+        NewJob {
+            id: JobId::generate(),
+            kind: job.name(),
+            session: Some(session.clone()),
+            payload: job.payload(session.as_str()),
+            run_at: now,
+            created_at: now,
+            locked_until: None,
+        }
+    }
+
     /// The row of `job` for `session` due at `now`, already leased until `locked_until` as a claim
     /// by this host would (its first attempt counted): for a job handed straight to the worker
     /// ([`crate::handoff`]). With the job as a claim returns it.
@@ -78,6 +94,7 @@ impl NewJob {
             payload: row.payload.clone(),
             attempts: 1,
             handed_at: Some(now),
+            handed_start: None,
         };
         (row, leased)
     }

@@ -14,7 +14,7 @@ use crate::domain::tasks::Task;
 use super::{Conn, StoreError};
 
 /// The rows a session start is built from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StartRows {
     pub session: Session,
     pub workspace_name: String,
@@ -34,7 +34,7 @@ pub struct StartRows {
 }
 
 /// A user as a session start names them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NamedUser {
     pub id: UserId,
     pub name: String,
@@ -44,6 +44,16 @@ pub struct NamedUser {
 }
 
 impl NamedUser {
+    /// `user` as a start names them.
+    pub fn of(user: &crate::domain::users::User) -> Self {
+        Self {
+            id: user.id.clone(),
+            name: user.name.clone(),
+            kind: user.kind.as_str().to_owned(),
+            handle: user.handle.clone(),
+        }
+    }
+
     /// The user in `row` under the given `[id, name, kind, handle]` column names, if the join found one.
     fn from_row(row: &AnyRow, [id, name, kind, handle]: [&str; 4]) -> Result<Option<Self>, sqlx::Error> {
         let Some(found) = row.try_get::<Option<String>, _>(id)? else {

@@ -9,18 +9,20 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::audit::{Actor, Entry};
-use crate::commit::WriteTx;
+use crate::commit::{TaskNumber, WriteTx};
 use crate::domain::ids::{ActivityId, CommentId, SessionId, StatusChangeId, UserId};
 use crate::domain::jobs::{JobKind, QueuedEvent};
 use crate::domain::sessions as rules;
 use crate::domain::sessions::{
-    Activity, NewActivity, RecordSource, Session, SessionStatus, StatusAnswer, StatusChange, StatusWriter, Transition,
-    TriggerKind,
+    Activity, Connection, NewActivity, RecordSource, Session, SessionStatus, StatusAnswer, StatusChange, StatusWriter,
+    Transition, TriggerKind,
 };
 use crate::domain::tasks::Task;
 use crate::domain::time::Timestamp;
 use crate::domain::users::User;
+use crate::store::connection_types::Choice;
 use crate::store::jobs::NewJob;
+use crate::store::session_start::{NamedUser, StartRows};
 use crate::store::{self, Conn, StoreError};
 use crate::use_cases::caller::Caller;
 use crate::use_cases::connection_types::{self, Usability};
@@ -71,6 +73,36 @@ pub async fn open(
     bot: &User,
     trigger: Trigger,
 ) -> Result<Session, OpenError> {
+    if !bot.is_enabled() {
+        return open_on(wtx, app, task, bot, None, trigger, None).await;
+    }
+    let found = store::connections::for_bot_with_choice(wtx.conn(), &bot.id, &task.workspace_id).await?;
+    open_on(wtx, app, task, bot, found, trigger, None).await
+}
+
+/// What the write opening a session already read of what its start shows, beyond the session,
+/// task, bot and connection: with it, a start handed to this host's worker reads nothing.
+#[derive(Debug, Clone)]
+pub struct StartKnown {
+    pub workspace_name: String,
+    pub has_comments: bool,
+    /// Who triggered the session, as the start names them.
+    pub trigger_actor: Option<NamedUser>,
+    /// A task created in this batch: its number, given at commit.
+    pub number: Option<TaskNumber>,
+}
+
+/// [`open`], with the bot's connection (and the workspace's choice for its type) already read —
+/// `None`: the bot has none — and what else the write knows of the start.
+pub async fn open_on(
+    wtx: &mut WriteTx,
+    app: &App,
+    task: &Task,
+    bot: &User,
+    found: Option<(Connection, Option<Choice>)>,
+    trigger: Trigger,
+    known: Option<StartKnown>,
+) -> Result<Session, OpenError> {
     let tx = wtx.conn();
     if !bot.is_enabled() {
         return Err(OpenError::BotDisabled(format!(
@@ -78,14 +110,12 @@ pub async fn open(
             bot.handle
         )));
     }
-    let (connection, choice) = store::connections::for_bot_with_choice(tx, &bot.id, &task.workspace_id)
-        .await?
-        .ok_or_else(|| {
-            OpenError::NoConnection(format!(
-                "bot @{} has no agent connection; give it one first",
-                bot.handle
-            ))
-        })?;
+    let (connection, choice) = found.ok_or_else(|| {
+        OpenError::NoConnection(format!(
+            "bot @{} has no agent connection; give it one first",
+            bot.handle
+        ))
+    })?;
     let now = app.clock.now();
     let mut session = Session {
         id: SessionId::generate(),
@@ -125,16 +155,23 @@ pub async fn open(
         None => match app.job_handoff.reserve() {
             Some(room) => {
                 let until = now.plus_millis(app.job_leases().plugin_ms);
-                let (row, job) = NewJob::leased(&JobKind::StartSession, &session.id, now, until);
+                let (row, mut job) = NewJob::leased(&JobKind::StartSession, &session.id, now, until);
+                let number = known.as_ref().and_then(|k| k.number.clone());
+                job.handed_start = known
+                    .and_then(|known| known_start(&session, task, bot, &connection, choice.as_ref(), known))
+                    .map(Box::new);
                 // Nothing in the batch looks for a new session's start job (a cancel later in the
-                // batch queues its own job; the start finds the session finished and ends).
+                // batch queues its own job, which runs after the start).
                 wtx.insert_job_at_commit(row);
                 wtx.after_commit(move || {
+                    if let (Some(rows), Some(number)) = (job.handed_start.as_mut(), number.and_then(|n| n.get())) {
+                        rows.task.short_number = number;
+                    }
                     room.send(job);
                 });
             }
             None => {
-                store::jobs::insert(tx, &JobKind::StartSession, Some(&session.id), now).await?;
+                wtx.insert_job_at_commit(NewJob::due(&JobKind::StartSession, &session.id, now));
                 let queued = app.jobs_queued.clone();
                 wtx.after_commit(move || queued.notify_one());
             }
@@ -144,6 +181,38 @@ pub async fn open(
         }
     }
     Ok(session)
+}
+
+/// A new session's start rows from what its opening write knows; `None` when the write does not
+/// know them all (a status this process keeps no name for, an assignee other than the bot).
+fn known_start(
+    session: &Session,
+    task: &Task,
+    bot: &User,
+    connection: &Connection,
+    choice: Option<&Choice>,
+    known: StartKnown,
+) -> Option<StartRows> {
+    let statuses = store::tasks::kept_statuses(&task.workspace_id)?;
+    let status_name = statuses.iter().find(|s| s.id == task.status_id)?.name.clone();
+    let assignee = match &task.assignee_id {
+        None => None,
+        Some(id) if *id == bot.id => Some(NamedUser::of(bot)),
+        Some(_) => return None,
+    };
+    Some(StartRows {
+        session: session.clone(),
+        workspace_name: known.workspace_name,
+        task: task.clone(),
+        status_name,
+        bot_name: bot.name.clone(),
+        bot_handle: bot.handle.clone(),
+        connection: connection.clone(),
+        workspace_hosts: choice.and_then(|c| c.outbound_hosts.clone()),
+        assignee,
+        trigger_actor: known.trigger_actor,
+        has_comments: known.has_comments,
+    })
 }
 
 /// What an @mention of a bot came to.

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::sessions::{self, Mentioned, OpenError, Trigger};
+use super::sessions::{self, Mentioned, OpenError, StartKnown, Trigger};
 use crate::app::{App, SharedApp};
 use crate::audit::Entry;
 use crate::commit::{TaskNumber, WriteTx};
@@ -16,6 +16,8 @@ use crate::domain::tasks::{
 };
 use crate::domain::time::Timestamp;
 use crate::domain::users::{User, UserKind};
+use crate::store::assignment::{AssigneeRead, UserRef};
+use crate::store::session_start::NamedUser;
 use crate::store::{self, Conn};
 use crate::use_cases::accounts::Caller;
 use crate::use_cases::error::Error;
@@ -98,9 +100,13 @@ async fn create_in(
                 .ok_or_else(|| Error::Conflict("this workspace has no task statuses".into()))?
         }
     };
-    let assignee = match &request.assignee {
-        Some(reference) => Some(assignable_user(tx.conn(), caller, reference).await?),
-        None => None,
+    let (workspace_name, assignee) = match &request.assignee {
+        Some(reference) => {
+            let found = store::assignment::assignee(tx.conn(), &workspace, &user_ref(reference)).await?;
+            let (name, read) = found.unzip();
+            (name, Some(assignable(read, reference)?))
+        }
+        None => (None, None),
     };
     let id = TaskId::generate();
     let (placeholder, number) = tx.number_task(&workspace, &id);
@@ -111,7 +117,7 @@ async fn create_in(
         title,
         description,
         status_id,
-        assignee_id: assignee.as_ref().map(|u| u.id.clone()),
+        assignee_id: assignee.as_ref().map(|a| a.user.id.clone()),
         created_by: caller.user.id.clone(),
         created_at: now,
         updated_at: now,
@@ -126,22 +132,30 @@ async fn create_in(
         now,
     );
     let mut opened = Vec::new();
-    if let Some(user) = &assignee {
+    if let Some(read) = &assignee {
         record_event(
             tx,
             &task.id,
             &caller.user.id,
             "assignee_changed",
-            json!({ "from": null, "to": user.id }),
+            json!({ "from": null, "to": read.user.id }),
             now,
         );
-        if user.kind == UserKind::Bot {
-            opened.push(sessions::open(tx, app, &task, user, assigned_by(caller)).await?);
+        if read.user.kind == UserKind::Bot {
+            let known = StartKnown {
+                workspace_name: workspace_name.unwrap_or_default(),
+                has_comments: false,
+                trigger_actor: Some(NamedUser::of(&caller.user)),
+                number: Some(number.clone()),
+            };
+            let trigger = assigned_by(caller);
+            let connection = read.connection.clone();
+            opened.push(sessions::open_on(tx, app, &task, &read.user, connection, trigger, Some(known)).await?);
         }
     }
     let details = json!({"shortNumber": task.short_number, "title": task.title, "assigneeId": task.assignee_id});
     audit_change(tx, caller, "task.create", &task.id, details, &opened, now);
-    Ok((task, opened, assignee, number))
+    Ok((task, opened, assignee.map(|a| a.user), number))
 }
 
 /// Changes a task. Assigning it to a bot (from anyone else, or nobody) opens a session; sending
@@ -188,7 +202,11 @@ async fn update_in(
     description: Option<String>,
     now: Timestamp,
 ) -> Result<(Task, Vec<Session>, Option<User>, bool), Error> {
-    let mut task = find_task(tx.conn(), caller, task_ref).await?;
+    let wanted = patch.assignee.as_ref().and_then(|a| a.as_deref()).map(user_ref);
+    let read = store::assignment::task_and_assignee(tx.conn(), caller.workspace_id(), task_ref, wanted.as_ref())
+        .await?
+        .ok_or_else(|| task_not_found(task_ref))?;
+    let (mut task, mut found) = (read.task, read.assignee);
     let before = task.clone();
     let actor = caller.user.id.clone();
     if let Some(title) = title.filter(|t| *t != task.title) {
@@ -224,10 +242,10 @@ async fn update_in(
     let mut assignee_read = None;
     if let Some(assignee) = &patch.assignee {
         let user = match assignee {
-            Some(reference) => Some(assignable_user(tx.conn(), caller, reference).await?),
+            Some(reference) => Some(assignable(found.take(), reference)?),
             None => None,
         };
-        let new_id = user.as_ref().map(|u| u.id.clone());
+        let new_id = user.as_ref().map(|a| a.user.id.clone());
         if new_id != task.assignee_id {
             record_event(
                 tx,
@@ -238,9 +256,9 @@ async fn update_in(
                 now,
             );
             task.assignee_id = new_id;
-            newly_assigned_bot = user.clone().filter(|u| u.kind == UserKind::Bot);
+            newly_assigned_bot = user.clone().filter(|a| a.user.kind == UserKind::Bot);
         }
-        assignee_read = user;
+        assignee_read = user.map(|a| a.user);
     }
     task.updated_at = now;
     store::tasks::update(tx.conn(), &task).await?;
@@ -260,8 +278,15 @@ async fn update_in(
         }
     }
     let mut opened = Vec::new();
-    if let Some(bot) = &newly_assigned_bot {
-        opened.push(sessions::open(tx, app, &task, bot, assigned_by(caller)).await?);
+    if let Some(bot) = newly_assigned_bot {
+        let known = StartKnown {
+            workspace_name: read.workspace_name,
+            has_comments: read.has_comments,
+            trigger_actor: Some(NamedUser::of(&caller.user)),
+            number: None,
+        };
+        let trigger = assigned_by(caller);
+        opened.push(sessions::open_on(tx, app, &task, &bot.user, bot.connection, trigger, Some(known)).await?);
     }
     let changed: Vec<&str> = [
         ("title", before.title != task.title),
@@ -357,13 +382,15 @@ async fn add_comment_in(
 pub async fn find_task(conn: &mut Conn, caller: &Caller, task_ref: &TaskRef) -> Result<Task, Error> {
     store::tasks::find(conn, caller.workspace_id(), task_ref)
         .await?
-        .ok_or_else(|| {
-            let shown = match task_ref {
-                TaskRef::Id(id) => id.clone(),
-                TaskRef::ShortNumber(n) => n.to_string(),
-            };
-            Error::not_found("task", &shown)
-        })
+        .ok_or_else(|| task_not_found(task_ref))
+}
+
+fn task_not_found(task_ref: &TaskRef) -> Error {
+    let shown = match task_ref {
+        TaskRef::Id(id) => id.clone(),
+        TaskRef::ShortNumber(n) => n.to_string(),
+    };
+    Error::not_found("task", &shown)
 }
 
 fn assigned_by(caller: &Caller) -> Trigger {
@@ -407,23 +434,26 @@ async fn checked_status(conn: &mut Conn, caller: &Caller, reference: &str) -> Re
         })
 }
 
-/// The enabled user named by `reference` (an id or `@handle`) in the caller's workspace: 404 when
-/// there is none, 409 when they are disabled.
-async fn assignable_user(conn: &mut Conn, caller: &Caller, reference: &str) -> Result<User, Error> {
+/// How `reference` (a user id or `@handle`) names a user.
+fn user_ref(reference: &str) -> UserRef {
     let reference = reference.trim();
-    let user = if let Some(handle) = reference.strip_prefix('@') {
-        store::users::by_handle(conn, caller.workspace_id(), &handle.to_lowercase()).await?
-    } else {
-        store::users::get(conn, caller.workspace_id(), reference).await?
-    };
-    let user = user.ok_or_else(|| Error::not_found("user", reference))?;
-    if !user.is_enabled() {
+    match reference.strip_prefix('@') {
+        Some(handle) => UserRef::Handle(handle.to_lowercase()),
+        None => UserRef::Id(reference.to_owned()),
+    }
+}
+
+/// The user `found` for `reference` in the caller's workspace, if they may be assigned work: 404
+/// when there is none, 409 when they are disabled.
+fn assignable(found: Option<AssigneeRead>, reference: &str) -> Result<AssigneeRead, Error> {
+    let read = found.ok_or_else(|| Error::not_found("user", reference.trim()))?;
+    if !read.user.is_enabled() {
         return Err(Error::Conflict(format!(
             "@{} is disabled and cannot be assigned work",
-            user.handle
+            read.user.handle
         )));
     }
-    Ok(user)
+    Ok(read)
 }
 
 fn record_event(

@@ -33,6 +33,7 @@ pub enum Answer {
 pub struct Hit {
     pub webhook_id: String,
     pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 type Script = dyn Fn(&str, usize) -> Answer + Send + Sync;
@@ -155,7 +156,7 @@ async fn receive(
     State(shared): State<Arc<Shared>>,
     Path(path): Path<String>,
     headers: HeaderMap,
-    _body: Bytes,
+    body: Bytes,
 ) -> Response {
     let webhook_id = headers
         .get("webhook-id")
@@ -168,6 +169,7 @@ async fn receive(
         hits.push(Hit {
             webhook_id: webhook_id.clone(),
             headers: headers.clone(),
+            body,
         });
         let attempt = hits.iter().filter(|h| h.webhook_id == webhook_id).count();
         let now = {
