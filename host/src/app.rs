@@ -32,6 +32,8 @@ pub struct App {
     pub audit_keys: crate::audit::AuditKeys,
     /// The group-committed write path.
     pub writer: crate::commit::Writer,
+    /// Tokens as authentication last read them (see [`crate::use_cases::token_memo`]).
+    pub tokens: crate::use_cases::token_memo::TokenMemo,
     /// Where plugins beyond the built-in ones are loaded from, if anywhere.
     pub plugin_directory: Option<PluginDirectory>,
     /// Signals the session job worker that jobs were queued.

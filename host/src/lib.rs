@@ -115,6 +115,7 @@ pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<SharedAp
         secrets,
         audit_keys,
         writer,
+        tokens: Default::default(),
         plugin_directory,
         jobs_queued: Arc::default(),
         deliveries_queued: Arc::default(),

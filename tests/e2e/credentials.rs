@@ -647,3 +647,65 @@ async fn only_connections_that_deliver_to_a_wrapper_take_setup_codes() {
     );
     host.stop().await;
 }
+
+/// Authentication remembers a token it read for a second (`use_cases::token_memo`): every change
+/// this host makes to a token or a user forgets it at once; a change made past the host (another
+/// host, SQL by hand) is seen within that second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_token_follows_every_change_to_it_or_its_user() {
+    let host = TestHost::start().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let bot = admin.create_bot("Claw", "claw", "http://127.0.0.1:9/x").await;
+    let as_bot = host.api(&bot.token);
+    let me = || as_bot.get("/account/info");
+    let (status, info) = me().await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["user"]["name"], "Claw");
+
+    // Renamed: the next call sees the new name.
+    let (status, body) = admin
+        .patch(&format!("/bots/{}", bot.id), json!({"name": "Claw Two"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, info) = me().await;
+    assert_eq!(info["user"]["name"], "Claw Two");
+    // Disabled: refused at once; enabled again: accepted at once.
+    let (status, body) = admin.post(&format!("/bots/{}/disable", bot.id), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(me().await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = admin.post(&format!("/bots/{}/enable", bot.id), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(me().await.0, StatusCode::OK);
+
+    // Revoked past the host: refused within the memo's second.
+    host.execute(&format!(
+        "UPDATE api_tokens SET revoked_at = 1 WHERE user_id = '{}'",
+        bot.id
+    ))
+    .await
+    .unwrap();
+    let revoked_at = std::time::Instant::now();
+    while me().await.0 == StatusCode::OK {
+        assert!(
+            revoked_at.elapsed() < 2 * leadtime_host::use_cases::token_memo::TTL,
+            "a token revoked in the database still worked after twice the memo's lifetime"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(me().await.0, StatusCode::UNAUTHORIZED);
+
+    // Deleted: its other token is refused at once.
+    let (status, minted) = admin
+        .post(
+            "/tokens",
+            json!({"name": "second", "scopes": ["read"], "userId": bot.id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    let second = host.api(minted["secret"].as_str().unwrap());
+    assert_eq!(second.get("/account/info").await.0, StatusCode::OK);
+    let (status, body) = admin.call(Method::DELETE, &format!("/bots/{}", bot.id), None).await;
+    assert!(status.is_success(), "{status} {body}");
+    assert_eq!(second.get("/account/info").await.0, StatusCode::UNAUTHORIZED);
+    host.stop().await;
+}

@@ -12,5 +12,6 @@ pub mod error;
 pub mod inbound;
 pub mod sessions;
 pub mod tasks;
+pub mod token_memo;
 
 pub use error::Error;

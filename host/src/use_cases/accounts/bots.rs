@@ -237,6 +237,7 @@ pub async fn update(app: &App, caller: &Caller, id: &str, patch: BotPatch) -> Re
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
+    app.tokens.forget_all();
     Ok((bot, connection))
 }
 
@@ -277,6 +278,7 @@ pub async fn set_disabled(app: &App, caller: &Caller, id: &str, disabled: bool) 
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
+    app.tokens.forget_all();
     app.jobs_queued.notify_one();
     Ok(bot)
 }
@@ -319,6 +321,7 @@ pub async fn delete(app: &App, caller: &Caller, id: &str) -> Result<(), Error> {
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
+    app.tokens.forget_all();
     app.jobs_queued.notify_one();
     Ok(())
 }

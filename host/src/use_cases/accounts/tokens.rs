@@ -130,6 +130,7 @@ pub async fn create(app: &App, caller: &Caller, request: NewToken) -> Result<(Ap
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
+    app.tokens.forget_all();
     Ok((token, plaintext))
 }
 
@@ -182,6 +183,7 @@ pub async fn revoke(app: &App, caller: &Caller, id: &str) -> Result<ApiToken, Er
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
+    app.tokens.forget_all();
     Ok(token)
 }
 
