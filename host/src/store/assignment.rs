@@ -7,11 +7,12 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::domain::ids::{TaskId, WorkspaceId};
+use crate::domain::ids::WorkspaceId;
 use crate::domain::sessions::Connection;
 use crate::domain::tasks::{Task, TaskRef};
-use crate::domain::users::{Role, User, UserKind};
+use crate::domain::users::User;
 
+use super::aliased::{self, CONNECTION, TASK, USER};
 use super::connection_types::{Choice, choice};
 use super::{Conn, StoreError};
 
@@ -40,19 +41,12 @@ pub struct TaskRead {
     pub assignee: Option<AssigneeRead>,
 }
 
-const TASK: &str = "t.id AS t_id, t.workspace_id AS t_workspace_id, t.short_number AS t_short_number, \
-    t.title AS t_title, t.description AS t_description, t.status_id AS t_status_id, \
-    t.assignee_id AS t_assignee_id, t.created_by AS t_created_by, t.created_at AS t_created_at, \
-    t.updated_at AS t_updated_at, w.name AS w_name, \
+/// What a change to a task reads of it beyond its own columns.
+const TASK_EXTRA: &str = "w.name AS w_name, \
     (SELECT COUNT(*) FROM (SELECT 1 FROM task_comments tc WHERE tc.task_id = t.id LIMIT 1) one) AS has_comments";
 
-const ASSIGNEE: &str = "u.id AS u_id, u.workspace_id AS u_workspace_id, u.kind AS u_kind, u.name AS u_name, \
-    u.handle AS u_handle, u.email AS u_email, u.role AS u_role, u.avatar_url AS u_avatar_url, \
-    u.disabled_at AS u_disabled_at, u.deleted_at AS u_deleted_at, u.created_at AS u_created_at, \
-    u.updated_at AS u_updated_at, \
-    c.id AS c_id, c.workspace_id AS c_workspace_id, c.bot_id AS c_bot_id, c.connection_type AS c_type, \
-    c.config AS c_config, c.follow_ups AS c_follow_ups, c.budgets AS c_budgets, c.created_at AS c_created_at, \
-    c.updated_at AS c_updated_at, wct.state AS wct_state, wct.outbound_hosts AS wct_hosts";
+/// The workspace's choice for the connection's type.
+const CHOICE: &str = "wct.state AS wct_state, wct.outbound_hosts AS wct_hosts";
 
 const ASSIGNEE_JOINS: &str = "LEFT JOIN agent_connections c ON c.bot_id = u.id \
     LEFT JOIN workspace_connection_types wct ON wct.workspace_id = u.workspace_id AND wct.connection_type = c.connection_type";
@@ -84,11 +78,12 @@ pub async fn task_and_assignee(
     };
     let sql = match assignee {
         None => format!(
-            "SELECT {TASK} FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
+            "SELECT {TASK}, {TASK_EXTRA} FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
              WHERE t.workspace_id = $1 AND {task_match} = $2"
         ),
         Some(user) => format!(
-            "SELECT {TASK}, {ASSIGNEE} FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
+            "SELECT {TASK}, {TASK_EXTRA}, {USER}, {CONNECTION}, {CHOICE} \
+             FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
              LEFT JOIN users u ON u.workspace_id = t.workspace_id AND {} = $3 {ASSIGNEE_JOINS} \
              WHERE t.workspace_id = $1 AND {task_match} = $2",
             user_match(user)
@@ -106,18 +101,7 @@ pub async fn task_and_assignee(
     let Some(row) = query.fetch_optional(conn).await? else {
         return Ok(None);
     };
-    let task = Task {
-        id: TaskId::from(row.try_get::<String, _>("t_id")?),
-        workspace_id: row.try_get::<String, _>("t_workspace_id")?.into(),
-        short_number: row.try_get("t_short_number")?,
-        title: row.try_get("t_title")?,
-        description: row.try_get("t_description")?,
-        status_id: row.try_get::<String, _>("t_status_id")?.into(),
-        assignee_id: row.try_get::<Option<String>, _>("t_assignee_id")?.map(Into::into),
-        created_by: row.try_get::<String, _>("t_created_by")?.into(),
-        created_at: row.try_get("t_created_at")?,
-        updated_at: row.try_get("t_updated_at")?,
-    };
+    let task = aliased::task(&row)?;
     Ok(Some(TaskRead {
         task,
         workspace_name: row.try_get("w_name")?,
@@ -136,7 +120,8 @@ pub async fn assignee(
     user: &UserRef,
 ) -> Result<Option<(String, AssigneeRead)>, StoreError> {
     let sql = format!(
-        "SELECT {ASSIGNEE}, w.name AS w_name FROM users u JOIN workspaces w ON w.id = u.workspace_id \
+        "SELECT {USER}, {CONNECTION}, {CHOICE}, w.name AS w_name FROM users u \
+         JOIN workspaces w ON w.id = u.workspace_id \
          {ASSIGNEE_JOINS} WHERE u.workspace_id = $1 AND {} = $2",
         user_match(user)
     );
@@ -153,38 +138,12 @@ pub async fn assignee(
 }
 
 fn assignee_from(row: &AnyRow) -> Result<Option<AssigneeRead>, StoreError> {
-    let Some(id) = row.try_get::<Option<String>, _>("u_id")? else {
+    let Some(user) = aliased::user(row)? else {
         return Ok(None);
     };
-    let invalid = |e: String| sqlx::Error::Decode(e.into());
-    let user = User {
-        id: id.into(),
-        workspace_id: row.try_get::<String, _>("u_workspace_id")?.into(),
-        kind: UserKind::try_from(row.try_get::<String, _>("u_kind")?).map_err(invalid)?,
-        name: row.try_get("u_name")?,
-        handle: row.try_get("u_handle")?,
-        email: row.try_get("u_email")?,
-        role: Role::try_from(row.try_get::<String, _>("u_role")?).map_err(|e| invalid(e.to_string()))?,
-        avatar_url: row.try_get("u_avatar_url")?,
-        disabled_at: row.try_get("u_disabled_at")?,
-        deleted_at: row.try_get("u_deleted_at")?,
-        created_at: row.try_get("u_created_at")?,
-        updated_at: row.try_get("u_updated_at")?,
-    };
-    let connection = match row.try_get::<Option<String>, _>("c_id")? {
+    let connection = match aliased::connection(row)? {
         None => None,
-        Some(id) => {
-            let connection = Connection {
-                id: id.into(),
-                workspace_id: row.try_get::<String, _>("c_workspace_id")?.into(),
-                bot_id: row.try_get::<String, _>("c_bot_id")?.into(),
-                connection_type: row.try_get("c_type")?,
-                config: row.try_get("c_config")?,
-                follow_ups: row.try_get("c_follow_ups")?,
-                budgets: row.try_get("c_budgets")?,
-                created_at: row.try_get("c_created_at")?,
-                updated_at: row.try_get("c_updated_at")?,
-            };
+        Some(connection) => {
             let state: Option<String> = row.try_get("wct_state")?;
             let hosts: Option<String> = row.try_get("wct_hosts")?;
             Some((connection, state.map(|state| choice(&state, hosts.as_deref()))))

@@ -10,6 +10,7 @@
 //! connection, so writers queue in-process instead of failing with `SQLITE_BUSY`; reads use a
 //! few more (WAL lets them run alongside). On PostgreSQL both share one pool.
 
+pub mod aliased;
 pub mod assignment;
 pub mod audit;
 pub mod connection_secrets;

@@ -11,6 +11,7 @@ use crate::domain::ids::{SessionId, UserId};
 use crate::domain::sessions::{Connection, Session};
 use crate::domain::tasks::Task;
 
+use super::aliased::{self, CONNECTION, TASK};
 use super::{Conn, StoreError};
 
 /// The rows a session start is built from.
@@ -70,16 +71,15 @@ impl NamedUser {
 
 /// The start rows of `session`; `None` if the session or any row it refers to is gone.
 pub async fn read(conn: &mut Conn, session: &SessionId) -> Result<Option<StartRows>, StoreError> {
-    let row = sqlx::query(
-        "SELECT s.id, s.workspace_id, s.task_id, s.bot_id, s.connection_id, s.connection_type, s.trigger_kind, \
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT s.id, s.workspace_id, s.task_id, s.bot_id, s.connection_id, s.connection_type, s.trigger_kind, \
             s.trigger_actor_id, s.comment_id, s.status, s.status_message, s.external_url, s.external_label, \
             s.created_at, s.started_at, s.ended_at, s.updated_at, s.plugin_sha256, s.plugin_cpu_micros, \
             w.name AS w_name, \
-            t.id AS t_id, t.short_number AS t_short_number, t.title AS t_title, t.description AS t_description, \
-            t.status_id AS t_status_id, t.assignee_id AS t_assignee_id, t.created_by AS t_created_by, \
-            t.created_at AS t_created_at, t.updated_at AS t_updated_at, \
+            {TASK}, \
             st.name AS st_name, b.name AS b_name, b.handle AS b_handle, \
-            c.connection_type AS c_type, c.config AS c_config, c.follow_ups AS c_follow_ups, c.budgets AS c_budgets, c.created_at AS c_created_at, c.updated_at AS c_updated_at, \
+            {CONNECTION}, \
             wct.outbound_hosts AS wct_hosts, \
             au.id AS au_id, au.name AS au_name, au.kind AS au_kind, au.handle AS au_handle, \
             tu.id AS tu_id, tu.name AS tu_name, tu.kind AS tu_kind, tu.handle AS tu_handle, \
@@ -95,38 +95,19 @@ pub async fn read(conn: &mut Conn, session: &SessionId) -> Result<Option<StartRo
             ON wct.workspace_id = s.workspace_id AND wct.connection_type = s.connection_type \
          LEFT JOIN users au ON au.id = t.assignee_id \
          LEFT JOIN users tu ON tu.id = s.trigger_actor_id \
-         WHERE s.id = $1",
-    )
-    .bind(session.as_str())
-    .fetch_optional(conn)
-    .await?;
+         WHERE s.id = $1"
+        )
+    });
+    let row = sqlx::query(SQL.as_str())
+        .bind(session.as_str())
+        .fetch_optional(conn)
+        .await?;
     let Some(row) = row else {
         return Ok(None);
     };
     let session = Session::from_row(&row)?;
-    let task = Task {
-        id: row.try_get("t_id")?,
-        workspace_id: session.workspace_id.clone(),
-        short_number: row.try_get("t_short_number")?,
-        title: row.try_get("t_title")?,
-        description: row.try_get("t_description")?,
-        status_id: row.try_get("t_status_id")?,
-        assignee_id: row.try_get("t_assignee_id")?,
-        created_by: row.try_get("t_created_by")?,
-        created_at: row.try_get("t_created_at")?,
-        updated_at: row.try_get("t_updated_at")?,
-    };
-    let connection = Connection {
-        id: session.connection_id.clone(),
-        workspace_id: session.workspace_id.clone(),
-        bot_id: session.bot_id.clone(),
-        connection_type: row.try_get("c_type")?,
-        config: row.try_get("c_config")?,
-        follow_ups: row.try_get("c_follow_ups")?,
-        budgets: row.try_get("c_budgets")?,
-        created_at: row.try_get("c_created_at")?,
-        updated_at: row.try_get("c_updated_at")?,
-    };
+    let task = aliased::task(&row)?;
+    let connection = aliased::connection(&row)?.ok_or_else(|| sqlx::Error::ColumnNotFound("c_id".into()))?;
     let hosts: Option<String> = row.try_get("wct_hosts")?;
     Ok(Some(StartRows {
         assignee: NamedUser::from_row(&row, ["au_id", "au_name", "au_kind", "au_handle"])?,

@@ -3,7 +3,9 @@
 use crate::domain::ids::{TokenId, UserId, WorkspaceId};
 use crate::domain::time::Timestamp;
 use crate::domain::tokens::ApiToken;
-use crate::domain::users::{Role, User, UserKind};
+use crate::domain::users::User;
+
+use super::aliased::{self, USER};
 
 use super::{Conn, StoreError};
 
@@ -31,36 +33,20 @@ pub async fn insert(conn: &mut Conn, token: &ApiToken, digest: &str) -> Result<(
 
 /// The token with `digest` and its user, in one query (every authenticated request asks).
 pub async fn find_with_user(conn: &mut Conn, digest: &str) -> Result<Option<(ApiToken, User)>, StoreError> {
-    use sqlx::{FromRow, Row};
-    let row = sqlx::query(
-        "SELECT t.id, t.workspace_id, t.user_id, t.name, t.scopes, t.expires_at, t.last_used_at, t.last_used_ip,                 t.revoked_at, t.created_at,                 u.workspace_id AS u_workspace_id, u.kind AS u_kind, u.name AS u_name, u.handle AS u_handle,                 u.email AS u_email, u.role AS u_role, u.avatar_url AS u_avatar_url, u.disabled_at AS u_disabled_at,                 u.deleted_at AS u_deleted_at, u.created_at AS u_created_at, u.updated_at AS u_updated_at          FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_digest = $1",
-    )
-    .bind(digest)
-    .fetch_optional(conn)
-    .await?;
+    use sqlx::FromRow;
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT t.id, t.workspace_id, t.user_id, t.name, t.scopes, t.expires_at, t.last_used_at, \
+             t.last_used_ip, t.revoked_at, t.created_at, {USER} \
+             FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_digest = $1"
+        )
+    });
+    let row = sqlx::query(SQL.as_str()).bind(digest).fetch_optional(conn).await?;
     let Some(row) = row else {
         return Ok(None);
     };
     let token = ApiToken::from_row(&row)?;
-    let decode = |column: &str, error: String| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: error.into(),
-    };
-    let user = User {
-        id: token.user_id.clone(),
-        workspace_id: row.try_get("u_workspace_id")?,
-        kind: UserKind::try_from(row.try_get::<String, _>("u_kind")?).map_err(|e| decode("u_kind", e))?,
-        name: row.try_get("u_name")?,
-        handle: row.try_get("u_handle")?,
-        email: row.try_get("u_email")?,
-        role: Role::try_from(row.try_get::<String, _>("u_role")?).map_err(|e| decode("u_role", e.to_string()))?,
-        avatar_url: row.try_get("u_avatar_url")?,
-        disabled_at: row.try_get("u_disabled_at")?,
-        deleted_at: row.try_get("u_deleted_at")?,
-        created_at: row.try_get("u_created_at")?,
-        updated_at: row.try_get("u_updated_at")?,
-    };
-    Ok(Some((token, user)))
+    Ok(aliased::user(&row)?.map(|user| (token, user)))
 }
 
 /// Records a use of the token (time and client address).
