@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{Actor, AuditKeys, Entry};
 use crate::domain::ids::{TaskId, WorkspaceId};
-use crate::domain::sessions::StatusChange;
+use crate::domain::sessions::{Session, StatusChange};
 use crate::domain::tasks::TaskEvent;
 use crate::domain::time::Timestamp;
 use crate::store::jobs::NewJob;
@@ -47,24 +47,32 @@ pub struct WriteTx {
     history: History,
 }
 
-/// Rows the batch's units added that nothing reads before the batch commits (a task's events, a
-/// new session's first status and its start job), written for the whole batch in multi-row
-/// statements just before it commits. They cannot fail on their own (ids of their own, rows the
-/// unit itself wrote or read), so a unit's writes stay its own while the batch saves a statement
-/// per row.
+/// Rows the batch's units added that nothing reads before the batch commits (new sessions, a
+/// task's events, a new session's first status and its start job), written for the whole batch
+/// in multi-row statements just before it commits. They cannot fail on their own (ids of their
+/// own, rows the unit itself wrote or read), so a unit's writes stay its own while the batch saves
+/// a statement per row. A unit that reads sessions a unit before it may have opened (a task's
+/// sessions, a bot's) writes the new ones first ([`WriteTx::write_new_sessions`]).
 #[derive(Default)]
 struct History {
+    sessions: Vec<Session>,
     task_events: Vec<TaskEvent>,
     status_changes: Vec<StatusChange>,
     jobs: Vec<NewJob>,
 }
 
 impl History {
-    fn lengths(&self) -> (usize, usize, usize) {
-        (self.task_events.len(), self.status_changes.len(), self.jobs.len())
+    fn lengths(&self) -> [usize; 4] {
+        [
+            self.sessions.len(),
+            self.task_events.len(),
+            self.status_changes.len(),
+            self.jobs.len(),
+        ]
     }
 
-    fn truncate(&mut self, (events, changes, jobs): (usize, usize, usize)) {
+    fn truncate(&mut self, [sessions, events, changes, jobs]: [usize; 4]) {
+        self.sessions.truncate(sessions);
         self.task_events.truncate(events);
         self.status_changes.truncate(changes);
         self.jobs.truncate(jobs);
@@ -116,6 +124,21 @@ impl WriteTx {
     /// how a unit hands what it wrote to a worker ([`crate::handoff`]) or wakes one.
     pub fn after_commit(&mut self, action: impl FnOnce() + Send + Sync + 'static) {
         self.after_commit.push(Box::new(action));
+    }
+
+    /// Inserts the new `session` when the batch commits, or before a later unit reads sessions.
+    pub fn insert_session_at_commit(&mut self, session: Session) {
+        self.history.sessions.push(session);
+    }
+
+    /// Writes the sessions units of this batch opened so far: call before reading sessions a
+    /// unit before this one may have opened (a task's, a bot's).
+    pub async fn write_new_sessions(&mut self) -> Result<(), StoreError> {
+        if self.history.sessions.is_empty() {
+            return Ok(());
+        }
+        let sessions = std::mem::take(&mut self.history.sessions);
+        store::sessions::insert_many(&mut self.tx, &sessions).await
     }
 
     /// Adds `event` to its task's history when the batch commits (see [`History`]).
@@ -432,6 +455,9 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
         history: History::default(),
     };
     for unit in batch {
+        // Earlier units' new sessions are written outside this unit's savepoint, so a unit that
+        // writes them (before reading sessions) and then fails does not take them with it.
+        tx.write_new_sessions().await?;
         sqlx::query("SAVEPOINT unit").execute(tx.conn()).await?;
         let (audited, numbered, acting) = (tx.audit.len(), tx.numbering.len(), tx.after_commit.len());
         let recorded = tx.history.lengths();
@@ -463,6 +489,8 @@ async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
     let mut audit = std::mem::take(&mut tx.audit);
     let after_commit = std::mem::take(&mut tx.after_commit);
     let history = std::mem::take(&mut tx.history);
+    // Sessions first: status changes and jobs refer to them.
+    store::sessions::insert_many(tx.conn(), &history.sessions).await?;
     store::tasks::insert_events(tx.conn(), &history.task_events).await?;
     store::sessions::insert_status_changes(tx.conn(), &history.status_changes).await?;
     store::jobs::insert_many(tx.conn(), &history.jobs).await?;

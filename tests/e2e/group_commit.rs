@@ -354,12 +354,18 @@ async fn a_failing_units_history_rows_go_with_it() {
     let (task, session) = (TaskId::from(task.as_str()), SessionId::from(session.as_str()));
     // The units' jobs are leased far into the future, so no worker runs them and they are told apart.
     let far = Timestamp::from_millis(4_102_444_800_000);
-    let before = {
+    let (before, template) = {
         let mut conn = host.app().db.read().await.unwrap();
-        store::tasks::events(&mut conn, &task).await.unwrap().len()
+        let before = store::tasks::events(&mut conn, &task).await.unwrap().len();
+        (
+            before,
+            store::sessions::get_any(&mut conn, &session).await.unwrap().unwrap(),
+        )
     };
 
-    // Sent together, so they share batches; every third unit fails after recording its event.
+    // Sent together, so they share batches; every third unit fails after recording its event and
+    // opening a session (every fourth writes the batch's new sessions first, as a unit that reads
+    // sessions does).
     let mut units = tokio::task::JoinSet::new();
     for n in 0..60u32 {
         let (writer, task, actor, session) = (
@@ -368,11 +374,17 @@ async fn a_failing_units_history_rows_go_with_it() {
             UserId::from(workspace.admin_id.as_str()),
             session.clone(),
         );
+        let mut opened = template.clone();
+        opened.id = SessionId::from(format!("ses_history_{n:03}"));
         units.spawn(async move {
             let answer = writer
                 .write(move |tx| {
-                    let (task, actor, session) = (task.clone(), actor.clone(), session.clone());
+                    let (task, actor, session, opened) = (task.clone(), actor.clone(), session.clone(), opened.clone());
                     Box::pin(async move {
+                        tx.insert_session_at_commit(opened);
+                        if n % 4 == 0 {
+                            tx.write_new_sessions().await?;
+                        }
                         let (job, _) = NewJob::leased(&JobKind::StartSession, &session, far, far);
                         tx.insert_job_at_commit(job);
                         tx.record_task_event(TaskEvent {
@@ -418,6 +430,20 @@ async fn a_failing_units_history_rows_go_with_it() {
         .await
         .unwrap();
     assert_eq!(jobs, expected_count() as i64, "one job per unit that succeeded");
+    let opened: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM agent_sessions WHERE id LIKE 'ses_history_%' ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    let expected: Vec<String> = (0..60u32)
+        .filter(|n| n % 3 != 1)
+        .map(|n| format!("ses_history_{n:03}"))
+        .collect();
+    assert_eq!(
+        opened.into_iter().map(|(id,)| id).collect::<Vec<_>>(),
+        expected,
+        "one session per unit that succeeded, none of those that failed"
+    );
 }
 
 /// Units of `a_failing_units_history_rows_go_with_it` that succeed.

@@ -13,31 +13,43 @@ const ACTIVITY_COLUMNS: &str = "id, session_id, activity_type, body, action, par
 const STATUS_CHANGE_COLUMNS: &str = "id, session_id, status, message, idempotency_key, source, created_at";
 
 /// Inserts a session.
-pub async fn insert(conn: &mut Conn, s: &Session) -> Result<(), StoreError> {
-    sqlx::query(&format!(
-        "INSERT INTO agent_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
-    ))
-    .bind(s.id.as_str())
-    .bind(s.workspace_id.as_str())
-    .bind(s.task_id.as_str())
-    .bind(s.bot_id.as_str())
-    .bind(s.connection_id.as_str())
-    .bind(&s.connection_type)
-    .bind(s.trigger_kind.as_str())
-    .bind(s.trigger_actor_id.as_ref().map(|a| a.as_str()))
-    .bind(s.comment_id.as_ref().map(|c| c.as_str()))
-    .bind(s.status.as_str())
-    .bind(s.status_message.as_deref())
-    .bind(s.external_url.as_deref())
-    .bind(s.external_label.as_deref())
-    .bind(s.created_at.millis())
-    .bind(s.started_at.map(Timestamp::millis))
-    .bind(s.ended_at.map(Timestamp::millis))
-    .bind(s.updated_at.millis())
-    .bind(s.plugin_sha256.as_deref())
-    .bind(s.plugin_cpu_micros)
-    .execute(conn)
-    .await?;
+pub async fn insert(conn: &mut Conn, session: &Session) -> Result<(), StoreError> {
+    insert_many(conn, std::slice::from_ref(session)).await
+}
+
+/// Inserts `sessions` in multi-row statements (runs of powers of two, see
+/// [`super::runs_of_powers_of_two`]).
+pub async fn insert_many(conn: &mut Conn, sessions: &[Session]) -> Result<(), StoreError> {
+    for run in super::runs_of_powers_of_two(sessions) {
+        let sql = format!(
+            "INSERT INTO agent_sessions ({SESSION_COLUMNS}) VALUES {}",
+            super::values_rows(run.len(), 19)
+        );
+        let mut query = sqlx::query(&sql);
+        for s in run {
+            query = query
+                .bind(s.id.as_str())
+                .bind(s.workspace_id.as_str())
+                .bind(s.task_id.as_str())
+                .bind(s.bot_id.as_str())
+                .bind(s.connection_id.as_str())
+                .bind(&s.connection_type)
+                .bind(s.trigger_kind.as_str())
+                .bind(s.trigger_actor_id.as_ref().map(|a| a.as_str()))
+                .bind(s.comment_id.as_ref().map(|c| c.as_str()))
+                .bind(s.status.as_str())
+                .bind(s.status_message.as_deref())
+                .bind(s.external_url.as_deref())
+                .bind(s.external_label.as_deref())
+                .bind(s.created_at.millis())
+                .bind(s.started_at.map(Timestamp::millis))
+                .bind(s.ended_at.map(Timestamp::millis))
+                .bind(s.updated_at.millis())
+                .bind(s.plugin_sha256.as_deref())
+                .bind(s.plugin_cpu_micros);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

@@ -103,7 +103,6 @@ pub async fn open_on(
     trigger: Trigger,
     known: Option<StartKnown>,
 ) -> Result<Session, OpenError> {
-    let tx = wtx.conn();
     if !bot.is_enabled() {
         return Err(OpenError::BotDisabled(format!(
             "bot @{} is disabled and takes no new work",
@@ -138,10 +137,8 @@ pub async fn open_on(
         plugin_sha256: None,
         plugin_cpu_micros: 0,
     };
-    store::sessions::insert(tx, &session).await?;
     let queued = new_change(&session.id, SessionStatus::Queued, None, None, RecordSource::Host, now);
     wtx.record_status_change(queued);
-    let tx = wtx.conn();
     let usability = connection_types::usability_by_choice(app, &connection.connection_type, choice.as_ref());
     let refusal = match usability {
         Usability::Usable => None,
@@ -151,6 +148,12 @@ pub async fn open_on(
         )),
         Usability::Disabled => connection_types::unusable_reason(&connection.connection_type, &usability),
     };
+    if refusal.is_none() {
+        // Written with the batch (a later unit that reads sessions writes it first).
+        wtx.insert_session_at_commit(session.clone());
+    } else {
+        store::sessions::insert(wtx.conn(), &session).await?;
+    }
     match refusal {
         None => match app.job_handoff.reserve() {
             Some(room) => {
@@ -177,7 +180,7 @@ pub async fn open_on(
             }
         },
         Some(reason) => {
-            host_transition(tx, &mut session, SessionStatus::Failed, Some(reason), now).await?;
+            host_transition(wtx.conn(), &mut session, SessionStatus::Failed, Some(reason), now).await?;
         }
     }
     Ok(session)
@@ -246,6 +249,7 @@ pub async fn mention(
             .await
             .map(|s| Mentioned::Opened(Box::new(s)));
     }
+    wtx.write_new_sessions().await?;
     let latest = store::sessions::latest_of_bot_on_task(wtx.conn(), &task.id, &bot.id).await?;
     let Some(latest) = latest.filter(|s| !s.status.is_terminal()) else {
         return open(wtx, app, task, bot, trigger)

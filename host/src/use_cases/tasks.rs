@@ -270,6 +270,7 @@ async fn update_in(
         .filter(|p| Some(*p) != task.assignee_id.as_ref())
     {
         let reason = format!("unassigned by {}", caller.user.name);
+        tx.write_new_sessions().await?;
         for mut session in store::sessions::open_for_bot(tx.conn(), previous).await? {
             if session.task_id == task.id && session.trigger_kind == TriggerKind::Assigned {
                 sessions::cancel(tx.conn(), &mut session, reason.clone(), now).await?;
