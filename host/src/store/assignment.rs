@@ -4,6 +4,8 @@
 //! bot read these in three statements, and the start it opened read them again; the opening
 //! write now hands them to its start.
 
+use std::sync::LazyLock;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -51,11 +53,59 @@ const CHOICE: &str = "wct.state AS wct_state, wct.outbound_hosts AS wct_hosts";
 const ASSIGNEE_JOINS: &str = "LEFT JOIN agent_connections c ON c.bot_id = u.id \
     LEFT JOIN workspace_connection_types wct ON wct.workspace_id = u.workspace_id AND wct.connection_type = c.connection_type";
 
-fn user_match(user: &UserRef) -> &'static str {
+/// How a [`UserRef`] matches a user: index 0 by id, 1 by handle.
+const USER_MATCH: [&str; 2] = ["u.id", "u.handle"];
+
+fn user_index(user: &UserRef) -> usize {
     match user {
-        UserRef::Id(_) => "u.id",
-        UserRef::Handle(_) => "u.handle",
+        UserRef::Id(_) => 0,
+        UserRef::Handle(_) => 1,
     }
+}
+
+/// The text of [`task_and_assignee`]'s statement, built once per shape (a task by id or by
+/// number; no user, a user by id or by handle).
+fn task_sql(task_ref: &TaskRef, assignee: Option<&UserRef>) -> &'static str {
+    static SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
+        let mut all = Vec::with_capacity(6);
+        for task_match in ["t.id", "t.short_number"] {
+            all.push(format!(
+                "SELECT {TASK}, {TASK_EXTRA} FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
+                 WHERE t.workspace_id = $1 AND {task_match} = $2"
+            ));
+            for user_match in USER_MATCH {
+                all.push(format!(
+                    "SELECT {TASK}, {TASK_EXTRA}, {USER}, {CONNECTION}, {CHOICE} \
+                     FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
+                     LEFT JOIN users u ON u.workspace_id = t.workspace_id AND {user_match} = $3 {ASSIGNEE_JOINS} \
+                     WHERE t.workspace_id = $1 AND {task_match} = $2"
+                ));
+            }
+        }
+        all
+    });
+    let task = match task_ref {
+        TaskRef::Id(_) => 0,
+        TaskRef::ShortNumber(_) => 1,
+    };
+    &SQL[task * 3 + assignee.map_or(0, |user| 1 + user_index(user))]
+}
+
+/// The text of [`assignee`]'s statement, built once per way of naming the user.
+fn assignee_sql(user: &UserRef) -> &'static str {
+    static SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
+        USER_MATCH
+            .iter()
+            .map(|user_match| {
+                format!(
+                    "SELECT {USER}, {CONNECTION}, {CHOICE}, w.name AS w_name FROM users u \
+                     JOIN workspaces w ON w.id = u.workspace_id \
+                     {ASSIGNEE_JOINS} WHERE u.workspace_id = $1 AND {user_match} = $2"
+                )
+            })
+            .collect()
+    });
+    &SQL[user_index(user)]
 }
 
 fn user_value(user: &UserRef) -> &str {
@@ -72,24 +122,7 @@ pub async fn task_and_assignee(
     task_ref: &TaskRef,
     assignee: Option<&UserRef>,
 ) -> Result<Option<TaskRead>, StoreError> {
-    let task_match = match task_ref {
-        TaskRef::Id(_) => "t.id",
-        TaskRef::ShortNumber(_) => "t.short_number",
-    };
-    let sql = match assignee {
-        None => format!(
-            "SELECT {TASK}, {TASK_EXTRA} FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
-             WHERE t.workspace_id = $1 AND {task_match} = $2"
-        ),
-        Some(user) => format!(
-            "SELECT {TASK}, {TASK_EXTRA}, {USER}, {CONNECTION}, {CHOICE} \
-             FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
-             LEFT JOIN users u ON u.workspace_id = t.workspace_id AND {} = $3 {ASSIGNEE_JOINS} \
-             WHERE t.workspace_id = $1 AND {task_match} = $2",
-            user_match(user)
-        ),
-    };
-    let query = sqlx::query(&sql).bind(workspace.as_str());
+    let query = sqlx::query(task_sql(task_ref, assignee)).bind(workspace.as_str());
     let query = match task_ref {
         TaskRef::Id(id) => query.bind(id.as_str()),
         TaskRef::ShortNumber(n) => query.bind(*n),
@@ -119,13 +152,7 @@ pub async fn assignee(
     workspace: &WorkspaceId,
     user: &UserRef,
 ) -> Result<Option<(String, AssigneeRead)>, StoreError> {
-    let sql = format!(
-        "SELECT {USER}, {CONNECTION}, {CHOICE}, w.name AS w_name FROM users u \
-         JOIN workspaces w ON w.id = u.workspace_id \
-         {ASSIGNEE_JOINS} WHERE u.workspace_id = $1 AND {} = $2",
-        user_match(user)
-    );
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(assignee_sql(user))
         .bind(workspace.as_str())
         .bind(user_value(user))
         .fetch_optional(conn)
