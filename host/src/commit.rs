@@ -26,6 +26,7 @@ use crate::domain::ids::{TaskId, WorkspaceId};
 use crate::domain::sessions::{Session, StatusChange};
 use crate::domain::tasks::TaskEvent;
 use crate::domain::time::Timestamp;
+use crate::store::batch_rows::BatchRows;
 use crate::store::jobs::NewJob;
 use crate::store::{self, Backend, Conn, Db, StoreError, Tx};
 
@@ -489,11 +490,8 @@ async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
     let mut audit = std::mem::take(&mut tx.audit);
     let after_commit = std::mem::take(&mut tx.after_commit);
     let history = std::mem::take(&mut tx.history);
-    // Sessions first: status changes and jobs refer to them.
-    store::sessions::insert_many(tx.conn(), &history.sessions).await?;
-    store::tasks::insert_events(tx.conn(), &history.task_events).await?;
-    store::sessions::insert_status_changes(tx.conn(), &history.status_changes).await?;
-    store::jobs::insert_many(tx.conn(), &history.jobs).await?;
+    // Numbers first: the audit records carry them, and the workspace's counter row is locked
+    // before the chain head (as every writer does).
     let numbers = number_tasks(tx.conn(), &numbering).await?;
     if !numbers.is_empty() {
         for (_, entry, _) in &mut audit {
@@ -503,7 +501,13 @@ async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
             }
         }
     }
-    store::audit::append_many(tx.conn(), &keys.chain, &audit).await?;
+    let rows = BatchRows {
+        sessions: &history.sessions,
+        task_events: &history.task_events,
+        status_changes: &history.status_changes,
+        jobs: &history.jobs,
+    };
+    store::batch_rows::write(tx.conn(), &keys.chain, rows, &audit).await?;
     tx.tx.commit().await?;
     for task in &numbering {
         if let Some(number) = numbers.get(&task.placeholder) {

@@ -164,6 +164,94 @@ async fn many_row_writes_do_for_every_row_what_their_one_row_forms_do() {
         .await
         .unwrap();
     assert_eq!(left, 0, "every completed job is gone");
+    drop(conn);
+
+    // The start recorder's write of all three at once (one statement on PostgreSQL) does what
+    // the three above do: calls settled, deliveries in, jobs gone, and whether others are left.
+    let before = call_counts(db, &sessions).await;
+    let mut tx = db.begin().await.unwrap();
+    let mut jobs: Vec<JobId> = Vec::new();
+    for session in [&sessions[0], &sessions[1], &sessions[1]] {
+        jobs.push(
+            store::jobs::insert(&mut tx, &JobKind::StartSession, Some(session), later)
+                .await
+                .unwrap(),
+        );
+    }
+    tx.commit().await.unwrap();
+    let outbox: Vec<(Delivery, Option<leadtime_host::domain::time::Timestamp>)> = (0..3)
+        .map(|n| {
+            let mut delivery = Delivery::pending(
+                DeliveryId::from(format!("msg_outcome_{n}").as_str()),
+                workspace_id.as_str().into(),
+                connection_id.as_str().into(),
+                Some(sessions[n].clone()),
+                format!("http://127.0.0.1:9/outcome/{n}"),
+                format!("{{\"text\":\"line\\n\\\"quoted\\\" {n} é\"}}"),
+                now,
+            );
+            delivery.next_attempt_at = Some(now.plus_millis(3_600_000));
+            (delivery, (n == 1).then(|| now.plus_millis(90_000)))
+        })
+        .collect();
+    let calls = [
+        SettledCall {
+            session: sessions[0].clone(),
+            pin: Some("again-sha".into()),
+            micros: 3,
+        },
+        SettledCall {
+            session: sessions[1].clone(),
+            pin: None,
+            micros: 4,
+        },
+    ];
+    let mut tx = db.begin().await.unwrap();
+    assert!(
+        store::start_outcomes::write(&mut tx, &calls, &outbox, &[jobs[0].clone(), jobs[1].clone()])
+            .await
+            .unwrap(),
+        "the second session still has a job"
+    );
+    assert!(
+        !store::start_outcomes::write(&mut tx, &[], &[], &[jobs[2].clone()])
+            .await
+            .unwrap(),
+        "nothing is left of either session"
+    );
+    tx.commit().await.unwrap();
+    let after = call_counts(db, &sessions).await;
+    assert_eq!(after[0], (before[0].0 + 1, before[0].1 + 3, Some("again-sha".into())));
+    assert_eq!(after[1], (before[1].0 + 1, before[1].1 + 4, before[1].2.clone()));
+    assert_eq!(after[2], before[2]);
+    let mut conn = db.read().await.unwrap();
+    let stored = sqlx::query(
+        "SELECT id, url, body, session_id, locked_until, status, attempts FROM webhook_deliveries \
+         WHERE id LIKE 'msg_outcome_%' ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), 3);
+    for (row, (delivery, lease)) in stored.iter().zip(&outbox) {
+        let (url, body): (String, String) = (row.try_get(1).unwrap(), row.try_get(2).unwrap());
+        let session: Option<String> = row.try_get(3).unwrap();
+        let locked_until: Option<i64> = row.try_get(4).unwrap();
+        let (status, attempts): (String, i64) = (row.try_get(5).unwrap(), row.try_get(6).unwrap());
+        assert_eq!(
+            (url.as_str(), body.as_str()),
+            (delivery.url.as_str(), delivery.body.as_str())
+        );
+        assert_eq!(session.as_deref(), delivery.session_id.as_ref().map(SessionId::as_str));
+        assert_eq!(locked_until, lease.map(|l| l.millis()));
+        assert_eq!((status.as_str(), attempts), ("pending", delivery.attempts));
+    }
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE run_at = $1")
+        .bind(later.millis())
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "every completed job is gone");
 }
 
 /// Each session's plugin calls, CPU micros and pinned version.

@@ -1,6 +1,6 @@
 //! Recording attempt outcomes. Attempts finish concurrently; one recorder task writes their
-//! outcomes in batches — one transaction per batch, one multi-row insert for the attempt log and
-//! one update for every delivery that got through — so the database (SQLite's single writer in
+//! outcomes in batches — one unit of the group commit per batch, the attempt log and every
+//! delivery that got through written together ([`store::deliveries::record_attempts`]) — so the database (SQLite's single writer in
 //! particular) is not the bottleneck of delivery throughput.
 
 use std::collections::HashMap;
@@ -17,7 +17,7 @@ use crate::domain::ids::{AttemptId, DeliveryId};
 use crate::domain::time::Timestamp;
 use crate::store::deliveries::Delivery;
 use crate::store::endpoints::{AttemptRun, Endpoint};
-use crate::store::{self, Conn, StoreError};
+use crate::store::{self, StoreError};
 use crate::use_cases::sessions;
 
 use super::policy::{self, AttemptResult, NextStep};
@@ -92,7 +92,6 @@ async fn record_batch(app: &Arc<App>, batch: &[Outcome]) -> Result<(), StoreErro
 }
 
 async fn record_in(tx: &mut WriteTx, app: &App, batch: &[Attempted], now: Timestamp) -> Result<(), StoreError> {
-    insert_attempts(tx.conn(), batch).await?;
     // One health update per endpoint for the whole batch.
     let mut runs: Vec<((&str, &str), AttemptRun)> = Vec::new();
     for outcome in batch {
@@ -145,16 +144,17 @@ async fn record_in(tx: &mut WriteTx, app: &App, batch: &[Attempted], now: Timest
             }
         }
     }
-    store::deliveries::mark_delivered_many(tx.conn(), &delivered, now).await?;
+    // The attempt log and the deliveries that got through, together (one statement on PostgreSQL).
+    store::deliveries::record_attempts(tx.conn(), &attempt_rows(batch), &delivered, now).await?;
     if !delivered.is_empty() {
         tracing::debug!(count = delivered.len(), "webhooks delivered");
     }
     Ok(())
 }
 
-/// The attempt log rows of a batch, in one statement.
-async fn insert_attempts(tx: &mut Conn, batch: &[Attempted]) -> Result<(), StoreError> {
-    let attempts: Vec<store::deliveries::Attempt> = batch
+/// The attempt log rows of a batch.
+fn attempt_rows(batch: &[Attempted]) -> Vec<store::deliveries::Attempt> {
+    batch
         .iter()
         .map(|o| store::deliveries::Attempt {
             id: AttemptId::generate(),
@@ -166,8 +166,7 @@ async fn insert_attempts(tx: &mut Conn, batch: &[Attempted]) -> Result<(), Store
             response_body: o.result.response_body.clone(),
             error: o.result.error.clone(),
         })
-        .collect();
-    store::deliveries::insert_attempts(tx, &attempts).await
+        .collect()
 }
 
 fn give_up_reason(delivery: &Delivery, result: &AttemptResult, error: &str) -> String {

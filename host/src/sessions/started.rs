@@ -1,8 +1,8 @@
 //! Recording what session starts queued, in batches. Every assignment ends in a start whose
 //! outcome is the same three writes — the call settled on its session, its webhooks put in the
 //! outbox, its job deleted — so one recorder task takes the outcomes waiting and writes them as
-//! one unit of the group commit with a statement per *kind* of write (multi-row, in runs of powers
-//! of two so the statement shapes stay few), not three statements per start. As the delivery
+//! one unit of the group commit, all three kinds of write for the whole batch together
+//! ([`store::start_outcomes`]: one statement on PostgreSQL), not three statements per start. As the delivery
 //! recorder does for attempts. A start is answered once its outcome is committed.
 //!
 //! A batch that fails (one start's webhook id taken, say) is written again one start at a time,
@@ -119,7 +119,6 @@ async fn write_in(wtx: &mut WriteTx, app: &App, outcomes: &[Outcome], now: Times
             micros: o.cpu.as_micros().min(i64::MAX as u128) as i64,
         })
         .collect();
-    store::sessions::settle_calls(wtx.conn(), &settled).await?;
     let mut jobs_queued = false;
     for outcome in outcomes {
         let (session, effects) = (&outcome.session.id, &outcome.effects);
@@ -165,7 +164,9 @@ async fn write_in(wtx: &mut WriteTx, app: &App, outcomes: &[Outcome], now: Times
             rooms.push(room);
         }
     }
-    store::deliveries::insert_many(wtx.conn(), &rows).await?;
+    let finished: Vec<JobId> = outcomes.iter().map(|o| o.job.clone()).collect();
+    // A finished job's session may have jobs that waited for it; timers and model calls are new.
+    let others_waiting = store::start_outcomes::write(wtx.conn(), &settled, &rows, &finished).await?;
     let unhanded = rooms.iter().any(Option::is_none);
     let handed: Vec<_> = rooms
         .into_iter()
@@ -183,9 +184,7 @@ async fn write_in(wtx: &mut WriteTx, app: &App, outcomes: &[Outcome], now: Times
         let queued = app.deliveries_queued.clone();
         wtx.after_commit(move || queued.notify_one());
     }
-    let finished: Vec<JobId> = outcomes.iter().map(|o| o.job.clone()).collect();
-    // A finished job's session may have jobs that waited for it; timers and model calls are new.
-    if store::jobs::complete_many_and_look(wtx.conn(), &finished).await? || jobs_queued {
+    if others_waiting || jobs_queued {
         let queued = app.jobs_queued.clone();
         wtx.after_commit(move || queued.notify_one());
     }

@@ -32,12 +32,30 @@ pub async fn append_many(
     if entries.is_empty() {
         return Ok(());
     }
+    let head = sqlx::query_as(RESERVE)
+        .bind(entries.len() as i64)
+        .fetch_one(&mut *conn)
+        .await?;
+    append_reserved(conn, key, head, entries).await
+}
+
+/// Takes `$1` sequence numbers from the chain head (locking it until the transaction ends) and
+/// returns the head as [`Reserved`] it.
+pub(crate) const RESERVE: &str = "UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash, keyed_from";
+
+/// The chain head after [`RESERVE`]: the last sequence number taken, the hash of the record
+/// before the first one taken, and the first sequence number linked with the chain key.
+pub(crate) type Reserved = (i64, String, i64);
+
+/// Writes `entries` at the sequence numbers `head` reserved for exactly them ([`RESERVE`]), each
+/// hashed onto the one before, and moves the head's hash to the last.
+pub(crate) async fn append_reserved(
+    conn: &mut Conn,
+    key: &ChainKey,
+    (last_seq, mut prev_hash, keyed_from): Reserved,
+    entries: &[(Actor, Entry, Timestamp)],
+) -> Result<(), StoreError> {
     let count = entries.len() as i64;
-    let (last_seq, mut prev_hash, keyed_from): (i64, String, i64) =
-        sqlx::query_as("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash, keyed_from")
-            .bind(count)
-            .fetch_one(&mut *conn)
-            .await?;
     let chain = Chain { key, keyed_from };
     let mut records = Vec::with_capacity(entries.len());
     for (n, (actor, entry, at)) in entries.iter().enumerate() {
@@ -45,6 +63,22 @@ pub async fn append_many(
         record.hash = record.expected_hash(&chain);
         prev_hash = record.hash.clone();
         records.push(record);
+    }
+    if conn.is_postgres() {
+        // The records and the head's new hash in one statement (see `json_rows`).
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH records AS ({}) UPDATE audit_head SET hash = $2 WHERE id = 1",
+                super::json_rows::insert_sql("audit_log", COLUMNS, 1)
+            )
+        });
+        let rows: Vec<RecordRow> = records.iter().map(RecordRow::of).collect();
+        sqlx::query(&SQL)
+            .bind(super::json_rows::encode(&rows)?)
+            .bind(&prev_hash)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(());
     }
     // 17 parameters a row; 50 rows stay far below every backend's limit.
     for chunk in records.chunks(50) {
@@ -83,6 +117,52 @@ pub async fn append_many(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// A record as a row of [`super::json_rows`] (its columns by name, unlike [`Record`]'s API form).
+#[derive(serde::Serialize)]
+struct RecordRow<'a> {
+    seq: i64,
+    id: &'a str,
+    at: i64,
+    workspace_id: Option<&'a str>,
+    actor_kind: &'a str,
+    actor_id: Option<&'a str>,
+    token_id: Option<&'a str>,
+    session_id: Option<&'a str>,
+    action: &'a str,
+    target_kind: &'a str,
+    target_id: Option<&'a str>,
+    request_id: Option<&'a str>,
+    ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    details: &'a str,
+    prev_hash: &'a str,
+    hash: &'a str,
+}
+
+impl<'a> RecordRow<'a> {
+    fn of(r: &'a Record) -> Self {
+        RecordRow {
+            seq: r.seq,
+            id: &r.id,
+            at: r.at,
+            workspace_id: r.workspace_id.as_deref(),
+            actor_kind: &r.actor_kind,
+            actor_id: r.actor_id.as_deref(),
+            token_id: r.token_id.as_deref(),
+            session_id: r.session_id.as_deref(),
+            action: &r.action,
+            target_kind: &r.target_kind,
+            target_id: r.target_id.as_deref(),
+            request_id: r.request_id.as_deref(),
+            ip: r.ip.as_deref(),
+            user_agent: r.user_agent.as_deref(),
+            details: &r.details,
+            prev_hash: &r.prev_hash,
+            hash: &r.hash,
+        }
+    }
 }
 
 /// A record of `entry` by `actor` at `at`, at `seq` after `prev_hash`, not yet hashed.

@@ -136,6 +136,55 @@ pub async fn insert_many(conn: &mut Conn, deliveries: &[(Delivery, Option<Timest
     Ok(())
 }
 
+/// A delivery as a row of [`super::json_rows`].
+#[derive(serde::Serialize)]
+struct DeliveryRow<'a> {
+    id: &'a str,
+    workspace_id: &'a str,
+    connection_id: &'a str,
+    session_id: Option<&'a str>,
+    url: &'a str,
+    body: &'a str,
+    status: &'a str,
+    attempts: i64,
+    retry_base: i64,
+    next_attempt_at: Option<i64>,
+    last_error: Option<&'a str>,
+    delivered_at: Option<i64>,
+    created_at: i64,
+    locked_until: Option<i64>,
+}
+
+/// `deliveries` as the JSON rows of an insert by [`super::json_rows`] (PostgreSQL), as
+/// [`insert_many`] writes them.
+pub(crate) fn json_rows(deliveries: &[(Delivery, Option<Timestamp>)]) -> Result<String, StoreError> {
+    let rows: Vec<DeliveryRow> = deliveries
+        .iter()
+        .map(|(d, locked_until)| DeliveryRow {
+            id: d.id.as_str(),
+            workspace_id: d.workspace_id.as_str(),
+            connection_id: d.connection_id.as_str(),
+            session_id: d.session_id.as_ref().map(SessionId::as_str),
+            url: &d.url,
+            body: &d.body,
+            status: &d.status,
+            attempts: d.attempts,
+            retry_base: d.retry_base,
+            next_attempt_at: d.next_attempt_at.map(Timestamp::millis),
+            last_error: d.last_error.as_deref(),
+            delivered_at: d.delivered_at.map(Timestamp::millis),
+            created_at: d.created_at.millis(),
+            locked_until: locked_until.map(Timestamp::millis),
+        })
+        .collect();
+    super::json_rows::encode(&rows)
+}
+
+/// The insert of [`json_rows`] bound at `${parameter}`.
+pub(crate) fn insert_json_sql(parameter: usize) -> String {
+    super::json_rows::insert_sql("webhook_deliveries", &format!("{COLUMNS}, locked_until"), parameter)
+}
+
 /// Leases up to `limit` due pending deliveries until `now + lease_ms`, counting the attempt, while
 /// keeping every connection's endpoint at no more than `per_endpoint` leased deliveries (across all
 /// hosts sharing the database), so one slow receiver cannot take every slot.
@@ -429,6 +478,66 @@ pub async fn insert_attempts(conn: &mut Conn, attempts: &[Attempt]) -> Result<()
             .bind(a.error.as_deref());
     }
     query.execute(conn).await?;
+    Ok(())
+}
+
+/// An attempt as a row of [`super::json_rows`].
+#[derive(serde::Serialize)]
+struct AttemptRow<'a> {
+    id: &'a str,
+    delivery_id: &'a str,
+    attempt: i64,
+    started_at: i64,
+    status_code: Option<i64>,
+    latency_ms: i64,
+    response_body: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+/// Records `attempts` and marks the `delivered` deliveries delivered at `at`: on PostgreSQL in one
+/// statement (rows as [`super::json_rows`]), else as [`insert_attempts`] and [`mark_delivered_many`].
+pub async fn record_attempts(
+    conn: &mut Conn,
+    attempts: &[Attempt],
+    delivered: &[&DeliveryId],
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    if !conn.is_postgres() {
+        insert_attempts(conn, attempts).await?;
+        return mark_delivered_many(conn, delivered, at).await;
+    }
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH attempts AS ({}) \
+             UPDATE webhook_deliveries SET status = 'delivered', delivered_at = $3, locked_until = NULL, last_error = NULL \
+             WHERE id IN (SELECT json_array_elements_text($2::json))",
+            super::json_rows::insert_sql(
+                "webhook_attempts",
+                "id, delivery_id, attempt, started_at, status_code, latency_ms, response_body, error",
+                1
+            )
+        )
+    });
+    let rows: Vec<AttemptRow> = attempts
+        .iter()
+        .map(|a| AttemptRow {
+            id: a.id.as_str(),
+            delivery_id: a.delivery_id.as_str(),
+            attempt: a.attempt,
+            started_at: a.started_at.millis(),
+            status_code: a.status_code,
+            latency_ms: a.latency_ms,
+            response_body: a.response_body.as_deref(),
+            error: a.error.as_deref(),
+        })
+        .collect();
+    let delivered: Vec<&str> = delivered.iter().map(|id| id.as_str()).collect();
+    sqlx::query(&SQL)
+        .bind(super::json_rows::encode(&rows)?)
+        .bind(super::json_rows::encode(&delivered)?)
+        .bind(at.millis())
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -125,6 +125,47 @@ pub async fn insert_many(conn: &mut Conn, jobs: &[NewJob]) -> Result<(), StoreEr
     Ok(())
 }
 
+/// A job as a row of [`super::json_rows`].
+#[derive(serde::Serialize)]
+struct JobRow<'a> {
+    id: &'a str,
+    kind: &'a str,
+    session_id: Option<&'a str>,
+    payload: &'a str,
+    run_at: i64,
+    locked_until: Option<i64>,
+    attempts: i64,
+    created_at: i64,
+}
+
+/// `jobs` as the JSON rows of an insert by [`super::json_rows`] (PostgreSQL), as [`insert_many`]
+/// writes them.
+pub(crate) fn json_rows(jobs: &[NewJob]) -> Result<String, StoreError> {
+    let rows: Vec<JobRow> = jobs
+        .iter()
+        .map(|job| JobRow {
+            id: job.id.as_str(),
+            kind: job.kind,
+            session_id: job.session.as_ref().map(SessionId::as_str),
+            payload: &job.payload,
+            run_at: job.run_at.millis(),
+            locked_until: job.locked_until.map(Timestamp::millis),
+            attempts: i64::from(job.locked_until.is_some()),
+            created_at: job.created_at.millis(),
+        })
+        .collect();
+    super::json_rows::encode(&rows)
+}
+
+/// The insert of [`json_rows`] bound at `${parameter}`.
+pub(crate) fn insert_json_sql(parameter: usize) -> String {
+    super::json_rows::insert_sql(
+        "jobs",
+        "id, kind, session_id, payload, run_at, locked_until, attempts, created_at",
+        parameter,
+    )
+}
+
 /// Queues `job` with a chosen `id` (a plugin's timer id), created at `now` and due at `run_at`.
 pub async fn insert_with_id(
     conn: &mut Conn,

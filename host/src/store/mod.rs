@@ -13,6 +13,7 @@
 pub mod aliased;
 pub mod assignment;
 pub mod audit;
+pub mod batch_rows;
 pub mod connection_secrets;
 pub mod connection_types;
 pub mod connections;
@@ -22,12 +23,14 @@ pub mod endpoints;
 pub mod host_keys;
 pub mod inbound;
 pub mod jobs;
+pub(crate) mod json_rows;
 pub mod kv;
 pub mod model_usage;
 pub mod session_start;
 pub mod sessions;
 pub mod setup_codes;
 pub mod sqlite;
+pub mod start_outcomes;
 pub mod tasks;
 pub mod tokens;
 pub mod users;
@@ -76,6 +79,13 @@ pub fn statements_run() -> u64 {
 
 fn count_statement() {
     STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl Conn {
+    /// Whether this is a PostgreSQL connection (for the few statements written per backend).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Conn::Postgres(_))
+    }
 }
 
 fn released() -> sqlx::Error {

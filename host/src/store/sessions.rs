@@ -53,6 +53,64 @@ pub async fn insert_many(conn: &mut Conn, sessions: &[Session]) -> Result<(), St
     Ok(())
 }
 
+/// A session as a row of [`super::json_rows`].
+#[derive(serde::Serialize)]
+struct SessionRow<'a> {
+    id: &'a str,
+    workspace_id: &'a str,
+    task_id: &'a str,
+    bot_id: &'a str,
+    connection_id: &'a str,
+    connection_type: &'a str,
+    trigger_kind: &'a str,
+    trigger_actor_id: Option<&'a str>,
+    comment_id: Option<&'a str>,
+    status: &'a str,
+    status_message: Option<&'a str>,
+    external_url: Option<&'a str>,
+    external_label: Option<&'a str>,
+    created_at: i64,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    updated_at: i64,
+    plugin_sha256: Option<&'a str>,
+    plugin_cpu_micros: i64,
+}
+
+/// `sessions` as the JSON rows of an insert by [`super::json_rows`] (PostgreSQL).
+pub(crate) fn json_rows(sessions: &[Session]) -> Result<String, StoreError> {
+    let rows: Vec<SessionRow> = sessions
+        .iter()
+        .map(|s| SessionRow {
+            id: s.id.as_str(),
+            workspace_id: s.workspace_id.as_str(),
+            task_id: s.task_id.as_str(),
+            bot_id: s.bot_id.as_str(),
+            connection_id: s.connection_id.as_str(),
+            connection_type: &s.connection_type,
+            trigger_kind: s.trigger_kind.as_str(),
+            trigger_actor_id: s.trigger_actor_id.as_ref().map(|a| a.as_str()),
+            comment_id: s.comment_id.as_ref().map(|c| c.as_str()),
+            status: s.status.as_str(),
+            status_message: s.status_message.as_deref(),
+            external_url: s.external_url.as_deref(),
+            external_label: s.external_label.as_deref(),
+            created_at: s.created_at.millis(),
+            started_at: s.started_at.map(Timestamp::millis),
+            ended_at: s.ended_at.map(Timestamp::millis),
+            updated_at: s.updated_at.millis(),
+            plugin_sha256: s.plugin_sha256.as_deref(),
+            plugin_cpu_micros: s.plugin_cpu_micros,
+        })
+        .collect();
+    super::json_rows::encode(&rows)
+}
+
+/// The insert of [`json_rows`] bound at `${parameter}`.
+pub(crate) fn insert_json_sql(parameter: usize) -> String {
+    super::json_rows::insert_sql("agent_sessions", SESSION_COLUMNS, parameter)
+}
+
 /// What a plugin call leaves on its session, in one statement: one more step, `micros` more of
 /// CPU time and, if given, the plugin version (wasm SHA-256) the session is pinned to.
 pub async fn settle_call(
@@ -79,6 +137,27 @@ pub struct SettledCall {
     pub session: SessionId,
     pub pin: Option<String>,
     pub micros: i64,
+}
+
+/// A settled call as a row of [`super::json_rows`].
+#[derive(serde::Serialize)]
+struct SettledRow<'a> {
+    session: &'a str,
+    pin: Option<&'a str>,
+    micros: i64,
+}
+
+/// `calls` as JSON rows (`session`, `pin`, `micros`) for [`super::start_outcomes`] (PostgreSQL).
+pub(crate) fn settled_json_rows(calls: &[SettledCall]) -> Result<String, StoreError> {
+    let rows: Vec<SettledRow> = calls
+        .iter()
+        .map(|c| SettledRow {
+            session: c.session.as_str(),
+            pin: c.pin.as_deref(),
+            micros: c.micros,
+        })
+        .collect();
+    super::json_rows::encode(&rows)
 }
 
 /// [`settle_call`] for many calls, a statement per run of rows
@@ -362,6 +441,40 @@ pub async fn insert_status_changes(conn: &mut Conn, changes: &[StatusChange]) ->
         query.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// A status change as a row of [`super::json_rows`].
+#[derive(serde::Serialize)]
+struct StatusChangeRow<'a> {
+    id: &'a str,
+    session_id: &'a str,
+    status: &'a str,
+    message: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    source: &'a str,
+    created_at: i64,
+}
+
+/// `changes` as the JSON rows of an insert by [`super::json_rows`] (PostgreSQL).
+pub(crate) fn status_change_json_rows(changes: &[StatusChange]) -> Result<String, StoreError> {
+    let rows: Vec<StatusChangeRow> = changes
+        .iter()
+        .map(|c| StatusChangeRow {
+            id: c.id.as_str(),
+            session_id: c.session_id.as_str(),
+            status: c.status.as_str(),
+            message: c.message.as_deref(),
+            idempotency_key: c.idempotency_key.as_deref(),
+            source: c.source.as_str(),
+            created_at: c.created_at.millis(),
+        })
+        .collect();
+    super::json_rows::encode(&rows)
+}
+
+/// The insert of [`status_change_json_rows`] bound at `${parameter}`.
+pub(crate) fn insert_status_changes_json_sql(parameter: usize) -> String {
+    super::json_rows::insert_sql("session_status_changes", STATUS_CHANGE_COLUMNS, parameter)
 }
 
 /// The answer recorded for `session`'s status request with idempotency `key`.

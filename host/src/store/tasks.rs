@@ -264,6 +264,42 @@ pub async fn insert_events(conn: &mut Conn, events: &[TaskEvent]) -> Result<(), 
     Ok(())
 }
 
+/// A task event as a row of [`super::json_rows`].
+#[derive(serde::Serialize)]
+struct EventRow<'a> {
+    id: &'a str,
+    task_id: &'a str,
+    actor_id: Option<&'a str>,
+    kind: &'a str,
+    details: &'a str,
+    created_at: i64,
+}
+
+/// `events` as the JSON rows of an insert by [`super::json_rows`] (PostgreSQL).
+pub(crate) fn event_json_rows(events: &[TaskEvent]) -> Result<String, StoreError> {
+    let rows: Vec<EventRow> = events
+        .iter()
+        .map(|e| EventRow {
+            id: e.id.as_str(),
+            task_id: e.task_id.as_str(),
+            actor_id: e.actor_id.as_ref().map(|a| a.as_str()),
+            kind: &e.kind,
+            details: &e.details,
+            created_at: e.created_at.millis(),
+        })
+        .collect();
+    super::json_rows::encode(&rows)
+}
+
+/// The insert of [`event_json_rows`] bound at `${parameter}`.
+pub(crate) fn insert_events_json_sql(parameter: usize) -> String {
+    super::json_rows::insert_sql(
+        "task_events",
+        "id, task_id, actor_id, kind, details, created_at",
+        parameter,
+    )
+}
+
 /// The history events of `task`, oldest first.
 pub async fn events(conn: &mut Conn, task: &TaskId) -> Result<Vec<TaskEvent>, StoreError> {
     Ok(sqlx::query_as(

@@ -1,0 +1,90 @@
+//! What a write batch writes just before it commits ([`crate::commit`]): the rows its units added
+//! that nothing reads before then (new sessions, task events, status changes, start jobs) and its
+//! audit records, appended to the chain with one update of the head.
+//!
+//! On PostgreSQL that is two statements whatever the batch holds: the rows of all four tables
+//! and the head's reservation of sequence numbers in one (`WITH` inserts from [`super::json_rows`]),
+//! the hashed records and the head's new hash in the other. The head is locked from the first to
+//! the commit. On SQLite, where a statement costs no round trip, each table's rows go in
+//! multi-row `VALUES` statements.
+
+use std::sync::LazyLock;
+
+use crate::audit::{Actor, Entry};
+use crate::domain::audit::ChainKey;
+use crate::domain::sessions::{Session, StatusChange};
+use crate::domain::tasks::TaskEvent;
+use crate::domain::time::Timestamp;
+
+use super::jobs::NewJob;
+use super::{Conn, StoreError, audit, jobs, sessions, tasks};
+
+/// The rows a batch adds at commit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchRows<'a> {
+    pub sessions: &'a [Session],
+    pub task_events: &'a [TaskEvent],
+    pub status_changes: &'a [StatusChange],
+    pub jobs: &'a [NewJob],
+}
+
+impl BatchRows<'_> {
+    fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+            && self.task_events.is_empty()
+            && self.status_changes.is_empty()
+            && self.jobs.is_empty()
+    }
+}
+
+/// Writes `rows` (sessions first: status changes and jobs refer to them) and appends `audit` to
+/// the chain keyed with `key`, in the caller's transaction.
+pub async fn write(
+    conn: &mut Conn,
+    key: &ChainKey,
+    rows: BatchRows<'_>,
+    audit: &[(Actor, Entry, Timestamp)],
+) -> Result<(), StoreError> {
+    if !conn.is_postgres() {
+        sessions::insert_many(conn, rows.sessions).await?;
+        tasks::insert_events(conn, rows.task_events).await?;
+        sessions::insert_status_changes(conn, rows.status_changes).await?;
+        jobs::insert_many(conn, rows.jobs).await?;
+        return audit::append_many(conn, key, audit).await;
+    }
+    if rows.is_empty() {
+        return audit::append_many(conn, key, audit).await;
+    }
+    /// The four inserts, then the head's reservation ($5 numbers) or nothing.
+    fn sql(then: &str) -> String {
+        format!(
+            "WITH new_sessions AS ({}), new_events AS ({}), new_changes AS ({}), new_jobs AS ({}) {then}",
+            sessions::insert_json_sql(1),
+            tasks::insert_events_json_sql(2),
+            sessions::insert_status_changes_json_sql(3),
+            jobs::insert_json_sql(4),
+        )
+    }
+    static WITH_AUDIT: LazyLock<String> = LazyLock::new(|| sql(&audit::RESERVE.replace("$1", "$5")));
+    static WITHOUT_AUDIT: LazyLock<String> = LazyLock::new(|| sql("SELECT 1"));
+    let json = [
+        sessions::json_rows(rows.sessions)?,
+        tasks::event_json_rows(rows.task_events)?,
+        sessions::status_change_json_rows(rows.status_changes)?,
+        jobs::json_rows(rows.jobs)?,
+    ];
+    if audit.is_empty() {
+        let mut query = sqlx::query(&WITHOUT_AUDIT);
+        for rows in json {
+            query = query.bind(rows);
+        }
+        query.execute(&mut *conn).await?;
+        return Ok(());
+    }
+    let mut query = sqlx::query_as::<_, audit::Reserved>(&WITH_AUDIT);
+    for rows in json {
+        query = query.bind(rows);
+    }
+    let head = query.bind(audit.len() as i64).fetch_one(&mut *conn).await?;
+    audit::append_reserved(conn, key, head, audit).await
+}
