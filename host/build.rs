@@ -61,6 +61,7 @@ fn main() {
         "migrations",
         "Cargo.lock",
         "Cargo.toml",
+        ".cargo/config.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
