@@ -19,7 +19,9 @@ const POOLED_CALLS: u32 = 128;
 /// Bytes of each pooled table and stack kept resident between instances (zeroed in place).
 const KEEP_RESIDENT: usize = 1 << 20;
 /// Bytes of each pooled linear memory kept resident between instances: more than a plugin's
-/// usual memory (its 1 MiB stack, data and heap), so an ordinary call leaves nothing to decommit.
+/// usual memory (its stack — 256 KiB for the built-in plugins, `.cargo/config.toml` — data and
+/// heap), so an ordinary call leaves nothing to decommit. What an instance used is zeroed in place
+/// for the next one, so the memory a plugin starts with costs a memset on every call.
 const KEEP_MEMORY_RESIDENT: usize = 4 << 20;
 /// How often the epoch advances; guest code yields at every tick.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
