@@ -529,13 +529,8 @@ async fn number_tasks(conn: &mut Conn, numbering: &[Numbering]) -> Result<HashMa
         by_workspace.entry(&task.workspace).or_default().push(task);
     }
     for (workspace, tasks) in by_workspace {
-        let first = store::workspaces::take_task_numbers(conn, workspace, tasks.len() as i64).await?;
-        let given: Vec<(TaskId, i64)> = tasks
-            .iter()
-            .zip(first..)
-            .map(|(task, number)| (task.task.clone(), number))
-            .collect();
-        store::tasks::set_short_numbers(conn, &given).await?;
+        let ids: Vec<TaskId> = tasks.iter().map(|task| task.task.clone()).collect();
+        let first = store::workspaces::number_tasks(conn, workspace, &ids).await?;
         for (task, number) in tasks.iter().zip(first..) {
             numbers.insert(task.placeholder, number);
         }

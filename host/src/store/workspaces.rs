@@ -1,6 +1,6 @@
 //! Workspaces and their task-number counter.
 
-use crate::domain::ids::WorkspaceId;
+use crate::domain::ids::{TaskId, WorkspaceId};
 use crate::domain::users::Workspace;
 
 use super::{Conn, StoreError};
@@ -24,6 +24,35 @@ pub async fn get(conn: &mut Conn, id: &WorkspaceId) -> Result<Option<Workspace>,
             .fetch_optional(conn)
             .await?,
     )
+}
+
+/// Gives `tasks` (in order) the workspace's next short numbers and returns the first: on
+/// PostgreSQL in one statement (the ids as a [`super::json_rows`] array), else as
+/// [`take_task_numbers`] and [`super::tasks::set_short_numbers`]. Call in the transaction that
+/// inserted the tasks, so a rollback gives the numbers back.
+pub async fn number_tasks(conn: &mut Conn, id: &WorkspaceId, tasks: &[TaskId]) -> Result<i64, StoreError> {
+    if !conn.is_postgres() {
+        let first = take_task_numbers(conn, id, tasks.len() as i64).await?;
+        let given: Vec<(TaskId, i64)> = tasks.iter().cloned().zip(first..).collect();
+        super::tasks::set_short_numbers(conn, &given).await?;
+        return Ok(first);
+    }
+    const SQL: &str = "WITH counter AS (\
+            UPDATE workspaces SET next_task_number = next_task_number + $2 WHERE id = $1 \
+            RETURNING next_task_number - $2 AS first), \
+         given AS (\
+            SELECT task.id, counter.first + task.place - 1 AS number \
+            FROM counter, json_array_elements_text($3::json) WITH ORDINALITY AS task(id, place)), \
+         numbered AS (UPDATE tasks SET short_number = given.number FROM given WHERE tasks.id = given.id) \
+         SELECT first FROM counter";
+    let ids: Vec<&str> = tasks.iter().map(TaskId::as_str).collect();
+    let first: i64 = sqlx::query_scalar(SQL)
+        .bind(id.as_str())
+        .bind(tasks.len() as i64)
+        .bind(super::json_rows::encode(&ids)?)
+        .fetch_one(conn)
+        .await?;
+    Ok(first)
 }
 
 /// Takes the workspace's next `count` task short numbers and returns the first (call in the
