@@ -32,22 +32,25 @@ pub async fn append_many(
     if entries.is_empty() {
         return Ok(());
     }
-    let head = sqlx::query_as(RESERVE)
+    static RESERVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| reserve_sql(1));
+    let head = sqlx::query_as(&RESERVE)
         .bind(entries.len() as i64)
         .fetch_one(&mut *conn)
         .await?;
     append_reserved(conn, key, head, entries).await
 }
 
-/// Takes `$1` sequence numbers from the chain head (locking it until the transaction ends) and
-/// returns the head as [`Reserved`] it.
-pub(crate) const RESERVE: &str = "UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash, keyed_from";
+/// Takes `${parameter}` sequence numbers from the chain head (locking it until the transaction
+/// ends) and returns the head as [`Reserved`] it.
+pub(crate) fn reserve_sql(parameter: usize) -> String {
+    format!("UPDATE audit_head SET seq = seq + ${parameter} WHERE id = 1 RETURNING seq, hash, keyed_from")
+}
 
-/// The chain head after [`RESERVE`]: the last sequence number taken, the hash of the record
+/// The chain head after [`reserve_sql`]: the last sequence number taken, the hash of the record
 /// before the first one taken, and the first sequence number linked with the chain key.
 pub(crate) type Reserved = (i64, String, i64);
 
-/// Writes `entries` at the sequence numbers `head` reserved for exactly them ([`RESERVE`]), each
+/// Writes `entries` at the sequence numbers `head` reserved for exactly them ([`reserve_sql`]), each
 /// hashed onto the one before, and moves the head's hash to the last.
 pub(crate) async fn append_reserved(
     conn: &mut Conn,

@@ -65,7 +65,7 @@ pub async fn write(
             jobs::insert_json_sql(4),
         )
     }
-    static WITH_AUDIT: LazyLock<String> = LazyLock::new(|| sql(&audit::RESERVE.replace("$1", "$5")));
+    static WITH_AUDIT: LazyLock<String> = LazyLock::new(|| sql(&audit::reserve_sql(5)));
     static WITHOUT_AUDIT: LazyLock<String> = LazyLock::new(|| sql("SELECT 1"));
     let json = [
         sessions::json_rows(rows.sessions)?,
