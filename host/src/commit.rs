@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::{Actor, AuditKeys, Entry};
 use crate::domain::ids::{TaskId, WorkspaceId};
 use crate::domain::sessions::{Session, StatusChange};
-use crate::domain::tasks::TaskEvent;
+use crate::domain::tasks::{Task, TaskEvent};
 use crate::domain::time::Timestamp;
 use crate::store::batch_rows::BatchRows;
 use crate::store::jobs::NewJob;
@@ -48,14 +48,17 @@ pub struct WriteTx {
     history: History,
 }
 
-/// Rows the batch's units added that nothing reads before the batch commits (new sessions, a
-/// task's events, a new session's first status and its start job), written for the whole batch
-/// in multi-row statements just before it commits. They cannot fail on their own (ids of their
-/// own, rows the unit itself wrote or read), so a unit's writes stay its own while the batch saves
-/// a statement per row. A unit that reads sessions a unit before it may have opened (a task's
-/// sessions, a bot's) writes the new ones first ([`WriteTx::write_new_sessions`]).
+/// Rows the batch's units added that nothing reads before the batch commits (new tasks — nobody
+/// outside the unit knows their ids yet —, new sessions, a task's events, a new session's first
+/// status and its start job), written for the whole batch in multi-row statements just before it
+/// commits. They cannot fail on their own (ids of their own, rows the unit itself wrote or read),
+/// so a unit's writes stay its own while the batch saves a statement per row. A unit that reads
+/// sessions a unit before it may have opened (a task's sessions, a bot's), or writes a row that
+/// refers to a new task or session at once, writes the new ones first
+/// ([`WriteTx::write_new_rows`]).
 #[derive(Default)]
 struct History {
+    tasks: Vec<Task>,
     sessions: Vec<Session>,
     task_events: Vec<TaskEvent>,
     status_changes: Vec<StatusChange>,
@@ -63,8 +66,9 @@ struct History {
 }
 
 impl History {
-    fn lengths(&self) -> [usize; 4] {
+    fn lengths(&self) -> [usize; 5] {
         [
+            self.tasks.len(),
             self.sessions.len(),
             self.task_events.len(),
             self.status_changes.len(),
@@ -72,7 +76,8 @@ impl History {
         ]
     }
 
-    fn truncate(&mut self, [sessions, events, changes, jobs]: [usize; 4]) {
+    fn truncate(&mut self, [tasks, sessions, events, changes, jobs]: [usize; 5]) {
+        self.tasks.truncate(tasks);
         self.sessions.truncate(sessions);
         self.task_events.truncate(events);
         self.status_changes.truncate(changes);
@@ -127,14 +132,26 @@ impl WriteTx {
         self.after_commit.push(Box::new(action));
     }
 
+    /// Inserts the new `task` (numbered with [`WriteTx::number_task`]) when the batch commits, or
+    /// before a unit writes a row that refers to it at once ([`WriteTx::write_new_rows`]).
+    pub fn insert_task_at_commit(&mut self, task: Task) {
+        self.history.tasks.push(task);
+    }
+
     /// Inserts the new `session` when the batch commits, or before a later unit reads sessions.
     pub fn insert_session_at_commit(&mut self, session: Session) {
         self.history.sessions.push(session);
     }
 
-    /// Writes the sessions units of this batch opened so far: call before reading sessions a
-    /// unit before this one may have opened (a task's, a bot's).
-    pub async fn write_new_sessions(&mut self) -> Result<(), StoreError> {
+    /// Writes the tasks and sessions units of this batch added so far (tasks with their
+    /// placeholder numbers, numbered at commit): call before reading sessions a unit before this
+    /// one may have opened (a task's, a bot's), and before writing at once a row that refers to a
+    /// new task or session.
+    pub async fn write_new_rows(&mut self) -> Result<(), StoreError> {
+        if !self.history.tasks.is_empty() {
+            let tasks = std::mem::take(&mut self.history.tasks);
+            store::tasks::insert_each(&mut self.tx, &tasks).await?;
+        }
         if self.history.sessions.is_empty() {
             return Ok(());
         }
@@ -456,9 +473,9 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
         history: History::default(),
     };
     for unit in batch {
-        // Earlier units' new sessions are written outside this unit's savepoint, so a unit that
-        // writes them (before reading sessions) and then fails does not take them with it.
-        tx.write_new_sessions().await?;
+        // Earlier units' new tasks and sessions are written outside this unit's savepoint, so a
+        // unit that writes them (before reading sessions) and then fails does not take them.
+        tx.write_new_rows().await?;
         sqlx::query("SAVEPOINT unit").execute(tx.conn()).await?;
         let (audited, numbered, acting) = (tx.audit.len(), tx.numbering.len(), tx.after_commit.len());
         let recorded = tx.history.lengths();
@@ -489,7 +506,7 @@ async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
     let numbering = std::mem::take(&mut tx.numbering);
     let mut audit = std::mem::take(&mut tx.audit);
     let after_commit = std::mem::take(&mut tx.after_commit);
-    let history = std::mem::take(&mut tx.history);
+    let mut history = std::mem::take(&mut tx.history);
     // Numbers first: the audit records carry them, and the workspace's counter row is locked
     // before the chain head (as every writer does).
     let numbers = number_tasks(tx.conn(), &numbering).await?;
@@ -501,7 +518,14 @@ async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
             }
         }
     }
+    // Tasks not written yet go in with their numbers (those written earlier were just numbered).
+    for task in &mut history.tasks {
+        if let Some(number) = numbers.get(&task.short_number) {
+            task.short_number = *number;
+        }
+    }
     let rows = BatchRows {
+        tasks: &history.tasks,
         sessions: &history.sessions,
         task_events: &history.task_events,
         status_changes: &history.status_changes,

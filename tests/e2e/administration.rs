@@ -193,6 +193,16 @@ async fn connection_types_are_enabled_per_workspace() {
             .contains("`self-hosted` is disabled in this workspace"),
         "{card}"
     );
+    // The same for a task created with the bot as its assignee (the task is new in the very
+    // write that records the refused session).
+    let (status, created) = admin
+        .post("/tasks", json!({"title": "Blocked too", "assigneeId": bot.id}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let session = created["agentSessionIds"][0].as_str().unwrap();
+    let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
+    assert_eq!(card["status"], "failed", "{card}");
+    assert_eq!(card["taskId"], created["id"], "{card}");
     // Another workspace is unaffected.
     let (_, types) = other_admin.get("/connection-types").await;
     assert_eq!(types["connectionTypes"][0]["enabled"], true);

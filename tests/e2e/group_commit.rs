@@ -383,7 +383,7 @@ async fn a_failing_units_history_rows_go_with_it() {
                     Box::pin(async move {
                         tx.insert_session_at_commit(opened);
                         if n % 4 == 0 {
-                            tx.write_new_sessions().await?;
+                            tx.write_new_rows().await?;
                         }
                         let (job, _) = NewJob::leased(&JobKind::StartSession, &session, far, far);
                         tx.insert_job_at_commit(job);

@@ -1,8 +1,8 @@
 //! What a write batch writes just before it commits ([`crate::commit`]): the rows its units added
-//! that nothing reads before then (new sessions, task events, status changes, start jobs) and its
-//! audit records, appended to the chain with one update of the head.
+//! that nothing reads before then (new tasks, new sessions, task events, status changes, start
+//! jobs) and its audit records, appended to the chain with one update of the head.
 //!
-//! On PostgreSQL that is two statements whatever the batch holds: the rows of all four tables
+//! On PostgreSQL that is two statements whatever the batch holds: the rows of all five tables
 //! and the head's reservation of sequence numbers in one (`WITH` inserts from [`super::json_rows`]),
 //! the hashed records and the head's new hash in the other. The head is locked from the first to
 //! the commit. On SQLite, where a statement costs no round trip, each table's rows go in
@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use crate::audit::{Actor, Entry};
 use crate::domain::audit::ChainKey;
 use crate::domain::sessions::{Session, StatusChange};
-use crate::domain::tasks::TaskEvent;
+use crate::domain::tasks::{Task, TaskEvent};
 use crate::domain::time::Timestamp;
 
 use super::jobs::NewJob;
@@ -22,6 +22,7 @@ use super::{Conn, StoreError, audit, jobs, sessions, tasks};
 /// The rows a batch adds at commit.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BatchRows<'a> {
+    pub tasks: &'a [Task],
     pub sessions: &'a [Session],
     pub task_events: &'a [TaskEvent],
     pub status_changes: &'a [StatusChange],
@@ -37,7 +38,7 @@ impl BatchRows<'_> {
     }
 }
 
-/// Writes `rows` (sessions first: status changes and jobs refer to them) and appends `audit` to
+/// Writes `rows` (tasks first, then sessions: the others refer to them) and appends `audit` to
 /// the chain keyed with `key`, in the caller's transaction.
 pub async fn write(
     conn: &mut Conn,
@@ -46,6 +47,7 @@ pub async fn write(
     audit: &[(Actor, Entry, Timestamp)],
 ) -> Result<(), StoreError> {
     if !conn.is_postgres() {
+        tasks::insert_each(conn, rows.tasks).await?;
         sessions::insert_many(conn, rows.sessions).await?;
         tasks::insert_events(conn, rows.task_events).await?;
         sessions::insert_status_changes(conn, rows.status_changes).await?;
@@ -55,19 +57,22 @@ pub async fn write(
     if rows.is_empty() {
         return audit::append_many(conn, key, audit).await;
     }
-    /// The four inserts, then the head's reservation ($5 numbers) or nothing.
+    /// The five inserts (foreign keys are checked at the statement's end), then the head's
+    /// reservation ($6 numbers) or nothing.
     fn sql(then: &str) -> String {
         format!(
-            "WITH new_sessions AS ({}), new_events AS ({}), new_changes AS ({}), new_jobs AS ({}) {then}",
-            sessions::insert_json_sql(1),
-            tasks::insert_events_json_sql(2),
-            sessions::insert_status_changes_json_sql(3),
-            jobs::insert_json_sql(4),
+            "WITH new_tasks AS ({}), new_sessions AS ({}), new_events AS ({}), new_changes AS ({}), new_jobs AS ({}) {then}",
+            tasks::insert_json_sql(1),
+            sessions::insert_json_sql(2),
+            tasks::insert_events_json_sql(3),
+            sessions::insert_status_changes_json_sql(4),
+            jobs::insert_json_sql(5),
         )
     }
-    static WITH_AUDIT: LazyLock<String> = LazyLock::new(|| sql(&audit::reserve_sql(5)));
+    static WITH_AUDIT: LazyLock<String> = LazyLock::new(|| sql(&audit::reserve_sql(6)));
     static WITHOUT_AUDIT: LazyLock<String> = LazyLock::new(|| sql("SELECT 1"));
     let json = [
+        tasks::json_rows(rows.tasks)?,
         sessions::json_rows(rows.sessions)?,
         tasks::event_json_rows(rows.task_events)?,
         sessions::status_change_json_rows(rows.status_changes)?,

@@ -113,6 +113,54 @@ pub async fn set_short_numbers(conn: &mut Conn, numbers: &[(TaskId, i64)]) -> Re
     Ok(())
 }
 
+/// A task as a row of [`super::json_rows`].
+#[derive(serde::Serialize)]
+struct TaskRow<'a> {
+    id: &'a str,
+    workspace_id: &'a str,
+    short_number: i64,
+    title: &'a str,
+    description: &'a str,
+    status_id: &'a str,
+    assignee_id: Option<&'a str>,
+    created_by: &'a str,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// `tasks` as the JSON rows of an insert by [`super::json_rows`] (PostgreSQL).
+pub(crate) fn json_rows(tasks: &[Task]) -> Result<String, StoreError> {
+    let rows: Vec<TaskRow> = tasks
+        .iter()
+        .map(|t| TaskRow {
+            id: t.id.as_str(),
+            workspace_id: t.workspace_id.as_str(),
+            short_number: t.short_number,
+            title: &t.title,
+            description: &t.description,
+            status_id: t.status_id.as_str(),
+            assignee_id: t.assignee_id.as_ref().map(|a| a.as_str()),
+            created_by: t.created_by.as_str(),
+            created_at: t.created_at.millis(),
+            updated_at: t.updated_at.millis(),
+        })
+        .collect();
+    super::json_rows::encode(&rows)
+}
+
+/// The insert of [`json_rows`] bound at `${parameter}`.
+pub(crate) fn insert_json_sql(parameter: usize) -> String {
+    super::json_rows::insert_sql("tasks", TASK_COLUMNS, parameter)
+}
+
+/// Inserts `tasks`, one statement each (SQLite, where a statement costs no round trip).
+pub async fn insert_each(conn: &mut Conn, tasks: &[Task]) -> Result<(), StoreError> {
+    for task in tasks {
+        insert(conn, task).await?;
+    }
+    Ok(())
+}
+
 /// Inserts a task.
 pub async fn insert(conn: &mut Conn, task: &Task) -> Result<(), StoreError> {
     sqlx::query(&format!(

@@ -152,6 +152,8 @@ pub async fn open_on(
         // Written with the batch (a later unit that reads sessions writes it first).
         wtx.insert_session_at_commit(session.clone());
     } else {
+        // Its task may be new in this batch: written first.
+        wtx.write_new_rows().await?;
         store::sessions::insert(wtx.conn(), &session).await?;
     }
     match refusal {
@@ -249,7 +251,7 @@ pub async fn mention(
             .await
             .map(|s| Mentioned::Opened(Box::new(s)));
     }
-    wtx.write_new_sessions().await?;
+    wtx.write_new_rows().await?;
     let latest = store::sessions::latest_of_bot_on_task(wtx.conn(), &task.id, &bot.id).await?;
     let Some(latest) = latest.filter(|s| !s.status.is_terminal()) else {
         return open(wtx, app, task, bot, trigger)

@@ -122,7 +122,8 @@ async fn create_in(
         created_at: now,
         updated_at: now,
     };
-    store::tasks::insert(tx.conn(), &task).await?;
+    // Written with the batch, numbered (nothing else can name it before the batch commits).
+    tx.insert_task_at_commit(task.clone());
     record_event(
         tx,
         &task.id,
@@ -270,7 +271,7 @@ async fn update_in(
         .filter(|p| Some(*p) != task.assignee_id.as_ref())
     {
         let reason = format!("unassigned by {}", caller.user.name);
-        tx.write_new_sessions().await?;
+        tx.write_new_rows().await?;
         for mut session in store::sessions::open_for_bot(tx.conn(), previous).await? {
             if session.task_id == task.id && session.trigger_kind == TriggerKind::Assigned {
                 sessions::cancel(tx.conn(), &mut session, reason.clone(), now).await?;
