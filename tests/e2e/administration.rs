@@ -203,6 +203,10 @@ async fn connection_types_are_enabled_per_workspace() {
     let (_, card) = admin.get(&format!("/agent-sessions/{session}")).await;
     assert_eq!(card["status"], "failed", "{card}");
     assert_eq!(card["taskId"], created["id"], "{card}");
+    // Written early (before the refused session), the task still got its number in the row.
+    let (_, read) = admin.get(&format!("/tasks/{}", created["id"].as_str().unwrap())).await;
+    assert_eq!(read["shortNumber"], created["shortNumber"], "{read}");
+    assert!(read["shortNumber"].as_i64().unwrap() > 0, "{read}");
     // Another workspace is unaffected.
     let (_, types) = other_admin.get("/connection-types").await;
     assert_eq!(types["connectionTypes"][0]["enabled"], true);
