@@ -509,7 +509,7 @@ async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
     let mut history = std::mem::take(&mut tx.history);
     // Numbers first: the audit records carry them, and the workspace's counter row is locked
     // before the chain head (as every writer does).
-    let numbers = number_tasks(tx.conn(), &numbering).await?;
+    let numbers = number_tasks(tx.conn(), &numbering, &history.tasks).await?;
     if !numbers.is_empty() {
         for (_, entry, _) in &mut audit {
             let placeholder = entry.details.get("shortNumber").and_then(serde_json::Value::as_i64);
@@ -545,16 +545,26 @@ async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
 }
 
 /// Takes the batch's task numbers, workspace by workspace in id order (so writers lock counter
-/// rows in one order), and gives them to the tasks; returns placeholder → number.
-async fn number_tasks(conn: &mut Conn, numbering: &[Numbering]) -> Result<HashMap<i64, i64>, StoreError> {
+/// rows in one order), and gives them to the tasks already written (a unit wrote them early);
+/// the `unwritten` ones get theirs when they are inserted. Returns placeholder → number.
+async fn number_tasks(
+    conn: &mut Conn,
+    numbering: &[Numbering],
+    unwritten: &[Task],
+) -> Result<HashMap<i64, i64>, StoreError> {
     let mut numbers = HashMap::with_capacity(numbering.len());
     let mut by_workspace: BTreeMap<&WorkspaceId, Vec<&Numbering>> = BTreeMap::new();
     for task in numbering {
         by_workspace.entry(&task.workspace).or_default().push(task);
     }
     for (workspace, tasks) in by_workspace {
-        let ids: Vec<TaskId> = tasks.iter().map(|task| task.task.clone()).collect();
-        let first = store::workspaces::number_tasks(conn, workspace, &ids).await?;
+        let written_early = tasks.iter().any(|task| unwritten.iter().all(|t| t.id != task.task));
+        let first = if written_early {
+            let ids: Vec<TaskId> = tasks.iter().map(|task| task.task.clone()).collect();
+            store::workspaces::number_tasks(conn, workspace, &ids).await?
+        } else {
+            store::workspaces::take_task_numbers(conn, workspace, tasks.len() as i64).await?
+        };
         for (task, number) in tasks.iter().zip(first..) {
             numbers.insert(task.placeholder, number);
         }

@@ -160,11 +160,17 @@ pub(crate) fn settled_json_rows(calls: &[SettledCall]) -> Result<String, StoreEr
     super::json_rows::encode(&rows)
 }
 
+/// Whether `calls` settles a session more than once (one statement updates a row only once, so
+/// such calls go one by one).
+pub(crate) fn settles_a_session_twice(calls: &[SettledCall]) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(calls.len());
+    !calls.iter().all(|call| seen.insert(&call.session))
+}
+
 /// [`settle_call`] for many calls, a statement per run of rows
 /// ([`super::runs_of_powers_of_two`]). A session settled twice in `calls` is settled twice.
 pub async fn settle_calls(conn: &mut Conn, calls: &[SettledCall]) -> Result<(), StoreError> {
-    let mut seen = std::collections::HashSet::with_capacity(calls.len());
-    if !calls.iter().all(|call| seen.insert(&call.session)) {
+    if settles_a_session_twice(calls) {
         // One statement updates a row once: repeated sessions go one by one.
         for call in calls {
             settle_call(conn, &call.session, call.pin.as_deref(), call.micros).await?;

@@ -22,9 +22,7 @@ pub async fn write(
     outbox: &[(Delivery, Option<Timestamp>)],
     finished: &[JobId],
 ) -> Result<bool, StoreError> {
-    let mut sessions_seen = std::collections::HashSet::with_capacity(calls.len());
-    // One statement updates a row once: a session settled twice goes the long way.
-    if !conn.is_postgres() || !calls.iter().all(|call| sessions_seen.insert(&call.session)) {
+    if !conn.is_postgres() || sessions::settles_a_session_twice(calls) {
         sessions::settle_calls(conn, calls).await?;
         deliveries::insert_many(conn, outbox).await?;
         return jobs::complete_many_and_look(conn, finished).await;
