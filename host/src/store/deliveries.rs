@@ -510,12 +510,13 @@ pub async fn record_attempts(
         format!(
             "WITH attempts AS ({}) \
              UPDATE webhook_deliveries SET status = 'delivered', delivered_at = $3, locked_until = NULL, last_error = NULL \
-             WHERE id IN (SELECT json_array_elements_text($2::json))",
+             WHERE id = ANY ({})",
             super::json_rows::insert_sql(
                 "webhook_attempts",
                 "id, delivery_id, attempt, started_at, status_code, latency_ms, response_body, error",
                 1
-            )
+            ),
+            super::json_rows::keys_sql(2, None),
         )
     });
     let rows: Vec<AttemptRow> = attempts

@@ -19,6 +19,19 @@ pub(crate) fn insert_sql(table: &str, columns: &str, parameter: usize) -> String
     )
 }
 
+/// `ARRAY(…)` of the `key` field of each object of the JSON array bound at `${parameter}` (each
+/// string of it, with `key` `None`), for `column = ANY (…)`: how an `UPDATE` or `DELETE` names
+/// its rows. PostgreSQL's planner estimates a JSON set function at 100 rows whatever it holds, so
+/// a table joined to it alone (`… FROM json_populate_recordset(…) r WHERE t.id = r.id`, or
+/// `id IN (SELECT json_array_elements_text(…))`) is read whole for a hash join; `= ANY` of an
+/// array is planned as index lookups.
+pub(crate) fn keys_sql(parameter: usize, key: Option<&str>) -> String {
+    match key {
+        Some(key) => format!("ARRAY(SELECT row ->> '{key}' FROM json_array_elements(${parameter}::json) row)"),
+        None => format!("ARRAY(SELECT json_array_elements_text(${parameter}::json))"),
+    }
+}
+
 /// The JSON array of `rows`, each an object whose keys are its table's column names.
 pub(crate) fn encode<T: Serialize>(rows: &[T]) -> Result<String, StoreError> {
     serde_json::to_string(rows).map_err(|error| StoreError::Database(sqlx::Error::Encode(Box::new(error))))

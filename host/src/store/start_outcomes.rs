@@ -32,13 +32,16 @@ pub async fn write(
             "WITH settled AS (\
                 UPDATE agent_sessions s SET plugin_calls = s.plugin_calls + 1, \
                     plugin_cpu_micros = s.plugin_cpu_micros + r.micros, plugin_sha256 = COALESCE(r.pin, s.plugin_sha256) \
-                FROM json_to_recordset($1::json) AS r(session text, pin text, micros bigint) WHERE s.id = r.session), \
+                FROM json_to_recordset($1::json) AS r(session text, pin text, micros bigint) \
+                WHERE s.id = r.session AND s.id = ANY ({})), \
              outbox AS ({}), \
              finished AS (SELECT json_array_elements_text($3::json) AS id), \
-             done AS (DELETE FROM jobs WHERE id IN (SELECT id FROM finished) RETURNING session_id) \
+             done AS (DELETE FROM jobs WHERE id = ANY ({}) RETURNING session_id) \
              SELECT EXISTS (SELECT 1 FROM jobs later WHERE later.session_id IN (SELECT session_id FROM done) \
                 AND later.id NOT IN (SELECT id FROM finished))",
-            deliveries::insert_json_sql(2)
+            super::json_rows::keys_sql(1, Some("session")),
+            deliveries::insert_json_sql(2),
+            super::json_rows::keys_sql(3, None),
         )
     });
     // The jobs' other rows as they were before the delete (a statement's parts see one snapshot),

@@ -37,16 +37,22 @@ pub async fn number_tasks(conn: &mut Conn, id: &WorkspaceId, tasks: &[TaskId]) -
         super::tasks::set_short_numbers(conn, &given).await?;
         return Ok(first);
     }
-    const SQL: &str = "WITH counter AS (\
-            UPDATE workspaces SET next_task_number = next_task_number + $2 WHERE id = $1 \
-            RETURNING next_task_number - $2 AS first), \
-         given AS (\
-            SELECT task.id, counter.first + task.place - 1 AS number \
-            FROM counter, json_array_elements_text($3::json) WITH ORDINALITY AS task(id, place)), \
-         numbered AS (UPDATE tasks SET short_number = given.number FROM given WHERE tasks.id = given.id) \
-         SELECT first FROM counter";
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH counter AS (\
+                UPDATE workspaces SET next_task_number = next_task_number + $2 WHERE id = $1 \
+                RETURNING next_task_number - $2 AS first), \
+             given AS (\
+                SELECT task.id, counter.first + task.place - 1 AS number \
+                FROM counter, json_array_elements_text($3::json) WITH ORDINALITY AS task(id, place)), \
+             numbered AS (UPDATE tasks SET short_number = given.number FROM given \
+                WHERE tasks.id = given.id AND tasks.id = ANY ({})) \
+             SELECT first FROM counter",
+            super::json_rows::keys_sql(3, None)
+        )
+    });
     let ids: Vec<&str> = tasks.iter().map(TaskId::as_str).collect();
-    let first: i64 = sqlx::query_scalar(SQL)
+    let first: i64 = sqlx::query_scalar(&SQL)
         .bind(id.as_str())
         .bind(tasks.len() as i64)
         .bind(super::json_rows::encode(&ids)?)
