@@ -243,12 +243,12 @@ pub async fn any_due_unleased(conn: &mut Conn, now: Timestamp) -> Result<bool, S
 
 /// Frees every lease (SQLite at start: one host owns the file, so no lease can be live).
 pub async fn release_all_leases(conn: &mut Conn) -> Result<u64, StoreError> {
-    Ok(
-        sqlx::query("UPDATE webhook_deliveries SET locked_until = NULL WHERE locked_until IS NOT NULL")
-            .execute(conn)
-            .await?
-            .rows_affected(),
+    Ok(sqlx::query(
+        "UPDATE webhook_deliveries SET locked_until = NULL WHERE status = 'pending' AND locked_until IS NOT NULL",
     )
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// When the next pending delivery is due (its lease end if leased), if any.
