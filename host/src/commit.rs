@@ -26,6 +26,7 @@ use crate::domain::ids::{TaskId, WorkspaceId};
 use crate::domain::sessions::{Session, StatusChange};
 use crate::domain::tasks::{Task, TaskEvent};
 use crate::domain::time::Timestamp;
+use crate::store::assignment::{AssigneeRead, UserRef};
 use crate::store::batch_rows::BatchRows;
 use crate::store::jobs::NewJob;
 use crate::store::{self, Backend, Conn, Db, StoreError, Tx};
@@ -34,7 +35,8 @@ use crate::store::{self, Backend, Conn, Db, StoreError, Tx};
 pub const MAX_BATCH: usize = 128;
 /// Times a batch the database gave up on (a deadlock between PostgreSQL's writers) runs again.
 const RETRIES: usize = 3;
-/// Units waiting for a writer at most; more wait to be queued.
+/// Units waiting in a writer queue at most (the shared one, and each writer task's own); more
+/// wait to be queued.
 const QUEUE: usize = 4_096;
 /// Writer tasks on PostgreSQL.
 const POSTGRES_WRITERS: usize = 4;
@@ -46,19 +48,25 @@ pub struct WriteTx {
     numbering: Vec<Numbering>,
     after_commit: Vec<AfterCommit>,
     history: History,
+    /// Assignees read in this batch (see [`WriteTx::assignee`]).
+    assignees: HashMap<(WorkspaceId, UserRef), Option<(String, AssigneeRead)>>,
 }
 
 /// Rows the batch's units added that nothing reads before the batch commits (new tasks — nobody
 /// outside the unit knows their ids yet —, new sessions, a task's events, a new session's first
-/// status and its start job), written for the whole batch in multi-row statements just before it
-/// commits. They cannot fail on their own (ids of their own, rows the unit itself wrote or read),
-/// so a unit's writes stay its own while the batch saves a statement per row. A unit that reads
+/// status and its start job), and the tasks they changed (a unit that reads a task sees an
+/// earlier unit's change through [`WriteTx::task_as_changed`]), written for the whole batch in
+/// multi-row statements just before it commits. They cannot fail on their own (ids of their own,
+/// rows the unit itself wrote or read), so a unit's writes stay its own while the batch saves a
+/// statement per row. A unit that reads
 /// sessions a unit before it may have opened (a task's sessions, a bot's), or writes a row that
 /// refers to a new task or session at once, writes the new ones first
 /// ([`WriteTx::write_new_rows`]).
 #[derive(Default)]
 struct History {
     tasks: Vec<Task>,
+    /// Each change appended (a unit that fails takes its own off the end); the last of a task wins.
+    changed_tasks: Vec<Task>,
     sessions: Vec<Session>,
     task_events: Vec<TaskEvent>,
     status_changes: Vec<StatusChange>,
@@ -66,9 +74,10 @@ struct History {
 }
 
 impl History {
-    fn lengths(&self) -> [usize; 5] {
+    fn lengths(&self) -> [usize; 6] {
         [
             self.tasks.len(),
+            self.changed_tasks.len(),
             self.sessions.len(),
             self.task_events.len(),
             self.status_changes.len(),
@@ -76,8 +85,9 @@ impl History {
         ]
     }
 
-    fn truncate(&mut self, [tasks, sessions, events, changes, jobs]: [usize; 5]) {
+    fn truncate(&mut self, [tasks, changed, sessions, events, changes, jobs]: [usize; 6]) {
         self.tasks.truncate(tasks);
+        self.changed_tasks.truncate(changed);
         self.sessions.truncate(sessions);
         self.task_events.truncate(events);
         self.status_changes.truncate(changes);
@@ -132,10 +142,41 @@ impl WriteTx {
         self.after_commit.push(Box::new(action));
     }
 
+    /// The user of `workspace` named by `user`, with their connection and the workspace's name
+    /// ([`store::assignment::assignee`]), read once per batch: units do not write users,
+    /// connections or the workspace's connection types (their use cases commit on their own), so
+    /// a second read in the batch would find what the first found — as if every unit had read
+    /// when the first did, which a batch committed afterwards may equally be ordered after.
+    pub async fn assignee(
+        &mut self,
+        workspace: &WorkspaceId,
+        user: &UserRef,
+    ) -> Result<Option<(String, AssigneeRead)>, StoreError> {
+        let key = (workspace.clone(), user.clone());
+        if let Some(read) = self.assignees.get(&key) {
+            return Ok(read.clone());
+        }
+        let read = store::assignment::assignee(&mut self.tx, workspace, user).await?;
+        self.assignees.insert(key, read.clone());
+        Ok(read)
+    }
+
     /// Inserts the new `task` (numbered with [`WriteTx::number_task`]) when the batch commits, or
     /// before a unit writes a row that refers to it at once ([`WriteTx::write_new_rows`]).
     pub fn insert_task_at_commit(&mut self, task: Task) {
         self.history.tasks.push(task);
+    }
+
+    /// Writes `task`'s editable fields back when the batch commits. A unit that reads a task must
+    /// look here first ([`WriteTx::task_as_changed`]): the row still holds what it held before the
+    /// batch.
+    pub fn update_task_at_commit(&mut self, task: Task) {
+        self.history.changed_tasks.push(task);
+    }
+
+    /// The task `id` as the batch's units changed it so far, if one did.
+    pub fn task_as_changed(&self, id: &TaskId) -> Option<&Task> {
+        self.history.changed_tasks.iter().rev().find(|task| task.id == *id)
     }
 
     /// Inserts the new `session` when the batch commits, or before a later unit reads sessions.
@@ -250,7 +291,11 @@ impl From<WriteError> for StoreError {
 /// Hands units to the writer tasks.
 #[derive(Debug, Clone)]
 pub struct Writer {
+    /// Units any writer task may take.
     queue: mpsc::Sender<Unit>,
+    /// One queue per writer task, for units that change a row others may change too
+    /// ([`Writer::write_to`]).
+    own: Arc<[mpsc::Sender<Unit>]>,
     /// Counts committed batches: readers waiting for new records (live session streams) watch it.
     committed: tokio::sync::watch::Sender<u64>,
 }
@@ -272,10 +317,19 @@ impl Writer {
         };
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         let committed = tokio::sync::watch::Sender::new(0);
-        let handles = (0..writers)
-            .map(|_| tokio::spawn(run(db.clone(), keys.clone(), receiver.clone(), committed.clone())))
-            .collect();
-        (Writer { queue, committed }, handles)
+        let mut own = Vec::with_capacity(writers);
+        let mut handles = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            let (sender, own_receiver) = mpsc::channel(QUEUE);
+            own.push(sender);
+            let queues = Queues {
+                shared: receiver.clone(),
+                own: own_receiver,
+            };
+            handles.push(tokio::spawn(run(db.clone(), keys.clone(), queues, committed.clone())));
+        }
+        let own = own.into();
+        (Writer { queue, own, committed }, handles)
     }
 
     /// Changes after each committed batch (its value counts them): wait on it to read what was
@@ -288,6 +342,40 @@ impl Writer {
     /// (its writes rolled back, the batch's others kept), or the batch's store error. `work` may
     /// run more than once (it must not have effects outside the transaction).
     pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: UnitError + Send + 'static,
+        F: for<'a> Fn(&'a mut WriteTx) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.write_on(&self.queue, work).await
+    }
+
+    /// As [`Writer::write`], for a unit that reads and changes the row `key` names (a task):
+    /// every unit naming the same key runs on the same writer task. PostgreSQL's writers run
+    /// batches side by side; two of them changing the same rows in another order would deadlock
+    /// (the database then gives up on one batch, which runs again), and one batch would wait for
+    /// the other's commit. One writer's batches run in turn, and within a batch units see each
+    /// other's changes.
+    pub async fn write_to<T, E, F>(&self, key: &str, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: UnitError + Send + 'static,
+        F: for<'a> Fn(&'a mut WriteTx) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        let writer = (hasher.finish() % self.own.len() as u64) as usize;
+        self.write_on(&self.own[writer], work).await
+    }
+
+    async fn write_on<T, E, F>(&self, queue: &mpsc::Sender<Unit>, work: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: UnitError + Send + 'static,
@@ -331,7 +419,7 @@ impl Writer {
             }),
         };
         let gone = || E::from(StoreError::Database(sqlx::Error::PoolClosed));
-        if self.queue.send(unit).await.is_err() {
+        if queue.send(unit).await.is_err() {
             return Err(gone());
         }
         answered.await.unwrap_or_else(|_| Err(gone()))
@@ -363,20 +451,56 @@ where
     (sender, task)
 }
 
-/// One writer task: batches until the queue closes.
-async fn run(
-    db: Db,
-    keys: AuditKeys,
-    receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Unit>>>,
-    committed: tokio::sync::watch::Sender<u64>,
-) {
+/// What a writer task takes units from.
+struct Queues {
+    /// Units for any writer (one writer at a time waits on it).
+    shared: Arc<tokio::sync::Mutex<mpsc::Receiver<Unit>>>,
+    /// Units for this writer alone.
+    own: mpsc::Receiver<Unit>,
+}
+
+impl Queues {
+    /// The next batch: waits for a unit from either queue, then takes every unit waiting in both
+    /// (up to [`MAX_BATCH`]). Empty once both queues are closed and drained.
+    async fn next_batch(&mut self, batch: &mut Vec<Unit>) {
+        let (mut own_open, mut shared_open) = (true, true);
+        while batch.is_empty() && (own_open || shared_open) {
+            let shared = self.shared.clone();
+            tokio::select! {
+                unit = self.own.recv(), if own_open => match unit {
+                    Some(unit) => batch.push(unit),
+                    None => own_open = false,
+                },
+                unit = async move { shared.lock().await.recv().await }, if shared_open => match unit {
+                    Some(unit) => batch.push(unit),
+                    None => shared_open = false,
+                },
+            }
+        }
+        while batch.len() < MAX_BATCH {
+            match self.own.try_recv() {
+                Ok(unit) => batch.push(unit),
+                Err(_) => break,
+            }
+        }
+        if let Ok(mut shared) = self.shared.try_lock() {
+            while batch.len() < MAX_BATCH {
+                match shared.try_recv() {
+                    Ok(unit) => batch.push(unit),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}
+
+/// One writer task: batches until its queues close.
+async fn run(db: Db, keys: AuditKeys, mut queues: Queues, committed: tokio::sync::watch::Sender<u64>) {
     let mut batch: Vec<Unit> = Vec::with_capacity(MAX_BATCH);
     loop {
-        {
-            let mut receiver = receiver.lock().await;
-            if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                break;
-            }
+        queues.next_batch(&mut batch).await;
+        if batch.is_empty() {
+            break;
         }
         // The batch runs in its own task, so a unit that panics fails its batch, not the writer.
         let units = std::mem::take(&mut batch);
@@ -445,6 +569,7 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
         numbering: Vec::new(),
         after_commit: Vec::new(),
         history: History::default(),
+        assignees: HashMap::new(),
     };
     let mut first_failure = Ran::Done;
     for unit in batch {
@@ -471,6 +596,7 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
         numbering: Vec::new(),
         after_commit: Vec::new(),
         history: History::default(),
+        assignees: HashMap::new(),
     };
     for unit in batch {
         // Earlier units' new tasks and sessions are written outside this unit's savepoint, so a
@@ -524,8 +650,15 @@ async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
             task.short_number = *number;
         }
     }
+    // Each changed task once, as its last change left it, in id order (the order its row is locked in).
+    let mut changed_tasks: BTreeMap<&TaskId, &Task> = BTreeMap::new();
+    for task in &history.changed_tasks {
+        changed_tasks.insert(&task.id, task);
+    }
+    let changed_tasks: Vec<Task> = changed_tasks.into_values().cloned().collect();
     let rows = BatchRows {
         tasks: &history.tasks,
+        changed_tasks: &changed_tasks,
         sessions: &history.sessions,
         task_events: &history.task_events,
         status_changes: &history.status_changes,

@@ -276,6 +276,60 @@ async fn tasks_created_at_once_get_gap_free_numbers_in_answers_rows_and_audit() 
     host.stop().await;
 }
 
+/// Changes to different fields of one task sent at once all land: units of one batch see the
+/// changes earlier units made (the task's row is written once, when the batch commits), and on
+/// PostgreSQL, whose writers run batches side by side, a change read from the row is not
+/// overwritten by one read before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_to_one_task_sent_at_once_all_land() {
+    let host = TestHost::start().await;
+    let workspace = host.bootstrap("Acme").await;
+    let api = host.api(&workspace.admin_token);
+    let first = api.create_task("probe").await["statusId"].clone();
+    let (_, statuses) = api.get("/tasks/statuses").await;
+    let status = statuses["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .find(|id| json!(id) != first)
+        .expect("a second status");
+    let mut tasks = Vec::new();
+    for n in 0..24 {
+        tasks.push(
+            api.create_task(&format!("task {n}")).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // Four changes per task, each to another field, all sent together.
+    let mut all = tokio::task::JoinSet::new();
+    for (n, id) in tasks.iter().enumerate() {
+        let changes = [
+            json!({"title": format!("title {n}")}),
+            json!({"description": format!("description {n}")}),
+            json!({"statusId": status}),
+            json!({"assigneeId": workspace.admin_id}),
+        ];
+        for change in changes {
+            let (api, path) = (api.clone(), format!("/tasks/{id}"));
+            all.spawn(async move { api.patch(&path, change).await });
+        }
+    }
+    for (status, body) in all.join_all().await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    for (n, id) in tasks.iter().enumerate() {
+        let (_, task) = api.get(&format!("/tasks/{id}")).await;
+        assert_eq!(task["title"], format!("title {n}"), "{task}");
+        assert_eq!(task["description"], format!("description {n}"), "{task}");
+        assert_eq!(task["statusId"], json!(status), "{task}");
+        assert_eq!(task["assigneeId"], json!(workspace.admin_id), "{task}");
+    }
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_numbers_hundreds_of_tasks_of_one_workspace() {
     use leadtime_host::domain::ids::{TaskId, WorkspaceId};

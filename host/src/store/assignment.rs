@@ -19,7 +19,7 @@ use super::connection_types::{Choice, choice};
 use super::{Conn, StoreError};
 
 /// How a request names the user to assign: by id, or by handle (lowercase, without `@`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum UserRef {
     Id(String),
     Handle(String),
@@ -64,22 +64,26 @@ fn user_index(user: &UserRef) -> usize {
 }
 
 /// The text of [`task_and_assignee`]'s statement, built once per shape (a task by id or by
-/// number; no user, a user by id or by handle).
-fn task_sql(task_ref: &TaskRef, assignee: Option<&UserRef>) -> &'static str {
+/// number; no user, a user by id or by handle; on PostgreSQL, the task's row locked).
+fn task_sql(task_ref: &TaskRef, assignee: Option<&UserRef>, postgres: bool) -> &'static str {
     static SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
-        let mut all = Vec::with_capacity(6);
-        for task_match in ["t.id", "t.short_number"] {
-            all.push(format!(
-                "SELECT {TASK}, {TASK_EXTRA} FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
-                 WHERE t.workspace_id = $1 AND {task_match} = $2"
-            ));
-            for user_match in USER_MATCH {
+        let mut all = Vec::with_capacity(12);
+        // PostgreSQL's writers run batches side by side: the row is locked until the batch
+        // commits, so a change read from it is not overwritten by one read before it.
+        for lock in ["", " FOR UPDATE OF t"] {
+            for task_match in ["t.id", "t.short_number"] {
                 all.push(format!(
-                    "SELECT {TASK}, {TASK_EXTRA}, {USER}, {CONNECTION}, {CHOICE} \
-                     FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
-                     LEFT JOIN users u ON u.workspace_id = t.workspace_id AND {user_match} = $3 {ASSIGNEE_JOINS} \
-                     WHERE t.workspace_id = $1 AND {task_match} = $2"
+                    "SELECT {TASK}, {TASK_EXTRA} FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
+                     WHERE t.workspace_id = $1 AND {task_match} = $2{lock}"
                 ));
+                for user_match in USER_MATCH {
+                    all.push(format!(
+                        "SELECT {TASK}, {TASK_EXTRA}, {USER}, {CONNECTION}, {CHOICE} \
+                         FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
+                         LEFT JOIN users u ON u.workspace_id = t.workspace_id AND {user_match} = $3 {ASSIGNEE_JOINS} \
+                         WHERE t.workspace_id = $1 AND {task_match} = $2{lock}"
+                    ));
+                }
             }
         }
         all
@@ -88,7 +92,7 @@ fn task_sql(task_ref: &TaskRef, assignee: Option<&UserRef>) -> &'static str {
         TaskRef::Id(_) => 0,
         TaskRef::ShortNumber(_) => 1,
     };
-    &SQL[task * 3 + assignee.map_or(0, |user| 1 + user_index(user))]
+    &SQL[usize::from(postgres) * 6 + task * 3 + assignee.map_or(0, |user| 1 + user_index(user))]
 }
 
 /// The text of [`assignee`]'s statement, built once per way of naming the user.
@@ -115,14 +119,16 @@ fn user_value(user: &UserRef) -> &str {
 }
 
 /// The task of `workspace` named by `task_ref` and, if `assignee` is given, that user of the
-/// workspace; `None` if there is no such task.
+/// workspace; `None` if there is no such task. For a change: on PostgreSQL the task's row stays
+/// locked until the transaction ends.
 pub async fn task_and_assignee(
     conn: &mut Conn,
     workspace: &WorkspaceId,
     task_ref: &TaskRef,
     assignee: Option<&UserRef>,
 ) -> Result<Option<TaskRead>, StoreError> {
-    let query = sqlx::query(task_sql(task_ref, assignee)).bind(workspace.as_str());
+    let postgres = conn.is_postgres();
+    let query = sqlx::query(task_sql(task_ref, assignee, postgres)).bind(workspace.as_str());
     let query = match task_ref {
         TaskRef::Id(id) => query.bind(id.as_str()),
         TaskRef::ShortNumber(n) => query.bind(*n),

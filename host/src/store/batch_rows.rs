@@ -1,8 +1,9 @@
 //! What a write batch writes just before it commits ([`crate::commit`]): the rows its units added
 //! that nothing reads before then (new tasks, new sessions, task events, status changes, start
-//! jobs) and its audit records, appended to the chain with one update of the head.
+//! jobs), the changed tasks' new fields, and its audit records, appended to the chain with one
+//! update of the head.
 //!
-//! On PostgreSQL that is two statements whatever the batch holds: the rows of all five tables
+//! On PostgreSQL that is two statements whatever the batch holds: the rows of all six writes
 //! and the head's reservation of sequence numbers in one (`WITH` inserts from [`super::json_rows`]),
 //! the hashed records and the head's new hash in the other. The head is locked from the first to
 //! the commit. On SQLite, where a statement costs no round trip, each table's rows go in
@@ -23,6 +24,8 @@ use super::{Conn, StoreError, audit, jobs, sessions, tasks};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BatchRows<'a> {
     pub tasks: &'a [Task],
+    /// Tasks whose editable fields changed (each once, in id order).
+    pub changed_tasks: &'a [Task],
     pub sessions: &'a [Session],
     pub task_events: &'a [TaskEvent],
     pub status_changes: &'a [StatusChange],
@@ -31,14 +34,18 @@ pub struct BatchRows<'a> {
 
 impl BatchRows<'_> {
     fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
+        self.tasks.is_empty()
+            && self.changed_tasks.is_empty()
+            && self.sessions.is_empty()
             && self.task_events.is_empty()
             && self.status_changes.is_empty()
             && self.jobs.is_empty()
     }
 }
 
-/// Writes `rows` (tasks first, then sessions: the others refer to them) and appends `audit` to
+/// Writes `rows` (tasks first, then sessions: the others refer to them; changed tasks are
+/// updated in the same statement, which cannot see the new rows — nothing updates a task its batch
+/// created, whose id nobody outside the batch knows yet) and appends `audit` to
 /// the chain keyed with `key`, in the caller's transaction.
 pub async fn write(
     conn: &mut Conn,
@@ -48,6 +55,7 @@ pub async fn write(
 ) -> Result<(), StoreError> {
     if !conn.is_postgres() {
         tasks::insert_each(conn, rows.tasks).await?;
+        tasks::update_each(conn, rows.changed_tasks).await?;
         sessions::insert_many(conn, rows.sessions).await?;
         tasks::insert_events(conn, rows.task_events).await?;
         sessions::insert_status_changes(conn, rows.status_changes).await?;
@@ -57,22 +65,25 @@ pub async fn write(
     if rows.is_empty() {
         return audit::append_many(conn, key, audit).await;
     }
-    /// The five inserts (foreign keys are checked at the statement's end), then the head's
-    /// reservation ($6 numbers) or nothing.
+    /// The five inserts and the update (foreign keys are checked at the statement's end), then
+    /// the head's reservation ($7 numbers) or nothing.
     fn sql(then: &str) -> String {
         format!(
-            "WITH new_tasks AS ({}), new_sessions AS ({}), new_events AS ({}), new_changes AS ({}), new_jobs AS ({}) {then}",
+            "WITH new_tasks AS ({}), changed_tasks AS ({}), new_sessions AS ({}), new_events AS ({}), \
+             new_changes AS ({}), new_jobs AS ({}) {then}",
             tasks::insert_json_sql(1),
-            sessions::insert_json_sql(2),
-            tasks::insert_events_json_sql(3),
-            sessions::insert_status_changes_json_sql(4),
-            jobs::insert_json_sql(5),
+            tasks::update_json_sql(2),
+            sessions::insert_json_sql(3),
+            tasks::insert_events_json_sql(4),
+            sessions::insert_status_changes_json_sql(5),
+            jobs::insert_json_sql(6),
         )
     }
-    static WITH_AUDIT: LazyLock<String> = LazyLock::new(|| sql(&audit::reserve_sql(6)));
+    static WITH_AUDIT: LazyLock<String> = LazyLock::new(|| sql(&audit::reserve_sql(7)));
     static WITHOUT_AUDIT: LazyLock<String> = LazyLock::new(|| sql("SELECT 1"));
     let json = [
         tasks::json_rows(rows.tasks)?,
+        tasks::json_rows(rows.changed_tasks)?,
         sessions::json_rows(rows.sessions)?,
         tasks::event_json_rows(rows.task_events)?,
         sessions::status_change_json_rows(rows.status_changes)?,

@@ -153,6 +153,26 @@ pub(crate) fn insert_json_sql(parameter: usize) -> String {
     super::json_rows::insert_sql("tasks", TASK_COLUMNS, parameter)
 }
 
+/// Writes back the editable fields of the tasks in [`json_rows`] bound at `${parameter}`
+/// (PostgreSQL: the changes of a batch's units, written at its commit).
+pub(crate) fn update_json_sql(parameter: usize) -> String {
+    format!(
+        "UPDATE tasks SET title = r.title, description = r.description, status_id = r.status_id, \
+         assignee_id = r.assignee_id, updated_at = r.updated_at \
+         FROM json_populate_recordset(NULL::tasks, ${parameter}::json) r \
+         WHERE tasks.id = r.id AND tasks.id = ANY ({})",
+        super::json_rows::keys_sql(parameter, Some("id"))
+    )
+}
+
+/// Writes back the editable fields of `tasks`, one statement each (SQLite).
+pub async fn update_each(conn: &mut Conn, tasks: &[Task]) -> Result<(), StoreError> {
+    for task in tasks {
+        update(conn, task).await?;
+    }
+    Ok(())
+}
+
 /// Inserts `tasks`, one statement each (SQLite, where a statement costs no round trip).
 pub async fn insert_each(conn: &mut Conn, tasks: &[Task]) -> Result<(), StoreError> {
     for task in tasks {

@@ -102,7 +102,7 @@ async fn create_in(
     };
     let (workspace_name, assignee) = match &request.assignee {
         Some(reference) => {
-            let found = store::assignment::assignee(tx.conn(), &workspace, &user_ref(reference)).await?;
+            let found = tx.assignee(&workspace, &user_ref(reference)).await?;
             let (name, read) = found.unzip();
             (name, Some(assignable(read, reference)?))
         }
@@ -177,9 +177,14 @@ pub async fn update(
     let description = patch.description.as_deref().map(validate_description).transpose()?;
     let now = app.clock.now();
     let (shared, acting, task_ref) = (app.clone(), caller.clone(), task_ref.clone());
+    // Changes to one task run on one writer (see `Writer::write_to`).
+    let key = match &task_ref {
+        TaskRef::Id(id) => format!("task {} {id}", caller.workspace_id()),
+        TaskRef::ShortNumber(number) => format!("task {} #{number}", caller.workspace_id()),
+    };
     let (task, opened, assignee, canceled) = app
         .writer
-        .write(move |tx| {
+        .write_to(&key, move |tx| {
             let (app, caller, task_ref, patch) = (shared.clone(), acting.clone(), task_ref.clone(), patch.clone());
             let (title, description) = (title.clone(), description.clone());
             Box::pin(async move { update_in(tx, &app, &caller, &task_ref, patch, title, description, now).await })
@@ -208,6 +213,10 @@ async fn update_in(
         .await?
         .ok_or_else(|| task_not_found(task_ref))?;
     let (mut task, mut found) = (read.task, read.assignee);
+    if let Some(changed) = tx.task_as_changed(&task.id) {
+        // An earlier unit of this batch changed it.
+        task = changed.clone();
+    }
     let before = task.clone();
     let actor = caller.user.id.clone();
     if let Some(title) = title.filter(|t| *t != task.title) {
@@ -262,7 +271,7 @@ async fn update_in(
         assignee_read = user.map(|a| a.user);
     }
     task.updated_at = now;
-    store::tasks::update(tx.conn(), &task).await?;
+    tx.update_task_at_commit(task.clone());
     // The bot this task was taken from stops the work it was assigned (mentions keep going).
     let mut canceled = Vec::new();
     if let Some(previous) = before
@@ -347,7 +356,10 @@ async fn add_comment_in(
     body: String,
     now: Timestamp,
 ) -> Result<CommentAdded, Error> {
-    let task = find_task(tx.conn(), caller, task_ref).await?;
+    let mut task = find_task(tx.conn(), caller, task_ref).await?;
+    if let Some(changed) = tx.task_as_changed(&task.id) {
+        task = changed.clone();
+    }
     let comment = Comment {
         id: CommentId::generate(),
         workspace_id: task.workspace_id.clone(),
