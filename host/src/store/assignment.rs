@@ -69,8 +69,10 @@ fn task_sql(task_ref: &TaskRef, assignee: Option<&UserRef>, postgres: bool) -> &
     static SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
         let mut all = Vec::with_capacity(12);
         // PostgreSQL's writers run batches side by side: the row is locked until the batch
-        // commits, so a change read from it is not overwritten by one read before it.
-        for lock in ["", " FOR UPDATE OF t"] {
+        // commits, so a change read from it is not overwritten by one read before it. `NO KEY`:
+        // rows that refer to the task (a session, a comment, an event) may still be written
+        // meanwhile — their foreign-key checks' key-share lock does not wait for it.
+        for lock in ["", " FOR NO KEY UPDATE OF t"] {
             for task_match in ["t.id", "t.short_number"] {
                 all.push(format!(
                     "SELECT {TASK}, {TASK_EXTRA} FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
