@@ -55,7 +55,7 @@ pub struct WriteTx {
 /// Rows the batch's units added that nothing reads before the batch commits (new tasks — nobody
 /// outside the unit knows their ids yet —, new sessions, a task's events, a new session's first
 /// status and its start job), and the tasks they changed (a unit that reads a task sees an
-/// earlier unit's change through [`WriteTx::task_as_changed`]), written for the whole batch in
+/// earlier unit's change through [`WriteTx::as_changed`]), written for the whole batch in
 /// multi-row statements just before it commits. They cannot fail on their own (ids of their own,
 /// rows the unit itself wrote or read), so a unit's writes stay its own while the batch saves a
 /// statement per row. A unit that reads
@@ -168,15 +168,25 @@ impl WriteTx {
     }
 
     /// Writes `task`'s editable fields back when the batch commits. A unit that reads a task must
-    /// look here first ([`WriteTx::task_as_changed`]): the row still holds what it held before the
+    /// pass it through [`WriteTx::as_changed`]: the row still holds what it held before the
     /// batch.
     pub fn update_task_at_commit(&mut self, task: Task) {
         self.history.changed_tasks.push(task);
     }
 
-    /// The task `id` as the batch's units changed it so far, if one did.
-    pub fn task_as_changed(&self, id: &TaskId) -> Option<&Task> {
-        self.history.changed_tasks.iter().rev().find(|task| task.id == *id)
+    /// `task` as read from its row, or as the batch's units changed it so far if one did: every
+    /// unit that reads a task in a write passes it through here.
+    pub fn as_changed(&self, task: Task) -> Task {
+        match self
+            .history
+            .changed_tasks
+            .iter()
+            .rev()
+            .find(|changed| changed.id == task.id)
+        {
+            Some(changed) => changed.clone(),
+            None => task,
+        }
     }
 
     /// Inserts the new `session` when the batch commits, or before a later unit reads sessions.

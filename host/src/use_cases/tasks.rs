@@ -212,11 +212,7 @@ async fn update_in(
     let read = store::assignment::task_and_assignee(tx.conn(), caller.workspace_id(), task_ref, wanted.as_ref())
         .await?
         .ok_or_else(|| task_not_found(task_ref))?;
-    let (mut task, mut found) = (read.task, read.assignee);
-    if let Some(changed) = tx.task_as_changed(&task.id) {
-        // An earlier unit of this batch changed it.
-        task = changed.clone();
-    }
+    let (mut task, mut found) = (tx.as_changed(read.task), read.assignee);
     let before = task.clone();
     let actor = caller.user.id.clone();
     if let Some(title) = title.filter(|t| *t != task.title) {
@@ -356,10 +352,8 @@ async fn add_comment_in(
     body: String,
     now: Timestamp,
 ) -> Result<CommentAdded, Error> {
-    let mut task = find_task(tx.conn(), caller, task_ref).await?;
-    if let Some(changed) = tx.task_as_changed(&task.id) {
-        task = changed.clone();
-    }
+    let task = find_task(tx.conn(), caller, task_ref).await?;
+    let task = tx.as_changed(task);
     let comment = Comment {
         id: CommentId::generate(),
         workspace_id: task.workspace_id.clone(),
