@@ -27,6 +27,7 @@ use crate::domain::sessions::{Session, StatusChange};
 use crate::domain::tasks::{Task, TaskEvent};
 use crate::domain::time::Timestamp;
 use crate::store::assignment::{AssigneeRead, UserRef};
+use crate::store::audit::ChainHead;
 use crate::store::batch_rows::BatchRows;
 use crate::store::jobs::NewJob;
 use crate::store::{self, Backend, Conn, Db, StoreError, Tx};
@@ -326,6 +327,10 @@ impl Writer {
             Backend::Postgres => POSTGRES_WRITERS,
         };
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        let chain = Chain {
+            keys,
+            head: Arc::new(ChainHead::default()),
+        };
         let committed = tokio::sync::watch::Sender::new(0);
         let mut own = Vec::with_capacity(writers);
         let mut handles = Vec::with_capacity(writers);
@@ -336,7 +341,7 @@ impl Writer {
                 shared: receiver.clone(),
                 own: own_receiver,
             };
-            handles.push(tokio::spawn(run(db.clone(), keys.clone(), queues, committed.clone())));
+            handles.push(tokio::spawn(run(db.clone(), chain.clone(), queues, committed.clone())));
         }
         let own = own.into();
         (Writer { queue, own, committed }, handles)
@@ -504,8 +509,16 @@ impl Queues {
     }
 }
 
+/// What the writer tasks chain their batches' audit records with.
+#[derive(Clone)]
+struct Chain {
+    keys: AuditKeys,
+    /// The head as the writers last moved it (one for all of them).
+    head: Arc<ChainHead>,
+}
+
 /// One writer task: batches until its queues close.
-async fn run(db: Db, keys: AuditKeys, mut queues: Queues, committed: tokio::sync::watch::Sender<u64>) {
+async fn run(db: Db, chain: Chain, mut queues: Queues, committed: tokio::sync::watch::Sender<u64>) {
     let mut batch: Vec<Unit> = Vec::with_capacity(MAX_BATCH);
     loop {
         queues.next_batch(&mut batch).await;
@@ -514,9 +527,9 @@ async fn run(db: Db, keys: AuditKeys, mut queues: Queues, committed: tokio::sync
         }
         // The batch runs in its own task, so a unit that panics fails its batch, not the writer.
         let units = std::mem::take(&mut batch);
-        let (db, keys) = (db.clone(), keys.clone());
+        let (db, chain) = (db.clone(), chain.clone());
         let ran = tokio::spawn(async move {
-            let outcome = commit_batch(&db, &keys, &units).await.map_err(Arc::new);
+            let outcome = commit_batch(&db, &chain, &units).await.map_err(Arc::new);
             (units, outcome)
         })
         .await;
@@ -543,10 +556,10 @@ async fn run(db: Db, keys: AuditKeys, mut queues: Queues, committed: tokio::sync
 /// batch runs again with a savepoint per unit, so only the failed units' writes go (a batch of
 /// one unit has nothing else to keep). A batch the database gave up on (a deadlock with another
 /// writer's batch) runs again from the start, up to [`RETRIES`] times.
-async fn commit_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<(), StoreError> {
+async fn commit_batch(db: &Db, chain: &Chain, batch: &[Unit]) -> Result<(), StoreError> {
     let mut retries = 0;
     loop {
-        let attempt = match run_batch(db, keys, batch).await {
+        let attempt = match run_batch(db, chain, batch).await {
             Err(error) if error.is_retryable() => Ran::Retry,
             Err(error) => return Err(error),
             Ok(ran) => ran,
@@ -572,7 +585,7 @@ async fn commit_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<(), S
 
 /// One attempt at a batch: `Done` when it committed (some units may have failed alone), `Retry`
 /// when the database gave up on it (nothing committed).
-async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, StoreError> {
+async fn run_batch(db: &Db, chain: &Chain, batch: &[Unit]) -> Result<Ran, StoreError> {
     let mut tx = WriteTx {
         tx: db.begin().await?,
         audit: Vec::new(),
@@ -589,7 +602,7 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
         }
     }
     match first_failure {
-        Ran::Done => return commit(tx, keys).await.map(|()| Ran::Done),
+        Ran::Done => return commit(tx, chain).await.map(|()| Ran::Done),
         Ran::Retry => {
             tx.tx.rollback().await?;
             return Ok(Ran::Retry);
@@ -635,10 +648,10 @@ async fn run_batch(db: &Db, keys: &AuditKeys, batch: &[Unit]) -> Result<Ran, Sto
             }
         }
     }
-    commit(tx, keys).await.map(|()| Ran::Done)
+    commit(tx, chain).await.map(|()| Ran::Done)
 }
 
-async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
+async fn commit(mut tx: WriteTx, chain: &Chain) -> Result<(), StoreError> {
     let numbering = std::mem::take(&mut tx.numbering);
     let mut audit = std::mem::take(&mut tx.audit);
     let after_commit = std::mem::take(&mut tx.after_commit);
@@ -674,7 +687,7 @@ async fn commit(mut tx: WriteTx, keys: &AuditKeys) -> Result<(), StoreError> {
         status_changes: &history.status_changes,
         jobs: &history.jobs,
     };
-    store::batch_rows::write(tx.conn(), &keys.chain, rows, &audit).await?;
+    store::batch_rows::write(tx.conn(), &chain.keys.chain, &chain.head, rows, &audit).await?;
     tx.tx.commit().await?;
     for task in &numbering {
         if let Some(number) = numbers.get(&task.placeholder) {

@@ -240,6 +240,53 @@ async fn an_edited_checkpoint_file_is_detected() {
     host.stop().await;
 }
 
+/// The records in the trail and the head's sequence number.
+async fn records_and_head(host: &TestHost) -> (usize, i64) {
+    let mut conn = host.app().db.read().await.unwrap();
+    let records = leadtime_host::store::audit::after(&mut conn, 0, 100_000).await.unwrap();
+    let (seq, _, _) = leadtime_host::store::audit::head(&mut conn).await.unwrap();
+    (records.len(), seq)
+}
+
+/// On PostgreSQL the group-commit writers keep the chain head in the host between batches; a use
+/// case that appends on its own (minting a token) moves it behind their back. Taking turns, then
+/// all at once: every write lands with its record, each linked to the one before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_and_appends_of_their_own_keep_one_chain() {
+    let host = TestHost::start().await;
+    let admin = host.api(&host.bootstrap("Acme").await.admin_token);
+    let (records_before, head_before) = records_and_head(&host).await;
+    let mint = |admin: crate::utils::Api, n: usize| async move {
+        let (status, body) = admin
+            .post("/tokens", json!({"name": format!("token {n}"), "scopes": ["read"]}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    };
+    // Each task's batch finds the head moved by the token before it.
+    for n in 0..6 {
+        mint(admin.clone(), n).await;
+        admin.create_task(&format!("Task {n}")).await;
+    }
+    let mut all = tokio::task::JoinSet::new();
+    for n in 6..66 {
+        let admin = admin.clone();
+        if n % 3 == 0 {
+            all.spawn(mint(admin, n));
+        } else {
+            all.spawn(async move {
+                admin.create_task(&format!("Task {n}")).await;
+            });
+        }
+    }
+    all.join_all().await;
+    let (records, head) = records_and_head(&host).await;
+    assert_eq!(records - records_before, 72, "one record per write");
+    assert_eq!(head - head_before, 72, "the head moved past each record once");
+    assert_eq!(head as usize, records, "sequence numbers without gaps");
+    assert!(verify(&host).await.is_none(), "{:?}", verify(&host).await);
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_read_their_workspace_trail_with_filters_and_pages() {
     let host = TestHost::start().await;

@@ -62,7 +62,10 @@ impl AuditKeys {
     }
 }
 
-/// Appends `entry` by `actor` at `at`, in the caller's transaction, chained with `keys`.
+/// Appends `entry` by `actor` at `at`, in the caller's transaction, chained with `keys`. Call it
+/// last, right before the transaction commits: it locks the chain head, which every other write
+/// of the trail waits for (and the group-commit writers rely on its holder only committing next,
+/// see [`store::audit::ChainHead`]).
 pub async fn record(
     conn: &mut Conn,
     keys: &AuditKeys,

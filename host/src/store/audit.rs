@@ -42,31 +42,28 @@ pub async fn append_many(
 
 /// Takes `${parameter}` sequence numbers from the chain head (locking it until the transaction
 /// ends) and returns the head as [`Reserved`] it.
-pub(crate) fn reserve_sql(parameter: usize) -> String {
+fn reserve_sql(parameter: usize) -> String {
     format!("UPDATE audit_head SET seq = seq + ${parameter} WHERE id = 1 RETURNING seq, hash, keyed_from")
 }
 
 /// The chain head after [`reserve_sql`]: the last sequence number taken, the hash of the record
 /// before the first one taken, and the first sequence number linked with the chain key.
-pub(crate) type Reserved = (i64, String, i64);
+type Reserved = (i64, String, i64);
 
 /// Writes `entries` at the sequence numbers `head` reserved for exactly them ([`reserve_sql`]), each
 /// hashed onto the one before, and moves the head's hash to the last.
-pub(crate) async fn append_reserved(
+async fn append_reserved(
     conn: &mut Conn,
     key: &ChainKey,
-    (last_seq, mut prev_hash, keyed_from): Reserved,
+    (last_seq, prev_hash, keyed_from): Reserved,
     entries: &[(Actor, Entry, Timestamp)],
 ) -> Result<(), StoreError> {
-    let count = entries.len() as i64;
-    let chain = Chain { key, keyed_from };
-    let mut records = Vec::with_capacity(entries.len());
-    for (n, (actor, entry, at)) in entries.iter().enumerate() {
-        let mut record = new_record(last_seq - count + 1 + n as i64, actor, entry, *at, prev_hash);
-        record.hash = record.expected_hash(&chain);
-        prev_hash = record.hash.clone();
-        records.push(record);
-    }
+    let before = Head {
+        seq: last_seq - entries.len() as i64,
+        hash: prev_hash,
+        keyed_from,
+    };
+    let (records, after) = chained(key, &before, entries);
     if conn.is_postgres() {
         // The records and the head's new hash in one statement (see `json_rows`).
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -78,7 +75,7 @@ pub(crate) async fn append_reserved(
         let rows: Vec<RecordRow> = records.iter().map(RecordRow::of).collect();
         sqlx::query(&SQL)
             .bind(super::json_rows::encode(&rows)?)
-            .bind(&prev_hash)
+            .bind(&after.hash)
             .execute(&mut *conn)
             .await?;
         return Ok(());
@@ -116,10 +113,133 @@ pub(crate) async fn append_reserved(
         query.execute(&mut *conn).await?;
     }
     sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-        .bind(&prev_hash)
+        .bind(&after.hash)
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// The chain head: the last sequence number taken, its record's hash, and the first sequence
+/// number linked with the chain key.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+struct Head {
+    seq: i64,
+    hash: String,
+    keyed_from: i64,
+}
+
+/// `entries` as the records that follow `head`, each hashed onto the one before, and the head
+/// after the last of them.
+fn chained(key: &ChainKey, head: &Head, entries: &[(Actor, Entry, Timestamp)]) -> (Vec<Record>, Head) {
+    let chain = Chain {
+        key,
+        keyed_from: head.keyed_from,
+    };
+    let mut prev_hash = head.hash.clone();
+    let mut records = Vec::with_capacity(entries.len());
+    for (n, (actor, entry, at)) in entries.iter().enumerate() {
+        let mut record = new_record(head.seq + 1 + n as i64, actor, entry, *at, prev_hash);
+        record.hash = record.expected_hash(&chain);
+        prev_hash = record.hash.clone();
+        records.push(record);
+    }
+    let after = Head {
+        seq: head.seq + entries.len() as i64,
+        hash: prev_hash,
+        keyed_from: head.keyed_from,
+    };
+    (records, after)
+}
+
+/// The chain head as this process's group-commit writers last moved it, so that on PostgreSQL a
+/// batch appends its records and moves the head in **one** statement, taking the head's row lock
+/// only there, instead of reserving numbers in one statement and writing records in the next
+/// while holding it.
+///
+/// A batch takes the in-process lock, hashes its records onto the head it holds, and sends the
+/// statement, which moves the head only if it still is what the batch believes (another
+/// process, or a use case that appends on its own with [`append`], may have moved it) and
+/// inserts the records only then; it answers the head as it found it. On a mismatch the head is
+/// now locked by the batch, so the second try with what it answered succeeds. The in-process lock
+/// is let go as soon as the statement answered, before the batch commits: the next batch hashes
+/// onto this one's uncommitted head and its statement waits in PostgreSQL for this one's commit
+/// (and finds the head moved, and tries again, if this one rolled back). So batches queue for the
+/// head row for their last statement's end and their `COMMIT`, not three statements.
+///
+/// Why this cannot deadlock unseen (PostgreSQL sees only its own locks): the statement a holder of
+/// the in-process lock waits in only waits for the head row, and whoever holds that row only
+/// commits next — a batch past this statement, or a transaction that appended on its own with
+/// [`append`], which every such use case calls last, right before it commits.
+#[derive(Debug, Default)]
+pub struct ChainHead(tokio::sync::Mutex<Option<Head>>);
+
+impl ChainHead {
+    /// Appends `entries` in order, in the caller's transaction, chained with `key`: on PostgreSQL
+    /// as above, on SQLite (whose one writer holds the database's write lock anyway) with
+    /// [`append_many`].
+    pub async fn append(
+        &self,
+        conn: &mut Conn,
+        key: &ChainKey,
+        entries: &[(Actor, Entry, Timestamp)],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if !conn.is_postgres() {
+            return append_many(conn, key, entries).await;
+        }
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            // Every expression of `SET` reads the row as it was; a statement that waited for the
+            // row's lock reads it as the holder committed it.
+            let as_believed = "seq = $2 AND hash = $3 AND keyed_from = $4";
+            format!(
+                "WITH head AS (UPDATE audit_head SET seq = CASE WHEN {as_believed} THEN $5 ELSE seq END, \
+                 hash = CASE WHEN {as_believed} THEN $6 ELSE hash END WHERE id = 1 RETURNING seq, hash, keyed_from), \
+                 records AS ({} WHERE EXISTS (SELECT 1 FROM head WHERE seq = $5 AND hash = $6)) \
+                 SELECT seq, hash, keyed_from FROM head",
+                super::json_rows::insert_sql("audit_log", COLUMNS, 1)
+            )
+        });
+        let mut cached = self.0.lock().await;
+        // Taken out: after a failed statement the next batch reads the head afresh.
+        let mut head = match cached.take() {
+            Some(head) => head,
+            None => {
+                sqlx::query_as("SELECT seq, hash, keyed_from FROM audit_head WHERE id = 1 FOR UPDATE")
+                    .fetch_one(&mut *conn)
+                    .await?
+            }
+        };
+        // Twice at most: a statement that found the head moved locked it, so the second finds
+        // what the first answered.
+        for _ in 0..2 {
+            let (records, after) = chained(key, &head, entries);
+            let rows: Vec<RecordRow> = records.iter().map(RecordRow::of).collect();
+            let found: Head = sqlx::query_as(&SQL)
+                .bind(super::json_rows::encode(&rows)?)
+                .bind(head.seq)
+                .bind(&head.hash)
+                .bind(head.keyed_from)
+                .bind(after.seq)
+                .bind(&after.hash)
+                .fetch_one(&mut *conn)
+                .await?;
+            if found == after {
+                *cached = Some(after);
+                return Ok(());
+            }
+            tracing::debug!(
+                believed = head.seq,
+                found = found.seq,
+                "the audit chain head was moved elsewhere"
+            );
+            head = found;
+        }
+        Err(StoreError::Database(sqlx::Error::Protocol(
+            "the audit chain head moved while this transaction held it".into(),
+        )))
+    }
 }
 
 /// A record as a row of [`super::json_rows`] (its columns by name, unlike [`Record`]'s API form).

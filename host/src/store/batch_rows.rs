@@ -3,11 +3,10 @@
 //! jobs), the changed tasks' new fields, and its audit records, appended to the chain with one
 //! update of the head.
 //!
-//! On PostgreSQL that is two statements whatever the batch holds: the rows of all six writes
-//! and the head's reservation of sequence numbers in one (`WITH` inserts from [`super::json_rows`]),
-//! the hashed records and the head's new hash in the other. The head is locked from the first to
-//! the commit. On SQLite, where a statement costs no round trip, each table's rows go in
-//! multi-row `VALUES` statements.
+//! On PostgreSQL that is two statements whatever the batch holds: the rows of all six writes in
+//! one (`WITH` inserts from [`super::json_rows`]), the hashed records and the head's move in the
+//! other ([`ChainHead`]), which locks the head until the commit. On SQLite, where a statement
+//! costs no round trip, each table's rows go in multi-row `VALUES` statements.
 
 use std::sync::LazyLock;
 
@@ -17,6 +16,7 @@ use crate::domain::sessions::{Session, StatusChange};
 use crate::domain::tasks::{Task, TaskEvent};
 use crate::domain::time::Timestamp;
 
+use super::audit::ChainHead;
 use super::jobs::NewJob;
 use super::{Conn, StoreError, audit, jobs, sessions, tasks};
 
@@ -46,10 +46,11 @@ impl BatchRows<'_> {
 /// Writes `rows` (tasks first, then sessions: the others refer to them; changed tasks are
 /// updated in the same statement, which cannot see the new rows — nothing updates a task its batch
 /// created, whose id nobody outside the batch knows yet) and appends `audit` to
-/// the chain keyed with `key`, in the caller's transaction.
+/// the chain keyed with `key` through `head`, in the caller's transaction.
 pub async fn write(
     conn: &mut Conn,
     key: &ChainKey,
+    head: &ChainHead,
     rows: BatchRows<'_>,
     audit: &[(Actor, Entry, Timestamp)],
 ) -> Result<(), StoreError> {
@@ -62,45 +63,29 @@ pub async fn write(
         jobs::insert_many(conn, rows.jobs).await?;
         return audit::append_many(conn, key, audit).await;
     }
-    if rows.is_empty() {
-        return audit::append_many(conn, key, audit).await;
+    if !rows.is_empty() {
+        // The five inserts and the update (foreign keys are checked at the statement's end).
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH new_tasks AS ({}), changed_tasks AS ({}), new_sessions AS ({}), new_events AS ({}), \
+                 new_changes AS ({}), new_jobs AS ({}) SELECT 1",
+                tasks::insert_json_sql(1),
+                tasks::update_json_sql(2),
+                sessions::insert_json_sql(3),
+                tasks::insert_events_json_sql(4),
+                sessions::insert_status_changes_json_sql(5),
+                jobs::insert_json_sql(6),
+            )
+        });
+        sqlx::query(&SQL)
+            .bind(tasks::json_rows(rows.tasks)?)
+            .bind(tasks::json_rows(rows.changed_tasks)?)
+            .bind(sessions::json_rows(rows.sessions)?)
+            .bind(tasks::event_json_rows(rows.task_events)?)
+            .bind(sessions::status_change_json_rows(rows.status_changes)?)
+            .bind(jobs::json_rows(rows.jobs)?)
+            .execute(&mut *conn)
+            .await?;
     }
-    /// The five inserts and the update (foreign keys are checked at the statement's end), then
-    /// the head's reservation ($7 numbers) or nothing.
-    fn sql(then: &str) -> String {
-        format!(
-            "WITH new_tasks AS ({}), changed_tasks AS ({}), new_sessions AS ({}), new_events AS ({}), \
-             new_changes AS ({}), new_jobs AS ({}) {then}",
-            tasks::insert_json_sql(1),
-            tasks::update_json_sql(2),
-            sessions::insert_json_sql(3),
-            tasks::insert_events_json_sql(4),
-            sessions::insert_status_changes_json_sql(5),
-            jobs::insert_json_sql(6),
-        )
-    }
-    static WITH_AUDIT: LazyLock<String> = LazyLock::new(|| sql(&audit::reserve_sql(7)));
-    static WITHOUT_AUDIT: LazyLock<String> = LazyLock::new(|| sql("SELECT 1"));
-    let json = [
-        tasks::json_rows(rows.tasks)?,
-        tasks::json_rows(rows.changed_tasks)?,
-        sessions::json_rows(rows.sessions)?,
-        tasks::event_json_rows(rows.task_events)?,
-        sessions::status_change_json_rows(rows.status_changes)?,
-        jobs::json_rows(rows.jobs)?,
-    ];
-    if audit.is_empty() {
-        let mut query = sqlx::query(&WITHOUT_AUDIT);
-        for rows in json {
-            query = query.bind(rows);
-        }
-        query.execute(&mut *conn).await?;
-        return Ok(());
-    }
-    let mut query = sqlx::query_as::<_, audit::Reserved>(&WITH_AUDIT);
-    for rows in json {
-        query = query.bind(rows);
-    }
-    let head = query.bind(audit.len() as i64).fetch_one(&mut *conn).await?;
-    audit::append_reserved(conn, key, head, audit).await
+    head.append(conn, key, audit).await
 }
