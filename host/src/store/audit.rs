@@ -32,38 +32,25 @@ pub async fn append_many(
     if entries.is_empty() {
         return Ok(());
     }
-    static RESERVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| reserve_sql(1));
-    let head = sqlx::query_as(&RESERVE)
-        .bind(entries.len() as i64)
-        .fetch_one(&mut *conn)
-        .await?;
-    append_reserved(conn, key, head, entries).await
+    // Takes the numbers (locking the head until the transaction ends) and answers the head as it
+    // was before them.
+    let before: Head =
+        sqlx::query_as("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq - $1 AS seq, hash, keyed_from")
+            .bind(entries.len() as i64)
+            .fetch_one(&mut *conn)
+            .await?;
+    append_reserved(conn, key, &before, entries).await
 }
 
-/// Takes `${parameter}` sequence numbers from the chain head (locking it until the transaction
-/// ends) and returns the head as [`Reserved`] it.
-fn reserve_sql(parameter: usize) -> String {
-    format!("UPDATE audit_head SET seq = seq + ${parameter} WHERE id = 1 RETURNING seq, hash, keyed_from")
-}
-
-/// The chain head after [`reserve_sql`]: the last sequence number taken, the hash of the record
-/// before the first one taken, and the first sequence number linked with the chain key.
-type Reserved = (i64, String, i64);
-
-/// Writes `entries` at the sequence numbers `head` reserved for exactly them ([`reserve_sql`]), each
-/// hashed onto the one before, and moves the head's hash to the last.
+/// Writes `entries` after `before`, the head as it was before the caller took their sequence
+/// numbers (locked), each hashed onto the one before, and moves the head's hash to the last.
 async fn append_reserved(
     conn: &mut Conn,
     key: &ChainKey,
-    (last_seq, prev_hash, keyed_from): Reserved,
+    before: &Head,
     entries: &[(Actor, Entry, Timestamp)],
 ) -> Result<(), StoreError> {
-    let before = Head {
-        seq: last_seq - entries.len() as i64,
-        hash: prev_hash,
-        keyed_from,
-    };
-    let (records, after) = chained(key, &before, entries);
+    let (records, after) = chained(key, before, entries);
     if conn.is_postgres() {
         // The records and the head's new hash in one statement (see `json_rows`).
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
