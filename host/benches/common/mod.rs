@@ -77,10 +77,30 @@ pub fn percentiles(mut latencies: Vec<std::time::Duration>) -> (std::time::Durat
 /// Plans a connection cached while the tables were empty (a sequential scan of a table then
 /// thought to hold a few rows) are planned again. SQLite's planner keeps no size statistics
 /// unless asked, so it is left as it is.
+///
+/// Only tables the set-up filled are analyzed. Statistics saying a table is empty are worse than
+/// none: PostgreSQL plans a never-analyzed table as at least ten pages (an index scan for a key),
+/// but one analyzed empty as holding nothing — and the foreign-key checks' plans, which each
+/// connection keeps until the table is analyzed again, would then scan the sessions a run adds
+/// one by one for every row that refers to them (autovacuum is off on some servers, CI's among
+/// them, so nothing would plan them again).
 pub async fn analyze(db: &leadtime_host::store::Db) -> Result<()> {
     if db.backend() == leadtime_host::store::Backend::Postgres {
         let mut conn = db.read().await?;
-        sqlx::query("ANALYZE").execute(&mut *conn).await?;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind = 'r'",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for table in tables {
+            let filled: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM \"{table}\")"))
+                .fetch_one(&mut *conn)
+                .await?;
+            if filled {
+                sqlx::query(&format!("ANALYZE \"{table}\"")).execute(&mut *conn).await?;
+            }
+        }
     }
     Ok(())
 }
