@@ -598,7 +598,7 @@ impl Harness {
         self.host.world().task = Some(task);
         let called = self
             .runtime
-            .start_session(&self.plugin, self.context(), self.host.clone(), start)
+            .start_session(&self.plugin, self.context(), self.host.clone(), start, ())
             .await;
         self.settle(called.result)
     }
@@ -612,7 +612,7 @@ impl Harness {
         };
         let called = self
             .runtime
-            .on_event(&self.plugin, self.context(), self.host.clone(), session, event)
+            .on_event(&self.plugin, self.context(), self.host.clone(), session, event, ())
             .await;
         self.settle(called.result)
     }

@@ -360,8 +360,10 @@ async fn start_session(app: &Arc<App>, tools: &JobTools, job: &Job) -> anyhow::R
         (session.plugin_sha256.as_deref() != Some(plugin.wasm_sha256.as_str())).then_some(plugin.wasm_sha256.as_str());
     let ran_on = Some(plugin.wasm_sha256.clone());
     let (context, services) = call_for(app, &session, &plugin, workspace_hosts);
-    let called = app.runtime.start_session(&plugin, context, services, start).await;
-    drop(ticket);
+    let called = app
+        .runtime
+        .start_session(&plugin, context, services, start, ticket)
+        .await;
     let cpu = called.cpu;
     match called.result {
         Ok(effects) => commit_effects(&tools.starts, job, &session, effects, pin, cpu).await?,
@@ -475,9 +477,8 @@ async fn deliver_event(app: &Arc<App>, tools: &JobTools, job: &Job, event: Sessi
     let (context, services) = call_for(app, &session, &plugin, workspace_hosts);
     let called = app
         .runtime
-        .on_event(&plugin, context, services, session_ref, event)
+        .on_event(&plugin, context, services, session_ref, event, ticket)
         .await;
-    drop(ticket);
     let cpu = called.cpu;
     match called.result {
         Ok(effects) => commit_effects(&tools.starts, job, &session, effects, None, cpu).await?,
