@@ -128,14 +128,8 @@ impl FairShare {
     #[cfg(test)]
     pub fn try_enter(&self, workspace: &WorkspaceId, connection: &ConnectionId) -> Option<Ticket> {
         let (users, semaphores) = self.use_shares(holders(workspace, connection))?;
-        let mut permits = Vec::with_capacity(3);
-        for semaphore in semaphores {
-            permits.push(semaphore.try_acquire_owned().ok()?);
-        }
-        Some(Ticket {
-            _permits: permits,
-            _shares: users,
-        })
+        let (permits, rest) = take_free(semaphores);
+        rest.is_empty().then(|| Ticket::new(permits, users))
     }
 
     /// A ticket for a call of `connection` in `workspace`, waiting up to `patience` for a call of
@@ -149,22 +143,12 @@ impl FairShare {
     ) -> Option<Ticket> {
         let holders = holders(workspace, connection);
         let (users, semaphores) = self.use_shares(holders.clone())?;
-        let mut permits = Vec::with_capacity(3);
-        let mut semaphores = semaphores.into_iter();
         // At once, if every share has room.
-        for semaphore in semaphores.by_ref() {
-            match semaphore.clone().try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => {
-                    let rest: Vec<Arc<Semaphore>> = std::iter::once(semaphore).chain(semaphores).collect();
-                    return self.wait(&holders, users, permits, rest, patience).await;
-                }
-            }
+        let (permits, rest) = take_free(semaphores);
+        if rest.is_empty() {
+            return Some(Ticket::new(permits, users));
         }
-        Some(Ticket {
-            _permits: permits,
-            _shares: users,
-        })
+        self.wait(&holders, users, permits, rest, patience).await
     }
 
     /// Waits (as one of at most `waiting_per_holder` per holder) for the permits of `rest`.
@@ -205,10 +189,7 @@ impl FairShare {
                 .ok()?;
             permits.push(permit);
         }
-        Some(Ticket {
-            _permits: permits,
-            _shares: users,
-        })
+        Some(Ticket::new(permits, users))
     }
 
     /// Counts a use of `holders`' shares (made if new); their semaphores and the total's, in the
@@ -233,6 +214,29 @@ impl FairShare {
         };
         Some((users, [connection, workspace, self.total.clone()]))
     }
+}
+
+impl Ticket {
+    fn new(permits: Vec<OwnedSemaphorePermit>, users: Users) -> Self {
+        Self {
+            _permits: permits,
+            _shares: users,
+        }
+    }
+}
+
+/// Takes the permits of `semaphores` that are free, in order, up to the first that is not;
+/// returns them and the semaphores still to wait for (that one and those after it).
+fn take_free(semaphores: [Arc<Semaphore>; 3]) -> (Vec<OwnedSemaphorePermit>, Vec<Arc<Semaphore>>) {
+    let mut permits = Vec::with_capacity(semaphores.len());
+    let mut semaphores = semaphores.into_iter();
+    for semaphore in semaphores.by_ref() {
+        match semaphore.clone().try_acquire_owned() {
+            Ok(permit) => permits.push(permit),
+            Err(_) => return (permits, std::iter::once(semaphore).chain(semaphores).collect()),
+        }
+    }
+    (permits, Vec::new())
 }
 
 fn holders(workspace: &WorkspaceId, connection: &ConnectionId) -> [Holder; 2] {
