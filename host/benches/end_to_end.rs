@@ -281,21 +281,15 @@ async fn host_run(receiver: &Receiver, hook: &str, count: usize) -> Result<(Figu
     Ok((figures?, backend))
 }
 
-fn spread(values: impl Iterator<Item = f64>) -> [f64; 3] {
-    let mut values: Vec<f64> = values.collect();
-    values.sort_by(f64::total_cmp);
-    [values[0], values[values.len() / 2], values[values.len() - 1]]
-}
-
 fn print_row(label: &str, runs: &[Figures], baseline: Option<&[Figures]>) {
-    let accepts = spread(runs.iter().map(|f| f.accepts_per_sec));
-    let deliveries = spread(runs.iter().map(|f| f.deliveries_per_sec));
-    let p50 = spread(runs.iter().map(|f| f.p50.as_secs_f64() * 1e3));
-    let p99 = spread(runs.iter().map(|f| f.p99.as_secs_f64() * 1e3));
-    let lag = spread(runs.iter().map(|f| f.lag.as_secs_f64()));
+    let accepts = common::spread(runs.iter().map(|f| f.accepts_per_sec));
+    let deliveries = common::spread(runs.iter().map(|f| f.deliveries_per_sec));
+    let p50 = common::spread(runs.iter().map(|f| f.p50.as_secs_f64() * 1e3));
+    let p99 = common::spread(runs.iter().map(|f| f.p99.as_secs_f64() * 1e3));
+    let lag = common::spread(runs.iter().map(|f| f.lag.as_secs_f64()));
     let ratio = baseline
         .map(|b| {
-            let base = spread(b.iter().map(|f| f.deliveries_per_sec))[1];
+            let base = common::spread(b.iter().map(|f| f.deliveries_per_sec))[1];
             format!("{:.2}", deliveries[1] / base)
         })
         .unwrap_or_else(|| "1.00".into());

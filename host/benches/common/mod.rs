@@ -70,6 +70,13 @@ pub fn percentiles(mut latencies: Vec<std::time::Duration>) -> (std::time::Durat
     (at(0.50), at(0.99))
 }
 
+/// The least, the median and the greatest of `values` (at least one).
+pub fn spread(values: impl Iterator<Item = f64>) -> [f64; 3] {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    [values[0], values[values.len() / 2], values[values.len() - 1]]
+}
+
 /// Brings PostgreSQL's planner statistics up to date after a bench's set-up, as `pgbench` vacuums
 /// before it measures: the run then measures the steady state a running host is in once
 /// autovacuum has seen its tables (it analyzes a table after 50 + 10 % of its rows changed, within
