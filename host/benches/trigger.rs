@@ -494,9 +494,8 @@ async fn run() -> Result<()> {
     // Markers on stderr, for a profiler to start and stop by (around all the runs).
     eprintln!("[bench] throughput run starts");
     let mut runs = Vec::with_capacity(RUNS);
-    while !tasks.is_empty() {
-        let rest = tasks.split_off(triggers());
-        runs.push(bench.throughput(std::mem::replace(&mut tasks, rest)).await?);
+    for run_tasks in tasks.chunks(triggers()) {
+        runs.push(bench.throughput(run_tasks.to_vec()).await?);
     }
     eprintln!("[bench] throughput run ends");
     let enqueued = common::spread(runs.iter().map(|run| run.enqueued));
