@@ -24,9 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::{Actor, AuditKeys, Entry};
 use crate::domain::ids::{TaskId, WorkspaceId};
 use crate::domain::sessions::{Session, StatusChange};
-use crate::domain::tasks::{Task, TaskEvent};
+use crate::domain::tasks::{Task, TaskEvent, TaskRef};
 use crate::domain::time::Timestamp;
-use crate::store::assignment::{AssigneeRead, UserRef};
+use crate::store::assignment::{AssigneeRead, TaskRead, UserRef};
 use crate::store::audit::ChainHead;
 use crate::store::batch_rows::BatchRows;
 use crate::store::jobs::NewJob;
@@ -57,6 +57,9 @@ pub struct WriteTx {
     history: History,
     /// Assignees read in this batch (see [`WriteTx::assignee`]).
     assignees: HashMap<(WorkspaceId, UserRef), Option<(String, AssigneeRead)>>,
+    /// Tasks the batch's units named read (and, on PostgreSQL, locked) at its start
+    /// (see [`WriteTx::task_to_change`]).
+    tasks_read: HashMap<String, TaskRead>,
 }
 
 /// Rows the batch's units added that nothing reads before the batch commits (new tasks — nobody
@@ -166,6 +169,62 @@ impl WriteTx {
         let read = store::assignment::assignee(&mut self.tx, workspace, user).await?;
         self.assignees.insert(key, read.clone());
         Ok(read)
+    }
+
+    /// The task of `workspace` named by `task_ref` and, if `assignee` is given, that user of the
+    /// workspace ([`store::assignment::task_and_assignee`]), for a unit that changes the task:
+    /// from the batch's read of its units' tasks if the batch read it at its start (one statement
+    /// for all of them: on PostgreSQL a unit's own read was a round trip the writer waited for),
+    /// else read now. The task is as its row holds it: pass it through [`WriteTx::as_changed`].
+    pub async fn task_to_change(
+        &mut self,
+        workspace: &WorkspaceId,
+        task_ref: &TaskRef,
+        assignee: Option<&UserRef>,
+    ) -> Result<Option<TaskRead>, StoreError> {
+        let read = match task_ref {
+            TaskRef::Id(id) => self
+                .tasks_read
+                .get(id)
+                .filter(|read| read.task.workspace_id == *workspace)
+                .cloned(),
+            TaskRef::ShortNumber(_) => None,
+        };
+        let Some(mut read) = read else {
+            return store::assignment::task_and_assignee(&mut self.tx, workspace, task_ref, assignee).await;
+        };
+        if let Some(user) = assignee {
+            read.assignee = self.assignee(workspace, user).await?.map(|(_, found)| found);
+        }
+        Ok(Some(read))
+    }
+
+    /// Forgets the batch's start-of-batch read of `task` (see [`WriteTx::task_to_change`]): for
+    /// a unit that changes what that read holds beyond the task's own fields (a comment on it),
+    /// so later units read the row again.
+    pub fn forget_task_read(&mut self, task: &TaskId) {
+        self.tasks_read.remove(task.as_str());
+    }
+
+    /// Reads the tasks `batch`'s units will change (on PostgreSQL, when two or more units do: a
+    /// lone unit reads its task as it runs, in as many statements).
+    async fn read_units_tasks(&mut self, batch: &[Unit]) -> Result<(), StoreError> {
+        if !self.tx.is_postgres() {
+            return Ok(());
+        }
+        let mut ids: Vec<&str> = batch
+            .iter()
+            .filter_map(|unit| unit.task.as_ref().map(TaskId::as_str))
+            .collect();
+        if ids.len() < 2 {
+            return Ok(());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        for read in store::assignment::tasks_to_change(&mut self.tx, &ids).await? {
+            self.tasks_read.insert(read.task.id.to_string(), read);
+        }
+        Ok(())
     }
 
     /// Inserts the new `task` (numbered with [`WriteTx::number_task`]) when the batch commits, or
@@ -284,6 +343,8 @@ type Answer = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send + Sync>;
 struct Unit {
     work: Work,
     answer: Answer,
+    /// The task the unit changes, read for the whole batch at its start ([`WriteTx::task_to_change`]).
+    task: Option<TaskId>,
 }
 
 /// Why a unit's write did not happen, besides the unit's own error.
@@ -311,7 +372,7 @@ pub struct Writer {
     /// Units any writer task may take.
     queue: mpsc::Sender<Unit>,
     /// One queue per writer task, for units that change a row others may change too
-    /// ([`Writer::write_to`]).
+    /// ([`Writer::write_to_task`]).
     own: Arc<[mpsc::Sender<Unit>]>,
     /// Counts committed batches: readers waiting for new records (live session streams) watch it.
     committed: tokio::sync::watch::Sender<u64>,
@@ -371,16 +432,17 @@ impl Writer {
             + Sync
             + 'static,
     {
-        self.write_on(&self.queue, work).await
+        self.write_on(&self.queue, None, work).await
     }
 
-    /// As [`Writer::write`], for a unit that reads and changes the row `key` names (a task):
-    /// every unit naming the same key runs on the same writer task. PostgreSQL's writers run
+    /// As [`Writer::write`], for a unit that changes the task of `workspace` named by `task_ref`,
+    /// which it reads with [`WriteTx::task_to_change`] (the batch reads the tasks of all such units
+    /// at its start): every unit naming the same task runs on the same writer task. PostgreSQL's writers run
     /// batches side by side; two of them changing the same rows in another order would deadlock
     /// (the database then gives up on one batch, which runs again), and one batch would wait for
     /// the other's commit. One writer's batches run in turn, and within a batch units see each
     /// other's changes.
-    pub async fn write_to<T, E, F>(&self, key: &str, work: F) -> Result<T, E>
+    pub async fn write_to_task<T, E, F>(&self, workspace: &WorkspaceId, task_ref: &TaskRef, work: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: UnitError + Send + 'static,
@@ -389,14 +451,22 @@ impl Writer {
             + Sync
             + 'static,
     {
+        let (key, task) = match task_ref {
+            TaskRef::Id(id) => (format!("task {workspace} {id}"), Some(TaskId::from(id.clone()))),
+            TaskRef::ShortNumber(number) => (format!("task {workspace} #{number}"), None),
+        };
+        self.write_on(self.own_queue(&key), task, work).await
+    }
+
+    /// The queue of the writer task that takes the units naming `key` (a task).
+    fn own_queue(&self, key: &str) -> &mpsc::Sender<Unit> {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut hasher);
-        let writer = (hasher.finish() % self.own.len() as u64) as usize;
-        self.write_on(&self.own[writer], work).await
+        &self.own[(hasher.finish() % self.own.len() as u64) as usize]
     }
 
-    async fn write_on<T, E, F>(&self, queue: &mpsc::Sender<Unit>, work: F) -> Result<T, E>
+    async fn write_on<T, E, F>(&self, queue: &mpsc::Sender<Unit>, task: Option<TaskId>, work: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: UnitError + Send + 'static,
@@ -438,6 +508,7 @@ impl Writer {
                 };
                 let _ = told.send(reply);
             }),
+            task,
         };
         let gone = || E::from(StoreError::Database(sqlx::Error::PoolClosed));
         if queue.send(unit).await.is_err() {
@@ -599,7 +670,11 @@ async fn run_batch(db: &Db, chain: &Chain, batch: &[Unit]) -> Result<Ran, StoreE
         after_commit: Vec::new(),
         history: History::default(),
         assignees: HashMap::new(),
+        tasks_read: HashMap::new(),
     };
+    if let Err(error) = tx.read_units_tasks(batch).await {
+        return rolled_back(tx, error).await;
+    }
     let mut first_failure = Ran::Done;
     for unit in batch {
         first_failure = (unit.work)(&mut tx).await;
@@ -626,7 +701,11 @@ async fn run_batch(db: &Db, chain: &Chain, batch: &[Unit]) -> Result<Ran, StoreE
         after_commit: Vec::new(),
         history: History::default(),
         assignees: HashMap::new(),
+        tasks_read: HashMap::new(),
     };
+    if let Err(error) = tx.read_units_tasks(batch).await {
+        return rolled_back(tx, error).await;
+    }
     for unit in batch {
         // Earlier units' new tasks and sessions are written outside this unit's savepoint, so a
         // unit that writes them (before reading sessions) and then fails does not take them.
@@ -655,6 +734,17 @@ async fn run_batch(db: &Db, chain: &Chain, batch: &[Unit]) -> Result<Ran, StoreE
         }
     }
     commit(tx, chain).await.map(|()| Ran::Done)
+}
+
+/// Ends the attempt whose batch-wide read failed with `error`: `Retry` if the database gave up
+/// on the transaction (a deadlock with another writer), else the error, for every unit.
+async fn rolled_back(tx: WriteTx, error: StoreError) -> Result<Ran, StoreError> {
+    tx.tx.rollback().await?;
+    if error.is_retryable() {
+        Ok(Ran::Retry)
+    } else {
+        Err(error)
+    }
 }
 
 async fn commit(mut tx: WriteTx, chain: &Chain) -> Result<(), StoreError> {

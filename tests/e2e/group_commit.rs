@@ -504,3 +504,100 @@ async fn a_failing_units_history_rows_go_with_it() {
 fn expected_count() -> usize {
     (0..60u32).filter(|n| n % 3 != 1).count()
 }
+
+/// Polls `write` once, so its unit is in the writer's queue (it then waits for its batch): units
+/// sent this way, one after the other, are queued in that order.
+async fn send_now<F: std::future::Future + Unpin>(write: &mut F) {
+    std::future::poll_fn(|cx| {
+        assert!(
+            std::pin::Pin::new(&mut *write).poll(cx).is_pending(),
+            "a write answered before its batch ran"
+        );
+        std::task::Poll::Ready(())
+    })
+    .await
+}
+
+/// A unit that answers whether the task `named` has comments, as a change to it reads the task.
+fn has_comments(
+    tx: &mut leadtime_host::commit::WriteTx,
+    workspace: leadtime_host::domain::ids::WorkspaceId,
+    named: leadtime_host::domain::tasks::TaskRef,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<bool>, StoreError>> + Send + '_>> {
+    Box::pin(async move {
+        let read = tx.task_to_change(&workspace, &named, None).await?;
+        Ok(read.map(|read| read.has_comments))
+    })
+}
+
+/// A batch reads the tasks its units change at its start (on PostgreSQL, in one statement for all
+/// of them): a unit that comments on one makes the units after it in the batch read it again, so
+/// they see the comment as they did when each read its own task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_later_in_a_batch_sees_a_comment_made_earlier_in_it() {
+    use leadtime_host::domain::ids::{CommentId, TaskId, UserId, WorkspaceId};
+    use leadtime_host::domain::tasks::{Comment, TaskRef};
+    use std::sync::Arc;
+
+    let host = TestHost::start().await;
+    let workspace = host.bootstrap("Acme").await;
+    let api = host.api(&workspace.admin_token);
+    let task = api.create_task("probe").await["id"].as_str().unwrap().to_string();
+    let writer = host.app().writer.clone();
+    let ws = WorkspaceId::from(workspace.id.clone());
+    let named = TaskRef::Id(task.clone());
+
+    // A unit on the task's writer that holds it until let go: the units sent meanwhile wait
+    // behind it and make the next batch, in the order they were sent.
+    let (running, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let holder = {
+        let (writer, ws, named, gate) = (writer.clone(), ws.clone(), named.clone(), gate.clone());
+        tokio::spawn(async move {
+            writer
+                .write_to_task(&ws, &named, move |_tx| {
+                    let (gate, running) = (gate.clone(), running.clone());
+                    Box::pin(async move {
+                        let _ = running.send(());
+                        let _open = gate.acquire().await;
+                        Ok::<_, StoreError>(())
+                    })
+                })
+                .await
+        })
+    };
+    started.recv().await.expect("the holding unit runs");
+
+    let comment = Comment {
+        id: CommentId::generate(),
+        workspace_id: ws.clone(),
+        task_id: TaskId::from(task.clone()),
+        author_id: UserId::from(workspace.admin_id.clone()),
+        body: "a comment".into(),
+        created_at: Timestamp::from_millis(1_000),
+    };
+    let (w, n) = (ws.clone(), named.clone());
+    let mut before = Box::pin(writer.write_to_task(&ws, &named, move |tx| has_comments(tx, w.clone(), n.clone())));
+    let mut commenting = Box::pin(writer.write_to_task(&ws, &named, move |tx| {
+        let comment = comment.clone();
+        Box::pin(async move {
+            store::tasks::insert_comment(tx.conn(), &comment).await?;
+            tx.forget_task_read(&comment.task_id);
+            Ok::<_, StoreError>(())
+        })
+    }));
+    let (w, n) = (ws.clone(), named.clone());
+    let mut after = Box::pin(writer.write_to_task(&ws, &named, move |tx| has_comments(tx, w.clone(), n.clone())));
+    send_now(&mut before).await;
+    send_now(&mut commenting).await;
+    send_now(&mut after).await;
+    gate.add_permits(1_000);
+
+    holder.await.unwrap().unwrap();
+    assert_eq!(before.await.unwrap(), Some(false), "the unit before the comment");
+    commenting.await.unwrap();
+    assert_eq!(after.await.unwrap(), Some(true), "the unit after the comment reads it");
+    let (_, comments) = api.get(&format!("/tasks/{task}/comments")).await;
+    assert_eq!(comments["comments"].as_array().map(Vec::len), Some(1), "{comments}");
+    host.stop().await;
+}

@@ -154,6 +154,35 @@ pub async fn task_and_assignee(
     }))
 }
 
+/// The tasks with `ids` as changes to them read them ([`TaskRead`], no assignee), their rows
+/// locked until the transaction ends, in one statement: how a PostgreSQL write batch reads the
+/// tasks its units will change at its start, one round trip instead of one a unit
+/// ([`crate::commit::WriteTx::task_to_change`]). Rows are locked in id order. Tasks that do not
+/// exist are missing from the answer. PostgreSQL only (a SQLite statement costs no round trip).
+pub async fn tasks_to_change(conn: &mut Conn, ids: &[&str]) -> Result<Vec<TaskRead>, StoreError> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {TASK}, {TASK_EXTRA} FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
+             WHERE t.id = ANY ({}) ORDER BY t.id FOR NO KEY UPDATE OF t",
+            super::json_rows::keys_sql(1, None)
+        )
+    });
+    let rows = sqlx::query(&SQL)
+        .bind(super::json_rows::encode(ids)?)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(TaskRead {
+                task: aliased::task(row)?,
+                workspace_name: row.try_get("w_name")?,
+                has_comments: row.try_get::<i64, _>("has_comments")? > 0,
+                assignee: None,
+            })
+        })
+        .collect()
+}
+
 /// The user of `workspace` named by `user`, with the workspace's name; `None` if there is none.
 pub async fn assignee(
     conn: &mut Conn,

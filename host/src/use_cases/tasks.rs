@@ -176,16 +176,12 @@ pub async fn update(
     let title = patch.title.as_deref().map(validate_title).transpose()?;
     let description = patch.description.as_deref().map(validate_description).transpose()?;
     let now = app.clock.now();
-    let (shared, acting, task_ref) = (app.clone(), caller.clone(), task_ref.clone());
-    // Changes to one task run on one writer (see `Writer::write_to`).
-    let key = match &task_ref {
-        TaskRef::Id(id) => format!("task {} {id}", caller.workspace_id()),
-        TaskRef::ShortNumber(number) => format!("task {} #{number}", caller.workspace_id()),
-    };
+    let (shared, acting, named) = (app.clone(), caller.clone(), task_ref.clone());
+    // Changes to one task run on one writer (see `Writer::write_to_task`).
     let (task, opened, assignee, canceled) = app
         .writer
-        .write_to(&key, move |tx| {
-            let (app, caller, task_ref, patch) = (shared.clone(), acting.clone(), task_ref.clone(), patch.clone());
+        .write_to_task(caller.workspace_id(), task_ref, move |tx| {
+            let (app, caller, task_ref, patch) = (shared.clone(), acting.clone(), named.clone(), patch.clone());
             let (title, description) = (title.clone(), description.clone());
             Box::pin(async move { update_in(tx, &app, &caller, &task_ref, patch, title, description, now).await })
         })
@@ -209,7 +205,8 @@ async fn update_in(
     now: Timestamp,
 ) -> Result<(Task, Vec<Session>, Option<User>, bool), Error> {
     let wanted = patch.assignee.as_ref().and_then(|a| a.as_deref()).map(user_ref);
-    let read = store::assignment::task_and_assignee(tx.conn(), caller.workspace_id(), task_ref, wanted.as_ref())
+    let read = tx
+        .task_to_change(caller.workspace_id(), task_ref, wanted.as_ref())
         .await?
         .ok_or_else(|| task_not_found(task_ref))?;
     let (mut task, mut found) = (tx.as_changed(read.task), read.assignee);
@@ -363,6 +360,8 @@ async fn add_comment_in(
         created_at: now,
     };
     store::tasks::insert_comment(tx.conn(), &comment).await?;
+    // A change to the task later in the batch reads that it has comments.
+    tx.forget_task_read(&task.id);
     let handles = mentioned_handles(&comment.body);
     let bots = store::users::bots_by_handle(tx.conn(), &task.workspace_id, &handles).await?;
     let (mut opened, mut followed_up) = (Vec::new(), Vec::new());
