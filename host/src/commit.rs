@@ -136,6 +136,19 @@ impl std::fmt::Debug for WriteTx {
 }
 
 impl WriteTx {
+    /// A new transaction for a batch (one attempt at it).
+    async fn begin(db: &Db) -> Result<WriteTx, StoreError> {
+        Ok(WriteTx {
+            tx: db.begin().await?,
+            audit: Vec::new(),
+            numbering: Vec::new(),
+            after_commit: Vec::new(),
+            history: History::default(),
+            assignees: HashMap::new(),
+            tasks_read: HashMap::new(),
+        })
+    }
+
     /// The connection, for the store's functions.
     pub fn conn(&mut self) -> &mut Conn {
         &mut self.tx
@@ -663,15 +676,7 @@ async fn commit_batch(db: &Db, chain: &Chain, batch: &[Unit]) -> Result<(), Stor
 /// One attempt at a batch: `Done` when it committed (some units may have failed alone), `Retry`
 /// when the database gave up on it (nothing committed).
 async fn run_batch(db: &Db, chain: &Chain, batch: &[Unit]) -> Result<Ran, StoreError> {
-    let mut tx = WriteTx {
-        tx: db.begin().await?,
-        audit: Vec::new(),
-        numbering: Vec::new(),
-        after_commit: Vec::new(),
-        history: History::default(),
-        assignees: HashMap::new(),
-        tasks_read: HashMap::new(),
-    };
+    let mut tx = WriteTx::begin(db).await?;
     if let Err(error) = tx.read_units_tasks(batch).await {
         return rolled_back(tx, error).await;
     }
@@ -694,15 +699,7 @@ async fn run_batch(db: &Db, chain: &Chain, batch: &[Unit]) -> Result<Ran, StoreE
         // Nothing else to keep: the unit answers with its error.
         return Ok(Ran::Done);
     }
-    let mut tx = WriteTx {
-        tx: db.begin().await?,
-        audit: Vec::new(),
-        numbering: Vec::new(),
-        after_commit: Vec::new(),
-        history: History::default(),
-        assignees: HashMap::new(),
-        tasks_read: HashMap::new(),
-    };
+    let mut tx = WriteTx::begin(db).await?;
     if let Err(error) = tx.read_units_tasks(batch).await {
         return rolled_back(tx, error).await;
     }

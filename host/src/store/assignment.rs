@@ -47,6 +47,9 @@ pub struct TaskRead {
 const TASK_EXTRA: &str = "w.name AS w_name, \
     (SELECT COUNT(*) FROM (SELECT 1 FROM task_comments tc WHERE tc.task_id = t.id LIMIT 1) one) AS has_comments";
 
+/// A task with what a change reads beyond its columns ([`TASK_EXTRA`]), before any `WHERE`.
+const TASK_FROM: &str = "FROM tasks t JOIN workspaces w ON w.id = t.workspace_id";
+
 /// The workspace's choice for the connection's type.
 const CHOICE: &str = "wct.state AS wct_state, wct.outbound_hosts AS wct_hosts";
 
@@ -75,13 +78,11 @@ fn task_sql(task_ref: &TaskRef, assignee: Option<&UserRef>, postgres: bool) -> &
         for lock in ["", " FOR NO KEY UPDATE OF t"] {
             for task_match in ["t.id", "t.short_number"] {
                 all.push(format!(
-                    "SELECT {TASK}, {TASK_EXTRA} FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
-                     WHERE t.workspace_id = $1 AND {task_match} = $2{lock}"
+                    "SELECT {TASK}, {TASK_EXTRA} {TASK_FROM} WHERE t.workspace_id = $1 AND {task_match} = $2{lock}"
                 ));
                 for user_match in USER_MATCH {
                     all.push(format!(
-                        "SELECT {TASK}, {TASK_EXTRA}, {USER}, {CONNECTION}, {CHOICE} \
-                         FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
+                        "SELECT {TASK}, {TASK_EXTRA}, {USER}, {CONNECTION}, {CHOICE} {TASK_FROM} \
                          LEFT JOIN users u ON u.workspace_id = t.workspace_id AND {user_match} = $3 {ASSIGNEE_JOINS} \
                          WHERE t.workspace_id = $1 AND {task_match} = $2{lock}"
                     ));
@@ -142,16 +143,21 @@ pub async fn task_and_assignee(
     let Some(row) = query.fetch_optional(conn).await? else {
         return Ok(None);
     };
-    let task = aliased::task(&row)?;
-    Ok(Some(TaskRead {
-        task,
+    let assignee = match assignee {
+        Some(_) => assignee_from(&row)?,
+        None => None,
+    };
+    Ok(Some(task_read(&row, assignee)?))
+}
+
+/// The [`TaskRead`] of a row with [`TASK`] and [`TASK_EXTRA`].
+fn task_read(row: &AnyRow, assignee: Option<AssigneeRead>) -> Result<TaskRead, StoreError> {
+    Ok(TaskRead {
+        task: aliased::task(row)?,
         workspace_name: row.try_get("w_name")?,
         has_comments: row.try_get::<i64, _>("has_comments")? > 0,
-        assignee: match assignee {
-            Some(_) => assignee_from(&row)?,
-            None => None,
-        },
-    }))
+        assignee,
+    })
 }
 
 /// The tasks with `ids` as changes to them read them ([`TaskRead`], no assignee), their rows
@@ -162,8 +168,7 @@ pub async fn task_and_assignee(
 pub async fn tasks_to_change(conn: &mut Conn, ids: &[&str]) -> Result<Vec<TaskRead>, StoreError> {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "SELECT {TASK}, {TASK_EXTRA} FROM tasks t JOIN workspaces w ON w.id = t.workspace_id \
-             WHERE t.id = ANY ({}) ORDER BY t.id FOR NO KEY UPDATE OF t",
+            "SELECT {TASK}, {TASK_EXTRA} {TASK_FROM} WHERE t.id = ANY ({}) ORDER BY t.id FOR NO KEY UPDATE OF t",
             super::json_rows::keys_sql(1, None)
         )
     });
@@ -171,16 +176,7 @@ pub async fn tasks_to_change(conn: &mut Conn, ids: &[&str]) -> Result<Vec<TaskRe
         .bind(super::json_rows::encode(ids)?)
         .fetch_all(conn)
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(TaskRead {
-                task: aliased::task(row)?,
-                workspace_name: row.try_get("w_name")?,
-                has_comments: row.try_get::<i64, _>("has_comments")? > 0,
-                assignee: None,
-            })
-        })
-        .collect()
+    rows.iter().map(|row| task_read(row, None)).collect()
 }
 
 /// The user of `workspace` named by `user`, with the workspace's name; `None` if there is none.
