@@ -34,8 +34,7 @@ use crate::store::{self, Backend, Conn, Db, StoreError, Tx};
 
 /// Units one transaction takes at most.
 pub const MAX_BATCH: usize = 128;
-/// Times a batch the database gave up on (a deadlock between PostgreSQL's writers, or a moved
-/// audit chain head) runs again.
+/// Times a batch the database gave up on (a deadlock between PostgreSQL's writers) runs again.
 const RETRIES: usize = 3;
 /// Units waiting in a writer queue at most (the shared one, and each writer task's own); more
 /// wait to be queued.
@@ -646,12 +645,11 @@ async fn run(db: Db, chain: Chain, mut queues: Queues, committed: tokio::sync::w
 /// savepoints (two statements a unit saved); if a unit fails, that attempt is rolled back and the
 /// batch runs again with a savepoint per unit, so only the failed units' writes go (a batch of
 /// one unit has nothing else to keep). A batch the database gave up on (a deadlock with another
-/// writer's batch, or audit records hashed onto a chain head that moved: [`ChainHead`]) runs again
-/// from the start, up to [`RETRIES`] times.
+/// writer's batch) runs again from the start, up to [`RETRIES`] times.
 async fn commit_batch(db: &Db, chain: &Chain, batch: &[Unit]) -> Result<(), StoreError> {
     let mut retries = 0;
     loop {
-        let attempt = match run_batch(db, chain, batch, retries > 0).await {
+        let attempt = match run_batch(db, chain, batch).await {
             Err(error) if error.is_retryable() => Ran::Retry,
             Err(error) => return Err(error),
             Ok(ran) => ran,
@@ -662,7 +660,7 @@ async fn commit_batch(db: &Db, chain: &Chain, batch: &[Unit]) -> Result<(), Stor
         if retries == RETRIES {
             // Nothing of the batch was committed: every unit hears so.
             return Err(StoreError::Database(sqlx::Error::Protocol(format!(
-                "the database gave up on the write batch {} times (deadlocks with other writers, or the audit chain head moved)",
+                "the database gave up on the write batch {} times (deadlocks with other writers)",
                 RETRIES + 1
             ))));
         }
@@ -676,9 +674,8 @@ async fn commit_batch(db: &Db, chain: &Chain, batch: &[Unit]) -> Result<(), Stor
 }
 
 /// One attempt at a batch: `Done` when it committed (some units may have failed alone), `Retry`
-/// when the database gave up on it (nothing committed). A batch that runs `again` reads the
-/// audit chain head afresh.
-async fn run_batch(db: &Db, chain: &Chain, batch: &[Unit], again: bool) -> Result<Ran, StoreError> {
+/// when the database gave up on it (nothing committed).
+async fn run_batch(db: &Db, chain: &Chain, batch: &[Unit]) -> Result<Ran, StoreError> {
     let mut tx = WriteTx::begin(db).await?;
     if let Err(error) = tx.read_units_tasks(batch).await {
         return rolled_back(tx, error).await;
@@ -691,7 +688,7 @@ async fn run_batch(db: &Db, chain: &Chain, batch: &[Unit], again: bool) -> Resul
         }
     }
     match first_failure {
-        Ran::Done => return commit(tx, chain, again).await.map(|()| Ran::Done),
+        Ran::Done => return commit(tx, chain).await.map(|()| Ran::Done),
         Ran::Retry => {
             tx.tx.rollback().await?;
             return Ok(Ran::Retry);
@@ -733,7 +730,7 @@ async fn run_batch(db: &Db, chain: &Chain, batch: &[Unit], again: bool) -> Resul
             }
         }
     }
-    commit(tx, chain, again).await.map(|()| Ran::Done)
+    commit(tx, chain).await.map(|()| Ran::Done)
 }
 
 /// Ends the attempt whose batch-wide read failed with `error`: `Retry` if the database gave up
@@ -747,7 +744,7 @@ async fn rolled_back(tx: WriteTx, error: StoreError) -> Result<Ran, StoreError> 
     }
 }
 
-async fn commit(mut tx: WriteTx, chain: &Chain, read_head_afresh: bool) -> Result<(), StoreError> {
+async fn commit(mut tx: WriteTx, chain: &Chain) -> Result<(), StoreError> {
     let numbering = std::mem::take(&mut tx.numbering);
     let mut audit = std::mem::take(&mut tx.audit);
     let after_commit = std::mem::take(&mut tx.after_commit);
@@ -783,11 +780,8 @@ async fn commit(mut tx: WriteTx, chain: &Chain, read_head_afresh: bool) -> Resul
         status_changes: &history.status_changes,
         jobs: &history.jobs,
     };
-    store::batch_rows::write(&mut tx.tx, rows).await?;
-    chain
-        .head
-        .append_and_commit(tx.tx, &chain.keys.chain, &audit, read_head_afresh)
-        .await?;
+    store::batch_rows::write(tx.conn(), &chain.keys.chain, &chain.head, rows, &audit).await?;
+    tx.tx.commit().await?;
     for task in &numbering {
         if let Some(number) = numbers.get(&task.placeholder) {
             let _ = task.number.0.set(*number);

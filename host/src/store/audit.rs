@@ -1,12 +1,10 @@
 //! The append-only, hash-chained audit trail.
 
-use futures_util::FutureExt;
-
 use crate::domain::audit::{Actor, Chain, ChainKey, Entry, Record};
 use crate::domain::ids::new_id;
 use crate::domain::time::Timestamp;
 
-use super::{Backend, Conn, StoreError, Tx, json_rows};
+use super::{Backend, Conn, StoreError};
 
 const COLUMNS: &str = "seq, id, at, workspace_id, actor_kind, actor_id, token_id, session_id, action, target_kind, \
      target_id, request_id, ip, user_agent, details, prev_hash, hash";
@@ -141,86 +139,93 @@ fn chained(key: &ChainKey, head: &Head, entries: &[(Actor, Entry, Timestamp)]) -
 }
 
 /// The chain head as this process's group-commit writers last moved it, so that on PostgreSQL a
-/// batch appends its records, moves the head and commits in **one** message to the server (the
-/// statements its transaction left for the commit, `append_audit_batch(…)`, `COMMIT`), and the
-/// head's row lock is held only from that call to the commit's end, with no turn of the host's
-/// between them.
+/// batch appends its records and moves the head in **one** statement, taking the head's row lock
+/// only there, instead of reserving numbers in one statement and writing records in the next
+/// while holding it.
 ///
-/// A batch takes the in-process lock, hashes its records onto the head it holds (read with the
-/// row locked, if no batch left one), notes its own head as the next batch's, sends the message,
-/// and lets the in-process lock go once the message is sent: the next batch hashes onto this
-/// one's head before it committed, and its call waits in PostgreSQL for the row until this one
-/// committed. The call writes only if the head still is what its batch believes; otherwise
-/// (another process, or a use case that appends on its own with [`append`], moved it, or the batch
-/// hashed onto rolled back or has not reached its call yet) it fails as a serialization failure,
-/// the `COMMIT` sent with it is not run, the next batch reads the head afresh, and this one runs
-/// again. So batches queue for the head row for their call and their `COMMIT`, one after another
-/// without a round trip between.
+/// A batch takes the in-process lock, hashes its records onto the head it holds, and sends the
+/// statement, which moves the head only if it still is what the batch believes (another
+/// process, or a use case that appends on its own with [`append`], may have moved it) and
+/// inserts the records only then; it answers the head as it found it. On a mismatch the head is
+/// now locked by the batch, so the second try with what it answered succeeds. The in-process lock
+/// is let go as soon as the statement answered, before the batch commits: the next batch hashes
+/// onto this one's uncommitted head and its statement waits in PostgreSQL for this one's commit
+/// (and finds the head moved, and tries again, if this one rolled back). So batches queue for the
+/// head row for their last statement's end and their `COMMIT`, not three statements.
 ///
-/// Why this cannot deadlock unseen (PostgreSQL sees only its own locks): a holder of the
-/// in-process lock waits in PostgreSQL only when it reads the head, for the row, and whoever holds
-/// that row only commits next — a batch past its call, or a transaction that appended on its own
-/// with [`append`], which every such use case calls last, right before it commits. A batch whose
-/// message waits for another's locks holds no in-process lock.
+/// Why this cannot deadlock unseen (PostgreSQL sees only its own locks): the statement a holder of
+/// the in-process lock waits in only waits for the head row, and whoever holds that row only
+/// commits next — a batch past this statement, or a transaction that appended on its own with
+/// [`append`], which every such use case calls last, right before it commits.
 #[derive(Debug, Default)]
 pub struct ChainHead(tokio::sync::Mutex<Option<Head>>);
 
 impl ChainHead {
-    /// Appends `entries` in order to the chain keyed with `key`, in `tx`, and commits it: on
-    /// PostgreSQL as above, on SQLite (whose one writer holds the database's write lock anyway)
-    /// with [`append_many`] and a commit. With `read_afresh` (a batch that runs again) the head is
-    /// read with its row locked whatever the last batch left, so the call cannot fail for it.
-    pub async fn append_and_commit(
+    /// Appends `entries` in order, in the caller's transaction, chained with `key`: on PostgreSQL
+    /// as above, on SQLite (whose one writer holds the database's write lock anyway) with
+    /// [`append_many`].
+    pub async fn append(
         &self,
-        mut tx: Tx,
+        conn: &mut Conn,
         key: &ChainKey,
         entries: &[(Actor, Entry, Timestamp)],
-        read_afresh: bool,
     ) -> Result<(), StoreError> {
-        if entries.is_empty() || !tx.is_postgres() {
-            append_many(&mut tx, key, entries).await?;
-            return Ok(tx.commit().await?);
+        if entries.is_empty() {
+            return Ok(());
         }
+        if !conn.is_postgres() {
+            return append_many(conn, key, entries).await;
+        }
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            // Every expression of `SET` reads the row as it was; a statement that waited for the
+            // row's lock reads it as the holder committed it.
+            let as_believed = "seq = $2 AND hash = $3 AND keyed_from = $4";
+            format!(
+                "WITH head AS (UPDATE audit_head SET seq = CASE WHEN {as_believed} THEN $5 ELSE seq END, \
+                 hash = CASE WHEN {as_believed} THEN $6 ELSE hash END WHERE id = 1 RETURNING seq, hash, keyed_from), \
+                 records AS ({} WHERE EXISTS (SELECT 1 FROM head WHERE seq = $5 AND hash = $6)) \
+                 SELECT seq, hash, keyed_from FROM head",
+                super::json_rows::insert_sql("audit_log", COLUMNS, 1)
+            )
+        });
         let mut cached = self.0.lock().await;
-        // Taken out: if reading the head fails, the next batch reads it afresh.
-        let head = match cached.take().filter(|_| !read_afresh) {
+        // Taken out: after a failed statement the next batch reads the head afresh.
+        let mut head = match cached.take() {
             Some(head) => head,
             None => {
                 sqlx::query_as("SELECT seq, hash, keyed_from FROM audit_head WHERE id = 1 FOR UPDATE")
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut *conn)
                     .await?
             }
         };
-        let (records, after) = chained(key, &head, entries);
-        let rows: Vec<RecordRow> = records.iter().map(RecordRow::of).collect();
-        let call = format!(
-            "SELECT append_audit_batch({}::json, {}::bigint, {}, {}::bigint, {}::bigint, {})",
-            json_rows::literal(&json_rows::encode(&rows)?),
-            head.seq,
-            json_rows::literal(&head.hash),
-            head.keyed_from,
-            after.seq,
-            json_rows::literal(&after.hash),
-        );
-        *cached = Some(after);
-        let committing = tx.commit_after(Some(call));
-        let mut committing = std::pin::pin!(committing);
-        // One poll sends the message (the connection is idle and its socket takes a few KB at
-        // once), then the next batch may go on. Were it not sent yet, the next batch's call could
-        // reach the server first and find the head where this one's must: it would run again.
-        // (The poll's waker is a no-op; awaiting polls again with the task's.)
-        let first = committing.as_mut().now_or_never();
-        drop(cached);
-        let committed = match first {
-            Some(committed) => committed,
-            None => committing.await,
-        };
-        if let Err(error) = committed {
-            // The head is not what the next batch was told: it reads it afresh.
-            *self.0.lock().await = None;
-            return Err(error.into());
+        // Twice at most: a statement that found the head moved locked it, so the second finds
+        // what the first answered.
+        for _ in 0..2 {
+            let (records, after) = chained(key, &head, entries);
+            let rows: Vec<RecordRow> = records.iter().map(RecordRow::of).collect();
+            let found: Head = sqlx::query_as(&SQL)
+                .bind(super::json_rows::encode(&rows)?)
+                .bind(head.seq)
+                .bind(&head.hash)
+                .bind(head.keyed_from)
+                .bind(after.seq)
+                .bind(&after.hash)
+                .fetch_one(&mut *conn)
+                .await?;
+            if found == after {
+                *cached = Some(after);
+                return Ok(());
+            }
+            tracing::debug!(
+                believed = head.seq,
+                found = found.seq,
+                "the audit chain head was moved elsewhere"
+            );
+            head = found;
         }
-        Ok(())
+        Err(StoreError::Database(sqlx::Error::Protocol(
+            "the audit chain head moved while this transaction held it".into(),
+        )))
     }
 }
 

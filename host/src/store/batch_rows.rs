@@ -1,19 +1,24 @@
 //! What a write batch writes just before it commits ([`crate::commit`]): the rows its units added
 //! that nothing reads before then (new tasks, new sessions, task events, status changes, start
-//! jobs) and the changed tasks' new fields. (Its audit records follow, with the commit:
-//! [`super::audit::ChainHead`].)
+//! jobs), the changed tasks' new fields, and its audit records, appended to the chain with one
+//! update of the head.
 //!
-//! On PostgreSQL that is one statement whatever the batch holds: the rows of all six writes
-//! (`WITH` inserts from [`super::json_rows`]), sent in the commit's message. On SQLite, where a statement costs no round trip,
-//! each table's rows go in multi-row `VALUES` statements.
+//! On PostgreSQL that is two statements whatever the batch holds: the rows of all six writes in
+//! one (`WITH` inserts from [`super::json_rows`]), the hashed records and the head's move in the
+//! other ([`ChainHead`]), which locks the head until the commit. On SQLite, where a statement
+//! costs no round trip, each table's rows go in multi-row `VALUES` statements.
 
 use std::sync::LazyLock;
 
+use crate::audit::{Actor, Entry};
+use crate::domain::audit::ChainKey;
 use crate::domain::sessions::{Session, StatusChange};
 use crate::domain::tasks::{Task, TaskEvent};
+use crate::domain::time::Timestamp;
 
+use super::audit::ChainHead;
 use super::jobs::NewJob;
-use super::{Conn, StoreError, Tx, jobs, json_rows, sessions, tasks};
+use super::{Conn, StoreError, audit, jobs, sessions, tasks};
 
 /// The rows a batch adds at commit.
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,18 +45,23 @@ impl BatchRows<'_> {
 
 /// Writes `rows` (tasks first, then sessions: the others refer to them; changed tasks are
 /// updated in the same statement, which cannot see the new rows — nothing updates a task its batch
-/// created, whose id nobody outside the batch knows yet), in the caller's transaction: on
-/// PostgreSQL in one statement left to run at the commit ([`Tx::run_at_commit`]), so the batch
-/// waits for no answer of it on its own.
-pub async fn write(tx: &mut Tx, rows: BatchRows<'_>) -> Result<(), StoreError> {
-    if !tx.is_postgres() {
-        let conn: &mut Conn = tx;
+/// created, whose id nobody outside the batch knows yet) and appends `audit` to
+/// the chain keyed with `key` through `head`, in the caller's transaction.
+pub async fn write(
+    conn: &mut Conn,
+    key: &ChainKey,
+    head: &ChainHead,
+    rows: BatchRows<'_>,
+    audit: &[(Actor, Entry, Timestamp)],
+) -> Result<(), StoreError> {
+    if !conn.is_postgres() {
         tasks::insert_each(conn, rows.tasks).await?;
         tasks::update_each(conn, rows.changed_tasks).await?;
         sessions::insert_many(conn, rows.sessions).await?;
         tasks::insert_events(conn, rows.task_events).await?;
         sessions::insert_status_changes(conn, rows.status_changes).await?;
-        return jobs::insert_many(conn, rows.jobs).await;
+        jobs::insert_many(conn, rows.jobs).await?;
+        return audit::append_many(conn, key, audit).await;
     }
     if !rows.is_empty() {
         // The five inserts and the update (foreign keys are checked at the statement's end).
@@ -67,15 +77,15 @@ pub async fn write(tx: &mut Tx, rows: BatchRows<'_>) -> Result<(), StoreError> {
                 jobs::insert_json_sql(6),
             )
         });
-        let parameters = [
-            tasks::json_rows(rows.tasks)?,
-            tasks::json_rows(rows.changed_tasks)?,
-            sessions::json_rows(rows.sessions)?,
-            tasks::event_json_rows(rows.task_events)?,
-            sessions::status_change_json_rows(rows.status_changes)?,
-            jobs::json_rows(rows.jobs)?,
-        ];
-        tx.run_at_commit(json_rows::inline(&SQL, &parameters)?);
+        sqlx::query(&SQL)
+            .bind(tasks::json_rows(rows.tasks)?)
+            .bind(tasks::json_rows(rows.changed_tasks)?)
+            .bind(sessions::json_rows(rows.sessions)?)
+            .bind(tasks::event_json_rows(rows.task_events)?)
+            .bind(sessions::status_change_json_rows(rows.status_changes)?)
+            .bind(jobs::json_rows(rows.jobs)?)
+            .execute(&mut *conn)
+            .await?;
     }
-    Ok(())
+    head.append(conn, key, audit).await
 }

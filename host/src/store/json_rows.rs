@@ -37,47 +37,6 @@ pub(crate) fn encode<T: Serialize>(rows: &[T]) -> Result<String, StoreError> {
     serde_json::to_string(rows).map_err(|error| StoreError::Database(sqlx::Error::Encode(Box::new(error))))
 }
 
-/// `sql` with each parameter `$n` replaced by `parameters[n - 1]` as a literal ([`literal`]), for
-/// a statement sent without parameters ([`super::Tx::run_at_commit`]). Every `$` of `sql` must
-/// begin a parameter (as in the statements of this module).
-pub(crate) fn inline(sql: &str, parameters: &[String]) -> Result<String, StoreError> {
-    let unbound = |what: &str| StoreError::Database(sqlx::Error::Protocol(format!("cannot inline {what} in: {sql}")));
-    let mut inlined = String::with_capacity(sql.len() + parameters.iter().map(|p| p.len() + 8).sum::<usize>());
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        inlined.push_str(&rest[..at]);
-        let digits = rest[at + 1..]
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len() - at - 1);
-        let number: usize = rest[at + 1..at + 1 + digits]
-            .parse()
-            .map_err(|_| unbound("a bare `$`"))?;
-        let value = number
-            .checked_sub(1)
-            .and_then(|n| parameters.get(n))
-            .ok_or_else(|| unbound(&format!("${number}")))?;
-        inlined.push_str(&literal(value));
-        rest = &rest[at + 1 + digits..];
-    }
-    inlined.push_str(rest);
-    Ok(inlined)
-}
-
-/// `text` as a PostgreSQL string literal, for a statement sent without parameters
-/// ([`inline`]): dollar-quoted with a tag `text` does not contain, so nothing in
-/// it can end the literal, whatever the server's `standard_conforming_strings`.
-pub(crate) fn literal(text: &str) -> String {
-    let mut tag = String::from("$l$");
-    let mut n = 0u32;
-    // The closing tag must be the first in what follows the opening one (`x$l` then `$l$` holds
-    // `$l$` early).
-    while format!("{text}{tag}").find(&tag) != Some(text.len()) {
-        n += 1;
-        tag = format!("$l{n}$");
-    }
-    format!("{tag}{text}{tag}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,29 +75,5 @@ mod tests {
             insert_sql("jobs", "id, kind", 3),
             "INSERT INTO jobs (id, kind) SELECT id, kind FROM json_populate_recordset(NULL::jobs, $3::json)"
         );
-    }
-
-    #[test]
-    fn inlining_replaces_every_parameter_by_its_literal() {
-        let sql = "WITH a AS (SELECT $1::json), b AS (SELECT $10::json) SELECT $2";
-        let parameters: Vec<String> = (1..=10).map(|n| format!("p{n} $1")).collect();
-        assert_eq!(
-            inline(sql, &parameters).unwrap(),
-            "WITH a AS (SELECT $l$p1 $1$l$::json), b AS (SELECT $l$p10 $1$l$::json) SELECT $l$p2 $1$l$"
-        );
-        assert!(inline("SELECT $3", &parameters[..2]).is_err());
-        assert!(inline("SELECT $0", &parameters).is_err());
-        assert!(inline("SELECT $", &parameters).is_err());
-    }
-
-    #[test]
-    fn a_literal_cannot_be_ended_by_its_text() {
-        assert_eq!(literal("it's"), "$l$it's$l$");
-        assert_eq!(literal(""), "$l$$l$");
-        // A text holding the tag gets another one, and the one after that if needed.
-        assert_eq!(literal("a $l$ b"), "$l1$a $l$ b$l1$");
-        assert_eq!(literal("$l$$l1$"), "$l2$$l$$l1$$l2$");
-        // A text ending in a beginning of the tag would end early with the closing tag after it.
-        assert_eq!(literal("x$l"), "$l1$x$l$l1$");
     }
 }

@@ -196,8 +196,6 @@ impl std::ops::DerefMut for ReadConn {
 #[derive(Debug)]
 pub struct Tx {
     conn: Conn,
-    /// Statements to run just before the commit, in the commit's message ([`Tx::run_at_commit`]).
-    at_commit: Vec<String>,
 }
 
 impl std::ops::Deref for Tx {
@@ -214,34 +212,9 @@ impl std::ops::DerefMut for Tx {
 }
 
 impl Tx {
-    /// Commits the transaction (with the statements left to run at the commit).
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.commit_after(None).await
-    }
-
-    /// Leaves `statement` to run at the commit, in the same message to the server (PostgreSQL
-    /// only): the host takes no turn between it and the commit, and nothing waits for its answer
-    /// before then. It travels as plain text (the simple query protocol): no parameters, every
-    /// value inlined as a literal ([`json_rows::inline`]).
-    pub fn run_at_commit(&mut self, statement: String) {
-        debug_assert!(self.is_postgres(), "SQLite runs its statements at once");
-        self.at_commit.push(statement);
-    }
-
-    /// Runs the statements left for the commit, then `last` (if any), and commits, in one message
-    /// to the server. If one fails, the server skips the rest and the `COMMIT`, and the drop rolls
-    /// back.
-    pub async fn commit_after(mut self, last: Option<String>) -> Result<(), sqlx::Error> {
-        let mut statements = std::mem::take(&mut self.at_commit);
-        statements.extend(last);
-        if statements.is_empty() {
-            return self.finish("COMMIT").await;
-        }
-        statements.push("COMMIT".into());
-        let message = statements.join(";\n");
-        (&mut self.conn).execute(sqlx::raw_sql(&message)).await?;
-        self.conn = Conn::Released;
-        Ok(())
+    /// Commits the transaction.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        self.finish("COMMIT").await
     }
 
     /// Rolls the transaction back.
@@ -411,7 +384,6 @@ impl Db {
                 Connections::Sqlite(sqlite) => Conn::Sqlite(sqlite.writer().await),
                 Connections::Postgres(pool) => Conn::Postgres(pool.acquire().await?),
             },
-            at_commit: Vec::new(),
         };
         if let Err(error) = sqlx::query("BEGIN").execute(&mut tx.conn).await {
             // Nothing to roll back.
