@@ -526,6 +526,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_checkpoint_a_reader_held_back_is_finished_once_the_reader_ends_without_another_commit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = db(&dir).await;
+        let file = dir.path().join("t.db");
+        // A reader outside the host's pool whose snapshot predates the write below: no passive
+        // checkpoint may copy the write's pages into the file while the reader may still need the old.
+        let reader = rusqlite::Connection::open(&file).expect("reader");
+        reader.execute_batch("BEGIN").expect("begin read");
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .expect("read");
+        let before = std::fs::metadata(&file).expect("the file").len();
+        let mut tx = db.begin().await.expect("begin");
+        for n in 0..500_i64 {
+            sqlx::query("INSERT INTO t (id, n, note) VALUES ($1, $2, $3)")
+                .bind(format!("row {n}"))
+                .bind(n)
+                .bind("x".repeat(4_000))
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+        }
+        tx.commit().await.expect("commit");
+        // The checkpointer meets the reader's snapshot for ~10 of its rounds. (Were it slower to
+        // run than that, this test would pass without showing anything; it cannot fail for it.)
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            std::fs::metadata(&file).expect("the file").len() < before + 2_000_000,
+            "a checkpoint copied pages a reader's snapshot still needed"
+        );
+        reader.execute_batch("COMMIT").expect("end read");
+        drop(reader);
+        // Nothing is committed any more: only a checkpointer that knows its last one stopped short
+        // copies the log now.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::fs::metadata(&file).expect("the file").len() < before + 2_000_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the checkpoint the reader held back was not finished"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        db.close().await;
+    }
+
+    #[tokio::test]
     async fn numbered_arguments_bind_by_number_and_may_repeat() {
         let dir = tempfile::tempdir().expect("dir");
         let db = db(&dir).await;
