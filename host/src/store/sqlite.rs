@@ -492,13 +492,11 @@ mod tests {
         db
     }
 
-    #[tokio::test]
-    async fn the_checkpointer_copies_the_log_into_the_database_file_while_the_writer_does_not() {
-        let dir = tempfile::tempdir().expect("dir");
-        let db = db(&dir).await;
-        let file = dir.path().join("t.db");
-        let before = std::fs::metadata(&file).expect("the file").len();
-        // ~2 MiB in one transaction: ~500 pages, under the writer's own checkpoint threshold.
+    /// How much [`write_2_mb`] makes the database file grow once it is checkpointed.
+    const WRITTEN: u64 = 2_000_000;
+
+    /// ~2 MiB in one transaction: ~500 pages, under the writer's own checkpoint threshold.
+    async fn write_2_mb(db: &Db) {
         let mut tx = db.begin().await.expect("begin");
         for n in 0..500_i64 {
             sqlx::query("INSERT INTO t (id, n, note) VALUES ($1, $2, $3)")
@@ -510,18 +508,33 @@ mod tests {
                 .expect("insert");
         }
         tx.commit().await.expect("commit");
-        // Pages reach the database file only by a checkpoint; the checkpointer thread runs one
-        // within a few of its 20 ms rounds (there is no event to wait for: watch the file). The
-        // deadline is generous: on a machine busy writing (CI builds beside the tests) the
-        // checkpoint's fsyncs have taken seconds.
+    }
+
+    fn file_len(file: &std::path::Path) -> u64 {
+        std::fs::metadata(file).expect("the file").len()
+    }
+
+    /// Waits until `file` grew by [`WRITTEN`] past `before`. Pages reach the database file only by
+    /// a checkpoint, and there is no event to wait for: watch the file. The deadline is generous:
+    /// on a machine busy writing (CI builds beside the tests) a checkpoint's fsyncs have taken
+    /// seconds.
+    fn wait_for_checkpoint(file: &std::path::Path, before: u64, failure: &str) {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::fs::metadata(&file).expect("the file").len() < before + 2_000_000 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the log was not checkpointed into the database file"
-            );
+        while file_len(file) < before + WRITTEN {
+            assert!(std::time::Instant::now() < deadline, "{failure}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_log_into_the_database_file_while_the_writer_does_not() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = db(&dir).await;
+        let file = dir.path().join("t.db");
+        let before = file_len(&file);
+        write_2_mb(&db).await;
+        // The checkpointer thread runs one within a few of its 20 ms rounds.
+        wait_for_checkpoint(&file, before, "the log was not checkpointed into the database file");
         db.close().await;
     }
 
@@ -537,37 +550,20 @@ mod tests {
         let _: i64 = reader
             .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
             .expect("read");
-        let before = std::fs::metadata(&file).expect("the file").len();
-        let mut tx = db.begin().await.expect("begin");
-        for n in 0..500_i64 {
-            sqlx::query("INSERT INTO t (id, n, note) VALUES ($1, $2, $3)")
-                .bind(format!("row {n}"))
-                .bind(n)
-                .bind("x".repeat(4_000))
-                .execute(&mut *tx)
-                .await
-                .expect("insert");
-        }
-        tx.commit().await.expect("commit");
+        let before = file_len(&file);
+        write_2_mb(&db).await;
         // The checkpointer meets the reader's snapshot for ~10 of its rounds. (Were it slower to
         // run than that, this test would pass without showing anything; it cannot fail for it.)
         std::thread::sleep(Duration::from_millis(200));
         assert!(
-            std::fs::metadata(&file).expect("the file").len() < before + 2_000_000,
+            file_len(&file) < before + WRITTEN,
             "a checkpoint copied pages a reader's snapshot still needed"
         );
         reader.execute_batch("COMMIT").expect("end read");
         drop(reader);
         // Nothing is committed any more: only a checkpointer that knows its last one stopped short
         // copies the log now.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::fs::metadata(&file).expect("the file").len() < before + 2_000_000 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the checkpoint the reader held back was not finished"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_checkpoint(&file, before, "the checkpoint the reader held back was not finished");
         db.close().await;
     }
 
