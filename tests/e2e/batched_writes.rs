@@ -187,7 +187,9 @@ async fn many_row_writes_do_for_every_row_what_their_one_row_forms_do() {
                 connection_id.as_str().into(),
                 Some(sessions[n].clone()),
                 format!("http://127.0.0.1:9/outcome/{n}"),
-                format!("{{\"text\":\"line\\n\\\"quoted\\\" {n} é\"}}"),
+                // Of different lengths, with escapes and two-byte characters
+                // (on PostgreSQL the bodies travel one after the other as bytes).
+                format!("{{\"text\":\"é line\\n\\\"quoted\\\" {n} {}\"}}", "é".repeat(n + 1)),
                 now,
             );
             delivery.next_attempt_at = Some(now.plus_millis(3_600_000));

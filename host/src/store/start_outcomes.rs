@@ -3,7 +3,8 @@
 //! finished jobs' sessions have other jobs waiting.
 //!
 //! On PostgreSQL that is one statement whatever the batch holds (`WITH`, rows as
-//! [`super::json_rows`]); on SQLite, where a statement costs no round trip, one per kind of write.
+//! [`super::json_rows`], webhook bodies as bytes beside them); on SQLite, where a statement costs
+//! no round trip, one per kind of write.
 
 use std::sync::LazyLock;
 
@@ -40,19 +41,21 @@ pub async fn write(
              SELECT EXISTS (SELECT 1 FROM jobs later WHERE later.session_id IN (SELECT session_id FROM done) \
                 AND later.id NOT IN (SELECT id FROM finished))",
             super::json_rows::keys_sql(1, Some("session")),
-            deliveries::insert_json_sql(2),
+            deliveries::insert_json_sql(2, 4),
             super::json_rows::keys_sql(3, None),
         )
     });
     // The jobs' other rows as they were before the delete (a statement's parts see one snapshot),
     // minus the deleted ones: a job a concurrent batch deletes meanwhile may still count (a
     // wake-up too many, never one too few), as in `jobs::complete_many_and_look`.
+    let (outbox_rows, outbox_bodies) = deliveries::json_rows(outbox)?;
     let others: bool = sqlx::query_scalar(&SQL)
         .bind(sessions::settled_json_rows(calls)?)
-        .bind(deliveries::json_rows(outbox)?)
+        .bind(outbox_rows)
         .bind(super::json_rows::encode(
             &finished.iter().map(JobId::as_str).collect::<Vec<_>>(),
         )?)
+        .bind(outbox_bodies)
         .fetch_one(&mut *conn)
         .await?;
     Ok(others)
