@@ -74,6 +74,8 @@ async fn record(app: &Arc<App>, batch: Vec<Started>) {
             (outcome, s.recorded)
         })
         .unzip();
+    // Shared with the unit, not copied: the webhook bodies are most of an outcome's bytes.
+    let outcomes = Arc::new(outcomes);
     if outcomes.len() == 1 {
         let result = write(app, outcomes).await;
         if let Some(answer) = answers.into_iter().next() {
@@ -89,8 +91,8 @@ async fn record(app: &Arc<App>, batch: Vec<Started>) {
         }
         Err(error) => {
             tracing::debug!(%error, starts = outcomes.len(), "a batch of start outcomes failed; writing them one by one");
-            let alone = outcomes.into_iter().zip(answers).map(|(outcome, answer)| async move {
-                let _ = answer.send(write(app, vec![outcome]).await);
+            let alone = outcomes.iter().zip(answers).map(|(outcome, answer)| async move {
+                let _ = answer.send(write(app, Arc::new(vec![outcome.clone()])).await);
             });
             futures_util::future::join_all(alone).await;
         }
@@ -98,9 +100,9 @@ async fn record(app: &Arc<App>, batch: Vec<Started>) {
 }
 
 /// Writes `outcomes` as one unit; answers once it is committed.
-async fn write(app: &Arc<App>, outcomes: Vec<Outcome>) -> Result<(), StoreError> {
+async fn write(app: &Arc<App>, outcomes: Arc<Vec<Outcome>>) -> Result<(), StoreError> {
     let now = app.clock.now();
-    let (shared, outcomes) = (app.clone(), Arc::new(outcomes));
+    let shared = app.clone();
     app.writer
         .write(move |wtx| {
             let (app, outcomes) = (shared.clone(), outcomes.clone());
