@@ -42,7 +42,7 @@ impl Plugin for SelfHosted {
     fn start_session(session: SessionStart) -> Result<(), PluginError> {
         let config = Config::parse(&session.connection.config_json()?).map_err(PluginError::InvalidConfig)?;
         let body = webhook_body(&session, &config);
-        let delivery_id = webhook::deliver(&config.webhook_url, &body.to_string())?;
+        let delivery_id = webhook::deliver(&config.webhook_url, &body)?;
         // One line per session: detail, not news (the session card and delivery log show it).
         log::debug(&format!(
             "session {} queued for the wrapper as delivery {delivery_id}",
