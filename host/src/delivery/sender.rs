@@ -23,17 +23,24 @@ pub const USER_AGENT_VALUE: &str = concat!("leadtime-agent-host/", env!("CARGO_P
 /// and written out again — every attempt of every delivery stamps its body, and building the
 /// tree of a ~2–5 KB session webhook was ~3 % of the host's CPU under load.
 pub fn stamped_body(body: &str, attempt_timestamp: &str) -> Vec<u8> {
-    /// The top-level `webhookTimestamp` of an object, as the slice of the body it spans.
+    /// The top-level `webhookTimestamp` of an object, if it has one, as the slice of the body it
+    /// spans (`null` too: a field that is there is stamped, whatever it holds).
     #[derive(serde::Deserialize)]
     struct Stamp<'a> {
-        #[serde(rename = "webhookTimestamp", borrow)]
-        value: &'a serde_json::value::RawValue,
+        #[serde(rename = "webhookTimestamp", borrow, default, deserialize_with = "present")]
+        value: Option<&'a serde_json::value::RawValue>,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(
+        field: D,
+    ) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
+        serde::Deserialize::deserialize(field).map(Some)
     }
     if !body.contains("\"webhookTimestamp\"") || !body.trim_start().starts_with('{') {
         return body.as_bytes().to_vec();
     }
     match serde_json::from_str::<Stamp>(body) {
-        Ok(Stamp { value }) => {
+        Ok(Stamp { value: None }) => body.as_bytes().to_vec(),
+        Ok(Stamp { value: Some(value) }) => {
             // `value` borrows from `body`: where it starts is where its bytes are.
             let start = value.get().as_ptr() as usize - body.as_ptr() as usize;
             let end = start + value.get().len();
@@ -44,8 +51,10 @@ pub fn stamped_body(body: &str, attempt_timestamp: &str) -> Vec<u8> {
             stamped.extend_from_slice(&body.as_bytes()[end..]);
             stamped
         }
-        // Not valid JSON, no such top-level field, or the field twice (rewritten whole, as before).
-        Err(_) => restamped(body, attempt_timestamp),
+        // The field twice: rewritten whole, as before.
+        Err(error) if error.is_data() => restamped(body, attempt_timestamp),
+        // Not JSON: sent as it is.
+        Err(_) => body.as_bytes().to_vec(),
     }
 }
 
