@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, HostEvent, SHARE_PATIENCE};
@@ -19,17 +19,21 @@ use crate::runtime::grants::Capability;
 use crate::runtime::{CallContext, CallEffects, CallError, LoadedPlugin};
 use crate::store::{self, StoreError, jobs::Job};
 
-use super::fair_share::FairShare;
+use super::fair_share::{FairShare, JobSlot};
 use super::model_calls::{Handled, ModelCalls};
 use super::started::{self, StartRecorder, Started};
 use super::{PluginServices, snapshot};
 use crate::domain::jobs::{JobKind, QueuedEvent};
 use crate::use_cases::sessions::{fail, fail_over_budget};
 
-/// Jobs in hand at once (reading their session, waiting for their share, calling, committing).
+/// Jobs in hand at once (reading their session, waiting for their share, calling, committing),
+/// besides the parked ones ([`PARKED`]).
 const JOB_SLOTS: usize = 128;
 /// Plugin calls at once (each holds an instance, up to its memory limit), shared fairly.
 const CALLS: usize = 16;
+/// Jobs parked at once: over their share with their line full, each gave its job slot back and
+/// waits in memory for a place in the line ([`FairShare`]); more are put back in the queue.
+const PARKED: usize = 2 * JOB_SLOTS;
 /// New sessions' start jobs the job worker holds at most, handed to it but not yet running
 /// ([`crate::handoff`]); more are claimed from the table as before.
 pub const HANDOFF: usize = 2 * JOB_SLOTS;
@@ -50,6 +54,8 @@ struct JobTools {
     share: FairShare,
     models: ModelCalls,
     starts: StartRecorder,
+    /// Told when a job parks and so frees its job slot.
+    slot_freed: Arc<Notify>,
 }
 
 /// What running a job came to.
@@ -70,8 +76,8 @@ enum Ran {
 pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(JOB_SLOTS));
     // Half the job slots may wait for one workspace's or connection's share; the rest stay free
-    // for everyone else's jobs.
-    let share = FairShare::new(CALLS, JOB_SLOTS / 2);
+    // for everyone else's jobs (more of theirs park, giving their slots back).
+    let share = FairShare::new(CALLS, JOB_SLOTS / 2, PARKED);
     let models = match ModelCalls::new(&app) {
         Ok(models) => models,
         Err(error) => {
@@ -87,7 +93,12 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
         return;
     };
     let (starts, recording) = started::start(app.clone());
-    let tools = Arc::new(JobTools { share, models, starts });
+    let tools = Arc::new(JobTools {
+        share,
+        models,
+        starts,
+        slot_freed: Arc::new(Notify::new()),
+    });
     let mut running = tokio::task::JoinSet::new();
     // Whether due jobs may wait in the table unclaimed (new work, a backlog, a timer come due).
     let mut maybe_due = true;
@@ -138,6 +149,8 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
                 }
             }
             Some(_) = running.join_next(), if !running.is_empty() => {}
+            // A job parked: its slot is free for a handed job.
+            _ = tools.slot_freed.notified() => {}
         }
     }
     // Jobs handed over but not started go back to the table (their rows stay leased otherwise).
@@ -198,8 +211,9 @@ fn spawn_job(
 ) {
     let (app, tools) = (app.clone(), tools.clone());
     running.spawn(async move {
-        run_job(&app, &tools, job).await;
-        drop(permit);
+        let mut slot = JobSlot::new(permit, tools.slot_freed.clone());
+        run_job(&app, &tools, job, &mut slot).await;
+        drop(slot);
     });
 }
 
@@ -224,26 +238,28 @@ async fn next_wait(app: &App) -> Duration {
     }
 }
 
-async fn run_job(app: &Arc<App>, tools: &JobTools, job: Job) {
+async fn run_job(app: &Arc<App>, tools: &JobTools, job: Job, slot: &mut JobSlot) {
     let outcome = match job.job_kind() {
-        Ok(JobKind::StartSession) => start_session(app, tools, &job).await,
+        Ok(JobKind::StartSession) => start_session(app, tools, &job, slot).await,
         Ok(JobKind::SessionEvent(QueuedEvent::Cancel { reason })) => {
-            deliver_event(app, tools, &job, SessionEvent::CancelRequested(reason)).await
+            deliver_event(app, tools, &job, SessionEvent::CancelRequested(reason), slot).await
         }
-        Ok(JobKind::Timer { payload }) => deliver_event(app, tools, &job, SessionEvent::TimerFired(payload)).await,
+        Ok(JobKind::Timer { payload }) => {
+            deliver_event(app, tools, &job, SessionEvent::TimerFired(payload), slot).await
+        }
         Ok(JobKind::ModelCall(call)) => match tools.models.handle(app, &job, *call).await {
             Ok(Handled::Done | Handled::Retrying) => Ok(Ran::On(None)),
             Ok(Handled::Later) => Ok(Ran::Deferred),
             Err(error) => Err(error),
         },
         Ok(JobKind::SessionEvent(QueuedEvent::Inbound { event })) => match inbound_request(app, &event).await {
-            Ok(Some(request)) => deliver_event(app, tools, &job, SessionEvent::InboundWebhook(request)).await,
+            Ok(Some(request)) => deliver_event(app, tools, &job, SessionEvent::InboundWebhook(request), slot).await,
             // Past the retention window: nothing left to hand over.
             Ok(None) => complete(app, &job).await.map(|()| Ran::On(None)),
             Err(error) => Err(error),
         },
         Ok(JobKind::SessionEvent(QueuedEvent::FollowUp { comment })) => match follow_up(app, &comment).await {
-            Ok(Some(comment)) => deliver_event(app, tools, &job, SessionEvent::FollowUp(comment)).await,
+            Ok(Some(comment)) => deliver_event(app, tools, &job, SessionEvent::FollowUp(comment), slot).await,
             // The comment is gone: nothing to hand over.
             Ok(None) => complete(app, &job).await.map(|()| Ran::On(None)),
             Err(error) => Err(error),
@@ -316,7 +332,7 @@ async fn retry_or_fail(app: &App, job: &Job, error: &str, reason: &str, cpu: Dur
 
 /// Starts a session on its connection type's current plugin version, pinning the session to it
 /// (a retried start stays on the version it was pinned to). Returns the version that ran.
-async fn start_session(app: &Arc<App>, tools: &JobTools, job: &Job) -> anyhow::Result<Ran> {
+async fn start_session(app: &Arc<App>, tools: &JobTools, job: &Job, slot: &mut JobSlot) -> anyhow::Result<Ran> {
     let session_id: SessionId = job.session_id.clone().context("start_session job without a session")?;
     let (session, start, workspace_hosts) = {
         // A start handed over by the write that opened its session comes with its rows as that
@@ -350,7 +366,7 @@ async fn start_session(app: &Arc<App>, tools: &JobTools, job: &Job) -> anyhow::R
     };
     let Some(ticket) = tools
         .share
-        .enter(&session.workspace_id, &session.connection_id, SHARE_PATIENCE)
+        .enter(&session.workspace_id, &session.connection_id, SHARE_PATIENCE, slot)
         .await
     else {
         return defer(app, job).await;
@@ -429,7 +445,13 @@ async fn plugin_for(app: &App, session: &Session) -> Option<Arc<LoadedPlugin>> {
 /// Calls `on-event` on the plugin version the session runs on. A timer, provider webhook or
 /// follow-up of a finished session is dropped; a plugin that fails to handle an event of an unfinished session fails the session
 /// with its reason. Returns the version that ran.
-async fn deliver_event(app: &Arc<App>, tools: &JobTools, job: &Job, event: SessionEvent) -> anyhow::Result<Ran> {
+async fn deliver_event(
+    app: &Arc<App>,
+    tools: &JobTools,
+    job: &Job,
+    event: SessionEvent,
+    slot: &mut JobSlot,
+) -> anyhow::Result<Ran> {
     let session_id: SessionId = job.session_id.clone().context("session event job without a session")?;
     let (session, session_ref, workspace_hosts) = {
         let mut conn = app.db.read().await?;
@@ -468,7 +490,7 @@ async fn deliver_event(app: &Arc<App>, tools: &JobTools, job: &Job, event: Sessi
     }
     let Some(ticket) = tools
         .share
-        .enter(&session.workspace_id, &session.connection_id, SHARE_PATIENCE)
+        .enter(&session.workspace_id, &session.connection_id, SHARE_PATIENCE, slot)
         .await
     else {
         return defer(app, job).await;
