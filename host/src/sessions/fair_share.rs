@@ -178,7 +178,7 @@ impl FairShare {
     ) -> Option<Ticket> {
         let (users, semaphores) = self.use_shares(holders(workspace, connection))?;
         // At once, if every share has room.
-        let (mut permits, rest) = take_free(semaphores.calls);
+        let (mut permits, mut rest) = take_free(semaphores.calls.clone());
         if rest.is_empty() {
             return Some(Ticket::new(permits, users));
         }
@@ -188,6 +188,9 @@ impl FairShare {
             if !slot.park(&self.parking) {
                 return None;
             }
+            // A parked job holds no share's call while it waits for its place in line.
+            permits.clear();
+            rest = semaphores.calls;
             places.extend(acquire_all(full, deadline).await?);
         }
         permits.extend(acquire_all(rest, deadline).await?);
@@ -423,6 +426,57 @@ mod tests {
         drop((second_ticket, second_slot));
         assert_eq!(share.parking.available_permits(), 1);
         assert_eq!(slots.0.available_permits(), 2, "the third's slot is still taken");
+    }
+
+    #[tokio::test]
+    async fn a_parked_job_holds_no_call_while_it_waits_for_its_line() {
+        // Connections of 2 calls, a workspace of 3: one connection's two calls and another's one
+        // fill the workspace.
+        let share = Arc::new(FairShare::new(4, 1, 1));
+        let slots = worker_slots(4);
+        let workspace = WorkspaceId::from("ws_one");
+        let connections = connections(3);
+        let running: Vec<Ticket> = [0, 0, 1]
+            .iter()
+            .filter_map(|&c| share.try_enter(&workspace, &connections[c]))
+            .collect();
+        assert_eq!(running.len(), 3);
+        // One job waits in the workspace's line (holding its connection's free call)...
+        let _in_line = tokio::spawn({
+            let (share, workspace, connection) = (share.clone(), workspace.clone(), connections[1].clone());
+            let mut slot = take_slot(&slots);
+            async move {
+                share
+                    .enter(&workspace, &connection, Duration::from_secs(60), &mut slot)
+                    .await
+            }
+        });
+        while waiting(&share) < 2 {
+            tokio::task::yield_now().await;
+        }
+        // ...so a job of a third connection parks, and gives back the call it found free.
+        let _parked = tokio::spawn({
+            let (share, workspace, connection) = (share.clone(), workspace.clone(), connections[2].clone());
+            let mut slot = take_slot(&slots);
+            async move {
+                share
+                    .enter(&workspace, &connection, Duration::from_secs(60), &mut slot)
+                    .await
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), slots.1.notified())
+            .await
+            .expect("the job parked");
+        let free = |c: &ConnectionId| {
+            let counts = share.counts.lock().unwrap();
+            counts.shares[&Holder::Connection(c.clone())].calls.available_permits()
+        };
+        assert_eq!(
+            free(&connections[2]),
+            2,
+            "the parked job holds none of its connection's calls"
+        );
+        assert_eq!(free(&connections[1]), 0, "the job in line holds the call it found free");
     }
 
     #[tokio::test]
