@@ -302,6 +302,22 @@ mod tests {
         JobSlot::new(slots.clone().try_acquire_owned().unwrap(), freed.clone())
     }
 
+    /// `enter` with a minute's patience, in a task of its own: its ticket and the slot it ends with.
+    fn spawn_enter(
+        share: &Arc<FairShare>,
+        workspace: &WorkspaceId,
+        connection: &ConnectionId,
+        mut slot: JobSlot,
+    ) -> tokio::task::JoinHandle<(Option<Ticket>, JobSlot)> {
+        let (share, workspace, connection) = (share.clone(), workspace.clone(), connection.clone());
+        tokio::spawn(async move {
+            let ticket = share
+                .enter(&workspace, &connection, Duration::from_secs(60), &mut slot)
+                .await;
+            (ticket, slot)
+        })
+    }
+
     #[test]
     fn shares_are_per_workspace_and_per_connection_and_released() {
         let share = FairShare::new(8, 4, 0);
@@ -338,16 +354,7 @@ mod tests {
             .filter_map(|_| share.try_enter(&workspace, &connections[0]))
             .collect();
         assert_eq!(running.len(), 2, "half of 4");
-        let waiter = tokio::spawn({
-            let (share, workspace, connection) = (share.clone(), workspace.clone(), connections[0].clone());
-            let mut slot = take_slot(&slots);
-            async move {
-                let ticket = share
-                    .enter(&workspace, &connection, Duration::from_secs(60), &mut slot)
-                    .await;
-                (ticket, slot.parked())
-            }
-        });
+        let waiter = spawn_enter(&share, &workspace, &connections[0], take_slot(&slots));
         while waiting(&share) == 0 {
             tokio::task::yield_now().await;
         }
@@ -363,9 +370,9 @@ mod tests {
         );
         assert!(!second.parked());
         drop(running);
-        let (ticket, parked) = waiter.await.expect("the waiter ran");
+        let (ticket, slot) = waiter.await.expect("the waiter ran");
         assert!(ticket.is_some(), "the waiter got the freed call");
-        assert!(!parked, "it waited in the line, with its slot");
+        assert!(!slot.parked(), "it waited in the line, with its slot");
         assert_eq!(waiting(&share), 0);
     }
 
@@ -442,28 +449,12 @@ mod tests {
             .collect();
         assert_eq!(running.len(), 3);
         // One job waits in the workspace's line (holding its connection's free call)...
-        let _in_line = tokio::spawn({
-            let (share, workspace, connection) = (share.clone(), workspace.clone(), connections[1].clone());
-            let mut slot = take_slot(&slots);
-            async move {
-                share
-                    .enter(&workspace, &connection, Duration::from_secs(60), &mut slot)
-                    .await
-            }
-        });
+        let _in_line = spawn_enter(&share, &workspace, &connections[1], take_slot(&slots));
         while waiting(&share) < 2 {
             tokio::task::yield_now().await;
         }
         // ...so a job of a third connection parks, and gives back the call it found free.
-        let _parked = tokio::spawn({
-            let (share, workspace, connection) = (share.clone(), workspace.clone(), connections[2].clone());
-            let mut slot = take_slot(&slots);
-            async move {
-                share
-                    .enter(&workspace, &connection, Duration::from_secs(60), &mut slot)
-                    .await
-            }
-        });
+        let _parked = spawn_enter(&share, &workspace, &connections[2], take_slot(&slots));
         tokio::time::timeout(Duration::from_secs(30), slots.1.notified())
             .await
             .expect("the job parked");
