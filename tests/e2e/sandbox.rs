@@ -444,3 +444,59 @@ async fn a_spinning_workspace_leaves_other_workspaces_their_share() {
     assert_eq!(finished, 0, "the other workspace waited for spinners to end");
     host.stop().await;
 }
+
+/// One bot assigned more sessions than the session worker has job slots, all spinning: another
+/// workspace's session still starts and finishes while they wait (parked past the bot's calls and
+/// its line, or put back), and the API still answers. That a parked job gives its slot back is
+/// shown by the fair-share unit tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_one_bots_sessions_past_the_job_slots_leaves_other_workspaces_theirs() {
+    let host = TestHost::start_with(
+        |config| {
+            config.plugin_limits.timeout = Duration::from_secs(5);
+            config.rate_limit_burst = 1_000;
+        },
+        None,
+    )
+    .await;
+    host.load_hostile_plugin().await;
+    let busy = host.api(&host.bootstrap("Busy").await.admin_token);
+    let other = host.api(&host.bootstrap("Other").await.admin_token);
+    for admin in [&busy, &other] {
+        admin.enable_connection_type("hostile").await;
+    }
+    let spinner = hostile_bot(&busy, "infinite-loop").await;
+    // 8 calls and 64 in line for the bot, the rest parked: more than the worker's 128 slots.
+    let mut spinners = Vec::new();
+    for n in 0..200 {
+        let (status, task) = busy
+            .post("/tasks", json!({"title": format!("spin {n}"), "assigneeId": spinner}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        spinners.push(task["agentSessionIds"][0].as_str().unwrap().to_owned());
+    }
+    let mut events = host.events();
+    let bot = hostile_bot(&other, "well-behaved").await;
+    let (status, task) = other
+        .post("/tasks", json!({"title": "meanwhile", "assigneeId": bot}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "the API answers during the flood: {task}");
+    let session = task["agentSessionIds"][0].as_str().unwrap().to_owned();
+    events
+        .wait_for(
+            "the other workspace's session",
+            |e| matches!(e, HostEvent::JobFinished { session_id: Some(s), .. } if s.as_str() == session),
+        )
+        .await;
+    let (_, card) = other.get(&format!("/agent-sessions/{session}")).await;
+    assert_eq!(card["status"], "done", "{card}");
+    let mut finished = 0;
+    for spinner in &spinners {
+        let (_, card) = busy.get(&format!("/agent-sessions/{spinner}")).await;
+        if card["status"] != "queued" {
+            finished += 1;
+        }
+    }
+    assert_eq!(finished, 0, "the other workspace waited for spinners to end");
+    host.stop().await;
+}
